@@ -1,0 +1,27 @@
+"""Blocks: token mixers, FFNs, norms, stems, downsamplers and heads, each registered by kind.
+
+Registration is explicit: importing a module below registers its kinds. Add a
+new family by writing one module and listing it here.
+"""
+
+from __future__ import annotations
+
+from nas.blocks import downsample, ffn, heads, norms, pooling, stems  # noqa: F401  (registers kinds)
+from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp
+from nas.blocks.registry import list_registered, module_class, register
+from nas.blocks.template import BlockContext, FusedBlock, TokenMixer, create_block
+
+__all__ = [
+    "BlockContext",
+    "ConvNorm",
+    "DropPath",
+    "FusedBlock",
+    "LayerNorm2d",
+    "LayerScale",
+    "Mlp",
+    "TokenMixer",
+    "create_block",
+    "list_registered",
+    "module_class",
+    "register",
+]

@@ -1,0 +1,42 @@
+"""One registry per role, mapping a kind to its module class and its config.
+
+``@register("mixer", "pooling", PoolingCfg)`` on a module class records the
+class here and the config schema in :mod:`nas.arch`, so a kind is declared in
+exactly one place. Duplicates raise; an unknown kind raises
+:class:`~nas.errors.UnknownKindError` listing the known kinds, closest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from nas.arch import ROLES, Component, config_type, list_kinds, register_config
+
+__all__ = ["register", "module_class", "list_registered"]
+
+_MODULES: dict[str, dict[str, type]] = {role: {} for role in ROLES}
+
+ModuleT = TypeVar("ModuleT", bound=type)
+
+
+def register(role: str, kind: str, config: type[Component]) -> Callable[[ModuleT], ModuleT]:
+    """Class decorator: ``kind`` of ``role`` is built by the decorated class from ``config``."""
+
+    def decorate(cls: ModuleT) -> ModuleT:
+        register_config(role, kind, config)
+        _MODULES[role][kind] = cls
+        return cls
+
+    return decorate
+
+
+def module_class(role: str, config: Component) -> type:
+    """The module class registered for ``config``'s kind."""
+    config_type(role, config.kind)  # raises the listing error for unknown kinds
+    return _MODULES[role][config.kind]
+
+
+def list_registered(role: str) -> list[str]:
+    """Registered kinds of ``role``, sorted."""
+    return list_kinds(role)
