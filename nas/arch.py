@@ -470,7 +470,8 @@ class Arch:
         try:
             return _parse_arch(data)
         except ConfigError as exc:
-            raise exc.located(source=source, line=line_of(data, _path_parts(exc.path))) from None
+            line = line_of(data, _document_path(data, _path_parts(exc.path)))
+            raise exc.located(source=source, line=line) from None
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<string>") -> Arch:
@@ -523,6 +524,59 @@ def _path_parts(path: str) -> tuple[str | int, ...]:
     return tuple(name if name else int(index) for name, index in _PATH_TOKEN.findall(path))
 
 
+def _document_path(document: Any, parts: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Translate an expanded path (``blocks[5]``) into the document's (``blocks.pattern[1]``)."""
+    out: list[str | int] = []
+    node = document
+    index = 0
+    while index < len(parts):
+        part = parts[index]
+        if part == "blocks" and index + 1 < len(parts) and isinstance(parts[index + 1], int) and isinstance(node, dict):
+            inner = _block_in_document(node.get("blocks"), parts[index + 1])  # type: ignore[arg-type]
+            out.append("blocks")
+            out.extend(inner)
+            node = node.get("blocks")
+            for step in inner:
+                node = node[step] if isinstance(node, (dict, list)) else None
+            index += 2
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+        index += 1
+    return tuple(out)
+
+
+def _expanded_length(item: Any) -> int:
+    if isinstance(item, list):
+        return sum(_expanded_length(child) for child in item)
+    if isinstance(item, dict) and isinstance(item.get("repeat"), int):
+        unit = item.get("pattern")
+        return item["repeat"] * (len(unit) if isinstance(unit, list) else 1)
+    return 1
+
+
+def _block_in_document(blocks: Any, number: int) -> list[str | int]:
+    """Document steps from a ``blocks`` value to the block that expands to position ``number``."""
+    if isinstance(blocks, list):
+        for position, item in enumerate(blocks):
+            length = _expanded_length(item)
+            if number < length:
+                return [position, *_block_in_document(item, number)]
+            number -= length
+        return []
+    if isinstance(blocks, dict) and "repeat" in blocks:
+        pattern = blocks.get("pattern")
+        if isinstance(pattern, list) and pattern:
+            return ["pattern", number % len(pattern)]
+        return ["block"]
+    return []
+
+
 def _parse_arch(data: Any) -> Arch:
     data = _mapping(data, "", "an arch")
     allowed = {"schema", "name", "input", "stem", "stages", "head", "published"}
@@ -536,7 +590,7 @@ def _parse_arch(data: Any) -> Arch:
     for key in ("input", "stem", "stages", "head"):
         if key not in data:
             raise ConfigError(f"missing required key {key!r}", path="")
-    name = _coerce(data["name"], str, "name") if "name" in data else None
+    name = None if data.get("name") is None else _coerce(data["name"], str, "name")
     stages_data = data["stages"]
     if not isinstance(stages_data, list):
         raise ConfigError(f"must be a list of stages, got {stages_data!r}", path="stages")

@@ -1,0 +1,168 @@
+"""The ``nas`` command: thin over the library; parses, calls the API, prints.
+
+Each subcommand is a class with ``add_arguments(parser)`` and ``run(args) -> int``;
+its docstring's first line is its help. Every command takes ``--json`` for
+machine-readable output. Errors the user can fix (a bad file, an unknown name)
+print one line to stderr and exit with status 2, having written nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nas.errors import NasError
+
+__all__ = ["main", "COMMANDS"]
+
+EXIT_USAGE = 2
+
+
+class Command:
+    """Base of subcommands."""
+
+    name: str = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Declare the command's own arguments."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
+        print(pd.DataFrame(rows).to_string(index=False))
+
+
+def resolve_arch(reference: str, resolution: int | None = None) -> Any:
+    """An Arch from a zoo name or a YAML/JSON file path, optionally at another resolution."""
+    import nas
+
+    looks_like_file = reference.endswith((".yaml", ".yml", ".json")) or "/" in reference
+    arch = nas.Arch.load(Path(reference)) if looks_like_file else nas.zoo.get(reference)
+    return arch if resolution is None else arch.with_resolution(resolution)
+
+
+class ZooCommand(Command):
+    """List the papers' models with parameters and MACs, measured and published."""
+
+    name = "zoo"
+
+    def run(self, args: argparse.Namespace) -> int:
+        from tqdm import tqdm
+
+        import nas
+
+        rows = []
+        names = nas.zoo.list_zoo()
+        for name in tqdm(names, desc="tracing zoo", unit="model", disable=args.json or None, leave=False):
+            arch = nas.zoo.get(name)
+            report = nas.cost.profile(arch)
+            row: dict[str, Any] = {
+                "name": name,
+                "resolution": arch.input.resolution,
+                "params_m": round(report.params_m, 3),
+                "gmacs": round(report.gmacs, 3),
+            }
+            if arch.published is not None:
+                published = arch.published
+                row.update({
+                    "published_params_m": published.params_m,
+                    "published_gmacs": published.gmacs,
+                    "params_diff_pct": round(100 * (report.params_m / published.params_m - 1), 2),
+                    "gmacs_diff_pct": round(100 * (report.gmacs / published.gmacs - 1), 2),
+                    "source": published.source,
+                })
+            rows.append(row)
+        if args.json:
+            _print_json(rows)
+        else:
+            _print_table([{key: value for key, value in row.items() if key != "source"} for row in rows])
+        return 0
+
+
+class BuildCommand(Command):
+    """Build a zoo model or an arch file, run one forward pass, print its size and cost."""
+
+    name = "build"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("arch", help="a zoo model name (see `nas zoo`) or a YAML/JSON arch file")
+        parser.add_argument("--resolution", type=int, help="input resolution to build at (default: the arch's)")
+        parser.add_argument("--export", type=Path, metavar="FILE",
+                            help="write the arch as YAML (or JSON for a .json path) after a successful build")
+
+    def run(self, args: argparse.Namespace) -> int:
+        import torch
+
+        import nas
+
+        arch = resolve_arch(args.arch, args.resolution)
+        model = nas.build(arch).eval()
+        shape = (1, arch.input.channels, arch.input.resolution, arch.input.resolution)
+        with torch.no_grad():
+            output = model(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+        report = nas.cost.profile(arch)
+        if args.export is not None:
+            arch.save(args.export)
+        result = {
+            "name": arch.name,
+            "id": arch.id,
+            "input_shape": list(shape),
+            "output_shape": list(output.shape),
+            "params": sum(parameter.numel() for parameter in model.parameters()),
+            "macs": report.macs,
+            "stages": [{"dim": stage.dim, "blocks": len(stage.blocks)} for stage in arch.stages],
+            "exported": None if args.export is None else str(args.export),
+        }
+        if args.json:
+            _print_json(result)
+            return 0
+        print(f"{arch.name or args.arch}  id {arch.id}")
+        print(f"  params   {result['params'] / 1e6:.3f} M")
+        print(f"  MACs     {report.gmacs:.3f} G at {arch.input.resolution}x{arch.input.resolution}")
+        print(f"  output   {tuple(output.shape)} from input {shape}")
+        print(f"  stages   {', '.join(f'{s.dim}x{len(s.blocks)}' for s in arch.stages)}  (width x blocks)")
+        if args.export is not None:
+            print(f"  exported {args.export}")
+        return 0
+
+
+COMMANDS: tuple[Command, ...] = (ZooCommand(), BuildCommand())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description="Neural-architecture search for vision backbones.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        help_line = (command.__doc__ or "").strip().splitlines()[0]
+        command_parser = sub.add_parser(command.name, help=help_line, description=help_line)
+        command_parser.add_argument("--json", action="store_true", help="machine-readable output")
+        command.add_arguments(command_parser)
+        command_parser.set_defaults(handler=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nas`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler.run(args)
+    except NasError as exc:
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
