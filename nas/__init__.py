@@ -12,9 +12,10 @@ Example:
 from __future__ import annotations
 
 from nas import blocks  # noqa: F401  (registers every kind before an Arch is parsed)
-from nas import zoo
+from nas import cost, zoo
 from nas.arch import Arch, Block, Component, InputSpec, Precision, Published, Stage
 from nas.build import Model, build
+from nas.cost import profile
 from nas.errors import ConfigError, NasError, UnknownKindError
 
 __all__ = [
@@ -30,5 +31,7 @@ __all__ = [
     "Stage",
     "UnknownKindError",
     "build",
+    "cost",
+    "profile",
     "zoo",
 ]

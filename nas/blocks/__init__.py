@@ -6,7 +6,7 @@ new family by writing one module and listing it here.
 
 from __future__ import annotations
 
-from nas.blocks import downsample, ffn, heads, norms, pooling, stems  # noqa: F401  (registers kinds)
+from nas.blocks import attention, convnext, downsample, efficientformer, efficientvit, ffn, heads, mbconv, norms, pooling, pvt, resnet, stems, swin, van  # noqa: F401  (registers kinds)
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp
 from nas.blocks.registry import list_registered, module_class, register
 from nas.blocks.template import BlockContext, FusedBlock, TokenMixer, create_block

@@ -100,10 +100,10 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class BatchNormNLC(nn.BatchNorm1d):
-    """BatchNorm over the channels of an NLC tensor (as in LeViT and EfficientViT)."""
+    """BatchNorm over the channels of an NLC tensor, or of a pooled ``(B, C)`` vector (LeViT, EfficientViT)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.flatten(0, 1)).reshape_as(x)
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape_as(x)
 
 
 class GroupNorm1NLC(nn.GroupNorm):

@@ -78,7 +78,7 @@ class ConvDownsample(Downsample):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(self.pre_norm(x))
+        x = self.post_norm(self.conv(self.pre_norm(x)))  # norm before the position embedding, as in PVT
         if self.pos_embed is not None:
             x = x + self.pos_embed
-        return self.post_norm(x)
+        return x

@@ -138,12 +138,12 @@ class PatchStem(Stem):
                 nn.init.trunc_normal_(parameter, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.to_tokens(self.proj(x))
+        x = self.norm(self.to_tokens(self.proj(x)))  # norm before the position embedding, as in ViT and PVT
         if self.class_token is not None:
             x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
         if self.pos_embed is not None:
             x = x + self.pos_embed
-        return self.norm(x)
+        return x
 
 
 @register("stem", "overlap", OverlapStemCfg)

@@ -1,0 +1,94 @@
+"""Multi-head self-attention over all tokens (ViT / DeiT).
+
+Papers:
+    "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
+    Dosovitskiy et al., ICLR 2021, arXiv:2010.11929 (the block);
+    "Training data-efficient image transformers & distillation through attention",
+    Touvron et al., ICML 2021, arXiv:2012.12877 (DeiT-Ti/S/B, the zoo's ``deit_*``).
+
+Published figures used by the zoo: DeiT-Ti/S/B 5.72M / 22.05M / 86.57M parameters and
+1.26 / 4.61 / 17.58 GMACs at 224 px (open-mmlab/mmpretrain, configs/deit/README.md; the
+DeiT paper, Table 1, and the official README round them to 5M / 22M / 86M). These
+MACs count the two attention matmuls, as ``nas.cost`` does.
+
+The attention core (:func:`split_heads`, :func:`merge_heads`) is shared with the
+windowed (Swin) and spatial-reduction (PVT) mixers of this family; every variant
+calls :func:`torch.nn.functional.scaled_dot_product_attention`, so fused kernels
+are used where the device has them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.arch import Component, Site
+from nas.blocks.common import factory_kwargs
+from nas.blocks.registry import register
+from nas.blocks.template import TokenMixer
+from nas.errors import ConfigError
+
+__all__ = ["AttentionCfg", "Attention", "check_heads", "split_heads", "merge_heads"]
+
+
+def check_heads(heads: int, dim: int) -> None:
+    """Raise ``ConfigError(path='heads')`` unless ``heads >= 1`` divides ``dim``."""
+    if heads < 1:
+        raise ConfigError(f"must be >= 1, got {heads}", path="heads")
+    if dim % heads:
+        raise ConfigError(f"{heads} does not divide dim {dim}", path="heads")
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(..., tokens, heads * head_dim) -> (..., heads, tokens, head_dim)``."""
+    x = x.unflatten(-1, (heads, -1))
+    return x.transpose(-2, -3)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(..., heads, tokens, head_dim) -> (..., tokens, heads * head_dim)``."""
+    return x.transpose(-2, -3).flatten(-2)
+
+
+@dataclass(frozen=True)
+class AttentionCfg(Component):
+    """Global multi-head self-attention; ``head_dim = dim // heads``.
+
+    Attributes:
+        heads: number of heads; must divide the stage width.
+        qkv_bias: bias on the fused query/key/value projection (ViT and DeiT use one).
+    """
+
+    heads: int = 8
+    qkv_bias: bool = True
+
+    def check(self, site: Site) -> None:
+        check_heads(self.heads, site.dim)
+
+
+@register("mixer", "attention", AttentionCfg)
+class Attention(TokenMixer):
+    """Fused ``qkv`` linear, scaled dot-product attention over every token, output projection.
+
+    Class tokens (``prefix_tokens``) take part like any other token, so the
+    mixer needs no knowledge of them.
+    """
+
+    layout = "nlc"
+
+    def __init__(self, cfg: AttentionCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
+                 device: Any = None, dtype: Any = None):
+        super().__init__()
+        dd = factory_kwargs(device, dtype)
+        self.heads = cfg.heads
+        self.head_dim = dim // cfg.heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query, key, value = (split_heads(part, self.heads) for part in self.qkv(x).chunk(3, dim=-1))
+        return self.proj(merge_heads(F.scaled_dot_product_attention(query, key, value)))

@@ -1,0 +1,654 @@
+"""Cost of a model, traced from the real module: op list, FLOPs, bytes, params, MACs.
+
+Costs come from running the module that :func:`nas.build` makes, never from a
+second hand-written formula (DESIGN.md, "one source of truth"). Each unit of
+:func:`nas.build.plan` (stem, downsampler, block, layout conversion, head) is
+built on the ``meta`` device and run once on an empty input under a
+``TorchDispatchMode`` that records every aten op it dispatches: its name, op
+class, input and output shapes, dtype, FLOPs and bytes moved. Units with the
+same signature (all six identical blocks of a stage) are traced once; the
+result is kept in :data:`CACHE`, keyed by ``(unit signature, batch, dtype)``.
+
+Counting rules (per op, table-driven):
+
+* FLOPs of convolutions, matrix products and attention come from the formulas
+  registered in ``torch.utils.flop_counter.flop_registry``; ops that have a
+  decomposition are decomposed first, as ``FlopCounterMode`` does, so
+  ``macs == FlopCounterMode total / 2`` on the same forward pass. On ``meta``,
+  scaled-dot-product attention runs its math path and shows up as two ``bmm``
+  and a softmax.
+* Element-wise ops, activations, norms and softmax count one FLOP per output
+  element; reductions and adaptive pools one per input element; windowed
+  pools one per output element and window position; views, data movement and
+  tensor creation none.
+* Bytes read and written are the sizes of an op's input and output tensors;
+  views and aliases move no bytes, and allocating an uninitialised tensor
+  writes none.
+
+:func:`profile_module` prices any ``nn.Module`` the same way (traced whole,
+not cached), with each op attributed to the innermost submodule running it.
+
+Example:
+    >>> import nas
+    >>> report = nas.profile(nas.zoo.get("poolformer_s12"))
+    >>> report.ops[0].unit, report.ops[0].name, report.ops[0].out_shapes
+    ('stem', 'aten.convolution', ((1, 64, 56, 56),))
+    >>> report.by_class()["conv"] > 0.9 * report.flops
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry, sdpa_flop_count
+
+from nas.arch import Arch
+from nas.build import Unit, plan
+from nas.errors import NasError
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = [
+    "CACHE",
+    "MAC_CLASSES",
+    "OP_CLASSES",
+    "CacheInfo",
+    "CostReport",
+    "Op",
+    "TraceCache",
+    "op_class",
+    "profile",
+    "profile_module",
+]
+
+Metric = Literal["flops", "bytes", "bytes_read", "bytes_written"]
+Shape = tuple[int, ...]
+
+# Ops whose FLOPs make up the MACs (MACs = their FLOPs / 2).
+MAC_CLASSES = frozenset({"conv", "matmul", "attention"})
+
+# Aten op (overload packet name, without a trailing in-place ``_``) -> op class.
+# Ops not listed are classed "view" when their schema says they alias an input, else "other".
+_CLASS_OF_OP: dict[str, str] = {
+    **dict.fromkeys(("convolution", "_convolution", "convolution_overrideable", "cudnn_convolution",
+                     "cudnn_convolution_transpose", "mkldnn_convolution", "_slow_conv2d_forward",
+                     "slow_conv_dilated2d", "slow_conv_transpose2d", "_conv_depthwise2d",
+                     "convolution_backward"), "conv"),
+    **dict.fromkeys(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "mv", "addmv", "dot", "addbmm",
+                     "_int_mm"), "matmul"),
+    **dict.fromkeys(("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+                     "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+                     "_flash_attention_forward", "_efficient_attention_forward",
+                     "_scaled_dot_product_efficient_attention_backward",
+                     "_scaled_dot_product_flash_attention_backward",
+                     "_scaled_dot_product_cudnn_attention_backward", "_flash_attention_backward",
+                     "_efficient_attention_backward"), "attention"),
+    **dict.fromkeys(("native_layer_norm", "native_group_norm", "native_batch_norm", "_native_batch_norm_legit",
+                     "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
+                     "_fused_rms_norm", "_batch_norm_with_update", "_batch_norm_no_update"), "norm"),
+    **dict.fromkeys(("_softmax", "_log_softmax", "_safe_softmax", "softmax", "log_softmax"), "softmax"),
+    **dict.fromkeys(("relu", "gelu", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "elu", "selu",
+                     "celu", "leaky_relu", "mish", "softplus", "hardtanh", "threshold", "_prelu_kernel",
+                     "prelu", "glu", "hardshrink", "softshrink", "log_sigmoid_forward", "rrelu_with_noise"),
+                  "activation"),
+    **dict.fromkeys(("add", "sub", "rsub", "mul", "div", "neg", "exp", "exp2", "expm1", "log", "log2", "log1p",
+                     "sqrt", "rsqrt", "pow", "abs", "sign", "reciprocal", "clamp", "clamp_min", "clamp_max",
+                     "maximum", "minimum", "where", "masked_fill", "addcmul", "addcdiv", "lerp", "floor",
+                     "ceil", "round", "trunc", "fmod", "remainder", "erf", "erfinv", "sin", "cos", "atan2",
+                     "eq", "ne", "gt", "ge", "lt", "le", "logical_and", "logical_or", "logical_not",
+                     "bitwise_and", "bitwise_or", "bitwise_not", "tril", "triu", "fill", "bernoulli", "normal",
+                     "uniform", "isnan", "nan_to_num"), "elementwise"),
+    **dict.fromkeys(("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool2d_with_indices",
+                     "max_pool3d_with_indices", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
+                     "adaptive_max_pool2d", "adaptive_max_pool3d"), "pool"),
+    **dict.fromkeys(("sum", "mean", "amax", "amin", "max", "min", "var", "std", "var_mean", "std_mean", "prod",
+                     "argmax", "argmin", "linalg_vector_norm", "norm", "logsumexp", "any", "all", "cumsum",
+                     "cumprod", "topk", "sort", "count_nonzero"), "reduce"),
+    **dict.fromkeys(("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_linear1d",
+                     "upsample_bilinear2d", "upsample_bicubic2d", "upsample_trilinear3d",
+                     "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa", "grid_sampler_2d"), "resize"),
+    **dict.fromkeys(("clone", "copy", "_to_copy", "cat", "stack", "constant_pad_nd", "reflection_pad1d",
+                     "reflection_pad2d", "replication_pad1d", "replication_pad2d", "roll", "repeat", "flip",
+                     "gather", "scatter", "scatter_add", "index", "_unsafe_index", "index_select", "index_put",
+                     "_index_put_impl", "embedding", "im2col", "col2im", "pixel_shuffle", "pixel_unshuffle",
+                     "channel_shuffle", "native_channel_shuffle", "masked_select", "slice_scatter",
+                     "select_scatter", "narrow_copy", "unfold_copy", "_unsafe_index_put"), "movement"),
+    **dict.fromkeys(("view", "_unsafe_view", "_reshape_alias", "permute", "transpose", "t", "expand", "squeeze",
+                     "unsqueeze", "slice", "select", "split", "split_with_sizes", "unbind", "unfold",
+                     "as_strided", "alias", "detach", "diagonal", "lift_fresh", "view_as_real",
+                     "view_as_complex", "_reshape_alias_copy", "real"), "view"),
+    **dict.fromkeys(("zeros", "ones", "full", "arange", "new_zeros", "new_ones", "new_full", "zeros_like",
+                     "ones_like", "full_like", "linspace", "eye", "scalar_tensor", "lift_fresh_copy",
+                     "randn", "rand", "randint", "randperm"), "creation"),
+    **dict.fromkeys(("empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "resize"),
+                    "alloc"),
+}
+
+# Op class -> how its FLOPs are counted when no registered formula applies, and whether it moves bytes.
+_CLASS_RULES: dict[str, tuple[str, bool]] = {
+    "conv": ("zero", True),
+    "matmul": ("zero", True),
+    "attention": ("zero", True),
+    "norm": ("output", True),
+    "softmax": ("output", True),
+    "activation": ("output", True),
+    "elementwise": ("output", True),
+    "resize": ("output", True),
+    "pool": ("input", True),
+    "reduce": ("input", True),
+    "movement": ("zero", True),
+    "creation": ("zero", True),
+    "view": ("zero", False),
+    "alloc": ("zero", False),
+    "other": ("output", True),
+}
+OP_CLASSES = tuple(_CLASS_RULES)
+
+# Per-op FLOP rules that override the class rule (windowed pools cost one FLOP per window position).
+_RULE_OF_OP: dict[str, str] = dict.fromkeys(
+    ("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices"), "window")
+
+
+def _numel(tensors: Sequence[torch.Tensor]) -> int:
+    return tensors[0].numel() if tensors else 0
+
+
+def _window_flops(args: tuple[Any, ...], inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> int:
+    if not outputs:
+        return 0
+    kernel = list(args[1])
+    spatial = outputs[0].dim() - 2 if outputs[0].dim() > 2 else 1
+    if len(kernel) == 1:
+        kernel *= spatial
+    return outputs[0].numel() * math.prod(kernel)
+
+
+_RULES: dict[str, Callable[[tuple[Any, ...], list[torch.Tensor], list[torch.Tensor]], int]] = {
+    "zero": lambda args, inputs, outputs: 0,
+    "output": lambda args, inputs, outputs: _numel(outputs),
+    "input": lambda args, inputs, outputs: _numel(inputs),
+    "window": _window_flops,
+}
+
+
+def _sdpa_cpu_flop(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
+                   out_val: Any = None, **kwargs: Any) -> int:
+    # NOTE: not in torch's registry (FlopCounterMode counts it as 0 on CPU); it never runs on meta.
+    return sdpa_flop_count(query.shape, key.shape, value.shape)
+
+
+_FORMULAS: dict[Any, Callable[..., int]] = {
+    **flop_registry,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
+}
+
+# Shape and metadata queries: not ops of the model (FlopCounterMode skips them too).
+_SKIPPED = frozenset({
+    torch.ops.aten.size.default, torch.ops.aten.sym_size.default, torch.ops.aten.stride.default,
+    torch.ops.aten.sym_stride.default, torch.ops.aten.numel.default, torch.ops.aten.sym_numel.default,
+    torch.ops.aten.dim.default, torch.ops.aten.is_contiguous.default, torch.ops.aten.is_contiguous.memory_format,
+    torch.ops.aten.storage_offset.default, torch.ops.aten.sym_storage_offset.default, torch.ops.prim.layout.default,
+    torch.ops.prim.device.default,
+})
+
+_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
+
+
+@dataclass(frozen=True, slots=True)
+class _OpInfo:
+    """What the recorder needs to know about one aten overload; computed once per overload."""
+
+    name: str
+    op_class: str
+    formula: Callable[..., int] | None
+    rule: Callable[[tuple[Any, ...], list[torch.Tensor], list[torch.Tensor]], int]
+    moves_bytes: bool
+    decomposes: bool
+
+
+_OP_INFO: dict[Any, _OpInfo] = {}
+
+
+def op_class(name: str) -> str:
+    """The op class of an aten op named like ``aten.convolution`` (``aten.add_`` as ``aten.add``).
+
+    Unlisted ops are ``other``; :func:`profile` also classes unlisted aliasing ops as ``view``.
+    """
+    short = name.removeprefix("aten.")
+    return _CLASS_OF_OP.get(short) or _CLASS_OF_OP.get(short.rstrip("_"), "other")
+
+
+def _op_info(func: torch._ops.OpOverload) -> _OpInfo:
+    info = _OP_INFO.get(func)
+    if info is None:
+        packet = func.overloadpacket
+        name = str(packet)
+        kind = op_class(name)
+        if kind == "other" and func.is_view:
+            kind = "view"
+        formula = _FORMULAS.get(packet)
+        if formula is not None and kind not in MAC_CLASSES:
+            kind = "matmul"
+        rule_name, moves_bytes = _CLASS_RULES[kind]
+        rule = _RULES[_RULE_OF_OP.get(name.removeprefix("aten."), rule_name)]
+        info = _OpInfo(name, kind, formula, rule, moves_bytes, func.has_kernel_for_dispatch_key(_COMPOSITE))
+        _OP_INFO[func] = info
+    return info
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One aten op of a traced forward pass.
+
+    Attributes:
+        unit: the unit it belongs to: an Arch path (``stages[1].blocks[0]``) for :func:`profile`, the
+            dotted submodule name (``""`` for the root) for :func:`profile_module`.
+        name: the aten op, e.g. ``aten.convolution``.
+        op_class: one of :data:`OP_CLASSES` (conv, matmul, attention, norm, softmax, activation, ...).
+        in_shapes: shapes of the tensor inputs (weights included), batch dimension included.
+        out_shapes: shapes of the tensor outputs.
+        dtype: the dtype it computes in (of its first output), e.g. ``float32``.
+        flops: floating-point operations (a multiply-add counts 2).
+        bytes_read: bytes of its tensor inputs; 0 for views.
+        bytes_written: bytes of its tensor outputs; 0 for views and allocations.
+    """
+
+    unit: str
+    name: str
+    op_class: str
+    in_shapes: tuple[Shape, ...]
+    out_shapes: tuple[Shape, ...]
+    dtype: str
+    flops: int
+    bytes_read: int
+    bytes_written: int
+
+
+_OP_COLUMNS = ("unit", "name", "op_class", "in_shapes", "out_shapes", "dtype", "flops", "bytes_read",
+               "bytes_written")
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """The cost of one forward pass at ``batch``.
+
+    Attributes:
+        ops: every aten op in execution order.
+        params: parameter count (tied parameters once).
+        macs: multiply-accumulates of the conv, matmul and attention ops (their FLOPs / 2), whole batch.
+        flops: FLOPs of every op, whole batch.
+        bytes_read: bytes read by every op.
+        bytes_written: bytes written by every op.
+        batch: the batch size traced.
+    """
+
+    ops: tuple[Op, ...]
+    params: int
+    macs: int
+    flops: int
+    bytes_read: int
+    bytes_written: int
+    batch: int = 1
+
+    @property
+    def params_m(self) -> float:
+        """Parameters in millions."""
+        return self.params / 1e6
+
+    @property
+    def gmacs(self) -> float:
+        """MACs in billions (whole batch)."""
+        return self.macs / 1e9
+
+    def by_class(self, metric: Metric = "flops") -> dict[str, float]:
+        """``metric`` summed per op class, classes in order of first appearance.
+
+        Args:
+            metric: ``flops``, ``bytes_read``, ``bytes_written`` or ``bytes`` (read + written).
+        """
+        return self._group("op_class", metric)
+
+    def by_unit(self, metric: Metric = "flops") -> dict[str, float]:
+        """``metric`` summed per unit (Arch path or submodule), in execution order."""
+        return self._group("unit", metric)
+
+    def _group(self, field: str, metric: Metric) -> dict[str, float]:
+        if metric not in ("flops", "bytes", "bytes_read", "bytes_written"):
+            raise NasError(f"metric must be one of flops, bytes, bytes_read, bytes_written, got {metric!r}")
+        out: dict[str, float] = {}
+        for op in self.ops:
+            value = op.bytes_read + op.bytes_written if metric == "bytes" else getattr(op, metric)
+            key = getattr(op, field)
+            out[key] = out.get(key, 0) + value
+        return out
+
+    def to_frame(self) -> pandas.DataFrame:
+        """The ops as a DataFrame, one row per op, columns named like :class:`Op`'s fields."""
+        import pandas
+
+        return pandas.DataFrame({column: [getattr(op, column) for op in self.ops] for column in _OP_COLUMNS},
+                                columns=list(_OP_COLUMNS))
+
+
+# -- recording ------------------------------------------------------------------
+
+
+def _tensors(values: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            out.append(value)
+        elif isinstance(value, (list, tuple)):
+            out.extend(item for item in value if isinstance(item, torch.Tensor))
+    return out
+
+
+_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int]
+
+
+class _Recorder(TorchDispatchMode):
+    """Records every aten op dispatched while active, as :class:`Op` field tuples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[_Record] = []
+        self.units: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        if not isinstance(func, torch._ops.OpOverload):
+            return NotImplemented
+        if func in _SKIPPED:
+            return func(*args, **kwargs)
+        info = _op_info(func)
+        if info.decomposes:
+            # As FlopCounterMode does, so both see the same ops (and the MACs agree).
+            with self:
+                result = func.decompose(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+        out = func(*args, **kwargs)
+        outputs = _tensors(out if isinstance(out, (list, tuple)) else (out,))
+        if not outputs:
+            return out
+        inputs = _tensors(args)
+        if kwargs:
+            inputs.extend(_tensors(kwargs.values()))
+        if info.formula is not None:
+            flops = int(info.formula(*args, **kwargs, out_val=out))
+        else:
+            flops = info.rule(args, inputs, outputs)
+        read = written = 0
+        if info.moves_bytes:
+            read = sum(t.numel() * t.element_size() for t in inputs)
+            written = sum(t.numel() * t.element_size() for t in outputs)
+        self.records.append((
+            self.units[-1] if self.units else "", info.name, info.op_class,
+            tuple(tuple(t.shape) for t in inputs), tuple(tuple(t.shape) for t in outputs),
+            str(outputs[0].dtype).removeprefix("torch."), flops, read, written))
+        return out
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode for the trace and restore every submodule's flag after."""
+    flags = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in flags:
+            sub.training = training
+
+
+@contextmanager
+def _tracking(module: nn.Module, recorder: _Recorder) -> Iterator[None]:
+    """Attribute ops to the innermost running submodule (local hooks, removed after)."""
+
+    def enter(name: str, *_: Any) -> None:
+        recorder.units.append(name)
+
+    def leave(*_: Any) -> None:
+        recorder.units.pop()
+
+    handles = []
+    for name, sub in module.named_modules():
+        handles.append(sub.register_forward_pre_hook(partial(enter, name)))
+        handles.append(sub.register_forward_hook(leave, always_call=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _state(module: nn.Module, device: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+        state[name] = torch.zeros(tensor.shape, device=device, dtype=cast)
+    return state
+
+
+def _on(module: nn.Module, device: str, dtype: torch.dtype | None) -> bool:
+    tensors = [*module.parameters(), *module.buffers()]
+    return all(t.device.type == device and (dtype is None or not t.is_floating_point() or t.dtype == dtype)
+               for t in tensors)
+
+
+def _run(module: nn.Module, shape: Shape, dtype: torch.dtype, device: str, param_dtype: torch.dtype | None,
+         track: bool) -> list[_Record]:
+    recorder = _Recorder()
+    x = torch.zeros(shape, device=device, dtype=dtype)
+    with torch.no_grad(), _eval_mode(module), (_tracking(module, recorder) if track else nullcontext()):
+        if device == "meta" and _on(module, device, param_dtype):
+            with recorder:
+                module(x)
+        else:
+            # Swap in stand-in weights on ``device``: the caller's module is not moved or changed.
+            state = _state(module, device, param_dtype)
+            with recorder:
+                torch.func.functional_call(module, state, (x,))
+    return recorder.records
+
+
+def _trace(module: nn.Module, shape: Shape, dtype: torch.dtype, param_dtype: torch.dtype | None,
+           track: bool) -> list[_Record]:
+    """Trace on meta; a module that cannot run there (data-dependent ops) is run on CPU with zeros."""
+    try:
+        return _run(module, shape, dtype, "meta", param_dtype, track)
+    except (NotImplementedError, RuntimeError):
+        return _run(module, shape, dtype, "cpu", param_dtype, track)
+
+
+# -- the cache --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _UnitCost:
+    records: tuple[_Record, ...]
+    params: int
+    macs: int
+    flops: int
+    bytes_read: int
+    bytes_written: int
+
+
+def _summarise(records: Sequence[_Record], params: int) -> _UnitCost:
+    mac_flops = sum(record[6] for record in records if record[2] in MAC_CLASSES)
+    return _UnitCost(tuple(records), params, mac_flops // 2, sum(record[6] for record in records),
+                     sum(record[7] for record in records), sum(record[8] for record in records))
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """Counters of a :class:`TraceCache`: lookups answered, units traced, entries held, capacity."""
+
+    hits: int
+    misses: int
+    size: int
+    maxsize: int
+
+
+class TraceCache:
+    """Least-recently-used store of traced units, keyed by ``(unit signature, batch, dtype)``.
+
+    Safe to share between threads: lookups and inserts hold a lock; two threads
+    missing the same key at once both trace it, and the results are equal.
+
+    Args:
+        maxsize: most entries held; the least recently used goes first.
+    """
+
+    def __init__(self, *, maxsize: int = 4096):
+        if maxsize < 1:
+            raise NasError(f"maxsize must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._entries: OrderedDict[tuple[str, int, torch.dtype], _UnitCost] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def get(self, key: tuple[str, int, torch.dtype]) -> _UnitCost | None:
+        """The entry for ``key``, counting a hit or a miss."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple[str, int, torch.dtype], entry: _UnitCost) -> None:
+        """Store ``entry``, evicting the least recently used beyond ``maxsize``."""
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Drop every entry and reset the counters (for cold-start measurements)."""
+        with self._lock:
+            self._entries.clear()
+            self._hits = self._misses = 0
+
+    def info(self) -> CacheInfo:
+        """Hits, misses, size and capacity."""
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, len(self._entries), self.maxsize)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+
+CACHE = TraceCache()
+"""The process-wide cache :func:`profile` uses."""
+
+
+# -- public entry points -------------------------------------------------------------
+
+
+def _check_batch(batch: int) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise NasError(f"batch must be an int >= 1, got {batch!r}")
+
+
+def _unit_cost(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
+    key = (unit.key, batch, dtype)
+    entry = CACHE.get(key)
+    if entry is None:
+        try:
+            module = unit.make(device="meta", dtype=dtype)
+        except (NotImplementedError, RuntimeError):
+            module = unit.make(device="cpu", dtype=dtype)
+        records = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
+        entry = _summarise(records, sum(p.numel() for p in module.parameters()))
+        CACHE.put(key, entry)
+    return entry
+
+
+def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> CostReport:
+    """Trace ``arch`` unit by unit on meta tensors: op list, params, MACs, FLOPs, bytes.
+
+    Each distinct unit signature is traced once per ``(batch, dtype)`` and kept in
+    :data:`CACHE`, so repeated blocks and repeated calls cost a lookup.
+
+    Args:
+        arch: the architecture; priced as :func:`nas.build` builds it, in eval mode.
+        batch: images per forward pass; MACs, FLOPs and bytes are for the whole batch.
+        dtype: the dtype of weights and activations.
+
+    Raises:
+        NasError: ``batch`` is not a positive int, or the Arch cannot be built.
+
+    Example:
+        >>> import nas
+        >>> report = nas.profile(nas.zoo.get("poolformer_s12"))
+        >>> round(report.params_m, 2), round(report.gmacs, 2)
+        (11.92, 1.81)
+    """
+    _check_batch(batch)
+    units = plan(arch).units
+    costs = [_unit_cost(unit, batch, dtype) for unit in units]
+    ops = tuple(Op(unit.path, *record[1:]) for unit, cost in zip(units, costs) for record in cost.records)
+    return CostReport(ops, sum(c.params for c in costs), sum(c.macs for c in costs), sum(c.flops for c in costs),
+                      sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+
+
+def profile_module(module: nn.Module, input_shape: Sequence[int], *, batch: int = 1,
+                   dtype: torch.dtype | None = None) -> CostReport:
+    """Trace any module's forward pass on one input of ``(batch, *input_shape)``.
+
+    The module is traced whole and not cached. It runs in eval mode on meta
+    tensors (stand-in weights are swapped in, so the caller's module is neither
+    moved nor changed; training flags are restored); if it cannot run on meta
+    (data-dependent ops such as ``nonzero`` or ``.item()``), it runs on CPU with
+    zero-filled weights and input. Ops are attributed to the innermost submodule.
+
+    Args:
+        module: any module taking one tensor.
+        input_shape: the input's shape without the batch dimension, e.g. ``(3, 224, 224)``.
+        batch: the batch size.
+        dtype: dtype of the input and of floating weights; by default the module's first floating
+            parameter's dtype (float32 if it has none).
+
+    Raises:
+        NasError: ``batch`` or ``input_shape`` is not positive ints.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from nas.cost import profile_module
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
+        >>> report = profile_module(net, (3, 32, 32))
+        >>> report.macs == 8 * 32 * 32 * 3 * 3 * 3 + 8 * 32 * 32 * 10
+        True
+    """
+    _check_batch(batch)
+    shape = tuple(input_shape)
+    if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in shape):
+        raise NasError(f"input_shape must be positive ints (without the batch dimension), got {input_shape!r}")
+    param_dtype = dtype
+    if dtype is None:
+        dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    records = _trace(module, (batch, *shape), dtype, param_dtype, track=True)
+    cost = _summarise(records, sum(p.numel() for p in module.parameters()))
+    return CostReport(tuple(Op(*record) for record in records), cost.params, cost.macs, cost.flops,
+                      cost.bytes_read, cost.bytes_written, batch)
