@@ -11,8 +11,11 @@ Example:
 
 from __future__ import annotations
 
-from nas import blocks  # noqa: F401  (registers every kind before an Arch is parsed)
-from nas import cost, zoo
+from nas import (
+    blocks,  # noqa: F401  (registers every kind before an Arch is parsed)
+    cost,
+    zoo,
+)
 from nas.arch import Arch, Block, Component, InputSpec, Precision, Published, Stage
 from nas.build import Model, build
 from nas.cost import profile

@@ -213,7 +213,7 @@ class Model(nn.Module):
         """Every stage's output as an NCHW map (class tokens dropped)."""
         x = self.stem(x)
         maps = []
-        for stage, to_map in zip(self.stages, self.to_maps):
+        for stage, to_map in zip(self.stages, self.to_maps, strict=True):
             x = stage(x)
             maps.append(to_map(x))
         return maps

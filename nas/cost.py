@@ -608,7 +608,7 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
     _check_batch(batch)
     units = plan(arch).units
     costs = [_unit_cost(unit, batch, dtype) for unit in units]
-    ops = tuple(Op(unit.path, *record[1:]) for unit, cost in zip(units, costs) for record in cost.records)
+    ops = tuple(Op(unit.path, *record[1:]) for unit, cost in zip(units, costs, strict=True) for record in cost.records)
     return CostReport(ops, sum(c.params for c in costs), sum(c.macs for c in costs), sum(c.flops for c in costs),
                       sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
 

@@ -88,8 +88,8 @@ def test_repeat_and_pattern_expand_and_compress(tiny_pooling: Arch) -> None:
 @pytest.mark.parametrize(
     ("change", "path", "fragment"),
     [
-        (lambda d: d["stages"][0]["blocks"]["block"]["mixer"].update(pool_size=4), "stages[0].blocks[0].mixer.pool_size",
-         "odd"),
+        (lambda d: d["stages"][0]["blocks"]["block"]["mixer"].update(pool_size=4),
+         "stages[0].blocks[0].mixer.pool_size", "odd"),
         (lambda d: d["stages"][0]["blocks"]["block"]["mixer"].update(kind="poling"),
          "stages[0].blocks.block.mixer.kind", "known: pooling"),  # parse errors use the document's own path
         (lambda d: d["stages"][1].update(dim=0), "stages[1].dim", ">= 1"),

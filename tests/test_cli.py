@@ -57,7 +57,8 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
     ("old", "new", "expected"),
     [
         ("input: {resolution: 64", "input: {resolution: [64", "not valid YAML"),
-        ("kind: pooling", "kind: poolin", "stages[0].blocks.block.mixer.kind: unknown mixer kind 'poolin'; known: pooling"),
+        ("kind: pooling", "kind: poolin",
+         "stages[0].blocks.block.mixer.kind: unknown mixer kind 'poolin'; known: pooling"),
         ("pool_size: 3", "pool_size: 4", "stages[0].blocks[0].mixer.pool_size: must be an odd number"),
         ("dim: 24", "dim: -24", "stages[1].dim: must be >= 1"),
         ("ratio: 2}", "ratio: 2, ratio: 3}", "duplicate key 'ratio'"),

@@ -116,12 +116,13 @@ def test_repeated_blocks_are_traced_once(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_cache_is_keyed_by_dtype_and_batch(tiny_pooling: nas.Arch) -> None:
     full = cost.profile(tiny_pooling)
     half = cost.profile(tiny_pooling, dtype=torch.float16)
-    convs = [(a, b) for a, b in zip(full.ops, half.ops) if a.op_class == "conv"]
+    convs = [(a, b) for a, b in zip(full.ops, half.ops, strict=True) if a.op_class == "conv"]
     assert convs and all(b.dtype == "float16" and 2 * b.bytes_read == a.bytes_read for a, b in convs)
     assert half.macs == full.macs and half.params == full.params
     assert cost.profile(tiny_pooling, batch=2).macs == 2 * full.macs
     for unit in plan(tiny_pooling).units:
-        assert all((unit.key, *key) in cost.CACHE for key in ((1, torch.float32), (1, torch.float16), (2, torch.float32)))
+        settings = ((1, torch.float32), (1, torch.float16), (2, torch.float32))
+        assert all((unit.key, *key) in cost.CACHE for key in settings)
 
 
 def test_cache_evicts_least_recently_used() -> None:

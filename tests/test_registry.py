@@ -59,7 +59,7 @@ def test_tiny_arch_forward_backward_meta(name: str) -> None:
         maps = model.forward_features(x)
     assert torch.equal(reference, again)
     assert len(maps) == len(arch.stages) == len(model.feature_info)
-    for feature, info in zip(maps, model.feature_info):
+    for feature, info in zip(maps, model.feature_info, strict=True):
         assert feature.shape[:2] == (2, info["num_chs"])
         assert feature.shape[-1] == resolution // info["reduction"]
 

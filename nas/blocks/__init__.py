@@ -6,8 +6,24 @@ new family by writing one module and listing it here.
 
 from __future__ import annotations
 
-from nas.blocks import attention, convnext, downsample, efficientformer, efficientvit, ffn, heads, mbconv, norms, pooling, pvt, resnet, stems, swin, van  # noqa: F401  (registers kinds)
-from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp
+from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
+    attention,
+    convnext,
+    downsample,
+    efficientformer,
+    efficientvit,
+    ffn,
+    heads,
+    mbconv,
+    norms,
+    pooling,
+    pvt,
+    resnet,
+    stems,
+    swin,
+    van,
+)
+from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
 from nas.blocks.registry import list_registered, module_class, register
 from nas.blocks.template import BlockContext, FusedBlock, TokenMixer, create_block
 
@@ -24,4 +40,5 @@ __all__ = [
     "list_registered",
     "module_class",
     "register",
+    "SqueezeExcite",
 ]

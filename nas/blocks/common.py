@@ -31,6 +31,7 @@ __all__ = [
     "DropPath",
     "ConvNorm",
     "Mlp",
+    "SqueezeExcite",
 ]
 
 Layout = Literal["nchw", "nlc"]
@@ -166,6 +167,20 @@ class ConvNorm(nn.Sequential):
         if act is not None:
             layers.append(create_act(act, **dd))
         super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating: ``x * sigmoid(fc2(act(fc1(mean(x)))))`` (arXiv:1709.01507), 1x1 convs on NCHW."""
+
+    def __init__(self, dim: int, hidden: int, act: Activation, *, device: Any = None, dtype: Any = None):
+        super().__init__()
+        dd = factory_kwargs(device, dtype)
+        self.reduce = nn.Conv2d(dim, hidden, 1, **dd)
+        self.act = create_act(act, **dd)
+        self.expand = nn.Conv2d(hidden, dim, 1, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
 
 
 class Mlp(nn.Module):

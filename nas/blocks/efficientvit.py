@@ -26,11 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Block, Component, Site
-from nas.blocks.common import ConvNorm, Mlp, create_layer_scale, factory_kwargs
+from nas.blocks.common import ConvNorm, Mlp, SqueezeExcite, create_layer_scale, factory_kwargs
 from nas.blocks.downsample import Downsample
 from nas.blocks.efficientformer import AttentionBias
 from nas.blocks.ffn import hidden_width
-from nas.blocks.mbconv import SqueezeExcite
 from nas.blocks.registry import register
 from nas.blocks.stems import conv_out
 from nas.blocks.template import BlockContext, FusedBlock, Residual, create_ffn
@@ -156,7 +155,7 @@ class CascadedGroupAttention(nn.Module):
         outputs = []
         feature = x.new_zeros(())
         for index, (chunk, qkv, query_conv) in enumerate(zip(x.chunk(self.heads, dim=1), self.qkvs,
-                                                             self.query_convs)):
+                                                             self.query_convs, strict=True)):
             query, key, value = qkv(chunk + feature).split(self.split, dim=1)
             query = query_conv(query)
             attended = F.scaled_dot_product_attention(

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nas.arch import Block, Component, Site
-from nas.blocks.common import Activation, ConvNorm, DropPath, create_act, create_layer_scale, factory_kwargs
+from nas.blocks.common import Activation, ConvNorm, DropPath, SqueezeExcite, create_layer_scale, factory_kwargs
 from nas.blocks.ffn import hidden_width
 from nas.blocks.registry import register
 from nas.blocks.resnet import check_conv_bn_block
@@ -28,7 +28,7 @@ from nas.blocks.stems import conv_out
 from nas.blocks.template import BlockContext, FusedBlock
 from nas.errors import ConfigError
 
-__all__ = ["MBConvCfg", "SqueezeExcite", "MBConv"]
+__all__ = ["MBConvCfg", "MBConv"]
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,6 @@ class MBConvCfg(Component):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         pad = self.kernel // 2
         return conv_out(height, self.kernel, self.stride, pad), conv_out(width, self.kernel, self.stride, pad)
-
-
-class SqueezeExcite(nn.Module):
-    """Channel gating: ``x * sigmoid(fc2(act(fc1(mean(x)))))`` (arXiv:1709.01507), 1x1 convs on NCHW."""
-
-    def __init__(self, dim: int, hidden: int, act: Activation, *, device: Any = None, dtype: Any = None):
-        super().__init__()
-        dd = factory_kwargs(device, dtype)
-        self.reduce = nn.Conv2d(dim, hidden, 1, **dd)
-        self.act = create_act(act, **dd)
-        self.expand = nn.Conv2d(hidden, dim, 1, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
 
 
 @register("mixer", "mbconv", MBConvCfg)
