@@ -1,0 +1,1 @@
+"""Latency prediction per hardware target (being written; see issue 4)."""
