@@ -263,6 +263,8 @@ class Op:
         flops: floating-point operations (a multiply-add counts 2).
         bytes_read: bytes of its tensor inputs; 0 for views.
         bytes_written: bytes of its tensor outputs; 0 for views and allocations.
+        sources: indices (in the report's op list) of the ops whose outputs it reads; empty when it
+            reads only the image and weights. These edges make the op graph (:mod:`nas.graph`).
     """
 
     unit: str
@@ -274,6 +276,7 @@ class Op:
     flops: int
     bytes_read: int
     bytes_written: int
+    sources: tuple[int, ...] = ()
 
 
 _OP_COLUMNS = ("unit", "name", "op_class", "in_shapes", "out_shapes", "dtype", "flops", "bytes_read",
@@ -355,16 +358,32 @@ def _tensors(values: Any) -> list[torch.Tensor]:
     return out
 
 
-_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int]
+_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int, tuple[int, ...]]
+_INPUT = -1  # stands for the traced module's input in a record's sources
 
 
 class _Recorder(TorchDispatchMode):
-    """Records every aten op dispatched while active, as :class:`Op` field tuples."""
+    """Records every aten op dispatched while active, as :class:`Op` field tuples.
+
+    Data flow is followed by tensor identity: ``producer`` maps ``id(tensor)`` to the index of
+    the record that made it (``_INPUT`` for the module's input), and ``alive`` keeps those
+    tensors referenced so their ids are not reused during the trace.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.records: list[_Record] = []
         self.units: list[str] = []
+        self.producer: dict[int, int] = {}
+        self.alive: list[torch.Tensor] = []
+
+    def mark_input(self, tensor: torch.Tensor) -> None:
+        self.producer[id(tensor)] = _INPUT
+        self.alive.append(tensor)
+
+    def output_of(self, tensor: Any) -> int:
+        """Index of the record that produced ``tensor`` (``_INPUT`` if it is the input passed through)."""
+        return self.producer.get(id(tensor), _INPUT)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
@@ -391,6 +410,11 @@ class _Recorder(TorchDispatchMode):
             flops = int(info.formula(*args, **kwargs, out_val=out))
         else:
             flops = info.rule(args, inputs, outputs)
+        sources = tuple(sorted({self.producer[id(t)] for t in inputs if id(t) in self.producer}))
+        index = len(self.records)
+        for tensor in outputs:
+            self.producer[id(tensor)] = index
+        self.alive.extend(outputs)
         read = written = 0
         if info.moves_bytes:
             read = sum(t.numel() * t.element_size() for t in inputs)
@@ -398,7 +422,7 @@ class _Recorder(TorchDispatchMode):
         self.records.append((
             self.units[-1] if self.units else "", info.name, info.op_class,
             tuple(tuple(t.shape) for t in inputs), tuple(tuple(t.shape) for t in outputs),
-            str(outputs[0].dtype).removeprefix("torch."), flops, read, written))
+            str(outputs[0].dtype).removeprefix("torch."), flops, read, written, sources))
         return out
 
 
@@ -450,24 +474,25 @@ def _on(module: nn.Module, device: str, dtype: torch.dtype | None) -> bool:
 
 
 def _run(module: nn.Module, shape: Shape, dtype: torch.dtype, device: str, param_dtype: torch.dtype | None,
-         track: bool) -> list[_Record]:
+         track: bool) -> tuple[list[_Record], int]:
     recorder = _Recorder()
     x = torch.zeros(shape, device=device, dtype=dtype)
+    recorder.mark_input(x)
     with torch.no_grad(), _eval_mode(module), (_tracking(module, recorder) if track else nullcontext()):
         if device == "meta" and _on(module, device, param_dtype):
             with recorder:
-                module(x)
+                out = module(x)
         else:
             # Swap in stand-in weights on ``device``: the caller's module is not moved or changed.
             state = _state(module, device, param_dtype)
             with recorder:
-                torch.func.functional_call(module, state, (x,))
-    return recorder.records
+                out = torch.func.functional_call(module, state, (x,))
+    return recorder.records, recorder.output_of(out)
 
 
 def _trace(module: nn.Module, shape: Shape, dtype: torch.dtype, param_dtype: torch.dtype | None,
-           track: bool) -> list[_Record]:
-    """Trace on meta; a module that cannot run there (data-dependent ops) is run on CPU with zeros."""
+           track: bool) -> tuple[list[_Record], int]:
+    """Trace on meta (CPU with zeros for data-dependent ops); the records and the output's producer."""
     try:
         return _run(module, shape, dtype, "meta", param_dtype, track)
     except (NotImplementedError, RuntimeError):
@@ -480,6 +505,7 @@ def _trace(module: nn.Module, shape: Shape, dtype: torch.dtype, param_dtype: tor
 @dataclass(frozen=True, slots=True)
 class _UnitCost:
     records: tuple[_Record, ...]
+    output: int
     params: int
     macs: int
     flops: int
@@ -487,9 +513,9 @@ class _UnitCost:
     bytes_written: int
 
 
-def _summarise(records: Sequence[_Record], params: int) -> _UnitCost:
+def _summarise(records: Sequence[_Record], output: int, params: int) -> _UnitCost:
     mac_flops = sum(record[6] for record in records if record[2] in MAC_CLASSES)
-    return _UnitCost(tuple(records), params, mac_flops // 2, sum(record[6] for record in records),
+    return _UnitCost(tuple(records), output, params, mac_flops // 2, sum(record[6] for record in records),
                      sum(record[7] for record in records), sum(record[8] for record in records))
 
 
@@ -579,8 +605,8 @@ def _unit_cost(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
             module = unit.make(device="meta", dtype=dtype)
         except (NotImplementedError, RuntimeError):
             module = unit.make(device="cpu", dtype=dtype)
-        records = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
-        entry = _summarise(records, sum(p.numel() for p in module.parameters()))
+        records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
+        entry = _summarise(records, output, sum(p.numel() for p in module.parameters()))
         CACHE.put(key, entry)
     return entry
 
@@ -608,8 +634,17 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
     _check_batch(batch)
     units = plan(arch).units
     costs = [_unit_cost(unit, batch, dtype) for unit in units]
-    ops = tuple(Op(unit.path, *record[1:]) for unit, cost in zip(units, costs, strict=True) for record in cost.records)
-    return CostReport(ops, sum(c.params for c in costs), sum(c.macs for c in costs), sum(c.flops for c in costs),
+    ops: list[Op] = []
+    previous_output = _INPUT  # the image
+    for unit, unit_cost in zip(units, costs, strict=True):
+        offset = len(ops)
+        for record in unit_cost.records:
+            sources = tuple(previous_output if source == _INPUT else offset + source for source in record[9])
+            ops.append(Op(unit.path, *record[1:9], tuple(source for source in sources if source != _INPUT)))
+        if unit_cost.output != _INPUT:
+            previous_output = offset + unit_cost.output
+    return CostReport(tuple(ops), sum(c.params for c in costs), sum(c.macs for c in costs),
+                      sum(c.flops for c in costs),
                       sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
 
 
@@ -648,7 +683,8 @@ def profile_module(module: nn.Module, input_shape: Sequence[int], *, batch: int 
     param_dtype = dtype
     if dtype is None:
         dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-    records = _trace(module, (batch, *shape), dtype, param_dtype, track=True)
-    cost = _summarise(records, sum(p.numel() for p in module.parameters()))
-    return CostReport(tuple(Op(*record) for record in records), cost.params, cost.macs, cost.flops,
+    records, output = _trace(module, (batch, *shape), dtype, param_dtype, track=True)
+    cost = _summarise(records, output, sum(p.numel() for p in module.parameters()))
+    ops = tuple(Op(*record[:9], tuple(source for source in record[9] if source != _INPUT)) for record in records)
+    return CostReport(ops, cost.params, cost.macs, cost.flops,
                       cost.bytes_read, cost.bytes_written, batch)

@@ -127,7 +127,7 @@ def test_cache_is_keyed_by_dtype_and_batch(tiny_pooling: nas.Arch) -> None:
 
 def test_cache_evicts_least_recently_used() -> None:
     cache = cost.TraceCache(maxsize=2)
-    entry = cost._summarise([], 0)
+    entry = cost._summarise([], -1, 0)
     for name in ("a", "b"):
         cache.put((name, 1, torch.float32), entry)
     assert cache.get(("a", 1, torch.float32)) is entry
