@@ -14,12 +14,14 @@ from __future__ import annotations
 from nas import (
     blocks,  # noqa: F401  (registers every kind before an Arch is parsed)
     cost,
+    space,
     zoo,
 )
 from nas.arch import Arch, Block, Component, InputSpec, Precision, Published, Stage
 from nas.build import Model, build
 from nas.cost import profile
 from nas.errors import ConfigError, NasError, UnknownKindError
+from nas.space import Space
 
 __all__ = [
     "Arch",
@@ -31,10 +33,12 @@ __all__ = [
     "NasError",
     "Precision",
     "Published",
+    "Space",
     "Stage",
     "UnknownKindError",
     "build",
     "cost",
     "profile",
+    "space",
     "zoo",
 ]

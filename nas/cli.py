@@ -139,7 +139,80 @@ class BuildCommand(Command):
         return 0
 
 
-COMMANDS: tuple[Command, ...] = (ZooCommand(), BuildCommand())
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class SpacesCommand(Command):
+    """List the search spaces with their size."""
+
+    name = "spaces"
+
+    def run(self, args: argparse.Namespace) -> int:
+        import nas
+
+        rows = []
+        for name in nas.space.list_spaces():
+            space = nas.space.load_space(name)
+            size = space.size()
+            rows.append({
+                "name": name,
+                "decisions": space.num_slots,
+                "size": (size if size < 10**15 else None) if args.json else space.size_text(),
+                "log10_size": round(space.log10_size(), 2),
+                "description": space.description,
+            })
+        if args.json:
+            _print_json(rows)
+        else:
+            _print_table([{**row, "description": row["description"].split(". ")[0][:60]} for row in rows])
+        return 0
+
+
+class SpaceCommand(Command):
+    """Show a search space's choice tree, or sample points of it (`nas space show|sample NAME`)."""
+
+    name = "space"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        show = actions.add_parser("show", help="the choice tree: every decision, its options and when it exists",
+                                  description="Print the choice tree of a space.")
+        sample = actions.add_parser("sample", help="sample valid points and print them as Arch YAML (JSON with --json)",
+                                    description="Sample valid points of a space.")
+        for action in (show, sample):
+            action.add_argument("space", help="a space name (see `nas spaces`) or a space YAML file")
+            action.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                help="machine-readable output")
+        sample.add_argument("-n", "--count", type=_positive, default=1, help="number of points (default 1)")
+        sample.add_argument("--seed", type=int, default=0, help="seed of the random generator (default 0)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        import numpy as np
+
+        import nas
+
+        space = nas.space.load_space(args.space)
+        if args.action == "show":
+            if args.json:
+                _print_json(space.describe())
+            else:
+                print(space.show())
+            return 0
+        vectors = space.sample_vectors(np.random.default_rng(args.seed), args.count)
+        archs = [space.decode(vector).replace(name=f"{space.name}_seed{args.seed}_{index}")
+                 for index, vector in enumerate(vectors)]
+        if args.json:
+            _print_json([arch.to_dict() for arch in archs])
+        else:
+            print("---\n".join(arch.to_yaml() for arch in archs), end="")
+        return 0
+
+
+COMMANDS: tuple[Command, ...] = (ZooCommand(), BuildCommand(), SpacesCommand(), SpaceCommand())
 
 
 def _parser() -> argparse.ArgumentParser:
