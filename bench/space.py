@@ -1,12 +1,13 @@
 """Space operations per second: sample + mutate + encode on vectors, and Arch decode / encode.
 
-The goal (the issue for ``nas/space.py``): at least 20k points/s for
+The goal (the issue for ``nas/space``): at least 20k points/s for
 sample + mutate + encode, on point vectors in batches as a search uses them
 (``sample_vectors``, ``mutate_vectors``, then ``features``, the numeric
-encoding a predictor reads). Each space is loaded fresh, so its memo tables
-start empty and the figure includes their warm-up. Building Archs is slower
-and printed on its own: ``decode`` (vector -> validated Arch) and ``encode``
-(Arch -> vector, which also checks membership).
+encoding a predictor reads). Each space is loaded fresh, so the validity
+check's tables (``nas/space/validity.py``) start empty and the figure includes
+their warm-up. Building Archs is slower and printed on its own: ``decode``
+(vector -> validated Arch) and ``encode`` (Arch -> vector, which also checks
+membership).
 
 Usage::
 

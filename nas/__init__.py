@@ -14,7 +14,13 @@ from __future__ import annotations
 from nas import (
     blocks,  # noqa: F401  (registers every kind before an Arch is parsed)
     cost,
+    export,
+    latency,
+    report,
+    runs,
+    search,
     space,
+    supernet,
     zoo,
 )
 from nas.arch import Arch, Block, Component, InputSpec, Precision, Published, Stage
@@ -38,7 +44,13 @@ __all__ = [
     "UnknownKindError",
     "build",
     "cost",
+    "export",
+    "latency",
     "profile",
+    "report",
+    "runs",
+    "search",
     "space",
+    "supernet",
     "zoo",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "config_type",
     "list_kinds",
     "parse_component",
+    "coerce_field",
 ]
 
 SCHEMA_VERSION = 1
@@ -90,10 +91,14 @@ class Component:
     Subclasses are frozen dataclasses registered with :func:`register_config`;
     they override :meth:`check` for rules that involve the site (``heads``
     divides ``dim``) and :meth:`output_size` when they change the spatial size.
+    A config whose ``check`` reads ``site.block`` (a mixer that owns its block
+    and checks the block's norm or FFN) sets ``reads_block = True``: a search
+    space then judges it per whole block rather than per component.
     """
 
     role: ClassVar[str] = ""
     kind: ClassVar[str] = ""
+    reads_block: ClassVar[bool] = False
 
     def check(self, site: Site) -> None:
         """Raise ``ConfigError(path=<field>)`` if the component cannot sit at ``site``."""
@@ -159,8 +164,14 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _coerce(value: Any, annotation: Any, path: str) -> Any:
-    """Check ``value`` against a field annotation; convert lists to tuples and ints to floats."""
+def coerce_field(value: Any, annotation: Any, path: str) -> Any:
+    """Check ``value`` against a field annotation; convert lists to tuples and ints to floats.
+
+    The one coercion of config values, shared by Arch files and space files.
+
+    Raises:
+        ConfigError: the value does not fit the annotation (the message names the rule, ``path`` the field).
+    """
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -207,6 +218,9 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
             raise ConfigError(f"must be a string, got {value!r}", path=path)
         return value
     raise TypeError(f"unsupported field annotation {annotation!r} at {path}")
+
+
+_coerce = coerce_field
 
 
 def _mapping(value: Any, path: str, what: str) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
             depth += 1
         outputs.append(StageOutput(layout, channels, size))
     head_cls = module_class("head", arch.head)
-    units.append(Unit("head", len(arch.stages), _signature("head", arch.head.to_dict(), channels, layout, prefix),
+    units.append(Unit("head", len(arch.stages), _signature("head", arch.head.to_dict(), channels, size, layout, prefix),
                       _shape(layout, channels, size, prefix),
                       _bind(head_cls, arch.head, in_dim=channels, layout=layout, prefix_tokens=prefix)))
     return Plan(units, outputs, prefix)

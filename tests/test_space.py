@@ -105,17 +105,33 @@ def test_samples_are_valid_points_that_round_trip_and_mutate_inside(name: str, s
     assert features.shape == (SAMPLES_PER_EXAMPLE, space.num_features) and np.isfinite(features).all()
 
 
+def _arch_fail_codes(space: Space, vectors: np.ndarray) -> list[int]:
+    """Per vector, -1 if its Arch constructs, else the part Arch rejects: 0 input or stem, k + 1 stage k, then head."""
+    stages = len(space._tree.stages)
+    out = []
+    for vector in vectors:
+        try:
+            space.decode(vector)
+            out.append(-1)
+        except nas.ConfigError as exc:
+            stage = re.match(r"stages\[(\d+)\]", exc.path)
+            out.append(int(stage.group(1)) + 1 if stage else stages + 1 if exc.path.startswith("head") else 0)
+    return out
+
+
+def _agrees_with_arch(space: Space, vectors: np.ndarray) -> None:
+    """Batch validity (the fail code picks the part a sample redraws) and single-vector validity both agree with
+    Arch construction."""
+    expected = _arch_fail_codes(space, vectors)
+    assert space._validity.fail_codes(vectors).tolist() == expected
+    for vector, code in zip(vectors[:100], expected[:100], strict=True):
+        assert space.is_valid(vector) == (code < 0), space.decode(vector) if code < 0 else vector
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_fast_validity_agrees_with_arch_construction(name: str) -> None:
     space = load_space(name)
-    raw = space.sample_vectors(np.random.default_rng(7), 300, valid_only=False)
-    for vector in raw:
-        try:
-            space.decode(vector)
-            constructs = True
-        except nas.ConfigError:
-            constructs = False
-        assert space.is_valid(vector) == constructs, space.decode(vector) if constructs else vector
+    _agrees_with_arch(space, space.sample_vectors(np.random.default_rng(7), 300, valid_only=False))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -367,6 +383,128 @@ head: {kind: linear, num_classes: 10}
             arch.stages[0].blocks[0].mixer.heads}
     valid = {tuple(vector) for vector in space.sample_vectors(np.random.default_rng(1), 300)}
     assert len(valid) == 8 + 8 + 2  # heads 2 or 4: any widths and depths; heads 3: only widths 24 and 48
+
+
+# Every structure the batch check compiles to a plan of its own: choices of whole stages, block structures and
+# blocks; independent and shared runs (0 allowed: an empty stage), patterns, single blocks; ties of a stage, of
+# blocks and of a block; nested value choices; mixers that read their block (efficientvit, mbconv), shrink the map
+# (mbconv stride 2, repeated) or change the width; class tokens; and invalid inputs, stems, widths, layer scales
+# and precisions. About 4% of raw draws are valid; every part fails somewhere.
+STRUCTURES = """\
+schema: 1
+name: structures
+input: {resolution: {choice: [0, 8, 32, 64]}, channels: 3}
+stem:
+  choice:
+    - {kind: patch, patch: {choice: [0, 4, 8, 16]}, class_token: {choice: [false, true]}}
+    - {kind: conv, hidden: [8], kernel: 3, stride: 2}
+stages:
+  - choice:
+      - dim: {choice: [{ordinal: [16, 24]}, 32]}
+        downsample: null
+        blocks:
+          - repeat: {range: [0, 2]}
+            independent: true
+            block:
+              choice:
+                - {mixer: {kind: attention, heads: {choice: [2, 3]}}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}
+                - {mixer: {kind: pooling, pool_size: 3}, ffn: {choice: [none, conv_mlp]},
+                   norm: {choice: [layernorm, batchnorm]}, layer_scale: {choice: [null, -1.0, 1.0e-5]}}
+          - repeat: {choice: [0, 2]}
+            pattern:
+              - {mixer: {kind: window_attention, heads: {choice: [1, 2], id: heads}, window: {choice: [4, 7]},
+                          shift: 0},
+                 norm: layernorm}
+              - {mixer: {kind: window_attention, heads: {same: heads}, window: 4, shift: 2}, norm: layernorm}
+      - dim: 48
+        downsample: {kind: conv, kernel: 2, stride: 2}
+        blocks:
+          - repeat: {range: [1, 3]}
+            block:
+              id: block
+              choice:
+                - {mixer: {kind: mbconv, stride: {choice: [1, 2]}, expand_ratio: 2},
+                   ffn: {choice: [none, {kind: mlp, ratio: 2}]}, norm: {choice: [batchnorm, layernorm]}}
+                - {mixer: {kind: convnext, kernel: {ordinal: [3, 5]}}, ffn: {kind: mlp, ratio: 4}, norm: layernorm}
+          - repeat: 2
+            block: {same: block}
+    id: first
+  - dim: {ordinal: [0, 32, 64]}
+    downsample: {choice: [null, patch_merging, {kind: conv, kernel: 3, stride: 2, padding: 1}]}
+    blocks:
+      id: blocks
+      choice:
+        - repeat: {range: [1, 3]}
+          block:
+            mixer: {kind: efficientvit, heads: 2, key_dim: 8, kernels: [3, 3], window: 4}
+            ffn: {kind: mlp, ratio: 2, act: relu, bias: false, batchnorm: true}
+            norm: {choice: [none, batchnorm]}
+            precision: {choice: [{weights: 32, activations: 32}, {weights: 16, activations: 16, format: int}]}
+        - repeat: {range: [0, 3]}
+          pattern:
+            - {mixer: {kind: attention, heads: {choice: [4, 8]}}, norm: layernorm}
+            - {mixer: {kind: pooling, pool_size: {choice: [3, 5]}}, norm: groupnorm1}
+        - {mixer: identity}
+  - dim: 64
+    downsample: null
+    blocks: {same: blocks}
+  - {same: first}
+head: {kind: linear, pool: {choice: [avg, cls]}, num_classes: 10}
+"""
+
+CODE_PATHS = {  # module constants that route the check through its other code paths
+    "default": {},
+    "codebook": {"nas.space.validity.DIRECT": 0},  # every part's codes through a codebook
+    "interned": {"nas.space.tables._WIDE": 0},  # every part interned by raw slot values
+    "cleared": {"nas.space.validity._MEMORY_LIMIT": 50},  # the tables cleared before every batch
+}
+
+
+@pytest.mark.parametrize("mode", CODE_PATHS)
+@pytest.mark.parametrize("source", ["structures", "metaformer"])
+def test_fast_validity_agrees_on_every_plan_and_code_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            source: str, mode: str) -> None:
+    for target, value in CODE_PATHS[mode].items():
+        monkeypatch.setattr(target, value)
+    path = _write(tmp_path, STRUCTURES) if source == "structures" else nas.space.spaces_dir() / "metaformer.yaml"
+    space = Space.load(path)
+    raw = space.sample_vectors(np.random.default_rng(11), 1000 if source == "structures" else 300, valid_only=False)
+    _agrees_with_arch(space, raw)
+    if source == "structures":
+        codes = set(space._validity.fail_codes(raw).tolist())
+        assert codes == {-1, 0, 1, 2, 3, 4, 5}, codes  # valid points, and failures in every part
+    rng = np.random.default_rng(12)
+    vectors = space.sample_vectors(rng, 60)  # the stage tied to the first is redrawn with the first
+    for vector in np.concatenate([vectors, space.mutate_vectors(vectors, rng)]):
+        assert space.contains(space.decode(vector)) == (True, "")
+
+
+class _BlockProbe:
+    """Stands in for ``Site.block`` and notes which of its fields a check reads."""
+
+    def __init__(self, block: nas.Block):
+        self._block = block
+        self.read: set[str] = set()
+
+    def __getattr__(self, name: str) -> object:
+        self.read.add(name)
+        return getattr(self._block, name)
+
+
+@pytest.mark.parametrize("role", ["mixer", "ffn", "norm"])
+def test_configs_that_read_the_block_declare_it(role: str) -> None:
+    """The batch check judges a component once per site unless its config declares ``reads_block``."""
+    block = nas.Block(mixer=nas.arch.parse_component("mixer", "identity", "m"),
+                      ffn=nas.arch.parse_component("ffn", "none", "f"),
+                      norm=nas.arch.parse_component("norm", "batchnorm", "n"))
+    for kind in nas.arch.list_kinds(role):
+        config = nas.arch.config_type(role, kind)()  # every kind of these roles has defaults for all fields
+        probe = _BlockProbe(block)
+        try:
+            config.check(nas.arch.Site(768, 768, 56, 56, probe, 0))  # type: ignore[arg-type]
+        except nas.ConfigError:
+            pass
+        assert bool(probe.read) == config.reads_block, (kind, probe.read)
 
 
 def test_a_decode_error_points_into_the_space_file(tmp_path: Path) -> None:

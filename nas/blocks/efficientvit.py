@@ -19,7 +19,7 @@ repository's ``EfficientViT/classification/README.md`` (model zoo table).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,8 @@ class EfficientVitCfg(Component):
         window: attention runs in ``window x window`` windows when the map is larger
             in either direction (padded to a multiple), else over the whole map.
     """
+
+    reads_block: ClassVar[bool] = True  # check: the block's norm must be none
 
     heads: int = 4
     key_dim: int = 16

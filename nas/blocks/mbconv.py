@@ -14,7 +14,7 @@ same model in torchvision ``torchvision/models/mobilenetv2.py``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -38,6 +38,8 @@ class MBConvCfg(Component):
     ``expand_ratio`` 1 skips the expansion conv; ``se_ratio`` 0 disables the
     squeeze-excitation (its hidden width is ``se_ratio * in_dim``).
     """
+
+    reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
 
     expand_ratio: float = 6.0
     kernel: int = 3

@@ -13,7 +13,7 @@ Published figures used by the zoo (``spaces/zoo/resnet50.yaml``): torchvision
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -46,6 +46,8 @@ def check_conv_bn_block(site: Site, kind: str) -> None:
 @dataclass(frozen=True)
 class BottleneckCfg(Component):
     """Bottleneck of width ``dim / expansion``; ``stride`` on the 3x3 conv shrinks the map."""
+
+    reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
 
     stride: int = 1
     expansion: int = 4

@@ -1,0 +1,110 @@
+"""Latency predictors: leave-one-family-out validation per target and setting, and batch-prediction throughput.
+
+For every setting of every target, refit the coefficients with each architecture
+family held out in turn and print Spearman rho, MAPE and the share of
+predictions within +-10% / +-20% over the held-out predictions, with the
+families the figure covers. Then time :func:`nas.latency.predict_many` on
+samples of the metaformer space: the first call traces and prices every new
+unit (cold), later calls only look units up (warm). Acceptance (issue 4):
+rho >= 0.9 and MAPE <= 20% for V100 and Xeon, rho >= 0.8 for iPhone 12 and
+ZCU104; >= 20k architectures/s warm (goal 50k).
+
+Usage::
+
+    python bench/predictors.py                 # everything (minutes: traces every calibration model)
+    python bench/predictors.py --smoke         # small targets and 20 sampled archs, for CI
+    python bench/predictors.py --targets v100 --samples 500
+    python bench/predictors.py --skip-validation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from nas.latency import get_target, list_targets, predict_many
+from nas.latency.dataset import dataset_for
+from nas.latency.validate import summary_line, validate
+
+SMOKE_TARGETS = ("iphone12",)
+THROUGHPUT_GOAL = 20_000
+
+
+def _validation(targets: list[str]) -> None:
+    print("leave-one-family-out validation (each family predicted by a fit on the others)")
+    for name in targets:
+        for setting in get_target(name).settings.values():
+            start = time.perf_counter()
+            report = validate(dataset_for(setting))
+            print(f"{summary_line(setting, report)}  [{time.perf_counter() - start:.1f} s]")
+            families = ", ".join(f"{family} ({rows})" for family, rows in sorted(report.families.items()))
+            print(f"    families: {families}")
+            if report.lofo_by_batch and len(report.lofo_by_batch) > 1:
+                parts = [f"b{batch}: rho {fig.spearman_rho:.3f} MAPE {fig.mape_pct:.1f}%"
+                         for batch, fig in report.lofo_by_batch.items() if fig.spearman_rho is not None]
+                print(f"    by batch: {'; '.join(parts)}")
+
+
+def _archs(source: str, samples: int, seed: int) -> list:
+    """``samples`` Archs: metaformer samples, or zoo models at random resolutions (``--source zoo``)."""
+    rng = np.random.default_rng(seed)
+    if source == "metaformer":
+        from nas.space import load_space
+
+        space = load_space("metaformer")
+        return [space.sample(rng) for _ in range(samples)]
+    import nas
+
+    names = nas.zoo.list_zoo()
+    archs = []
+    while len(archs) < samples:
+        arch = nas.zoo.get(names[rng.integers(len(names))])
+        try:
+            archs.append(arch.with_resolution(int(rng.choice([160, 192, 224, 256]))))
+        except nas.ConfigError:  # e.g. a Swin window that does not divide the feature map
+            archs.append(arch)
+    return archs
+
+
+def _throughput(samples: int, repeats: int, seed: int, target: str, source: str) -> float:
+    archs = _archs(source, samples, seed)
+    start = time.perf_counter()
+    predict_many(archs, target=target)
+    cold = time.perf_counter() - start
+    pool = archs * repeats
+    start = time.perf_counter()
+    latencies = predict_many(pool, target=target)
+    warm = time.perf_counter() - start
+    rate = len(pool) / warm
+    print(f"throughput on {target}: {samples} {source} samples (seed {seed}); cold {cold / samples * 1e3:.1f} ms/arch "
+          f"(tracing new units), warm {rate:,.0f} archs/s over {len(pool)} predictions "
+          f"(goal >= {THROUGHPUT_GOAL:,}); median latency {np.median(latencies):.2f} ms")
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="small targets, 20 samples")
+    parser.add_argument("--targets", nargs="*", help="targets to validate (default: all)")
+    parser.add_argument("--samples", type=int, default=300, help="metaformer samples for the throughput")
+    parser.add_argument("--repeats", type=int, default=20, help="passes over the samples when warm")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--throughput-target", default="v100")
+    parser.add_argument("--source", choices=("metaformer", "zoo"), default="metaformer",
+                        help="archs for the throughput: metaformer samples, or zoo models at random resolutions")
+    parser.add_argument("--skip-validation", action="store_true")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if the throughput goal is missed")
+    args = parser.parse_args(argv)
+    targets = args.targets or (list(SMOKE_TARGETS) if args.smoke else list_targets())
+    samples = 20 if args.smoke else args.samples
+    if not args.skip_validation:
+        _validation(targets)
+    rate = _throughput(samples, args.repeats, args.seed, args.throughput_target, args.source)
+    return 1 if args.strict and rate < THROUGHPUT_GOAL else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Does the supernet rank architectures like stand-alone training does? Kendall tau, proxies, step time.
+
+1. Train a supernet over a space (default ``metaformer``) on the bundled data at a proxy scale.
+2. Sample ``--archs`` points; score each one-shot (weights inherited, BatchNorm recalibrated).
+3. Train each alone at the same proxy scale with a fixed budget (``--standalone-epochs``), from scratch.
+4. Print Kendall tau between one-shot and stand-alone accuracy, the tau of each zero-cost proxy
+   (``nas.supernet.zero_cost``) and of the parameter count (a baseline any predictor should beat),
+   and the step-time ratio of a supernet (sandwich) step against a step of the largest subnet alone.
+
+Goals (issue 5): tau >= 0.5 for the supernet; step-time ratio <= 1.5.
+
+The defaults (metaformer at width 0.125, 32 px, 3 supernet epochs, 1 stand-alone epoch per arch) keep
+the supernet within 20 minutes on 2 cores; at the CLI's default width 0.25 a sandwich step of the
+metaformer supernet is about 4x slower. One run on a shared 2-core machine (one intra-op thread):
+supernet 363 steps in 13 min (largest subnet 0.889, smallest 0.474 top-1), tau supernet +0.32,
+params -0.24, naswot +0.24, synflow -0.07, grad_norm -0.38; step-time ratio 1.19; 22 min in all.
+
+Usage:
+    python bench/supernet_rank.py                  # the full run (22 minutes on 2 cores)
+    python bench/supernet_rank.py --smoke          # seconds: a tiny space and a data subset (CI)
+    python bench/supernet_rank.py --json out.json  # also write every figure as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas.data import Dataset, load_dataset, loaders
+from nas.supernet import (
+    EvalBatches,
+    ModelJob,
+    ProxyScale,
+    Supernet,
+    SupernetJob,
+    Trainer,
+    TrainSettings,
+    evaluate,
+    zero_cost,
+)
+
+SMOKE_SPACE = """
+schema: 1
+name: smoke
+input: {resolution: 16, channels: 3}
+stem: {kind: overlap, kernel: 3, stride: 2, norm: batchnorm}
+stages:
+  - dim: {ordinal: [8, 16]}
+    downsample: null
+    blocks:
+      repeat: {range: [1, 2]}
+      block:
+        mixer: {choice: [{kind: pooling, pool_size: 3}, {kind: convnext, kernel: {ordinal: [3, 5]}}]}
+        ffn: {kind: mlp, ratio: {ordinal: [2, 4]}}
+        norm: batchnorm
+  - dim: {ordinal: [16, 24]}
+    downsample: {kind: conv, kernel: 3, stride: 2, norm: batchnorm}
+    blocks:
+      repeat: {range: [1, 2]}
+      block: {mixer: {kind: attention, heads: {choice: [2, 4]}}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}
+head: {kind: linear, pool: avg, norm: layernorm, num_classes: 10}
+"""
+
+
+def kendall_tau(first: np.ndarray, second: np.ndarray) -> float:
+    """Kendall's tau-b (scipy's when installed; the same formula in numpy otherwise)."""
+    try:
+        from scipy.stats import kendalltau
+    except ImportError:
+        a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+        upper = np.triu_indices(len(a), k=1)
+        da, db = np.sign(a[:, None] - a[None, :])[upper], np.sign(b[:, None] - b[None, :])[upper]
+        pairs = len(da)
+        tied_a, tied_b = pairs - np.count_nonzero(da), pairs - np.count_nonzero(db)
+        denominator = np.sqrt((pairs - tied_a) * (pairs - tied_b))
+        return float(np.sum(da * db) / denominator) if denominator else float("nan")
+    return float(kendalltau(first, second).statistic)
+
+
+def _subset(dataset: Dataset, train: int, val: int) -> Dataset:
+    return dataclasses.replace(dataset, train_images=dataset.train_images[:train],
+                               train_labels=dataset.train_labels[:train], val_images=dataset.val_images[:val],
+                               val_labels=dataset.val_labels[:val])
+
+
+def _median_step(history: list[dict[str, Any]], skip: int = 3) -> float:
+    seconds = [record["seconds"] for record in history[skip:]] or [record["seconds"] for record in history]
+    return float(np.median(seconds))
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    dataset = load_dataset(args.data)
+    space = args.space
+    if args.smoke:
+        dataset = _subset(dataset, 256, 128)
+    scale = ProxyScale(width=args.proxy_width, resolution=args.resolution, num_classes=dataset.num_classes)
+    settings = TrainSettings(epochs=args.supernet_epochs, batch_size=args.batch_size, num_random=args.num_random,
+                             seed=args.seed, lr=args.lr, warmup_epochs=min(1.0, args.supernet_epochs / 4))
+
+    # 1. the supernet
+    tick = time.perf_counter()
+    supernet = Supernet.create(space, scale=scale, seed=args.seed, scan=args.scan, progress=_log)
+    create_seconds = time.perf_counter() - tick
+    _log(f"supernet over {space}: {sum(p.numel() for p in supernet.parameters()) / 1e6:.2f}M shared parameters, "
+         f"largest subnet {supernet.num_parameters(supernet.largest) / 1e6:.2f}M, smallest "
+         f"{supernet.num_parameters(supernet.smallest) / 1e6:.3f}M ({create_seconds:.0f} s to size)")
+    job = SupernetJob(supernet, num_random=args.num_random, seed=args.seed)
+    tick = time.perf_counter()
+    trained = Trainer(job, dataset, settings, progress=not args.quiet, log=_log, evaluate=True).run()
+    supernet_seconds = time.perf_counter() - tick
+    supernet_step = _median_step(trained.history)
+    supernet.eval()
+
+    # 2. one-shot accuracy of sampled points
+    archs = [supernet.sample(np.random.default_rng([args.seed, 10_000, index])) for index in range(args.archs)]
+    batches = EvalBatches.from_dataset(dataset, resolution=args.resolution, channels=3,
+                                       calibration_batches=args.calibration_batches, batch_size=256, seed=args.seed)
+    tick = time.perf_counter()
+    one_shot = evaluate(supernet, archs, batches)
+    eval_seconds = time.perf_counter() - tick
+    _log(f"one-shot evaluation of {len(archs)} archs: {eval_seconds:.1f} s")
+
+    # 3. stand-alone training with a fixed budget
+    alone_settings = TrainSettings(epochs=args.standalone_epochs, batch_size=args.batch_size, num_random=0,
+                                   distill=False, seed=args.seed, lr=args.lr,
+                                   warmup_epochs=min(1.0, args.standalone_epochs / 4))
+    standalone, alone_seconds = [], []
+    for index, arch in enumerate(archs):
+        tick = time.perf_counter()
+        result = Trainer(ModelJob(arch, scale, seed=args.seed), dataset, alone_settings, progress=False,
+                         evaluate=True).run()
+        standalone.append(result.metrics["accuracy"])
+        alone_seconds.append(time.perf_counter() - tick)
+        _log(f"stand-alone {index + 1}/{len(archs)} {arch.id}: accuracy {standalone[-1]:.4f}, one-shot "
+             f"{one_shot[index]:.4f} ({alone_seconds[-1]:.0f} s)")
+
+    # 4. the largest subnet alone, for the step-time ratio
+    largest = Trainer(ModelJob(supernet.largest, scale, seed=args.seed), dataset, alone_settings,
+                      max_steps=args.timing_steps, progress=False, evaluate=False).run()
+    largest_step = _median_step(largest.history)
+
+    # zero-cost proxies on one training batch at the proxy scale
+    train_loader, _ = loaders(dataset, batch_size=args.batch_size, resolution=args.resolution, channels=3,
+                              augment=False, seed=args.seed)
+    batch = next(train_loader.iter_epoch(0))
+    proxied = [supernet.proxy(arch) for arch in archs]
+    tick = time.perf_counter()
+    proxy_scores = zero_cost.score_archs(proxied, batch, seed=args.seed)
+    proxy_seconds = time.perf_counter() - tick
+    params = [supernet.num_parameters(arch) for arch in archs]
+
+    alone = np.array(standalone)
+    taus = {"supernet": kendall_tau(one_shot, alone), "params": kendall_tau(np.array(params), alone)}
+    for name, values in proxy_scores.items():
+        taus[name] = kendall_tau(np.array(values), alone)
+    return {
+        "space": "smoke" if args.smoke else args.space,
+        "scale": scale.to_dict(),
+        "supernet": {"settings": settings.to_dict(), "steps": trained.steps, "seconds": round(supernet_seconds, 1),
+                     "sizing_seconds": round(create_seconds, 1), "median_step_seconds": round(supernet_step, 4),
+                     "images_per_second": round(trained.images_per_second, 1), "metrics": trained.metrics,
+                     "shared_parameters": sum(p.numel() for p in supernet.parameters()),
+                     "largest_parameters": supernet.num_parameters(supernet.largest),
+                     "smallest_parameters": supernet.num_parameters(supernet.smallest)},
+        "standalone": {"settings": alone_settings.to_dict(), "seconds": [round(s, 1) for s in alone_seconds]},
+        "archs": [{"id": arch.id, "parameters": count, "one_shot": float(shot), "standalone": float(acc),
+                   **{name: float(values[index]) for name, values in proxy_scores.items()}}
+                  for index, (arch, count, shot, acc) in enumerate(zip(archs, params, one_shot, alone, strict=True))],
+        "kendall_tau": taus,
+        "step_time": {"supernet_step_seconds": round(supernet_step, 4),
+                      "largest_alone_step_seconds": round(largest_step, 4),
+                      "ratio": round(supernet_step / largest_step, 3),
+                      "subnets_per_supernet_step": 2 + args.num_random},
+        "seconds": {"one_shot_eval": round(eval_seconds, 1), "zero_cost": round(proxy_seconds, 2),
+                    "total": round(time.perf_counter() - began, 1)},
+    }
+
+
+def report(figures: dict[str, Any]) -> str:
+    lines = [f"space {figures['space']}, proxy width {figures['scale']['width']}, resolution "
+             f"{figures['scale']['resolution']}"]
+    sup = figures["supernet"]
+    lines.append(f"supernet: {sup['steps']} steps in {sup['seconds']:.0f} s ({sup['images_per_second']:.0f} images/s; "
+                 f"{sup['shared_parameters'] / 1e6:.2f}M shared parameters); "
+                 + ", ".join(f"{key} {value:.4f}" for key, value in sup["metrics"].items()))
+    lines.append(f"{'arch':<14}{'params':>10}{'one-shot':>10}{'alone':>8}{'naswot':>10}{'synflow':>10}{'grad_norm':>11}")
+    for row in figures["archs"]:
+        lines.append(f"{row['id']:<14}{row['parameters']:>10}{row['one_shot']:>10.4f}{row['standalone']:>8.4f}"
+                     f"{row['naswot']:>10.1f}{row['synflow']:>10.2f}{row['grad_norm']:>11.3f}")
+    taus = figures["kendall_tau"]
+    lines.append("Kendall tau vs stand-alone accuracy: "
+                 + ", ".join(f"{key} {value:+.3f}" for key, value in taus.items()))
+    step = figures["step_time"]
+    lines.append(f"step time: supernet {step['supernet_step_seconds']:.3f} s ({step['subnets_per_supernet_step']} "
+                 f"subnets), largest alone {step['largest_alone_step_seconds']:.3f} s, ratio {step['ratio']:.2f}")
+    lines.append(f"total {figures['seconds']['total']:.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="metaformer")
+    parser.add_argument("--data", default=None, help="dataset path (default: the bundled Animal-MNIST)")
+    parser.add_argument("--proxy-width", type=float, default=0.125)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--supernet-epochs", type=int, default=3)
+    parser.add_argument("--standalone-epochs", type=int, default=1)
+    parser.add_argument("--archs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--num-random", type=int, default=2)
+    parser.add_argument("--scan", type=int, default=400)
+    parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--timing-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: these small models were 5-10x slower with 2 "
+                             "threads on a busy 2-core machine, from spin-waiting)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="seconds: tiny space, data subset, few archs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.proxy_width, args.resolution, args.supernet_epochs, args.standalone_epochs = 1.0, 16, 1, 1
+        args.archs, args.scan, args.timing_steps, args.batch_size = 4, 16, 4, 32
+        args.calibration_batches, args.threads = 2, 1
+        with tempfile.TemporaryDirectory(prefix="nas-bench-") as folder:
+            args.space = str(Path(folder) / "smoke.yaml")
+            Path(args.space).write_text(SMOKE_SPACE)
+            figures = run(args)
+    else:
+        figures = run(args)
+    print(report(figures))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Op kinds: the classes the latency model prices, finer than ``nas.cost``'s op classes.
+
+``nas.cost`` classes an aten op as ``conv``, ``matmul``, ``norm``, ... That is
+right for counting FLOPs but too coarse for time: a depthwise convolution has
+the FLOPs of a tiny dense one and runs at a fraction of its efficiency on every
+target; a batch norm folds into the convolution before it while a layer norm
+does not; GELU and softmax cost a transcendental per element where ReLU costs a
+compare. :func:`kind_of` refines the class from the op's name and shapes.
+
+Kinds (:data:`KINDS`) and the coefficient groups that share a fitted value:
+
+============  ==========================================  =============  ===========
+kind          what                                        compute group  launch group
+============  ==========================================  =============  ===========
+conv          dense convolution with a spatial kernel     conv           conv
+pwconv        dense 1x1 convolution (a matrix product)    pwconv         conv
+dwconv        depthwise convolution (1 input channel      dwconv         conv
+              per group)
+gconv         grouped convolution (ResNeXt, RegNet)       gconv          conv
+matmul        linear layer (``mm``/``addmm``: weights)    matmul         matmul
+bmm           activation x activation (attention)         bmm            matmul
+batchnorm     batch norm (foldable into a convolution)    vector         vector
+norm          layer / group / RMS norm                    special        vector
+softmax       softmax                                     special        vector
+act           cheap activation (ReLU, ReLU6, hardswish)   vector         vector
+act_special   transcendental activation (GELU, SiLU,      special        vector
+              sigmoid, tanh, ...)
+elementwise   add, mul, sub, div, ...                     vector         vector
+pool          windowed or adaptive pooling                vector         vector
+reduce        mean, sum, max over axes                    vector         vector
+concat        concatenation                               vector         movement
+movement      copies: clone, pad, roll, index, ...        vector         movement
+resize        interpolation                               vector         vector
+other         an aten op ``nas.cost`` does not list       vector         vector
+============  ==========================================  =============  ===========
+
+Views, allocations and constant creation (``zeros``, ``arange``) are free: a
+view moves no data, and every runtime modelled here folds constants when it
+builds the engine. They are dropped by :func:`kind_of` returning ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from nas.cost import Op
+
+__all__ = [
+    "KINDS",
+    "COMPUTE_GROUPS",
+    "LAUNCH_GROUPS",
+    "COMPUTE_GROUP_OF",
+    "LAUNCH_GROUP_OF",
+    "kind_of",
+    "numel",
+]
+
+KINDS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "batchnorm", "norm", "softmax", "act", "act_special",
+         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other")
+
+COMPUTE_GROUP_OF: dict[str, str] = {
+    "conv": "conv", "pwconv": "pwconv", "dwconv": "dwconv", "gconv": "gconv", "matmul": "matmul", "bmm": "bmm",
+    "norm": "special", "softmax": "special", "act_special": "special",
+    **dict.fromkeys(("batchnorm", "act", "elementwise", "pool", "reduce", "concat", "movement", "resize", "other"),
+                    "vector"),
+}
+LAUNCH_GROUP_OF: dict[str, str] = {
+    **dict.fromkeys(("conv", "pwconv", "dwconv", "gconv"), "conv"),
+    **dict.fromkeys(("matmul", "bmm"), "matmul"),
+    "concat": "movement",
+    "movement": "movement",
+    **dict.fromkeys(("batchnorm", "norm", "softmax", "act", "act_special", "elementwise", "pool", "reduce",
+                     "resize", "other"), "vector"),
+}
+COMPUTE_GROUPS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "vector", "special")
+LAUNCH_GROUPS = ("conv", "matmul", "vector", "movement")
+
+_FREE_CLASSES = frozenset({"view", "alloc", "creation"})
+_BATCHNORM = frozenset({"aten._native_batch_norm_legit_no_training", "aten.native_batch_norm",
+                        "aten._native_batch_norm_legit", "aten._native_batch_norm_legit_functional",
+                        "aten._batch_norm_with_update", "aten._batch_norm_no_update"})
+_CHEAP_ACTIVATIONS = frozenset({"aten.relu", "aten.hardtanh", "aten.leaky_relu", "aten.threshold", "aten.hardswish",
+                                "aten.hardsigmoid", "aten._prelu_kernel", "aten.prelu", "aten.clamp",
+                                "aten.hardshrink", "aten.softshrink"})
+_SIMPLE_CLASSES = {"elementwise": "elementwise", "pool": "pool", "reduce": "reduce", "movement": "movement",
+                   "resize": "resize", "softmax": "softmax", "other": "other"}
+
+
+def _conv_kind(op: Op) -> str:
+    # in_shapes = (input, weight[, bias]); weight is (out, in / groups, *kernel).
+    if len(op.in_shapes) < 2 or len(op.in_shapes[0]) < 2 or len(op.in_shapes[1]) < 2:
+        return "conv"
+    in_channels = op.in_shapes[0][1]
+    per_group = op.in_shapes[1][1]
+    groups = in_channels // per_group if per_group else 1
+    if groups <= 1:
+        return "pwconv" if all(size == 1 for size in op.in_shapes[1][2:]) else "conv"
+    return "dwconv" if per_group == 1 else "gconv"
+
+
+def kind_of(op: Op) -> str | None:
+    """The kind of ``op`` (one of :data:`KINDS`), or ``None`` for an op that costs nothing."""
+    op_class = op.op_class
+    if op_class in _FREE_CLASSES:
+        return None
+    name = op.name.rstrip("_")
+    if op_class == "conv":
+        return _conv_kind(op)
+    if op_class == "matmul":
+        return "bmm" if name in ("aten.bmm", "aten.baddbmm") else "matmul"
+    if op_class == "attention":
+        return "bmm"
+    if name in ("aten.cat", "aten.stack"):
+        return "concat"
+    if op_class == "norm":
+        return "batchnorm" if name in _BATCHNORM else "norm"
+    if op_class == "activation":
+        return "act" if name in _CHEAP_ACTIVATIONS else "act_special"
+    return _SIMPLE_CLASSES.get(op_class, "other")
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    """Elements of a tensor of ``shape``."""
+    return math.prod(shape)

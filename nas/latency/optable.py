@@ -1,0 +1,233 @@
+"""From a traced op list to the table the latency model prices: kinds, fusion, placement.
+
+:func:`build_table` walks the ops of a :class:`nas.cost.CostReport` once and
+
+1. drops free ops (views, allocations, constants; see :mod:`nas.latency.kinds`)
+   and the kinds the setting lists as ``eliminated`` by its runtime;
+2. places each op on the main processor or, for kinds the setting sends to its
+   fallback processor (the ZCU104's ARM cores), on the fallback; a kind listed
+   as ``unsupported`` raises :class:`UnsupportedOpError`, so no op is ever priced
+   at zero by omission;
+3. pads the FLOPs of matrix products (dense and grouped convolutions, linear
+   layers, attention products) to the device's ``channel_tile``: a kernel that
+   blocks channels by 16 (AVX-512 lanes, the DPU's channel parallelism) or 32
+   (a GPU GEMM tile) does the work of a full block for a group of 4 channels,
+   which is why ResNeXt's 32x4d groups run far below a dense convolution's
+   rate while its 32x48d groups do not. The output dimension (output channels
+   per group) and the reduction dimension (input channels per group x kernel
+   area) are each rounded up to the tile;
+4. applies the setting's fusion rules. A *head* op (a convolution, a linear
+   layer, ...) absorbs the ops that directly follow it when their kind is listed
+   under the head's kind, they consume the previous op's output (same number of
+   elements), and they run on the same processor: conv + batch norm + ReLU +
+   residual add is one kernel under TensorRT, oneDNN, Core ML and the DPU
+   compiler. A fused op keeps its FLOPs, loses its launch, and loses the traffic
+   of the intermediate tensor (the head no longer writes it, the fused op no
+   longer reads it), so its bytes become ``read + written - 2 x intermediate``;
+5. counts the switches between processors and the bytes they move.
+
+Fusion only looks inside a *segment*: for an Arch, one unit of
+:func:`nas.build.plan` (a block, a stem, a downsampler), because a block's
+first op never consumes the previous unit's last op without the residual
+branch also needing it (pre-norm blocks read ``x`` twice); for a plain module,
+the whole op list. Each segment is assumed to start and end on the main
+processor, so a run of fallback ops inside it costs two switches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nas.cost import Op
+from nas.errors import NasError
+from nas.latency.kinds import KINDS, kind_of, numel
+from nas.latency.targets import Setting
+
+__all__ = ["SPLIT_REDUCTION", "UnsupportedOpError", "OpTable", "build_table", "segments_of"]
+
+_KIND_INDEX = {kind: index for index, kind in enumerate(KINDS)}
+
+
+class UnsupportedOpError(NasError):
+    """A model contains an op the target setting cannot run (and no fallback is modelled for it)."""
+
+
+@dataclass(frozen=True)
+class OpTable:
+    """The priced ops of one model, after fusion and placement (arrays of equal length ``n``).
+
+    Attributes:
+        kind: index into :data:`~nas.latency.kinds.KINDS` per op.
+        flops: FLOPs the processor executes per op (whole batch): the traced FLOPs, matrix products padded to
+            the channel tile.
+        parallelism: independent work items per op: its output elements, times ``reduction / 256`` for a
+            matrix product whose reduction is longer than that (libraries split long reductions across
+            threads when the output alone cannot fill the processor; a GEMV over 2048 inputs is not one
+            thread's work).
+        bytes: bytes moved per op at float32 (scaled to the setting's precision when priced).
+        launch: 1.0 for an op that launches its own kernel, 0.0 for a fused one.
+        host: True for an op placed on the fallback processor.
+        segment: index of the op's segment.
+        segment_names: name of each segment (the Arch unit path, or ``""`` for a module).
+        switches: per segment, switches between main and fallback processor.
+        transfer_bytes: per segment, float32 bytes crossing between the processors.
+    """
+
+    kind: np.ndarray
+    flops: np.ndarray
+    parallelism: np.ndarray
+    bytes: np.ndarray
+    launch: np.ndarray
+    host: np.ndarray
+    segment: np.ndarray
+    segment_names: tuple[str, ...]
+    switches: np.ndarray
+    transfer_bytes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+
+def segments_of(ops: Sequence[Op], *, by_unit: bool) -> list[tuple[str, list[Op]]]:
+    """Split ``ops`` into fusion segments: runs of equal ``unit`` if ``by_unit``, else one segment."""
+    if not by_unit:
+        return [("", list(ops))]
+    out: list[tuple[str, list[Op]]] = []
+    for op in ops:
+        if not out or out[-1][0] != op.unit:
+            out.append((op.unit, []))
+        out[-1][1].append(op)
+    return out
+
+
+SPLIT_REDUCTION = 256
+"""Reduction length one work item of a matrix product covers (see :attr:`OpTable.parallelism`)."""
+
+
+def _reduction(op: Op, kind: str) -> int:
+    """The reduction length of a matrix product (input channels per group x kernel area, or K); 1 otherwise."""
+    if kind in ("conv", "pwconv", "gconv", "dwconv") and len(op.in_shapes) >= 2 and len(op.in_shapes[1]) >= 2:
+        return max(numel(op.in_shapes[1][1:]), 1)
+    if kind in ("matmul", "bmm") and len(op.in_shapes) >= 2 and op.in_shapes[-2]:
+        return max(op.in_shapes[-2][-1], 1)
+    return 1
+
+
+def _padded(size: int, tile: int) -> float:
+    return float(-(-size // tile) * tile) / size if size > 0 else 1.0
+
+
+def _tile_factor(op: Op, kind: str, tile: int) -> float:
+    """How much work a matrix product does once its output and reduction dimensions are padded to ``tile``."""
+    if tile <= 1 or kind not in ("conv", "pwconv", "gconv", "matmul", "bmm") or len(op.in_shapes) < 2:
+        return 1.0
+    if kind in ("conv", "pwconv", "gconv"):
+        x, weight = op.in_shapes[0], op.in_shapes[1]
+        if len(x) < 2 or len(weight) < 2 or weight[1] == 0:
+            return 1.0
+        groups = max(x[1] // weight[1], 1)
+        out_per_group = weight[0] // groups
+        reduction = weight[1] * numel(weight[2:])
+        return _padded(out_per_group, tile) * _padded(reduction, tile)
+    # mm (x, w), addmm (bias, x, w), bmm (a, b): the last two shapes are the operands, (..., M, K) x (..., K, N).
+    left, right = op.in_shapes[-2], op.in_shapes[-1]
+    if len(left) < 2 or len(right) < 2:
+        return 1.0
+    return _padded(right[-1], tile) * _padded(left[-1], tile)
+
+
+def _element_size(op: Op) -> float:
+    elements = sum(numel(shape) for shape in op.out_shapes)
+    return op.bytes_written / elements if elements and op.bytes_written else 4.0
+
+
+class _Builder:
+    def __init__(self, setting: Setting):
+        self.setting = setting
+        self.host_kinds = frozenset(setting.fallback.kinds) if setting.fallback else frozenset()
+        self.unsupported = frozenset(setting.unsupported)
+        self.eliminated = frozenset(setting.eliminated)
+        self.tiles = (setting.device.channel_tile, setting.fallback.device.channel_tile if setting.fallback else 1)
+        self.kind: list[int] = []
+        self.flops: list[float] = []
+        self.parallelism: list[float] = []
+        self.bytes: list[float] = []
+        self.launch: list[float] = []
+        self.host: list[bool] = []
+        self.segment: list[int] = []
+        self.switches: list[int] = []
+        self.transfer: list[float] = []
+
+    def add_segment(self, index: int, ops: Sequence[Op]) -> None:
+        head_kind: str | None = None
+        head_host = False
+        previous_elements = -1
+        previous_bytes = 0.0
+        on_host = False
+        switches = 0
+        transfer = 0.0
+        for op in ops:
+            kind = kind_of(op)
+            if kind is None or kind in self.eliminated:
+                continue
+            if kind in self.unsupported:
+                raise UnsupportedOpError(
+                    f"{self.setting.label}: {op.name} ({kind}) in {op.unit or 'the model'} cannot run on "
+                    f"{self.setting.device.title} under {self.setting.runtime}, and no fallback is modelled for it")
+            host = kind in self.host_kinds
+            if host != on_host:
+                switches += 1
+                # The tensor crossing: the op's first input (entering or leaving the fallback processor).
+                transfer += 4.0 * (numel(op.in_shapes[0]) if op.in_shapes else numel(op.out_shapes[0]))
+                on_host = host
+            fuses = (head_kind is not None and host == head_host and kind in self.setting.fusion.get(head_kind, ())
+                     and any(numel(shape) == previous_elements for shape in op.in_shapes))
+            moved = float(op.bytes_read + op.bytes_written)
+            if fuses:
+                moved = max(0.0, moved - 2.0 * previous_bytes)
+            else:
+                head_kind = kind if kind in self.setting.fusion else None
+                head_host = host
+            out_elements = numel(op.out_shapes[0]) if op.out_shapes else 0
+            self.kind.append(_KIND_INDEX[kind])
+            self.flops.append(op.flops * _tile_factor(op, kind, self.tiles[host]))
+            split = max(1.0, _reduction(op, kind) / SPLIT_REDUCTION)
+            self.parallelism.append(float(max(out_elements, 1)) * split)
+            self.bytes.append(moved)
+            self.launch.append(0.0 if fuses else 1.0)
+            self.host.append(host)
+            self.segment.append(index)
+            previous_elements = out_elements
+            previous_bytes = out_elements * _element_size(op)
+        if on_host:
+            switches += 1
+            transfer += 4.0 * max(previous_elements, 0)
+        self.switches.append(switches)
+        self.transfer.append(transfer)
+
+    def table(self, names: tuple[str, ...]) -> OpTable:
+        return OpTable(np.asarray(self.kind, dtype=np.int64), np.asarray(self.flops, dtype=np.float64),
+                       np.asarray(self.parallelism, dtype=np.float64), np.asarray(self.bytes, dtype=np.float64), np.asarray(self.launch, dtype=np.float64),
+                       np.asarray(self.host, dtype=bool), np.asarray(self.segment, dtype=np.int64), names,
+                       np.asarray(self.switches, dtype=np.float64), np.asarray(self.transfer, dtype=np.float64))
+
+
+def build_table(ops: Sequence[Op], setting: Setting, *, by_unit: bool) -> OpTable:
+    """The priced op table of ``ops`` under ``setting``.
+
+    Args:
+        ops: the traced ops, in execution order.
+        setting: the target setting (fusion rules, fallback, unsupported kinds).
+        by_unit: fuse within runs of equal ``Op.unit`` (Arch units) instead of over the whole list.
+
+    Raises:
+        UnsupportedOpError: an op's kind is in ``setting.unsupported``.
+    """
+    builder = _Builder(setting)
+    segments = segments_of(ops, by_unit=by_unit)
+    for index, (_, segment_ops) in enumerate(segments):
+        builder.add_segment(index, segment_ops)
+    return builder.table(tuple(name for name, _ in segments))

@@ -1,0 +1,439 @@
+"""Hardware targets: device facts, measurement settings and fitted coefficients, read from YAML.
+
+A target is one file, ``predictors/<name>.yaml`` (installed as the package
+``nas.predictors``), whatever produced it: published measurements (v100, xeon,
+iphone12, zcu104) or measurements of the local machine. It holds
+
+* ``devices``: the processors, each with its facts and their sources: peak
+  throughput per precision for MAC ops (``peak_tops``) and for element-wise
+  work (``vector_tops``), memory bandwidth, caches, cores, clock;
+* ``settings``: the measurement regimes the target reproduces (runtime,
+  precision, batch sizes), each with its own fusion rules, fallback processor,
+  priors, fitted coefficients and validation figures. Regimes are never mixed:
+  a setting selects its calibration rows by device, runtime and precision;
+* ``default_setting``: the setting :func:`nas.latency.predict` uses unless told.
+
+The format is documented in predictors/README.md. Unknown keys are errors, so a
+typo cannot silently fall back to a default.
+
+Example:
+    >>> from nas.latency.targets import get_target, list_targets
+    >>> "v100" in list_targets()
+    True
+    >>> get_target("v100").setting().precision
+    'fp32'
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nas.errors import ConfigError, UnknownKindError
+from nas.latency.coefficients import Coefficients
+from nas.latency.kinds import KINDS
+from nas.yamlio import line_of, load_yaml
+
+__all__ = [
+    "PRECISIONS",
+    "BYTES_PER_ELEMENT",
+    "Device",
+    "Fallback",
+    "Setting",
+    "Target",
+    "predictors_dir",
+    "list_targets",
+    "get_target",
+    "load_target",
+]
+
+PRECISIONS = ("fp32", "fp16", "amp", "int8")
+"""Precision tokens (as in the calibration files); ``amp`` is mixed fp16/fp32 with fp16 tensors."""
+
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "amp": 2, "int8": 1}
+"""Bytes per tensor element a runtime moves at each precision."""
+
+_PEAK_KEY = {"fp32": "fp32", "fp16": "fp16", "amp": "fp16", "int8": "int8"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_DEVICE_KINDS = ("gpu", "cpu", "npu", "dpu")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One processor and its published facts.
+
+    Attributes:
+        name: key in the target file, e.g. ``v100_sxm2``.
+        title: what it is, e.g. ``NVIDIA Tesla V100 SXM2 16 GB``.
+        kind: ``gpu``, ``cpu``, ``npu`` or ``dpu``.
+        peak_tops: precision -> peak tera-operations/s of MAC ops (a multiply-add counts 2).
+        vector_tops: precision -> peak tera-operations/s of element-wise work (defaults to ``peak_tops``).
+        memory_bandwidth_gbs: peak DRAM bandwidth, GB/s.
+        cache_mb: last-level cache, MB (facts only; not used by the model).
+        cores: the compute units, in words.
+        clock_ghz: the clock the peaks assume.
+        channel_tile: the channel blocking of its MAC kernels (SIMD lanes, DPU channel parallelism, GEMM tile);
+            a matrix product's output and reduction dimensions are padded to it (1: no padding).
+        sources: where each fact was read.
+    """
+
+    name: str
+    title: str
+    kind: str
+    peak_tops: dict[str, float]
+    vector_tops: dict[str, float]
+    memory_bandwidth_gbs: float
+    cache_mb: float | None
+    cores: str
+    clock_ghz: float | None
+    channel_tile: int
+    sources: tuple[str, ...]
+
+    def peak_ops(self, precision: str, *, vector: bool = False) -> float:
+        """Peak operations per second at ``precision`` (MAC ops, or element-wise work if ``vector``)."""
+        table = self.vector_tops if vector else self.peak_tops
+        key = _PEAK_KEY[precision]
+        if key not in table:
+            raise ConfigError(f"device {self.name!r} has no {'vector_tops' if vector else 'peak_tops'} "
+                              f"figure for {key}; known: {', '.join(table)}")
+        return table[key] * 1e12
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Ops the main processor cannot run, and the processor that runs them instead.
+
+    Attributes:
+        device: the fallback processor (e.g. the ZCU104's Cortex-A53 cores).
+        kinds: op kinds (:data:`~nas.latency.kinds.KINDS`) placed on it.
+        precision: the precision it computes in.
+        notes: how the runtime does it, with sources.
+    """
+
+    device: Device
+    kinds: tuple[str, ...]
+    precision: str
+    notes: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One measurement regime of a target: runtime, precision, batch sizes, and its fitted model.
+
+    Attributes:
+        name: key in the target file, e.g. ``paddle_trt_fp32``.
+        target: the target's name.
+        title: the regime in words.
+        device: the main processor.
+        runtime: the runtime as the calibration files name it (e.g. ``paddle-tensorrt``).
+        precision: one of :data:`PRECISIONS`.
+        batch_sizes: the batch sizes measured.
+        calibration: field -> value a calibration row must have to belong here (``device``,
+            ``runtime``, ``precision``, ``threads``; a list allows several; ``published`` maps a published
+            column to text it must contain).
+        overlap: whether the host issues ops asynchronously while the device runs earlier ones (GPU
+            runtimes): the model is then bound by the larger of issue time and execution time, not their sum.
+        fusion: head kind -> kinds that fuse into it when they directly consume its output.
+        fallback: where ops the main processor cannot run go, if anywhere.
+        unsupported: op kinds the setting cannot run at all; predicting a model that has one raises.
+        eliminated: op kinds the runtime removes when it builds the engine (TensorRT and the Vitis AI
+            compiler write concatenation inputs in place), priced at zero on purpose.
+        free: names of the coefficients the fit adjusts (the file may use globs such as
+            ``memory_efficiency.*``); the rest stay at their priors.
+        prior_weight: pull of the priors in the fit (log-space, per parameter).
+        priors: the coefficients before fitting (from the device facts and the literature).
+        coefficients: the fitted coefficients, or ``None`` before the first fit.
+        validation: the validation figures the fit wrote, or ``None``.
+        notes: anything a reader must know about the regime.
+    """
+
+    name: str
+    target: str
+    title: str
+    device: Device
+    runtime: str
+    precision: str
+    batch_sizes: tuple[int, ...]
+    calibration: dict[str, Any]
+    overlap: bool
+    fusion: dict[str, tuple[str, ...]]
+    fallback: Fallback | None
+    unsupported: tuple[str, ...]
+    eliminated: tuple[str, ...]
+    free: tuple[str, ...]
+    prior_weight: float
+    priors: Coefficients
+    coefficients: Coefficients | None
+    validation: dict[str, Any] | None
+    notes: str = ""
+
+    @property
+    def label(self) -> str:
+        """``target/setting``."""
+        return f"{self.target}/{self.name}"
+
+    @property
+    def fitted(self) -> Coefficients:
+        """The fitted coefficients, or the priors if the setting was never fitted."""
+        return self.coefficients if self.coefficients is not None else self.priors
+
+
+@dataclass(frozen=True)
+class Target:
+    """A hardware target: its devices, settings and the file they came from."""
+
+    name: str
+    title: str
+    description: str
+    devices: dict[str, Device]
+    settings: dict[str, Setting]
+    default_setting: str
+    path: Path
+    document: Any = field(repr=False, compare=False)
+
+    def setting(self, name: str | None = None) -> Setting:
+        """The setting ``name`` (the default one if ``None``); an unknown name lists the known ones."""
+        key = self.default_setting if name is None else name
+        if key not in self.settings:
+            raise UnknownKindError(f"unknown setting {key!r} of target {self.name!r}; "
+                                   f"known: {', '.join(_closest(key, list(self.settings)))}")
+        return self.settings[key]
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def _closest(name: str, known: list[str]) -> list[str]:
+    return difflib.get_close_matches(str(name), known, n=len(known), cutoff=0.0)
+
+
+def _mapping(data: Any, path: str, *, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Mapping:
+    if not isinstance(data, Mapping):
+        raise ConfigError("must be a mapping", path=path)
+    unknown = [key for key in data if key not in required and key not in optional]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"allowed: {', '.join((*required, *optional))}", path=path)
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ConfigError(f"missing key(s) {', '.join(missing)}", path=path)
+    return data
+
+
+def _text(data: Mapping, key: str, path: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or (default is None and not value.strip()):
+        raise ConfigError(f"must be a non-empty string, got {value!r}", path=f"{path}.{key}")
+    return value.strip()
+
+
+def _number(value: Any, path: str, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"must be a number > 0, got {value!r}", path=path)
+    return float(value)
+
+
+def _tops(data: Any, path: str) -> dict[str, float]:
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError("must be a mapping precision -> TOPS", path=path)
+    out = {}
+    for key, value in data.items():
+        if key not in ("fp32", "fp16", "int8"):
+            raise ConfigError(f"unknown precision {key!r}; allowed: fp32, fp16, int8", path=path)
+        out[key] = _number(value, f"{path}.{key}")
+    return out  # type: ignore[return-value]
+
+
+def _kinds(data: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(data, list):
+        raise ConfigError("must be a list of op kinds", path=path)
+    for index, kind in enumerate(data):
+        if kind not in KINDS:
+            raise ConfigError(f"unknown op kind {kind!r}; known: {', '.join(_closest(kind, list(KINDS)))}",
+                              path=f"{path}[{index}]")
+    return tuple(data)
+
+
+def _device(name: str, data: Any, path: str) -> Device:
+    data = _mapping(data, path, required=("title", "kind", "peak_tops", "memory_bandwidth_gbs", "sources"),
+                    optional=("vector_tops", "cache_mb", "cores", "clock_ghz", "channel_tile"))
+    kind = _text(data, "kind", path)
+    if kind not in _DEVICE_KINDS:
+        raise ConfigError(f"must be one of {', '.join(_DEVICE_KINDS)}, got {kind!r}", path=f"{path}.kind")
+    sources = data["sources"]
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) and s for s in sources):
+        raise ConfigError("must be a non-empty list of strings", path=f"{path}.sources")
+    peak = _tops(data["peak_tops"], f"{path}.peak_tops")
+    vector = _tops(data["vector_tops"], f"{path}.vector_tops") if "vector_tops" in data else dict(peak)
+    tile = data.get("channel_tile", 1)
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise ConfigError(f"must be an int >= 1, got {tile!r}", path=f"{path}.channel_tile")
+    return Device(name, _text(data, "title", path), kind, peak, vector,
+                  _number(data["memory_bandwidth_gbs"], f"{path}.memory_bandwidth_gbs"),  # type: ignore[arg-type]
+                  _number(data.get("cache_mb"), f"{path}.cache_mb", allow_none=True),
+                  _text(data, "cores", path, ""),
+                  _number(data.get("clock_ghz"), f"{path}.clock_ghz", allow_none=True), tile, tuple(sources))
+
+
+def _flag(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {value!r}", path=path)
+    return value
+
+
+def _precision(value: Any, path: str) -> str:
+    if value not in PRECISIONS:
+        raise ConfigError(f"must be one of {', '.join(PRECISIONS)}, got {value!r}", path=path)
+    return value
+
+
+def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path: str) -> Setting:
+    data = _mapping(data, path,
+                    required=("title", "device", "runtime", "precision", "batch_sizes", "calibration", "fusion",
+                              "priors", "fit"),
+                    optional=("fallback", "unsupported", "eliminated", "coefficients", "validation", "notes",
+                              "overlap"))
+
+    def device(key: Any, where: str) -> Device:
+        if key not in devices:
+            raise ConfigError(f"unknown device {key!r}; known: {', '.join(_closest(key, list(devices)))}",
+                              path=where)
+        return devices[key]
+
+    precision = _precision(data["precision"], f"{path}.precision")
+    batches = data["batch_sizes"]
+    if not isinstance(batches, list) or not batches or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
+        raise ConfigError(f"must be a non-empty list of ints >= 1, got {batches!r}", path=f"{path}.batch_sizes")
+    calibration = _mapping(data["calibration"], f"{path}.calibration", required=("device", "runtime", "precision"),
+                           optional=("threads", "published"))
+    if not isinstance(calibration.get("published", {}), Mapping):
+        raise ConfigError("must be a mapping published column -> text", path=f"{path}.calibration.published")
+    fusion_data = data["fusion"]
+    if not isinstance(fusion_data, Mapping):
+        raise ConfigError("must be a mapping head kind -> list of kinds", path=f"{path}.fusion")
+    fusion = {}
+    for head, tails in fusion_data.items():
+        if head not in KINDS:
+            raise ConfigError(f"unknown op kind {head!r}", path=f"{path}.fusion")
+        fusion[head] = _kinds(tails, f"{path}.fusion.{head}")
+    fallback = None
+    if data.get("fallback") is not None:
+        fb = _mapping(data["fallback"], f"{path}.fallback", required=("device", "kinds", "precision", "notes"))
+        fallback = Fallback(device(fb["device"], f"{path}.fallback.device"), _kinds(fb["kinds"], f"{path}.fallback.kinds"),
+                            _precision(fb["precision"], f"{path}.fallback.precision"),
+                            _text(fb, "notes", f"{path}.fallback"))
+    fit = _mapping(data["fit"], f"{path}.fit", required=("free", "prior_weight"))
+    priors = Coefficients.from_dict(data["priors"], f"{path}.priors", with_host=fallback is not None)
+    patterns = ["*"] if fit["free"] == "all" else fit["free"]
+    if not isinstance(patterns, list) or not all(isinstance(item, str) for item in patterns):
+        raise ConfigError("must be 'all' or a list of coefficient names (globs allowed)", path=f"{path}.fit.free")
+    free: list[str] = []
+    for index, pattern in enumerate(patterns):
+        matched = fnmatch.filter(priors.names(), pattern)
+        if not matched:
+            raise ConfigError(f"matches no coefficient: {pattern!r}; known: "
+                              f"{', '.join(_closest(pattern, priors.names()))}", path=f"{path}.fit.free[{index}]")
+        free.extend(name for name in matched if name not in free)
+    coefficients = None
+    if data.get("coefficients") is not None:
+        coefficients = Coefficients.from_dict(data["coefficients"], f"{path}.coefficients",
+                                              with_host=fallback is not None)
+    validation = data.get("validation")
+    if validation is not None and not isinstance(validation, Mapping):
+        raise ConfigError("must be a mapping or null", path=f"{path}.validation")
+    return Setting(
+        name=name, target=target, title=_text(data, "title", path), device=device(data["device"], f"{path}.device"),
+        runtime=_text(data, "runtime", path), precision=precision, batch_sizes=tuple(batches),
+        calibration=dict(calibration), overlap=_flag(data.get("overlap", False), f"{path}.overlap"), fusion=fusion, fallback=fallback,
+        unsupported=_kinds(data.get("unsupported", []), f"{path}.unsupported"),
+        eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"), free=tuple(free),
+        prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
+        priors=priors, coefficients=coefficients, validation=_plain(validation),
+        notes=_text(data, "notes", path, ""))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _parse(document: Any, path: Path) -> Target:
+    data = _mapping(document, "", required=("schema", "name", "title", "devices", "settings", "default_setting"),
+                    optional=("description",))
+    if data["schema"] != 1:
+        raise ConfigError(f"unsupported schema {data['schema']!r}; this version reads schema 1", path="schema")
+    name = _text(data, "name", "")
+    if not _NAME.match(name) or name != path.stem:
+        raise ConfigError(f"must be lower-case [a-z0-9_-] and match the file name {path.stem!r}, got {name!r}",
+                          path="name")
+    if not isinstance(data["devices"], Mapping) or not data["devices"]:
+        raise ConfigError("must be a non-empty mapping", path="devices")
+    devices = {key: _device(key, value, f"devices.{key}") for key, value in data["devices"].items()}
+    if not isinstance(data["settings"], Mapping) or not data["settings"]:
+        raise ConfigError("must be a non-empty mapping", path="settings")
+    settings = {key: _setting(name, key, value, devices, f"settings.{key}") for key, value in data["settings"].items()}
+    default = data["default_setting"]
+    if default not in settings:
+        raise ConfigError(f"unknown setting {default!r}; known: {', '.join(settings)}", path="default_setting")
+    return Target(name, _text(data, "title", ""), _text(data, "description", "", ""), devices, settings, default,
+                  path, document)
+
+
+def load_target(path: str | Path) -> Target:
+    """Read a target file (any path); errors carry the file, line and field path.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or does not follow the format.
+    """
+    path = Path(path)
+    document = load_yaml(path)
+    try:
+        return _parse(document, path)
+    except ConfigError as error:
+        parts = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", error.path))
+        raise error.located(source=str(path), line=line_of(document, parts)) from None
+
+
+# -- the packaged targets ------------------------------------------------------------------
+
+
+def predictors_dir() -> Path:
+    """The folder of the target files (the installed ``nas.predictors`` package)."""
+    return Path(str(resources.files("nas.predictors")))
+
+
+def list_targets() -> list[str]:
+    """Names of the packaged targets, sorted."""
+    return sorted(path.stem for path in predictors_dir().glob("*.yaml"))
+
+
+@cache
+def _cached(name: str, mtime_ns: int) -> Target:
+    return load_target(predictors_dir() / f"{name}.yaml")
+
+
+def get_target(name: str) -> Target:
+    """The packaged target ``name`` (re-read when its file changes).
+
+    Raises:
+        UnknownKindError: no such target; the message lists the known ones, closest first.
+        ConfigError: the file is malformed.
+    """
+    path = predictors_dir() / f"{name}.yaml"
+    if not isinstance(name, str) or not _NAME.match(name) or not path.is_file():
+        known = list_targets()
+        raise UnknownKindError(f"unknown target {name!r}; known: {', '.join(_closest(str(name), known))}")
+    return _cached(name, path.stat().st_mtime_ns)

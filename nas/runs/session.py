@@ -1,0 +1,139 @@
+"""Starting, resuming and running a search in a run directory (what ``nas search`` calls)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nas.runs.run import Run, _safe_name
+from nas.runs.settings import ConstraintSpec, ObjectiveSpec, RunSettings
+from nas.runs.storage import check_storage_url
+from nas.search.records import Record
+
+__all__ = ["resolve_accuracy", "default_study_name", "plan_search", "start_search", "run_search", "zoo_vectors"]
+
+
+def zoo_vectors(space: Any) -> np.ndarray:
+    """The point vectors of the zoo's models that are points of ``space`` (by zoo name), for a warm start."""
+    from nas import zoo
+
+    vectors = []
+    for name in zoo.list_zoo():
+        found, _ = space.contains(zoo.get(name))
+        if found:
+            vectors.append(space.encode(zoo.get(name)))
+    return np.array(vectors, dtype=np.int16).reshape(-1, space.num_slots)
+
+
+def resolve_accuracy(accuracy: str, supernet: str | None = None) -> str:
+    """``auto`` -> ``supernet`` when a supernet checkpoint is given, else ``proxy``."""
+    if accuracy != "auto":
+        return accuracy
+    return "supernet" if supernet is not None else "proxy"
+
+
+def default_study_name(space: str, target: str, strategy: str, seed: int) -> str:
+    """The study name workers share by default on a ``--storage``: the same command gives the same name."""
+    return f"{_safe_name(space)}-{_safe_name(target)}-{strategy}-seed{seed}"
+
+
+def plan_search(*, space: str, target: str, strategy: str = "evolution", budget: int = 300, population: int = 32,
+                seed: int = 0, accuracy: str = "auto", constraints: Mapping[str, str] | None = None,
+                storage: str | None = None, study: str | None = None, top_k: int = 5, latency_batch: int = 1,
+                objectives: Sequence[str] = ("accuracy", "latency"), supernet: str | None = None,
+                zoo_start: bool = True) -> tuple[RunSettings, Any, Any]:
+    """Check every setting of a search without side effects; returns ``(settings, space, scorer)``.
+
+    Raises:
+        UnknownKindError: unknown space, target, strategy, objective, accuracy source, constraint or storage scheme.
+        ConfigError: a bad number or constraint value.
+        NasError: an unavailable accuracy source or optional strategy.
+    """
+    from nas.search import create_strategy, make_scorer, parse_constraint
+    from nas.space import load_space
+
+    loaded = load_space(space)
+    accuracy = resolve_accuracy(accuracy, supernet)
+    parsed = [parse_constraint(name, text) for name, text in (constraints or {}).items() if text is not None]
+    if storage is not None:
+        check_storage_url(storage)
+    scorer = make_scorer(target=target, accuracy=accuracy, objectives=objectives, constraints=parsed, space=space,
+                         seed=seed, latency_batch=latency_batch, supernet=supernet)
+    specs = tuple(ObjectiveSpec(o.kind, o.column, o.direction, o.label) for o in scorer.objectives)
+    settings = RunSettings(
+        space=space, target=target, strategy=strategy, budget=budget, population=population, seed=seed,
+        accuracy=accuracy, objectives=specs,
+        constraints=tuple(ConstraintSpec(c.name, c.column, c.limit, c.text) for c in parsed),
+        storage=storage, study=study or (default_study_name(space, target, strategy, seed) if storage else "nas"),
+        top_k=top_k, latency_batch=latency_batch, supernet=supernet, zoo_start=zoo_start)
+    create_strategy(strategy, loaded, directions=settings.directions, seed=seed, population_size=population,
+                    constrained=bool(parsed))
+    return settings, loaded, scorer
+
+
+def start_search(root: str | os.PathLike[str] = "runs", *, extra: dict[str, Any] | None = None,
+                 probe: int = 64, **options: Any) -> Run:
+    """Plan a search (:func:`plan_search` takes ``options``), probe its constraints, create its run directory.
+
+    Nothing is written unless every check passed.
+
+    Raises:
+        InfeasibleError: no probed point meets the constraints.
+        (and everything :func:`plan_search` and :meth:`Run.create` raise)
+    """
+    from nas.search.objectives import check_feasible
+
+    settings, space, scorer = plan_search(**options)
+    check_feasible(space, scorer, target=settings.target, samples=probe, seed=settings.seed)
+    return Run.create(root, settings, extra=extra)
+
+
+def run_search(run: Run, *, on_record: Any = None, on_start: Any = None) -> list[Record]:
+    """Run or resume the search of ``run`` until its budget is reached, then write its outputs.
+
+    Resuming rebuilds the strategy from the stored history (see :class:`nas.search.base.BaseStrategy`):
+    a journal line cut by a kill is dropped, this worker's trials left RUNNING are marked FAIL, and the
+    strategy replays the records, so the finished history equals an uninterrupted run's.
+
+    Args:
+        run: a run from :func:`start_search` or :meth:`Run.open`.
+        on_record: called with each record this process stores.
+        on_start: called once with the number of candidates already in the history.
+
+    Returns:
+        Every record of the run's study.
+    """
+    from nas.search import create_strategy, make_scorer, optimize, parse_constraint
+    from nas.space import load_space
+
+    settings = run.settings
+    space = load_space(settings.space)
+    constraints = [parse_constraint(spec.name, spec.text or str(spec.limit)) for spec in settings.constraints]
+    constraints = [dataclasses.replace(c, limit=spec.limit) for c, spec in zip(constraints, settings.constraints,
+                                                                                strict=True)]
+    scorer = make_scorer(target=settings.target, accuracy=settings.accuracy,
+                         objectives=[spec.name for spec in settings.objectives], constraints=constraints,
+                         space=settings.space, seed=settings.seed, latency_batch=settings.latency_batch,
+                         supernet=settings.supernet)
+    run.repair()
+    run.claim()
+    try:
+        worker = run.attach()
+        run.fail_interrupted()
+        strategy = create_strategy(settings.strategy, space, directions=settings.directions, seed=settings.seed,
+                                   population_size=settings.population, worker=worker,
+                                   constrained=bool(settings.constraints))
+        if settings.zoo_start and strategy.warm_start and worker == 0:
+            strategy.start_with(zoo_vectors(space))
+        if on_start is not None:
+            on_start(run.count())
+        records = optimize(space, strategy, scorer, run, budget=settings.budget, batch=settings.population,
+                           on_record=on_record)
+        run.write_outputs()
+    finally:
+        run.release()
+    return records

@@ -1,0 +1,88 @@
+"""Optuna storages for run histories: a journal file (the default) or a relational database URL."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nas.errors import UnknownKindError
+from nas.runs.settings import RunError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["check_storage_url", "open_storage", "repair_journal_tail"]
+
+_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+def _is_url(text: str) -> bool:
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
+def check_storage_url(url: str) -> None:
+    """Reject a storage URL whose scheme no storage handles, without connecting.
+
+    Accepted: an RDB URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``), ``journal:///path`` or a
+    plain file path (a journal file).
+
+    Raises:
+        UnknownKindError: unknown scheme (the known ones are listed).
+    """
+    if not _is_url(url):
+        return
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in _RDB_SCHEMES and scheme != "journal":
+        raise UnknownKindError(f"unknown storage URL scheme {scheme!r} in {url!r}; known: "
+                               f"{', '.join(_RDB_SCHEMES)}, journal:///PATH, or a journal file path")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url`` (see :func:`check_storage_url`): RDBStorage, or JournalStorage on a file.
+
+    Raises:
+        UnknownKindError: unknown scheme.
+        RunError: the storage cannot be opened (unreachable database, unreadable or corrupt journal).
+    """
+    import optuna
+
+    check_storage_url(url)
+    if _is_url(url) and not url.lower().startswith("journal://"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # noqa: BLE001  (sqlalchemy raises many types; the message is what matters)
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise RunError(f"cannot open storage {url!r}: {type(exc).__name__}: {reason}") from None
+    path = Path(url[len("journal://"):] if url.lower().startswith("journal://") else url)
+    if path.is_dir():
+        raise RunError(f"{path}: is a directory, not a journal file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"{path}: not a readable Optuna journal ({type(exc).__name__}: {exc})") from None
+
+
+def repair_journal_tail(path: Path) -> bool:
+    """Drop a last line without its newline (a write cut by kill -9); True if something was dropped."""
+    if not path.is_file():
+        return False
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        handle.seek(max(0, size - 1))
+        if handle.read(1) == b"\n":
+            return False
+        handle.seek(0)
+        data = handle.read()
+        keep = data.rfind(b"\n") + 1
+        handle.truncate(keep)
+        return True

@@ -1,0 +1,61 @@
+"""Weight-sharing supernet over a space, its trainer, one-shot evaluation, and zero-cost proxies.
+
+* :mod:`nas.supernet.proxy`: the proxy scale (width multiplier, resolution) as an ``Arch -> Arch`` transform;
+* :mod:`nas.supernet.elastic`: max-size shared tensors, their keys and slicing rules;
+* :mod:`nas.supernet.supernet`: :class:`Supernet` (``set_active``, ``sample``, ``extract``);
+* :mod:`nas.supernet.trainer`: sandwich-rule training, stand-alone training, checkpoints, DDP;
+* :mod:`nas.supernet.evaluate`: BatchNorm recalibration and top-1 accuracy over many archs;
+* :mod:`nas.supernet.zero_cost`: NASWOT, synflow and grad-norm scores.
+
+Example:
+    >>> import numpy as np
+    >>> from nas.supernet import ProxyScale, Supernet
+    >>> net = Supernet.create("convnext", scale=ProxyScale(num_classes=10), scan=32)  # doctest: +SKIP
+    >>> model = net.extract(net.sample(np.random.default_rng(0)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from nas.supernet import zero_cost  # noqa: F401  (zero-cost proxies: zero_cost.score, zero_cost.score_archs)
+from nas.supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nas.supernet.elastic import CapacityError, Chunks, ConvKernel, Prefix, RelativeTable
+from nas.supernet.evaluate import EvalBatches, accuracy, evaluate, recalibrate_batchnorm
+from nas.supernet.proxy import ProxyError, ProxyScale, proxy
+from nas.supernet.supernet import Supernet, SupernetSpec
+from nas.supernet.trainer import (
+    ModelJob,
+    SupernetJob,
+    Trainer,
+    TrainResult,
+    TrainSettings,
+    train_model,
+    train_supernet,
+)
+
+__all__ = [
+    "CapacityError",
+    "CheckpointError",
+    "Chunks",
+    "ConvKernel",
+    "EvalBatches",
+    "ModelJob",
+    "Prefix",
+    "ProxyError",
+    "ProxyScale",
+    "RelativeTable",
+    "Supernet",
+    "SupernetJob",
+    "SupernetSpec",
+    "TrainResult",
+    "TrainSettings",
+    "Trainer",
+    "accuracy",
+    "evaluate",
+    "load_checkpoint",
+    "proxy",
+    "recalibrate_batchnorm",
+    "save_checkpoint",
+    "train_model",
+    "train_supernet",
+    "zero_cost",
+]

@@ -1,0 +1,193 @@
+"""Proxy scale: the same design at a fraction of the width and a small input resolution.
+
+A supernet is trained, and its subnets are compared with stand-alone training,
+at a *proxy scale* that fits a laptop CPU: every width multiplied by ``width``
+and the input at ``resolution`` pixels. :func:`proxy` is a plain ``Arch -> Arch``
+transform, so the supernet, one-shot evaluation and ``nas train`` all see the
+very same proxied architecture and their accuracies are comparable.
+
+What is scaled:
+
+* every stage's ``dim`` (the stem's width follows the first stage's);
+* the width fields of components, by name (:data:`WIDTH_FIELDS`: ``hidden`` of
+  conv stems and conv heads, ``key_dim`` of attention mixers);
+* ratios (MLP ratio, expansion) are relative and stay; heads stay.
+
+Widths are rounded to multiples of ``divisor``. A rounded width that breaks a
+rule of the Arch (heads must divide it, a bottleneck's expansion must divide
+it) is moved to the nearest multiple of ``divisor`` for which the Arch
+validates, so heads keep dividing widths without this module knowing which
+kinds have heads: validity is the Arch's own.
+
+Resolution-bound parts (Swin's window must divide the map, PVT's reduction
+must fit it) are not adapted: a point that is invalid at the proxy resolution
+raises :class:`ProxyError` naming the field, e.g. ``window 7 does not divide
+the 8x8 feature map``. The supernet samples only points valid at its proxy
+scale (see :class:`nas.supernet.Supernet`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from nas.arch import Arch, Component, Stage
+from nas.errors import ConfigError, NasError
+
+__all__ = ["WIDTH_FIELDS", "ProxyError", "ProxyScale", "proxy"]
+
+WIDTH_FIELDS = ("hidden", "key_dim")  # component fields that are channel widths (ints or tuples of ints)
+_MAX_WIDTH_TRIES = 64
+
+
+class ProxyError(NasError):
+    """A point cannot be brought to the proxy scale (it does not fit the proxy resolution)."""
+
+
+@dataclass(frozen=True)
+class ProxyScale:
+    """Settings of the proxy transform.
+
+    Attributes:
+        width: multiplier on every width (1.0 keeps the widths).
+        resolution: input resolution in pixels; None keeps the arch's.
+        divisor: widths are rounded to multiples of this.
+        channels: input channels (the dataset's); None keeps the arch's.
+        num_classes: classifier outputs (the dataset's); None keeps the arch's.
+    """
+
+    width: float = 0.25
+    resolution: int | None = 32
+    divisor: int = 4
+    channels: int | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.width <= 4:
+            raise NasError(f"proxy width must be in (0, 4], got {self.width}")
+        if self.resolution is not None and self.resolution < 8:
+            raise NasError(f"proxy resolution must be >= 8 pixels, got {self.resolution}")
+        if self.divisor < 1:
+            raise NasError(f"proxy divisor must be >= 1, got {self.divisor}")
+        for name in ("channels", "num_classes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise NasError(f"proxy {name} must be >= 1, got {value}")
+
+    def apply(self, arch: Arch) -> Arch:
+        """``arch`` at this scale (see :func:`proxy`)."""
+        return proxy(arch, width=self.width, resolution=self.resolution, divisor=self.divisor,
+                     channels=self.channels, num_classes=self.num_classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _with(component: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` on a component whose fields the type checker cannot see."""
+    return dataclasses.replace(component, **changes)
+
+
+def _round(value: float, divisor: int) -> int:
+    return max(divisor, int(value / divisor + 0.5) * divisor)
+
+
+def _scale_component(component: Component, width: float, divisor: int) -> Component:
+    changes: dict[str, Any] = {}
+    for name in WIDTH_FIELDS:
+        if not hasattr(component, name):
+            continue
+        value = getattr(component, name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int):
+            changes[name] = _round(value * width, divisor)
+        elif isinstance(value, tuple) and all(isinstance(item, int) for item in value):
+            changes[name] = tuple(_round(item * width, divisor) for item in value)
+    return _with(component, **changes) if changes else component
+
+
+def _candidates(target: float, divisor: int) -> list[int]:
+    """Multiples of ``divisor`` ordered by distance from ``target`` (ties: the larger first)."""
+    first = _round(target, divisor)
+    out = [first]
+    for step in range(1, _MAX_WIDTH_TRIES):
+        for value in (first + step * divisor, first - step * divisor):
+            if value >= divisor:
+                out.append(value)
+    out.sort(key=lambda value: (abs(value - target), -value))
+    return out[:_MAX_WIDTH_TRIES]
+
+
+def proxy(arch: Arch, *, width: float = 0.25, resolution: int | None = 32, divisor: int = 4,
+          channels: int | None = None, num_classes: int | None = None) -> Arch:
+    """The same design at ``width`` times the widths and ``resolution`` pixels.
+
+    Args:
+        arch: a point at full scale.
+        width: multiplier on every width; widths are rounded to multiples of ``divisor`` and moved
+            to the nearest such multiple that keeps the Arch valid (heads dividing the width).
+        resolution: input resolution; None keeps the arch's.
+        divisor: width granularity.
+        channels: input channels; None keeps the arch's.
+        num_classes: classifier outputs; None keeps the arch's.
+
+    Raises:
+        ProxyError: the point does not fit the proxy resolution, or no width near the target is valid.
+
+    Example:
+        >>> import nas
+        >>> small = proxy(nas.zoo.get("poolformer_s12"), width=0.25, resolution=32, num_classes=10)
+        >>> [stage.dim for stage in small.stages], small.input.resolution
+        ([16, 32, 80, 128], 32)
+    """
+    ProxyScale(width=width, resolution=resolution, divisor=divisor, channels=channels, num_classes=num_classes)
+    input_spec = dataclasses.replace(
+        arch.input,
+        resolution=arch.input.resolution if resolution is None else resolution,
+        channels=arch.input.channels if channels is None else channels)
+    head = arch.head if num_classes is None else _with(arch.head, num_classes=num_classes)
+    try:
+        base = Arch(input=input_spec, stem=arch.stem, stages=arch.stages, head=head, name=arch.name)
+    except ConfigError as exc:
+        raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
+                         f"{input_spec.resolution}: {exc}") from None
+    if width == 1.0:
+        return base
+    stem = _scale_component(base.stem, width, divisor)
+    follows = arch.stem.dim == arch.stages[0].dim  # type: ignore[attr-defined]
+    stages = [Stage(dim=_round(stage.dim * width, divisor),
+                    downsample=None if stage.downsample is None else _scale_component(stage.downsample, width, divisor),
+                    blocks=tuple(dataclasses.replace(block, mixer=_scale_component(block.mixer, width, divisor),
+                                                     ffn=_scale_component(block.ffn, width, divisor))
+                                 for block in stage.blocks))
+              for stage in base.stages]
+    head = _scale_component(base.head, width, divisor)
+    if not follows:
+        stem = _with(stem, dim=_round(arch.stem.dim * width, divisor))  # type: ignore[attr-defined]
+
+    def make(chosen: list[Stage]) -> Arch:
+        stem_now = _with(stem, dim=chosen[0].dim) if follows else stem
+        return Arch(input=input_spec, stem=stem_now, stages=tuple(chosen), head=head, name=arch.name)
+
+    error: ConfigError | None = None
+    for index, stage in enumerate(base.stages):
+        prefix = f"stages[{index}]"
+        for candidate in _candidates(stage.dim * width, divisor):
+            trial = [*stages[:index], dataclasses.replace(stages[index], dim=candidate), *stages[index + 1:]]
+            try:
+                make(trial)
+            except ConfigError as exc:
+                if exc.path == prefix or exc.path.startswith((f"{prefix}.", f"{prefix}[")):
+                    error = exc
+                    continue
+            stages = trial
+            break
+        else:
+            raise ProxyError(f"{arch.name or arch.id}: no width near {stage.dim * width:g} (multiples of {divisor}) "
+                             f"keeps stage {index} valid; last error: {error}")
+    try:
+        return make(stages)
+    except ConfigError as exc:
+        raise ProxyError(f"{arch.name or arch.id} at width {width}: {exc}") from None

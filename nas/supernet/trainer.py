@@ -1,0 +1,615 @@
+"""Training: the supernet with the sandwich rule, or one architecture stand-alone, with the same loop.
+
+Per step the trainer takes one batch and a list of subnets from its
+:class:`Job`: for the supernet (:class:`SupernetJob`) the sandwich rule of
+BigNAS (arXiv:2003.11142) - the largest subnet, the smallest, and
+``num_random`` random ones - for a plain model (:class:`ModelJob`) the model
+itself. Each subnet runs forward and backward in turn, gradients accumulate,
+and one optimizer step follows. With in-place distillation the largest subnet
+learns from the labels and every other one from the largest's soft
+predictions (detached). Each loss is divided by the number of subnets, so one
+learning rate serves both jobs.
+
+* Optimiser: AdamW, weight decay on tensors of rank >= 2 only; learning rate
+  warmed up linearly, then a cosine to ``min_lr_ratio`` of it.
+* Options: SAM (Foret et al., arXiv:2010.01412; "When Vision Transformers
+  Outperform ResNets without Pretraining or Strong Data Augmentations",
+  arXiv:2106.01548) - a second forward/backward of the whole sandwich at
+  weights moved by ``rho`` along the normalised gradient; sigmaReparam
+  (:mod:`nas.supernet.sigma`).
+* Randomness: the random subnets of step ``s`` of epoch ``e`` are drawn from
+  ``numpy.random.default_rng([seed, e, s, k])``; batches and augmentation are
+  seeded by ``(seed, epoch, batch)`` in :mod:`nas.data`. Nothing reads a
+  global generator, so every DDP rank samples the same subnets and a resumed
+  run repeats an uninterrupted one exactly.
+* Checkpoints (:mod:`nas.supernet.checkpoint`) every ``checkpoint_every``
+  steps and at the end, atomically; ``resume`` continues from the last one
+  with the same loss trajectory. A run refuses to resume under other
+  settings, naming the file and the fields that differ.
+* Scale-out: under ``torchrun`` (``WORLD_SIZE > 1``) the module is wrapped in
+  DistributedDataParallel (gloo on CPU, NCCL on GPU) with
+  ``find_unused_parameters`` (each subnet uses a subset of the shared
+  tensors); every subnet's backward all-reduces, which keeps gradient
+  accumulation over subnets exact. Each rank reads its shard of every batch;
+  buffers (BatchNorm statistics) come from rank 0 at each forward and once
+  more at the end; rank 0 writes the checkpoints and shows the progress bar.
+
+Run directory (``out``)::
+
+    checkpoint.pt   the latest checkpoint (resume from it)
+    result.json     written when training completes: settings, metrics, throughput
+    model.pt        stand-alone runs: {"format": "nas-model", "arch", "state_dict", ...} for export
+    arch.yaml       stand-alone runs: the trained (proxied) architecture
+
+Nothing is written before the first checkpoint, so a run that fails while
+starting leaves no directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from nas.arch import Arch
+from nas.build import build
+from nas.data import Augment, Dataset, PatchMixing, loaders
+from nas.errors import NasError
+from nas.supernet.checkpoint import CheckpointError, check_matches, load_checkpoint, save_checkpoint
+from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
+from nas.supernet.proxy import ProxyScale
+from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
+from nas.supernet.supernet import Supernet, SupernetSpec
+from nas.yamlio import write_atomic
+
+__all__ = [
+    "CHECKPOINT",
+    "TrainSettings",
+    "TrainResult",
+    "Job",
+    "SupernetJob",
+    "ModelJob",
+    "Trainer",
+    "train_supernet",
+    "train_model",
+]
+
+CHECKPOINT = "checkpoint.pt"
+RESULT = "result.json"
+MODEL = "model.pt"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that fixes the loss trajectory of a run (a resumed run must use the same).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: images per step and rank.
+        lr: peak learning rate of AdamW.
+        min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
+        weight_decay: AdamW's decoupled weight decay (tensors of rank >= 2).
+        warmup_epochs: linear warm-up length.
+        label_smoothing: of the cross-entropy on labels.
+        num_random: random subnets per step besides the largest and smallest (supernet only).
+        distill: in-place distillation from the largest subnet (supernet only).
+        sam: sharpness-aware minimisation.
+        sam_rho: SAM's neighbourhood radius.
+        sigma_reparam: sigmaReparam on linear weights.
+        grad_clip: clip the global gradient norm to this (None: no clipping).
+        augment: random crop and flip.
+        patch_mixing: Patch Mixing on top of ``augment``.
+        seed: data order, augmentation, subnet sampling, and a stand-alone model's initial weights.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    num_random: int = 2
+    distill: bool = True
+    sam: bool = False
+    sam_rho: float = 0.05
+    sigma_reparam: bool = False
+    grad_clip: float | None = 5.0
+    augment: bool = True
+    patch_mixing: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        rules = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                 ("lr", self.lr > 0, "> 0"), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+                 ("weight_decay", self.weight_decay >= 0, ">= 0"), ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
+                 ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+                 ("num_random", self.num_random >= 0, ">= 0"), ("sam_rho", self.sam_rho > 0, "> 0"),
+                 ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 or None"),
+                 ("seed", self.seed >= 0, ">= 0")]
+        for name, ok, rule in rules:
+            if not ok:
+                raise NasError(f"train setting {name} must be {rule}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        names = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps, per-step history, final metrics (empty if stopped early), throughput."""
+
+    steps: int
+    total_steps: int
+    history: list[dict[str, Any]]
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    out: Path | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.steps >= self.total_steps
+
+    @property
+    def losses(self) -> list[list[float]]:
+        return [record["losses"] for record in self.history]
+
+
+# ---------------------------------------------------------------------------
+# jobs: what is trained
+
+
+class Job:
+    """What a :class:`Trainer` trains: a module, the subnets of each step, and how to score the result."""
+
+    kind: str = ""
+    module: nn.Module
+    resolution: int
+    channels: int
+
+    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
+        """The subnets of step ``step`` of ``epoch`` (the first is the distillation teacher)."""
+        raise NotImplementedError
+
+    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The checkpoint's ``job`` field."""
+        raise NotImplementedError
+
+    def metrics(self, batches: EvalBatches) -> dict[str, float]:
+        """Validation accuracies at the end of training (BatchNorm recalibrated)."""
+        raise NotImplementedError
+
+
+class SupernetJob(Job):
+    """The supernet under the sandwich rule: largest, smallest, and ``num_random`` sampled subnets per step."""
+
+    kind = "supernet"
+
+    def __init__(self, supernet: Supernet, *, num_random: int, seed: int):
+        self.module = self.supernet = supernet
+        self.num_random = num_random
+        self.seed = seed
+        scale = supernet.scale
+        self.resolution = scale.resolution or supernet.proxy(supernet.largest).input.resolution
+        self.channels = supernet.proxy(supernet.largest).input.channels
+
+    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
+        drawn = [self.supernet.sample(np.random.default_rng([self.seed, epoch, step, k]))
+                 for k in range(self.num_random)]
+        return [self.supernet.largest, self.supernet.smallest, *drawn]
+
+    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
+        return module(images, subnet)
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.supernet.spec.to_dict()}
+
+    def metrics(self, batches: EvalBatches) -> dict[str, float]:
+        out = {}
+        for name, arch in (("largest", self.supernet.largest), ("smallest", self.supernet.smallest)):
+            model = self.supernet.extract(arch)
+            recalibrate_batchnorm(model, batches.calibration)
+            out[f"{name}_accuracy"] = accuracy(model, batches.validation)
+        return out
+
+
+class ModelJob(Job):
+    """One architecture trained alone, at ``scale`` (initial weights from ``seed``)."""
+
+    kind = "model"
+
+    def __init__(self, arch: Arch, scale: ProxyScale, *, seed: int, sigma_reparam: bool = False):
+        self.arch = arch
+        self.scale = scale
+        self.proxied = scale.apply(arch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = build(self.proxied)
+        self.sigma_reparam = sigma_reparam
+        if sigma_reparam:
+            apply_sigma_reparam(self.module, seed=seed)
+        self.resolution = self.proxied.input.resolution
+        self.channels = self.proxied.input.channels
+
+    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
+        return [None]
+
+    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
+        return module(images)
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.arch.to_dict(), "scale": self.scale.to_dict()}
+
+    def metrics(self, batches: EvalBatches) -> dict[str, float]:
+        recalibrate_batchnorm(self.module, batches.calibration)
+        return {"accuracy": accuracy(self.module, batches.validation)}
+
+    def export(self) -> dict[str, Any]:
+        """The trained model for ``nas export``: the proxied arch and plain (non-parametrized) weights."""
+        model = build(self.proxied)
+        state = self.module.state_dict()
+        if self.sigma_reparam:
+            baked = build(self.proxied)
+            apply_sigma_reparam(baked)
+            baked.load_state_dict(state)
+            remove_sigma_reparam(baked)
+            state = baked.state_dict()
+        model.load_state_dict(state)
+        return {"format": "nas-model", "version": 1, "arch": self.proxied.to_dict(), "source_arch": self.arch.to_dict(),
+                "scale": self.scale.to_dict(), "state_dict": model.state_dict()}
+
+
+# ---------------------------------------------------------------------------
+# the loop
+
+
+def _distributed() -> tuple[int, int, bool]:
+    """``(rank, world_size, initialised_here)``; joins the torchrun process group when WORLD_SIZE > 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size(), True
+    return 0, 1, False
+
+
+def _schedule(settings: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]:
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    total = settings.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _soft_cross_entropy(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return -(teacher * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+class Trainer:
+    """Runs a :class:`Job` on a dataset under :class:`TrainSettings` (see the module docstring).
+
+    Args:
+        job: what to train.
+        dataset: from :func:`nas.data.load_dataset`.
+        settings: the trajectory-defining settings.
+        data_spec: how the dataset was named (recorded; a resumed run must use the same).
+        out: run directory; None writes nothing (no checkpoints, no resume).
+        checkpoint: a loaded checkpoint to resume from (see :func:`train_supernet`).
+        checkpoint_every: steps between checkpoints.
+        max_steps: stop after this many steps in total (a checkpoint is written); None: train to the end.
+        progress: show a tqdm bar (rank 0).
+        log: receives log lines (rank 0); default: ``tqdm.write`` when the bar is shown, else nothing.
+        eval_calibration: training batches for BatchNorm recalibration in the final evaluation.
+        evaluate: evaluate on the validation split when training completes.
+    """
+
+    def __init__(self, job: Job, dataset: Dataset, settings: TrainSettings, *, data_spec: str | None = None,
+                 out: str | os.PathLike[str] | None = None, checkpoint: dict[str, Any] | None = None,
+                 checkpoint_every: int = 100, max_steps: int | None = None, progress: bool = True,
+                 log: Callable[[str], None] | None = None, eval_calibration: int = 8, evaluate: bool = True):
+        if checkpoint_every < 1:
+            raise NasError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        if max_steps is not None and max_steps < 0:
+            raise NasError(f"max_steps must be >= 0, got {max_steps}")
+        self.job = job
+        self.dataset = dataset
+        self.settings = settings
+        self.data_spec = data_spec or dataset.name
+        self.out = None if out is None else Path(out)
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.max_steps = max_steps
+        self.progress = progress
+        self.log = log
+        self.eval_calibration = eval_calibration
+        self.evaluate = evaluate
+        if checkpoint is None and self.out is not None and (self.out / CHECKPOINT).exists():
+            raise NasError(f"{self.out}: already holds a run ({CHECKPOINT}); resume it or choose another --out")
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
+        decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
+        other = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": self.settings.weight_decay},
+                  {"params": other, "weight_decay": 0.0}]
+        return torch.optim.AdamW([group for group in groups if group["params"]], lr=self.settings.lr)
+
+    def _restore(self, module: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[dict[str, Any]]]:
+        data = self.checkpoint
+        assert data is not None
+        path = self.out / CHECKPOINT if self.out is not None else Path("<checkpoint>")
+        if data["kind"] != self.job.kind:
+            raise CheckpointError(f"{path}: a {data['kind']} checkpoint, this run trains a {self.job.kind}")
+        check_matches(path, data["settings"], self.settings.to_dict(), "train settings")
+        check_matches(path, {"data": data["data"]}, {"data": self.data_spec}, "data")
+        check_matches(path, data["job"], self.job.describe(), "job")
+        try:
+            module.load_state_dict(data["model"])
+            optimizer.load_state_dict(data["optimizer"])
+            scheduler.load_state_dict(data["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: does not fit this run's model or optimizer: {reason}") from None
+        if not isinstance(data["rng"].get("torch"), torch.Tensor):
+            raise CheckpointError(f"{path}: malformed random-generator state")
+        return int(data["step"]), list(data["history"])
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    def _sandwich(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                  subnets: list[Arch | None]) -> list[float]:
+        settings = self.settings
+        teacher: torch.Tensor | None = None
+        losses = []
+        for subnet in subnets:
+            logits = self.job.forward(model, images, subnet)
+            if teacher is None:
+                loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
+                if settings.distill and len(subnets) > 1:
+                    teacher = F.softmax(logits.detach(), dim=-1)
+            else:
+                loss = _soft_cross_entropy(logits, teacher)
+            (loss / len(subnets)).backward()
+            losses.append(float(loss.detach()))
+        return losses
+
+    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+              targets: torch.Tensor, subnets: list[Arch | None]) -> list[float]:
+        optimizer.zero_grad(set_to_none=True)
+        losses = self._sandwich(model, images, targets, subnets)
+        if self.settings.sam:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
+            scale = self.settings.sam_rho / (norm + 1e-12)
+            saved = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p in params:
+                    p.add_(p.grad * scale)
+            optimizer.zero_grad(set_to_none=True)
+            self._sandwich(model, images, targets, subnets)
+            with torch.no_grad():
+                for p, value in zip(params, saved, strict=True):
+                    p.copy_(value)
+        if self.settings.grad_clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+        optimizer.step()
+        return losses
+
+    # -- the run ------------------------------------------------------------------------------------
+
+    def _save(self, rank: int, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, history: list[dict[str, Any]]) -> None:
+        if self.out is None or rank != 0:
+            return
+        save_checkpoint(self.out / CHECKPOINT, {
+            "kind": self.job.kind, "job": self.job.describe(), "settings": self.settings.to_dict(),
+            "data": self.data_spec, "step": step, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}, "history": history})
+
+    def run(self) -> TrainResult:
+        """Train (or resume) to the end or to ``max_steps``; see the module docstring."""
+        from tqdm import tqdm
+
+        settings = self.settings
+        rank, world, owned = _distributed()
+        try:
+            policy: bool | Augment = False
+            if settings.augment:
+                policy = Augment(patch_mixing=PatchMixing() if settings.patch_mixing else None)
+            train, _ = loaders(self.dataset, batch_size=settings.batch_size, resolution=self.job.resolution,
+                               channels=self.job.channels, augment=policy, seed=settings.seed, rank=rank,
+                               world_size=world)
+            steps_per_epoch = len(train)
+            total = settings.epochs * steps_per_epoch
+            module = self.job.module
+            optimizer = self._optimizer(module)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings, steps_per_epoch))
+            start, history = 0, list[dict[str, Any]]()
+            if self.checkpoint is not None:
+                start, history = self._restore(module, optimizer, scheduler)
+            model: nn.Module = module
+            if world > 1:
+                model = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+            stop = total if self.max_steps is None else min(total, self.max_steps)
+            show = self.progress and rank == 0
+            log = self.log or (tqdm.write if show else None)
+            bar = tqdm(total=total, initial=start, disable=not show, unit="step", dynamic_ncols=True,
+                       desc=f"train {self.job.kind}")
+            module.train()
+            began, done = time.perf_counter(), 0
+            step = start
+            batches = None
+            rng_scope = torch.random.fork_rng(devices=[])  # the caller's generator is left as it was
+            rng_scope.__enter__()
+            if self.checkpoint is None:
+                torch.manual_seed(settings.seed)  # only stochastic layers (drop path) read it
+            else:
+                torch.set_rng_state(self.checkpoint["rng"]["torch"])
+            try:
+                while step < stop:
+                    epoch, index = divmod(step, steps_per_epoch)
+                    if batches is None or index == 0:
+                        batches = train.iter_epoch(epoch, start=index)
+                    images, targets = next(batches)
+                    tick = time.perf_counter()
+                    subnets = self.job.subnets(epoch, index)
+                    losses = self._step(model, optimizer, images, targets, subnets)
+                    lr = optimizer.param_groups[0]["lr"]
+                    scheduler.step()
+                    step += 1
+                    done += 1
+                    history.append({"step": step, "epoch": epoch, "losses": losses, "lr": lr,
+                                    "seconds": time.perf_counter() - tick})
+                    rate = done * settings.batch_size * world / max(time.perf_counter() - began, 1e-9)
+                    bar.set_postfix(loss=f"{losses[0]:.3f}", img_s=f"{rate:.0f}", refresh=False)
+                    bar.update(1)
+                    if step % self.checkpoint_every == 0 or step == stop:
+                        self._save(rank, step, module, optimizer, scheduler, history)
+                    if log is not None and index == steps_per_epoch - 1:
+                        mean = np.mean([record["losses"][0] for record in history[-steps_per_epoch:]])
+                        log(f"epoch {epoch + 1}/{settings.epochs}: loss {mean:.4f}, {rate:.0f} images/s")
+            finally:
+                rng_scope.__exit__(None, None, None)
+                bar.close()
+            if world > 1:  # DDP syncs buffers at each forward's start; end with rank 0's BatchNorm statistics too
+                with torch.no_grad():
+                    for buffer in module.buffers():
+                        dist.broadcast(buffer, 0)
+            seconds = time.perf_counter() - began
+            result = TrainResult(steps=step, total_steps=total, history=history, seconds=seconds,
+                                 images_per_second=done * settings.batch_size * world / max(seconds, 1e-9),
+                                 out=self.out)
+            if step >= total and rank == 0 and self.evaluate:
+                batches_eval = EvalBatches.from_dataset(self.dataset, resolution=self.job.resolution,
+                                                        channels=self.job.channels,
+                                                        calibration_batches=self.eval_calibration,
+                                                        batch_size=max(settings.batch_size, 128), seed=settings.seed)
+                result.metrics = self.job.metrics(batches_eval)
+                if log is not None:
+                    log("validation: " + ", ".join(f"{key} {value:.4f}" for key, value in result.metrics.items()))
+                self._finish(result)
+            return result
+        finally:
+            if owned:
+                dist.destroy_process_group()
+
+    def _finish(self, result: TrainResult) -> None:
+        if self.out is None:
+            return
+        if isinstance(self.job, ModelJob):
+            exported = self.job.export()
+            save_checkpoint(self.out / MODEL, {key: value for key, value in exported.items()
+                                               if key not in ("format", "version")})
+            write_atomic(self.out / "arch.yaml", self.job.proxied.to_yaml())
+        summary = {"kind": self.job.kind, "job": self.job.describe() if self.job.kind == "model" else
+                   {"space": self.job.supernet.spec.space,  # type: ignore[attr-defined]
+                    "scale": self.job.supernet.scale.to_dict()},  # type: ignore[attr-defined]
+                   "settings": self.settings.to_dict(), "data": self.data_spec, "steps": result.steps,
+                   "metrics": result.metrics, "seconds": round(result.seconds, 3),
+                   "images_per_second": round(result.images_per_second, 2)}
+        write_atomic(self.out / RESULT, json.dumps(summary, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# entry points (the CLI calls these)
+
+
+def _resume_checkpoint(out: Path | None, kind: str, settings: TrainSettings, data_spec: str) -> dict[str, Any]:
+    """The checkpoint to resume, checked against this run's settings before anything is built."""
+    if out is None:
+        raise NasError("resume needs the run directory (--out DIR) that holds the checkpoint")
+    path = out / CHECKPOINT
+    data = load_checkpoint(path, kind=kind)
+    check_matches(path, data["settings"], settings.to_dict(), "train settings")
+    check_matches(path, {"data": data["data"]}, {"data": data_spec}, "data")
+    return data
+
+
+def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, width: float = 0.25,
+                   resolution: int = 32, scan: int = 1000, data_spec: str | None = None,
+                   out: str | os.PathLike[str] | None = None, resume: bool = False, **options: Any) -> TrainResult:
+    """Train a supernet over ``space`` on ``dataset`` at the proxy scale ``(width, resolution)``.
+
+    Args:
+        space: a space name or file (:func:`nas.space.load_space`).
+        dataset: the data (its class count sets the heads).
+        settings: trajectory settings.
+        width, resolution: the proxy scale.
+        scan: sampled points that size the shared tensors.
+        data_spec: the dataset's name as given (recorded in checkpoints).
+        out: run directory.
+        resume: continue from ``out/checkpoint.pt``; the supernet's tensors come from the checkpoint.
+        options: passed to :class:`Trainer` (checkpoint_every, max_steps, progress, log, ...).
+
+    Example:
+        >>> from nas.data import load_dataset
+        >>> result = train_supernet("convnext", load_dataset(None), TrainSettings(epochs=1),
+        ...                         out="runs/supernet-convnext")  # doctest: +SKIP
+    """
+    out_path = None if out is None else Path(out)
+    scale = ProxyScale(width=width, resolution=resolution, num_classes=dataset.num_classes)
+    data_spec = data_spec or dataset.name
+    checkpoint = _resume_checkpoint(out_path, "supernet", settings, data_spec) if resume else None
+    if checkpoint is not None:
+        path = out_path / CHECKPOINT  # type: ignore[operator]
+        try:
+            spec = SupernetSpec.from_dict(checkpoint["job"]["spec"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: malformed supernet description ({exc})") from None
+        wanted = {"space": space, "scale": scale.to_dict(), "seed": settings.seed, "scan": scan,
+                  "sigma_reparam": settings.sigma_reparam}
+        check_matches(path, spec.settings(), wanted, "supernet settings")
+        supernet = Supernet(spec)
+    else:
+        log = options.get("log")
+        supernet = Supernet.create(space, scale=scale, seed=settings.seed, scan=scan,
+                                   sigma_reparam=settings.sigma_reparam, progress=log)
+    job = SupernetJob(supernet, num_random=settings.num_random, seed=settings.seed)
+    return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
+                   **options).run()
+
+
+def train_model(arch: Arch, dataset: Dataset, settings: TrainSettings, *, width: float = 0.25,
+                resolution: int | None = 32, data_spec: str | None = None, out: str | os.PathLike[str] | None = None,
+                resume: bool = False, **options: Any) -> TrainResult:
+    """Train ``arch`` alone at the proxy scale ``(width, resolution)`` (``width=1, resolution=None``: full scale).
+
+    The head is resized to the dataset's classes. At the default scale the
+    model is exactly the supernet's subnet for ``arch`` (same proxy), so the
+    accuracies are comparable.
+    """
+    out_path = None if out is None else Path(out)
+    scale = ProxyScale(width=width, resolution=resolution, num_classes=dataset.num_classes)
+    data_spec = data_spec or dataset.name
+    checkpoint = _resume_checkpoint(out_path, "model", settings, data_spec) if resume else None
+    job = ModelJob(arch, scale, seed=settings.seed, sigma_reparam=settings.sigma_reparam)
+    return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
+                   **options).run()

@@ -1,0 +1,222 @@
+"""Latency predictors: targets load, predictions are monotone and deterministic, stored figures reproduce."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nas
+from nas.cli import main
+from nas.errors import ConfigError, NasError, UnknownKindError
+from nas.latency import UnsupportedOpError, get_target, list_targets, predict, predict_many
+from nas.latency.kinds import KINDS
+from nas.latency.targets import load_target
+from nas.latency.validate import figures_from_stored, is_close
+from tests.conftest import TINY_DIR
+
+TARGETS = ("iphone12", "v100", "xeon", "zcu104")
+SETTINGS = [(target, setting) for target in TARGETS for setting in get_target(target).settings]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nas.Arch:
+    return nas.Arch.load(TINY_DIR / "mixer_pooling.yaml")
+
+
+def _with_stage(arch: nas.Arch, index: int, **changes: object) -> nas.Arch:
+    stages = list(arch.stages)
+    stages[index] = dataclasses.replace(stages[index], **changes)
+    return arch.replace(stages=tuple(stages))
+
+
+# -- targets ------------------------------------------------------------------------------------
+
+
+def test_the_four_targets_are_packaged() -> None:
+    assert set(TARGETS) <= set(list_targets())
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_target_facts_have_sources_and_settings_their_regime(name: str) -> None:
+    target = get_target(name)
+    assert target.default_setting in target.settings
+    for device in target.devices.values():
+        assert device.sources and device.peak_tops and device.memory_bandwidth_gbs > 0
+    for setting in target.settings.values():
+        assert {"device", "runtime", "precision"} <= set(setting.calibration)
+        assert setting.free, "a setting fits at least one coefficient"
+
+
+def test_unknown_target_lists_the_known_ones_closest_first() -> None:
+    with pytest.raises(UnknownKindError) as error:
+        get_target("v10")
+    message = str(error.value)
+    assert "unknown target 'v10'" in message
+    assert message.index("v100") < message.index("zcu104")
+
+
+def test_unknown_setting_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownKindError, match="paddle_trt_fp32"):
+        predict(nas.zoo.get("resnet50"), target="v100", setting="tensorrt")
+
+
+def test_a_bad_target_file_names_file_line_and_field(tmp_path) -> None:
+    text = get_target("iphone12").path.read_text().replace("memory_bandwidth_gbs: 34.1", "memory_bandwidth_gbs: -1")
+    path = tmp_path / "iphone12.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"iphone12\.yaml:\d+: devices\.a14_ane\.memory_bandwidth_gbs"):
+        load_target(path)
+
+
+# -- predictions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("target", "setting"), SETTINGS)
+def test_more_depth_or_width_never_predicts_faster(tiny: nas.Arch, target: str, setting: str) -> None:
+    base = predict(tiny, target=target, setting=setting).latency_ms
+    deeper = _with_stage(tiny, 1, blocks=tiny.stages[1].blocks * 2)
+    wider = _with_stage(tiny, 1, dim=48)
+    assert predict(deeper, target=target, setting=setting).latency_ms >= base
+    assert predict(wider, target=target, setting=setting).latency_ms >= base
+
+
+@pytest.mark.parametrize(("target", "setting"), SETTINGS)
+def test_batch_8_is_never_faster_per_call_than_batch_1(tiny: nas.Arch, target: str, setting: str) -> None:
+    one = predict(tiny, target=target, setting=setting, batch=1).latency_ms
+    eight = predict(tiny, target=target, setting=setting, batch=8).latency_ms
+    assert eight >= one
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_prediction_is_deterministic_and_breakdown_adds_up(target: str) -> None:
+    arch = nas.zoo.get("efficientformer_l1")
+    first = predict(arch, target=target)
+    second = predict(arch, target=target)
+    assert first == second
+    assert first.latency_ms > 0
+    assert sum(first.breakdown.values()) == pytest.approx(first.latency_ms, rel=1e-9)
+    assert all(value >= 0 for value in first.breakdown.values())
+    assert set(first.breakdown) <= {*KINDS, "fixed", "input", "launch_bound", "transfer"}
+
+
+def test_predict_many_matches_predict(tiny: nas.Arch) -> None:
+    archs = [tiny, _with_stage(tiny, 1, dim=32), nas.zoo.get("deit_tiny"), tiny]
+    for target in TARGETS:
+        many = predict_many(archs, target=target)
+        single = np.array([predict(arch, target=target).latency_ms for arch in archs])
+        np.testing.assert_allclose(many, single, rtol=1e-9)
+    assert predict_many([], target="v100").shape == (0,)
+
+
+def test_predict_works_on_a_plain_module() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(16, 10))
+    result = predict(net, (3, 32, 32), target="xeon")
+    assert result.latency_ms > 0 and result.target == "xeon"
+    # Batch norm and ReLU are fused into the convolution: no launch, no traffic, only their arithmetic.
+    assert result.breakdown["conv"] > 10 * (result.breakdown["batchnorm"] + result.breakdown["act"])
+    with pytest.raises(NasError, match="input_shape"):
+        predict(net, target="xeon")
+    with pytest.raises(NasError, match="input_shape"):
+        predict(nas.zoo.get("resnet50"), (3, 224, 224), target="xeon")
+    with pytest.raises(NasError, match="batch"):
+        predict(net, (3, 32, 32), target="xeon", batch=0)
+
+
+class _Attention(nn.Module):
+    """Layer norm, attention (two activation matmuls and a softmax) and GELU: what a DPU cannot run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(32)
+        self.qkv = nn.Linear(32, 96)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm(x)).chunk(3, dim=-1)
+        return self.act((q @ k.transpose(-1, -2)).softmax(-1) @ v)
+
+
+def test_zcu104_models_the_cpu_fallback_explicitly() -> None:
+    result = predict(_Attention(), (49, 32), target="zcu104")
+    for kind in ("norm", "softmax", "bmm", "act_special", "transfer"):
+        assert result.breakdown[kind] > 0, kind
+    assert get_target("zcu104").setting().fallback.device.name == "a53"
+
+
+class _Spectral(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft2(x).abs()
+
+
+def test_an_op_the_target_cannot_run_is_rejected_not_priced_at_zero() -> None:
+    with pytest.raises(UnsupportedOpError, match=r"zcu104/vitis_ai_2_5: aten\._fft_r2c \(other\)"):
+        predict(_Spectral(), (3, 16, 16), target="zcu104")
+    assert predict(_Spectral(), (3, 16, 16), target="v100").breakdown["other"] > 0
+
+
+# -- validation figures -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("target", "setting"), SETTINGS)
+def test_stored_validation_figures_reproduce_from_stored_predictions(target: str, setting: str) -> None:
+    chosen = get_target(target).setting(setting)
+    assert chosen.coefficients is not None, f"{chosen.label} was never fitted"
+    validation = chosen.validation
+    assert validation["rows"] >= 1 and validation["families"]
+    if validation["lofo"] is None:
+        assert len(validation["families"]) == 1
+        return
+    recomputed = figures_from_stored(validation)
+    stored = validation["lofo"]
+    assert recomputed.rows == stored["rows"] == validation["rows"]
+    assert is_close(recomputed.spearman_rho, stored["spearman_rho"], tolerance=1e-4)
+    for name in ("mape_pct", "within_10_pct", "within_20_pct"):
+        assert is_close(getattr(recomputed, name), stored[name], tolerance=0.01), name
+
+
+@pytest.mark.slow
+def test_leave_one_family_out_refit_reproduces_the_stored_predictions() -> None:
+    from nas.latency.dataset import dataset_for
+    from nas.latency.validate import validate
+
+    setting = get_target("iphone12").setting()
+    report = validate(dataset_for(setting))
+    stored = {line: (measured, held_out) for line, measured, held_out in setting.validation["predictions"]}
+    assert len(report.predictions) == len(stored)
+    for line, measured, held_out in report.predictions:
+        assert measured == pytest.approx(stored[line][0], rel=1e-5)
+        assert held_out == pytest.approx(stored[line][1], rel=1e-5)
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def test_cli_predict_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "poolformer_s12", "--target", "iphone12", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"latency_ms", "target", "batch", "breakdown", "setting", "validation"} <= set(result)
+    assert result["target"] == "iphone12" and result["batch"] == 1 and result["latency_ms"] > 0
+
+
+def test_cli_predict_text_and_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(TINY_DIR / "mixer_pooling.yaml"), "--target", "v100", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "v100/paddle_trt_fp32, batch 4" in out and "predictor:" in out
+
+
+def test_cli_unknown_target_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "poolformer_s12", "--target", "iphone13"]) == 2
+    assert "unknown target 'iphone13'" in capsys.readouterr().err
+
+
+def test_cli_targets_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["targets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(row["target"], row["setting"]) for row in rows} == set(SETTINGS)
+    assert all(row["validation"] is not None for row in rows)

@@ -1,0 +1,165 @@
+"""`nas search` / `nas history`: bad input exits 2 and writes nothing; kill -9 then --resume gives the
+uninterrupted history; two processes share one journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.cli import main
+from nas.runs import JOURNAL_FILE, RUN_FILE, Run, open_storage
+from tests.test_search import write_tiny_space
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = ["key", "arch_id", "generation", "parents", "proxy_score", "latency_ms", "feasible"]
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_tiny_space(tmp_path_factory.mktemp("space")))
+
+
+def search_args(space_file: str, *extra: str, budget: int = 24, strategy: str = "evolution") -> list[str]:
+    return ["search", "--space", space_file, "--target", "iphone12", "--budget", str(budget), "--population", "8",
+            "--seed", "7", "--accuracy", "proxy", "--strategy", strategy, "--no-plot", *extra]
+
+
+def the_run(folder: Path) -> Path:
+    (path,) = [child for child in folder.iterdir() if (child / RUN_FILE).is_file()]
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, int]:
+    return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.rglob("*")} \
+        if folder.exists() else {}
+
+
+def test_search_prints_the_front_and_history_reads_it(space_file: str, tmp_path: Path, capsys) -> None:
+    assert main(search_args(space_file, "--out", str(tmp_path), "--max-latency", "50ms")) == 0
+    out = capsys.readouterr().out
+    run = the_run(tmp_path)
+    assert "Pareto front" in out and f"run:  {run}" in out and "latency_ms" in out
+    assert main(["history", str(run)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["number", "arch_id", "generation"] and len(table) == 1 + 24
+    assert main(["history", str(run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 24 and rows[0]["arch"]["schema"] == 1
+    assert main(["history", str(run), "--pareto", "--json"]) == 0
+    assert 0 < len(json.loads(capsys.readouterr().out)) <= 24
+
+
+BAD_INPUT = [
+    (["--space", "nope"], "unknown space 'nope'"),
+    (["--target", "iphone99"], "unknown target 'iphone99'"),
+    (["--strategy", "evolutoin"], "unknown strategy 'evolutoin'"),
+    (["--storage", "redis://localhost/0"], "unknown storage URL scheme 'redis'"),
+    (["--max-latency", "0.01ms"], "no point of tiny_search meets --max-latency 0.01ms on iphone12"),
+    (["--max-params", "10 parsecs"], "--max-params: cannot read"),
+    (["--accuracy", "oracle"], "unknown accuracy source 'oracle'"),
+    (["--accuracy", "supernet"], "needs a trained supernet: --supernet CHECKPOINT"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_INPUT)
+def test_bad_input_exits_2_and_writes_nothing(space_file: str, tmp_path: Path, capsys, change, message) -> None:
+    out = tmp_path / "runs"
+    assert main(search_args(space_file, "--out", str(out))) == 0
+    before = snapshot(out)
+    args = search_args(space_file, "--out", str(out))
+    for index in range(0, len(change), 2):
+        flag = change[index]
+        if flag in args:
+            args[args.index(flag) + 1] = change[index + 1]
+        else:
+            args += change[index:index + 2]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nas: error: ") and message in err[0]
+    assert snapshot(out) == before, "the earlier run is untouched and no new one exists"
+
+
+def test_corrupt_run_directory_exits_2(space_file: str, tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / RUN_FILE).write_text("schema: 1\nsettings: {space: [\n")
+    before = snapshot(tmp_path)
+    for argv in (["search", "--resume", str(broken)], ["history", str(broken)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "run.yaml" in err[0]
+    assert main(["search", "--resume", str(broken), "--budget", "5"]) == 2
+    assert "do not pass --budget" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+def wait_for_trials(folder: Path, count: int, process: subprocess.Popen, timeout: float = 120.0) -> int:
+    """Poll the run's journal until it holds ``count`` created trials (or the process ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        journals = list(folder.glob(f"*/{JOURNAL_FILE}"))
+        if journals:
+            created = journals[0].read_bytes().count(b'"datetime_start"')
+            if created >= count:
+                return created
+        time.sleep(0.01)
+    return -1
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "optuna-tpe"])
+def test_resume_after_kill_gives_the_uninterrupted_history(space_file: str, tmp_path: Path, strategy: str) -> None:
+    budget = 40 if strategy == "evolution" else 24  # an Optuna trial is ~20 journal writes: keep it short
+    assert main(search_args(space_file, "--out", str(tmp_path / "whole"), budget=budget, strategy=strategy)) == 0
+    whole = Run.open(the_run(tmp_path / "whole")).history()
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", *search_args(space_file, "--out", str(killed_dir), budget=budget,
+                                                        strategy=strategy)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    created = wait_for_trials(killed_dir, budget // 3, process)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL and created > 0, "the search was killed mid-run"
+    run_dir = the_run(killed_dir)
+    assert Run.open(run_dir).count() < budget
+
+    assert main(["search", "--resume", str(run_dir), "--no-plot"]) == 0
+    resumed = Run.open(run_dir).history()
+    assert len(resumed) == budget
+    assert resumed[COLUMNS].to_dict("records") == whole[COLUMNS].to_dict("records")
+    if strategy == "evolution":  # whole records, never a RUNNING trial: even the trial numbers agree
+        assert list(resumed["number"]) == list(whole["number"])
+
+
+def test_two_processes_share_one_journal(space_file: str, tmp_path: Path) -> None:
+    storage = tmp_path / "shared.journal"
+    budget = 24
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "nas.cli",
+                          *search_args(space_file, "--out", str(tmp_path / name), "--storage", str(storage),
+                                       budget=budget)],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for name in ("a", "b")
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err.decode()[-2000:]
+    study = optuna.load_study(study_name="tiny_search-iphone12-evolution-seed7", storage=open_storage(str(storage)))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert budget <= len(complete) <= budget + 2 * 8
+    assert {trial.user_attrs["worker"] for trial in complete} == {0, 1}, "both workers evaluated candidates"
+    keys = [trial.user_attrs["key"] for trial in complete]
+    assert len(set(keys)) == len(keys)
+    histories = [Run.open(the_run(tmp_path / name)).history() for name in ("a", "b")]
+    assert list(histories[0]["arch_id"]) == list(histories[1]["arch_id"]), "both runs read the one study"
+    assert {Run.open(the_run(tmp_path / name)).settings.storage for name in ("a", "b")} == {str(storage)}
