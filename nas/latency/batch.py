@@ -161,7 +161,7 @@ class BatchPredictor:
             total[0] += execute[index]
             total[1] += issue[index]
             total[2] += transfer[index]
-        for path, key in zip(paths, keys):
+        for path, key in zip(paths, keys, strict=True):
             self._units[key] = tuple(totals[path])  # type: ignore[assignment]
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:

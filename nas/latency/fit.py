@@ -93,7 +93,7 @@ class _Problem:
     def params(self, theta: np.ndarray) -> Params:
         arrays = {key: getattr(self.start, field).copy() for key, field in _ARRAYS.items()}
         scalars = {"fixed": self.start.fixed_s, "input": self.start.input_s_per_byte, "switch": self.start.switch_s}
-        for slot, value in zip(self.slots, np.exp(theta)):
+        for slot, value in zip(self.slots, np.exp(theta), strict=True):
             if slot.array in scalars:
                 scalars[slot.array] = value
             else:

@@ -172,7 +172,7 @@ def concat(parts: Sequence[Features]) -> Features:
     """Stack the rows of several feature sets of one setting (row indices renumbered)."""
     offsets = np.cumsum([0] + [part.rows for part in parts[:-1]])
     return Features(*(np.concatenate([getattr(part, name) for part in parts]) for name in _PER_OP[:-1]),
-                    np.concatenate([part.row + offset for part, offset in zip(parts, offsets)]),
+                    np.concatenate([part.row + offset for part, offset in zip(parts, offsets, strict=True)]),
                     np.concatenate([part.switches for part in parts]),
                     np.concatenate([part.transfer_s for part in parts]),
                     np.concatenate([part.input_bytes for part in parts]), int(sum(part.rows for part in parts)),

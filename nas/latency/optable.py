@@ -210,7 +210,8 @@ class _Builder:
 
     def table(self, names: tuple[str, ...]) -> OpTable:
         return OpTable(np.asarray(self.kind, dtype=np.int64), np.asarray(self.flops, dtype=np.float64),
-                       np.asarray(self.parallelism, dtype=np.float64), np.asarray(self.bytes, dtype=np.float64), np.asarray(self.launch, dtype=np.float64),
+                       np.asarray(self.parallelism, dtype=np.float64), np.asarray(self.bytes, dtype=np.float64),
+                       np.asarray(self.launch, dtype=np.float64),
                        np.asarray(self.host, dtype=bool), np.asarray(self.segment, dtype=np.int64), names,
                        np.asarray(self.switches, dtype=np.float64), np.asarray(self.transfer, dtype=np.float64))
 

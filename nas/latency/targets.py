@@ -329,7 +329,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
     fallback = None
     if data.get("fallback") is not None:
         fb = _mapping(data["fallback"], f"{path}.fallback", required=("device", "kinds", "precision", "notes"))
-        fallback = Fallback(device(fb["device"], f"{path}.fallback.device"), _kinds(fb["kinds"], f"{path}.fallback.kinds"),
+        fallback = Fallback(device(fb["device"], f"{path}.fallback.device"),
+                            _kinds(fb["kinds"], f"{path}.fallback.kinds"),
                             _precision(fb["precision"], f"{path}.fallback.precision"),
                             _text(fb, "notes", f"{path}.fallback"))
     fit = _mapping(data["fit"], f"{path}.fit", required=("free", "prior_weight"))
@@ -354,7 +355,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
     return Setting(
         name=name, target=target, title=_text(data, "title", path), device=device(data["device"], f"{path}.device"),
         runtime=_text(data, "runtime", path), precision=precision, batch_sizes=tuple(batches),
-        calibration=dict(calibration), overlap=_flag(data.get("overlap", False), f"{path}.overlap"), fusion=fusion, fallback=fallback,
+        calibration=dict(calibration), overlap=_flag(data.get("overlap", False), f"{path}.overlap"), fusion=fusion,
+        fallback=fallback,
         unsupported=_kinds(data.get("unsupported", []), f"{path}.unsupported"),
         eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"), free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]

@@ -126,7 +126,8 @@ def validate(dataset: Dataset, coefficients: Coefficients | None = None) -> Vali
     families = np.array(dataset.families)
     by_batch = {int(b): figures(measured[batches == b], held_out[batches == b]) for b in sorted(set(batches))}
     by_family = {family: figures(measured[families == family], held_out[families == family]) for family in counts}
-    predictions = tuple((row.line, float(m), float(p)) for row, m, p in zip(dataset.rows, measured, held_out))
+    predictions = tuple((row.line, float(m), float(p))
+                        for row, m, p in zip(dataset.rows, measured, held_out, strict=True))
     return ValidationReport(dataset.setting.label, counts, figures(measured, held_out), by_batch, by_family,
                             in_sample, predictions)
 

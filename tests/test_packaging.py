@@ -1,0 +1,25 @@
+"""Packaging: every package under nas/ and every data folder is installed, not only in editable mode."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setuptools() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_code_package_is_listed() -> None:
+    found = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "nas").rglob("__init__.py")}
+    listed = set(_setuptools()["packages"])
+    assert found <= listed, f"packages missing from pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_every_data_package_maps_to_a_folder() -> None:
+    config = _setuptools()
+    for package, folder in config["package-dir"].items():
+        assert package in config["packages"]
+        assert (ROOT / folder / "__init__.py").is_file(), f"{folder} needs an __init__.py to install as {package}"
