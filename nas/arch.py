@@ -37,7 +37,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from nas.errors import ConfigError, UnknownKindError
+from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.yamlio import dump_json, dump_yaml, line_of, load_yaml, loads_yaml
 
 __all__ = [
@@ -150,7 +150,7 @@ def config_type(role: str, kind: str, *, path: str = "") -> type[Component]:
     known = _CONFIGS[role]
     if kind in known:
         return known[kind]
-    close = difflib.get_close_matches(kind, known, n=len(known), cutoff=0.0)
+    close = closest_first(kind, known)
     raise UnknownKindError(f"unknown {role} kind {kind!r}; known: {', '.join(close)}", path=path)
 
 

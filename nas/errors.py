@@ -6,7 +6,10 @@ Every message names the problem and where it is: a file, a line, a field path
 
 from __future__ import annotations
 
-__all__ = ["NasError", "ConfigError", "UnknownKindError"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["NasError", "ConfigError", "UnknownKindError", "closest_first"]
 
 
 class NasError(Exception):
@@ -52,3 +55,9 @@ class ConfigError(NasError):
 
 class UnknownKindError(ConfigError):
     """A kind (mixer, target, strategy, ...) that no registry knows."""
+
+
+def closest_first(name: str, known: Iterable[str]) -> list[str]:
+    """Every known name, the closest to ``name`` first: what an "unknown ..." error lists."""
+    known = list(known)
+    return difflib.get_close_matches(str(name), known, n=len(known), cutoff=0.0)

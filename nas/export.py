@@ -35,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import io
 import logging
@@ -54,7 +53,7 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.build import build
-from nas.errors import NasError, UnknownKindError
+from nas.errors import NasError, UnknownKindError, closest_first
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram
@@ -149,7 +148,7 @@ def require(module: str) -> Any:
 
 def _check_format(format: str) -> None:
     if format not in FORMATS:
-        close = difflib.get_close_matches(str(format), FORMATS, n=len(FORMATS), cutoff=0.0)
+        close = closest_first(str(format), FORMATS)
         raise UnknownKindError(f"unknown export format {format!r}; known: {', '.join(close)}")
 
 

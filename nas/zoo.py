@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from nas.arch import Arch
-from nas.errors import UnknownKindError
+from nas.errors import UnknownKindError, closest_first
 
 __all__ = ["zoo_dir", "list_zoo", "get", "path_of"]
 
@@ -30,10 +30,8 @@ def path_of(name: str) -> Path:
     """The YAML file of zoo model ``name``."""
     path = zoo_dir() / f"{name}.yaml"
     if not path.is_file():
-        import difflib
-
         known = list_zoo()
-        close = difflib.get_close_matches(name, known, n=len(known), cutoff=0.0)
+        close = closest_first(name, known)
         raise UnknownKindError(f"unknown zoo model {name!r}; known: {', '.join(close)}")
     return path
 

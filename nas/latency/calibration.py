@@ -47,7 +47,7 @@ from pathlib import Path
 
 from nas import zoo
 from nas.cost import CostReport, profile, profile_module
-from nas.errors import NasError, UnknownKindError
+from nas.errors import NasError, UnknownKindError, closest_first
 from nas.latency.models import REFERENCE_MODELS
 
 __all__ = [
@@ -144,7 +144,7 @@ def calibration_path(target: str) -> Path:
     path = calibration_dir() / f"{target}.csv"
     if not isinstance(target, str) or not target or "/" in target or not path.is_file():
         known = list_targets()
-        close = difflib.get_close_matches(str(target), known, n=len(known), cutoff=0.0)
+        close = closest_first(str(target), known)
         raise UnknownKindError(f"unknown calibration target {target!r}; known: {', '.join(close)}")
     return path
 

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Mapping
@@ -36,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nas.errors import ConfigError, UnknownKindError
+from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.latency.coefficients import Coefficients
 from nas.latency.kinds import KINDS
 from nas.yamlio import line_of, load_yaml
@@ -211,7 +210,7 @@ class Target:
 
 
 def _closest(name: str, known: list[str]) -> list[str]:
-    return difflib.get_close_matches(str(name), known, n=len(known), cutoff=0.0)
+    return closest_first(str(name), known)
 
 
 def _mapping(data: Any, path: str, *, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Mapping:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from nas.errors import NasError, UnknownKindError
+from nas.errors import NasError, UnknownKindError, closest_first
 
 __all__ = ["Registry"]
 
@@ -47,7 +46,7 @@ class Registry(Generic[T]):
         """
         if name not in self._entries:
             known = list(self._entries)
-            close = difflib.get_close_matches(str(name), known, n=len(known), cutoff=0.0)
+            close = closest_first(str(name), known)
             raise UnknownKindError(f"unknown {self.what} {name!r}; known: {', '.join(close)}")
         return self._entries[name]
 

@@ -56,12 +56,11 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from nas.errors import UnknownKindError
+from nas.errors import UnknownKindError, closest_first
 from nas.space.space import Space
 from nas.space.tree import VECTOR_DTYPE, Decision
 
@@ -105,6 +104,6 @@ def _shipped(name: str) -> Space:
     path = spaces_dir() / f"{name}.yaml"
     if not path.is_file():
         known = list_spaces()
-        close = difflib.get_close_matches(name, known, n=len(known), cutoff=0.0)
+        close = closest_first(name, known)
         raise UnknownKindError(f"unknown space {name!r}; known: {', '.join(close)}")
     return Space.load(path)

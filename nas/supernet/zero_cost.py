@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -52,7 +51,7 @@ from nas.arch import Arch
 from nas.blocks.common import StarReLU
 from nas.build import build
 from nas.data import Dataset, load_dataset, loaders
-from nas.errors import NasError, UnknownKindError
+from nas.errors import NasError, UnknownKindError, closest_first
 
 __all__ = [
     "PROXIES",
@@ -152,7 +151,7 @@ def grad_norm(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
 def _proxy(name: str) -> ProxyFn:
     if name not in PROXIES:
         known = list(PROXIES)
-        close = difflib.get_close_matches(name, known, n=len(known), cutoff=0.0)
+        close = closest_first(name, known)
         raise UnknownKindError(f"unknown zero-cost proxy '{name}'; known: {', '.join(close)}", path="proxy")
     return PROXIES[name]
 

@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from nas.errors import UnknownKindError
+from nas.errors import UnknownKindError, closest_first
 from nas.latency.models import (
     alexnet,
     densenet,
@@ -92,9 +92,7 @@ def get_reference(name: str) -> ReferenceModel:
     """The reference model ``name``; an unknown name raises, listing the known ones, closest first."""
     model = REFERENCE_MODELS.get(name)
     if model is None:
-        import difflib
-
         known = list_references()
-        close = difflib.get_close_matches(name, known, n=len(known), cutoff=0.0)
+        close = closest_first(name, known)
         raise UnknownKindError(f"unknown reference model {name!r}; known: {', '.join(close)}")
     return model
