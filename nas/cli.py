@@ -413,8 +413,10 @@ class SearchCommand(Command):
         parser.add_argument("--budget", type=_positive, help="candidates to evaluate (default 300)")
         parser.add_argument("--population", type=_positive, help="population / batch size (default 32)")
         parser.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
-        parser.add_argument("--accuracy", help="accuracy source: auto (default: supernet when --supernet is given, "
-                                               "else proxy), supernet, zero-cost, proxy")
+        parser.add_argument("--accuracy", help="accuracy source: supernet (default: one-shot accuracy under "
+                                               "--supernet, or under a small supernet trained once per space on "
+                                               "the bundled data and reused), zero-cost, proxy (log10 MACs, a "
+                                               "stand-in)")
         parser.add_argument("--supernet", metavar="CHECKPOINT", help="a trained supernet (`nas supernet train`) "
                                                                      "for one-shot accuracy")
         parser.add_argument("--max-latency", metavar="TIME", help="latency bound, e.g. 2ms, 500us")
@@ -429,6 +431,7 @@ class SearchCommand(Command):
                                                                             "its run.yaml holds every setting")
         parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default runs/)")
         parser.add_argument("--no-plot", action="store_true", help="do not draw pareto.png at the end")
+        _threads_option(parser)
         parser.add_argument("--no-zoo-start", action="store_true",
                             help="start from random points only (by default evolution and random open their first "
                                  "generation with the zoo's models that are points of the space)")
@@ -437,9 +440,10 @@ class SearchCommand(Command):
         import optuna
         from tqdm import tqdm
 
-        from nas.runs import Run, run_search, start_search
+        from nas.runs import Run, run_search
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _set_threads(args)
         if args.resume is not None:
             given = [f"--{name.replace('_', '-')}" for name in self._SETTINGS if getattr(args, name) is not None]
             given += ["--no-zoo-start"] if args.no_zoo_start else []
@@ -451,17 +455,15 @@ class SearchCommand(Command):
             missing = [f"--{name}" for name in ("space", "target") if getattr(args, name) is None]
             if missing:
                 raise NasError(f"{' and '.join(missing)} required (or --resume RUN)")
-            run = start_search(
-                args.out, extra={"command": ["nas", *sys.argv[1:]]}, space=args.space, target=args.target,
-                strategy=args.strategy or "evolution", budget=args.budget or 300, population=args.population or 32,
-                seed=0 if args.seed is None else args.seed, accuracy=args.accuracy or "auto",
-                constraints={"max_latency": args.max_latency, "max_params": args.max_params,
-                             "max_macs": args.max_macs},
-                storage=args.storage, study=args.study, top_k=args.top or 5, supernet=args.supernet,
-                zoo_start=not args.no_zoo_start)
+            try:
+                run = self._start(args)
+            except KeyboardInterrupt:
+                print("nas: interrupted before the search started; the same command continues where it stopped",
+                      file=sys.stderr)
+                return 130
         settings = run.settings
         bar = tqdm(total=settings.budget, unit="cand", desc=f"{settings.strategy} {run.name}",
-                   disable=args.json or None, dynamic_ncols=True)
+                   disable=args.json, dynamic_ncols=True)
         feasible = [0]
 
         def started(count: int) -> None:
@@ -505,6 +507,19 @@ class SearchCommand(Command):
         if plot_path is not None:
             print(f"plot: {plot_path}")
         return 0
+
+    @staticmethod
+    def _start(args: argparse.Namespace) -> Any:
+        from nas.runs import start_search
+
+        return start_search(
+            args.out, extra={"command": ["nas", *sys.argv[1:]]}, space=args.space, target=args.target,
+            strategy=args.strategy or "evolution", budget=args.budget or 300, population=args.population or 32,
+            seed=0 if args.seed is None else args.seed, accuracy=args.accuracy or "auto",
+            constraints={"max_latency": args.max_latency, "max_params": args.max_params,
+                         "max_macs": args.max_macs},
+            storage=args.storage, study=args.study, top_k=args.top or 5, supernet=args.supernet,
+            zoo_start=not args.no_zoo_start, progress=not args.json, log=None if args.json else print)
 
 
 class HistoryCommand(Command):
@@ -559,6 +574,19 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
                         help="steps between checkpoints (default 100)")
     parser.add_argument("--max-steps", type=_positive, metavar="STEPS",
                         help="stop after this many steps in total (resume later with --resume)")
+    _threads_option(parser)
+
+
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_positive, default=1, metavar="N",
+                        help="torch intra-op threads (default 1: proxy-scale networks are small, and two threads ran "
+                             "5x slower than one on a busy 2-core machine)")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
 
 
 def _train_run(args: argparse.Namespace, kind: str, name: str, **extra: Any) -> tuple[Any, Any, Path]:
@@ -570,6 +598,7 @@ def _train_run(args: argparse.Namespace, kind: str, name: str, **extra: Any) -> 
 
     if args.resume and args.out is None:
         raise NasError("--resume needs --out DIR, the run directory to continue")
+    _set_threads(args)
     dataset = load_dataset(args.data)
     settings_values = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                        "sam": args.sam, "sigma_reparam": args.sigma_reparam, "patch_mixing": args.patch_mixing}

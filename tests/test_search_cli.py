@@ -65,7 +65,7 @@ BAD_INPUT = [
     (["--max-latency", "0.01ms"], "no point of tiny_search meets --max-latency 0.01ms on iphone12"),
     (["--max-params", "10 parsecs"], "--max-params: cannot read"),
     (["--accuracy", "oracle"], "unknown accuracy source 'oracle'"),
-    (["--accuracy", "supernet"], "needs a trained supernet: --supernet CHECKPOINT"),
+    (["--accuracy", "supernet", "--supernet", "missing/checkpoint.pt"], "checkpoint.pt: no checkpoint there"),
 ]
 
 
@@ -163,3 +163,18 @@ def test_two_processes_share_one_journal(space_file: str, tmp_path: Path) -> Non
     histories = [Run.open(the_run(tmp_path / name)).history() for name in ("a", "b")]
     assert list(histories[0]["arch_id"]) == list(histories[1]["arch_id"]), "both runs read the one study"
     assert {Run.open(the_run(tmp_path / name)).settings.storage for name in ("a", "b")} == {str(storage)}
+
+
+def test_relative_paths_are_stored_absolute_so_resume_works_anywhere(space_file: str, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    local_space = work / "space.yaml"
+    local_space.write_text(Path(space_file).read_text())
+    monkeypatch.chdir(work)
+    args = search_args("space.yaml", "--out", "runs", "--storage", "shared.journal", budget=8)
+    assert main(args) == 0
+    settings = Run.open(the_run(work / "runs")).settings
+    assert settings.space == str(local_space) and settings.storage == str(work / "shared.journal")
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--resume", str(the_run(work / "runs")), "--no-plot"]) == 0

@@ -131,7 +131,7 @@ def test_corrupt_or_mismatched_checkpoints_are_one_clear_error(files: dict[str, 
     checkpoint.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt"):
         Supernet.load(checkpoint)
-    with pytest.raises(CheckpointError, match="nothing to resume"):
+    with pytest.raises(CheckpointError, match="no checkpoint there"):
         train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "empty", resume=True, **COMMON)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,11 @@ from nas.runs.storage import check_storage_url
 from nas.search.records import Record
 
 __all__ = ["resolve_accuracy", "default_study_name", "plan_search", "start_search", "run_search", "zoo_vectors"]
+
+
+def _absolute(text: str, *, is_file: bool) -> str:
+    """A file path made absolute, so ``--resume`` works from any folder; names and URLs unchanged."""
+    return str(Path(text).resolve()) if is_file else text
 
 
 def zoo_vectors(space: Any) -> np.ndarray:
@@ -29,11 +35,9 @@ def zoo_vectors(space: Any) -> np.ndarray:
     return np.array(vectors, dtype=np.int16).reshape(-1, space.num_slots)
 
 
-def resolve_accuracy(accuracy: str, supernet: str | None = None) -> str:
-    """``auto`` -> ``supernet`` when a supernet checkpoint is given, else ``proxy``."""
-    if accuracy != "auto":
-        return accuracy
-    return "supernet" if supernet is not None else "proxy"
+def resolve_accuracy(accuracy: str) -> str:
+    """``auto`` (the default) is ``supernet``: one-shot accuracy, from ``--supernet`` or the default supernet."""
+    return "supernet" if accuracy == "auto" else accuracy
 
 
 def default_study_name(space: str, target: str, strategy: str, seed: int) -> str:
@@ -57,7 +61,11 @@ def plan_search(*, space: str, target: str, strategy: str = "evolution", budget:
     from nas.space import load_space
 
     loaded = load_space(space)
-    accuracy = resolve_accuracy(accuracy, supernet)
+    space = _absolute(space, is_file=space.endswith((".yaml", ".yml")) or "/" in space)
+    supernet = None if supernet is None else _absolute(supernet, is_file=True)
+    if storage is not None:
+        storage = _absolute(storage, is_file="://" not in storage)
+    accuracy = resolve_accuracy(accuracy)
     parsed = [parse_constraint(name, text) for name, text in (constraints or {}).items() if text is not None]
     if storage is not None:
         check_storage_url(storage)
@@ -76,19 +84,33 @@ def plan_search(*, space: str, target: str, strategy: str = "evolution", budget:
 
 
 def start_search(root: str | os.PathLike[str] = "runs", *, extra: dict[str, Any] | None = None,
-                 probe: int = 64, **options: Any) -> Run:
+                 probe: int = 64, log: Any = None, progress: bool = True, **options: Any) -> Run:
     """Plan a search (:func:`plan_search` takes ``options``), probe its constraints, create its run directory.
 
-    Nothing is written unless every check passed.
+    One-shot accuracy without a given ``supernet`` uses the default supernet of the space
+    (:mod:`nas.runs.supernets`), trained first if there is none yet; every other setting is checked
+    before that training starts. Nothing is written to ``root`` but that supernet unless every check passed.
+    Constraints are probed with the cheap ``proxy`` source: they bound latency, params and MACs, never accuracy.
+
+    Args:
+        root: the folder of run directories.
+        extra: stored in run.yaml as is (e.g. the command line).
+        probe: points drawn to check that the constraints can be met.
+        log: receives progress lines (default supernet reused or trained).
+        progress: show the supernet trainer's progress bar.
 
     Raises:
         InfeasibleError: no probed point meets the constraints.
         (and everything :func:`plan_search` and :meth:`Run.create` raise)
     """
+    from nas.runs.supernets import ensure_default_supernet
     from nas.search.objectives import check_feasible
 
-    settings, space, scorer = plan_search(**options)
+    settings, space, scorer = plan_search(**{**options, "accuracy": "proxy", "supernet": None})
     check_feasible(space, scorer, target=settings.target, samples=probe, seed=settings.seed)
+    if resolve_accuracy(options.get("accuracy", "auto")) == "supernet" and options.get("supernet") is None:
+        options["supernet"] = str(ensure_default_supernet(root, options["space"], progress=progress, log=log))
+    settings, _, _ = plan_search(**options)
     return Run.create(root, settings, extra=extra)
 
 

@@ -267,7 +267,7 @@ class SupernetAccuracy(AccuracySource):
             raise NasError(f"supernet {checkpoint} keeps each Arch's own resolution; one-shot evaluation in the "
                            "search needs a supernet trained at one proxy resolution (--resolution)")
         self.batches = EvalBatches.from_dataset(load_dataset(data), resolution=resolution, channels=3,
-                                                max_val=max_val, seed=seed)
+                                                calibration_batches=2, max_val=max_val, seed=seed)
 
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
         from nas.supernet import evaluate

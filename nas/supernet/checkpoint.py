@@ -66,7 +66,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) ->
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint there (nothing to resume)")
+        raise CheckpointError(f"{path}: no checkpoint there")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a torn or foreign file
