@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,9 +159,25 @@ def test_proxy_moves_a_width_to_the_nearest_one_heads_divide() -> None:
     assert narrow.stages[0].dim % 3 == 0 and abs(narrow.stages[0].dim - 19.2) <= 6
 
 
-def test_proxy_rejects_a_point_that_does_not_fit_the_resolution() -> None:
-    with pytest.raises(ProxyError, match="window"):
-        proxy(nas.zoo.get("swin_tiny"), width=0.25, resolution=32)
+def test_proxy_lowers_windows_and_reductions_to_fit_the_map() -> None:
+    swin = proxy(nas.zoo.get("swin_tiny"), width=0.25, resolution=32)  # window 7 on an 8x8 stage-1 map
+    first = swin.stages[0].blocks
+    assert (first[0].mixer.window, first[0].mixer.shift) == (4, 0) and (first[1].mixer.window, first[1].mixer.shift) \
+        == (4, 2)
+    assert proxy(nas.zoo.get("swin_tiny"), width=0.25, resolution=224).stages[0].blocks[1].mixer.window == 7
+    pvt = proxy(nas.zoo.get("pvt_tiny"), width=0.25, resolution=32)  # sr_ratio 8 on the 8x8 map stays
+    assert [stage.blocks[0].mixer.sr_ratio for stage in pvt.stages] == [8, 4, 2, 1]
+    full = nas.zoo.get("pvt_tiny")
+    third = full.stages[2]
+    wider = dataclasses.replace(third, blocks=tuple(dataclasses.replace(block, mixer=dataclasses.replace(
+        block.mixer, sr_ratio=4)) for block in third.blocks))  # fits 14x14 at 224 px, not 2x2 at 32 px
+    lowered = proxy(dataclasses.replace(full, stages=(*full.stages[:2], wider, full.stages[3])), resolution=32)
+    assert {block.mixer.sr_ratio for block in lowered.stages[2].blocks} == {2}
+
+
+def test_proxy_rejects_what_it_cannot_fit() -> None:
+    with pytest.raises(ProxyError, match="even feature map"):  # 8 px: a 1x1 map left for patch merging
+        proxy(nas.zoo.get("swin_tiny"), width=0.25, resolution=8)
     with pytest.raises(nas.NasError, match="width"):
         ProxyScale(width=0.0)
 

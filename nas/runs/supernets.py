@@ -43,7 +43,7 @@ class Recipe:
 
     width: float = 0.125
     resolution: int = 32
-    scan: int = 300
+    scan: int = 200
     epochs: int = 1
     batch_size: int = 64
     num_random: int = 1

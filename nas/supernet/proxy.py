@@ -19,26 +19,33 @@ it) is moved to the nearest multiple of ``divisor`` for which the Arch
 validates, so heads keep dividing widths without this module knowing which
 kinds have heads: validity is the Arch's own.
 
-Resolution-bound parts (Swin's window must divide the map, PVT's reduction
-must fit it) are not adapted: a point that is invalid at the proxy resolution
-raises :class:`ProxyError` naming the field, e.g. ``window 7 does not divide
-the 8x8 feature map``. The supernet samples only points valid at its proxy
-scale (see :class:`nas.supernet.Supernet`).
+Resolution-bound fields of mixers (:data:`RESOLUTION_FIELDS`: Swin's window
+must divide the map, PVT's reduction must fit it) are lowered, one step at a
+time, until the block validates at the proxy resolution: at 32 px Swin's
+stage-1 map is 8x8, so windows 6 and 7 become 4 (a shifted window keeps half
+its window as shift). Without this, a third of the points with a Swin stage
+could not be scored at all. Like width rounding, it is part of the proxy's
+approximation: two points that differ only there share one proxy. A point
+that still does not fit raises :class:`ProxyError` naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from nas.arch import Arch, Component, Stage
 from nas.errors import ConfigError, NasError
 
-__all__ = ["WIDTH_FIELDS", "ProxyError", "ProxyScale", "proxy"]
+__all__ = ["RESOLUTION_FIELDS", "WIDTH_FIELDS", "ProxyError", "ProxyScale", "proxy"]
 
 WIDTH_FIELDS = ("hidden", "key_dim")  # component fields that are channel widths (ints or tuples of ints)
+RESOLUTION_FIELDS = ("window", "sr_ratio")  # mixer fields bounded by the feature map, lowered to fit it
 _MAX_WIDTH_TRIES = 64
+_MAX_FITS = 512
+_MIXER_FIELD = re.compile(r"stages\[(\d+)\]\.blocks\[(\d+)\]\.mixer\.(\w+)")
 
 
 class ProxyError(NasError):
@@ -120,6 +127,40 @@ def _candidates(target: float, divisor: int) -> list[int]:
     return out[:_MAX_WIDTH_TRIES]
 
 
+def _lowered(mixer: Component, name: str) -> Component | None:
+    """``mixer`` with the resolution-bound field ``name`` one lower (a shifted window keeps half of it)."""
+    value = getattr(mixer, name, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 1:
+        return None
+    changes: dict[str, Any] = {name: value - 1}
+    if name == "window" and getattr(mixer, "shift", 0):
+        changes["shift"] = (value - 1) // 2
+    return _with(mixer, **changes)
+
+
+def _fit_resolution(arch: Arch, input_spec: Any, head: Component) -> Arch:
+    """``arch`` at the new input, with :data:`RESOLUTION_FIELDS` lowered until every block fits its map."""
+    stages = list(arch.stages)
+    for _ in range(_MAX_FITS):
+        try:
+            return Arch(input=input_spec, stem=arch.stem, stages=tuple(stages), head=head, name=arch.name)
+        except ConfigError as exc:
+            found = _MIXER_FIELD.fullmatch(exc.path or "")
+            if found is None or found.group(3) not in RESOLUTION_FIELDS:
+                raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
+                                 f"{input_spec.resolution}: {exc}") from None
+            stage_index, block_index, name = int(found.group(1)), int(found.group(2)), found.group(3)
+            blocks = list(stages[stage_index].blocks)
+            lowered = _lowered(blocks[block_index].mixer, name)
+            if lowered is None:
+                raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
+                                 f"{input_spec.resolution}: {exc}") from None
+            blocks[block_index] = dataclasses.replace(blocks[block_index], mixer=lowered)
+            stages[stage_index] = dataclasses.replace(stages[stage_index], blocks=tuple(blocks))
+    raise ProxyError(f"{arch.name or arch.id}: no fit at the proxy resolution {input_spec.resolution} "
+                     f"after {_MAX_FITS} adjustments")
+
+
 def proxy(arch: Arch, *, width: float = 0.25, resolution: int | None = 32, divisor: int = 4,
           channels: int | None = None, num_classes: int | None = None) -> Arch:
     """The same design at ``width`` times the widths and ``resolution`` pixels.
@@ -148,11 +189,7 @@ def proxy(arch: Arch, *, width: float = 0.25, resolution: int | None = 32, divis
         resolution=arch.input.resolution if resolution is None else resolution,
         channels=arch.input.channels if channels is None else channels)
     head = arch.head if num_classes is None else _with(arch.head, num_classes=num_classes)
-    try:
-        base = Arch(input=input_spec, stem=arch.stem, stages=arch.stages, head=head, name=arch.name)
-    except ConfigError as exc:
-        raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
-                         f"{input_spec.resolution}: {exc}") from None
+    base = _fit_resolution(arch, input_spec, head)
     if width == 1.0:
         return base
     stem = _scale_component(base.stem, width, divisor)

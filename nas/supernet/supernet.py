@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,7 +130,9 @@ class Supernet(nn.Module):
             space: the space, as :func:`nas.space.load_space` takes it.
             scale: the proxy scale every subnet runs at.
             seed: seeds the scan, the local search and the initial weights.
-            scan: number of sampled points whose shapes size the shared tensors.
+            scan: number of sampled points whose shapes size the shared tensors; each is also measured
+                with every stage at its widest option, so that a width rarely drawn together with some
+                mixer kind still finds its tensors allocated.
             sigma_reparam: use linear weights as ``gamma / sigma(W) * W``.
             progress: called with a line of text per phase (for logs).
 
@@ -142,7 +145,7 @@ class Supernet(nn.Module):
         rng = np.random.default_rng(seed)
         layouts, capacity = Layouts(max_units=1 << 16), Capacity()
         pool: list[tuple[int, Arch]] = []
-        for vector in loaded.sample_vectors(rng, scan):
+        for vector in _with_widest_stages(loaded, loaded.sample_vectors(rng, scan)):
             arch = loaded.decode(vector)
             size = _measure(scale, layouts, capacity, arch)
             if size is not None:
@@ -151,7 +154,8 @@ class Supernet(nn.Module):
             raise NasError(f"space {space!r}: none of {scan} sampled points is valid at the proxy scale "
                            f"(resolution {scale.resolution}, width {scale.width}); try a larger --resolution")
         if progress is not None:
-            progress(f"scanned {scan} points of {space!r}: {len(pool)} valid at proxy scale")
+            progress(f"scanned {scan} points of {space!r} and their widest-stage copies: {len(pool)} valid at "
+                     "proxy scale")
         largest = _local_search(loaded, scale, layouts, capacity, max(pool, key=lambda item: item[0]), rng, 1)
         smallest = _local_search(loaded, scale, layouts, capacity, min(pool, key=lambda item: item[0]), rng, -1)
         spec = SupernetSpec(space=space, scale=scale, seed=seed, largest=largest.to_dict(),
@@ -331,3 +335,16 @@ def _local_search(space: Space, scale: ProxyScale, layouts: Layouts, capacity: C
         if stale >= _SEARCH_PATIENCE:
             break
     return best.replace(name=f"{space.name}_{'largest' if sign > 0 else 'smallest'}")
+
+
+def _with_widest_stages(space: Space, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` followed by their valid copies with every stage width (``stages[i].dim``) at its last option."""
+    widths = [index for index, decision in enumerate(space.decisions)
+              if decision.ordered and re.fullmatch(r"stages\[\d+\]\.dim", decision.path)]
+    if not widths:
+        return vectors
+    widest = vectors.copy()
+    for index in widths:
+        widest[:, index] = np.where(widest[:, index] >= 0, len(space.decisions[index].options) - 1, -1)
+    keep = np.array([space.is_valid(vector) for vector in widest], dtype=bool)
+    return np.concatenate([vectors, widest[keep]])
