@@ -14,8 +14,9 @@ evaluated candidate in evaluation order) and gives:
 * the zoo's models that are points of the run's space (``space.contains``), priced with the run's own
   objectives (latency by :func:`nas.latency.predict_many` on the run's target). Their accuracy is known only
   when the run's accuracy source can score them: the ``proxy`` stand-in always can; the supernet and zero-cost
-  sources are not run on them unless asked (``score_zoo_accuracy=True``), and such models are drawn as
-  vertical reference lines at their latency, which the legend says;
+  sources are not run on them unless asked (``score_zoo_accuracy=True``), so a model takes the accuracy the
+  run measured when the search evaluated it (evolution starts from the zoo's models), and the others are drawn
+  as vertical reference lines at their latency, which the legend says;
 * the hypervolume after each evaluation (infeasible candidates add nothing), with the run's reference point
   (:func:`nas.search.pareto.reference_point`: the nadir of the feasible candidates pushed out by 10 %).
 
@@ -316,7 +317,16 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
         priced, _ = zoo_references(space, objectives, target=target, accuracy=accuracy,
                                    score_accuracy=score_zoo_accuracy, archs=zoo_archs, latency_batch=latency_batch)
         column_x, column_y = objectives[x_index].column, objectives[y_index].column
-        references = tuple(point._replace(x=point.values[column_x], y=point.values[column_y]) for point in priced)
+        evaluated = {arch_id: index for index, arch_id in reversed(list(enumerate(arch_ids)))}
+
+        def y_of(point: ReferencePoint) -> float:
+            """The model's own value; for an unscored accuracy, the run's if the search evaluated the model."""
+            value = point.values[column_y]
+            if not math.isfinite(value) and point.arch_id in evaluated:
+                return float(values[evaluated[point.arch_id], y_index])
+            return value
+
+        references = tuple(point._replace(x=point.values[column_x], y=y_of(point)) for point in priced)
 
     points = values[:, [x_index, y_index]]
     all_x = np.concatenate([points[:, 0], [point.x for point in references]])

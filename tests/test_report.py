@@ -183,6 +183,17 @@ def test_zoo_accuracy_unknown_for_an_expensive_source() -> None:
     assert "not scored by the 'supernet' source" in info.references_note
 
 
+def test_a_zoo_model_the_search_evaluated_takes_the_runs_accuracy() -> None:
+    evaluated = nas.zoo.get("convnext_tiny").id
+    info = pareto_info(_frame([*HISTORY, (evaluated, 0.42, 9.0, True)]), objectives=OBJECTIVES, zoo_space="convnext",
+                       target="iphone12", accuracy="supernet",
+                       zoo_archs={name: nas.zoo.get(name) for name in ZOO_CANDIDATES})
+    (point,) = info.references
+    assert point.y == 0.42 and point.x == pytest.approx(nas.latency.predict(nas.zoo.get("convnext_tiny"),
+                                                                            target="iphone12").latency_ms)
+    assert info.references_note == "zoo models of this space"
+
+
 def test_zoo_references_need_a_target() -> None:
     with pytest.raises(NasError, match="need the latency target"):
         pareto_info(_frame(HISTORY), objectives=OBJECTIVES, zoo_space="convnext")
