@@ -15,6 +15,12 @@ Usage::
     python bench/predictors.py --smoke         # small targets and 20 sampled archs, for CI
     python bench/predictors.py --targets v100 --samples 500
     python bench/predictors.py --skip-validation
+    python bench/predictors.py --local --skip-validation   # also profile this machine (minutes; writes the
+                                                           # local target under $NAS_HOME, default ~/.cache/nas)
+
+``--local`` runs ``nas profile --target local`` (:func:`nas.latency.local.profile_local`) and prints its
+held-out figures (acceptance: >= 90% of the held-out models within +-10%; goal 99%) and the packaged
+``xeon`` predictor against the same live measurements.
 """
 
 from __future__ import annotations
@@ -85,6 +91,24 @@ def _throughput(samples: int, repeats: int, seed: int, target: str, source: str)
     return rate
 
 
+def _local(smoke: bool, runtime: str) -> None:
+    from nas.latency.local import ProfileOptions, profile_local
+    from nas.latency.measure import Protocol
+
+    protocol = Protocol(runtime=runtime, repeats=3 if smoke else 7)
+    options = (ProfileOptions(protocol=protocol, fit_archs=6, held_out_archs=6, resolution=64) if smoke
+               else ProfileOptions(protocol=protocol))
+    result = profile_local(options, progress=True, command="python bench/predictors.py --local")
+    fit, held = result.fit, result.held_out
+    print(f"local/{result.setting}: {fit.rows} fit + {held.rows} held-out models, {result.wall_s:.0f} s "
+          f"({result.measured} timed now), 1-min load {result.load['min']}-{result.load['max']}; {result.path}")
+    print(f"    fit: MAPE {fit.mape_pct:.1f}%  held out: rho {held.spearman_rho:.3f} MAPE {held.mape_pct:.1f}% "
+          f"within10 {held.within_10_pct:.1f}% within20 {held.within_20_pct:.1f}% (acceptance within10 >= 90%)")
+    for name, row in result.xeon.items():
+        print(f"    xeon/{name} vs live: rho {row['spearman_rho']}, MAPE {row['mape_pct']}%, scale x{row['scale']} -> "
+              f"MAPE {row['scaled_mape_pct']}%, within10 {row['scaled_within_10_pct']}%")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="small targets, 20 samples")
@@ -97,11 +121,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="archs for the throughput: metaformer samples, or zoo models at random resolutions")
     parser.add_argument("--skip-validation", action="store_true")
     parser.add_argument("--strict", action="store_true", help="exit 1 if the throughput goal is missed")
+    parser.add_argument("--local", action="store_true", help="profile this machine (nas profile --target local)")
+    parser.add_argument("--local-runtime", choices=("torch", "onnxruntime"), default="torch")
     args = parser.parse_args(argv)
     targets = args.targets or (list(SMOKE_TARGETS) if args.smoke else list_targets())
     samples = 20 if args.smoke else args.samples
     if not args.skip_validation:
         _validation(targets)
+    if args.local:
+        _local(args.smoke, args.local_runtime)
     rate = _throughput(samples, args.repeats, args.seed, args.throughput_target, args.source)
     return 1 if args.strict and rate < THROUGHPUT_GOAL else 0
 

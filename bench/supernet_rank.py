@@ -45,6 +45,7 @@ from nas.supernet import (
     Trainer,
     TrainSettings,
     evaluate,
+    kendall_tau,
     zero_cost,
 )
 
@@ -69,21 +70,6 @@ stages:
       block: {mixer: {kind: attention, heads: {choice: [2, 4]}}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}
 head: {kind: linear, pool: avg, norm: layernorm, num_classes: 10}
 """
-
-
-def kendall_tau(first: np.ndarray, second: np.ndarray) -> float:
-    """Kendall's tau-b (scipy's when installed; the same formula in numpy otherwise)."""
-    try:
-        from scipy.stats import kendalltau
-    except ImportError:
-        a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
-        upper = np.triu_indices(len(a), k=1)
-        da, db = np.sign(a[:, None] - a[None, :])[upper], np.sign(b[:, None] - b[None, :])[upper]
-        pairs = len(da)
-        tied_a, tied_b = pairs - np.count_nonzero(da), pairs - np.count_nonzero(db)
-        denominator = np.sqrt((pairs - tied_a) * (pairs - tied_b))
-        return float(np.sum(da * db) / denominator) if denominator else float("nan")
-    return float(kendalltau(first, second).statistic)
 
 
 def _subset(dataset: Dataset, train: int, val: int) -> Dataset:

@@ -218,6 +218,11 @@ def _figures_text(validation: dict[str, Any] | None) -> str:
         return "not validated (coefficients are the priors; run python -m nas.latency.fit --write)"
     lofo = validation.get("lofo")
     families = ", ".join(validation.get("families", {}))
+    held = validation.get("held_out")
+    if held:
+        return (f"held out {held.get('rows')} models never fitted ({families}): Spearman rho "
+                f"{held.get('spearman_rho')}, MAPE {held.get('mape_pct')}%, within 10% {held.get('within_10_pct')}%, "
+                f"within 20% {held.get('within_20_pct')}%")
     if not lofo:
         inside = validation.get("in_sample", {})
         return (f"in-sample only (one family: {families}): MAPE {inside.get('mape_pct')}%, "
@@ -269,7 +274,7 @@ class TargetsCommand(Command):
             target = nas.latency.get_target(name)
             for setting in target.settings.values():
                 summary = validation_summary(setting)
-                lofo = (summary or {}).get("lofo") or {}
+                lofo = (summary or {}).get("lofo") or (summary or {}).get("held_out") or {}
                 rows.append({
                     "target": name,
                     "setting": setting.name,
@@ -293,7 +298,62 @@ class TargetsCommand(Command):
                            "precision": row["precision"], "batch": ",".join(map(str, row["batch_sizes"])),
                            "LOFO rho": row["rho"], "MAPE %": row["mape_pct"], "within 20 %": row["within_20_pct"],
                            "families": row["families"]} for row in rows])
-            print("* default setting; figures: leave-one-family-out over the calibration rows (predictors/*.yaml)")
+            print("* default setting; figures: leave-one-family-out over the calibration rows (predictors/*.yaml); "
+                  "local: held-out models measured here (nas profile --target local)")
+        return 0
+
+
+def _profile_options(args: argparse.Namespace) -> Any:
+    from nas.latency.local import ProfileOptions
+    from nas.latency.measure import Protocol
+
+    protocol = Protocol(runtime=args.runtime, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                        chunk=args.chunk, statistic=args.statistic)
+    return ProfileOptions(protocol=protocol, fit_archs=args.fit_archs, held_out_archs=args.held_out,
+                          resolution=args.resolution, seed=args.seed, resume=not args.fresh)
+
+
+class ProfileCommand(Command):
+    """Measure this machine (random metaformer models, end to end), fit its latency predictor, validate it."""
+
+    name = "profile"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--target", required=True, choices=("local",), help="the target to measure: local")
+        parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                            help="what runs the models (default torch eager)")
+        parser.add_argument("--threads", type=_positive, default=1, help="intra-op threads (default 1)")
+        parser.add_argument("--fit-archs", type=_positive, default=60, help="random models to fit on (default 60)")
+        parser.add_argument("--held-out", type=_positive, default=60,
+                            help="further random models to validate on, never fitted (default 60)")
+        parser.add_argument("--resolution", type=_positive, default=128,
+                            help="input resolution (the nearest valid one per model; default 128)")
+        parser.add_argument("--repeats", type=_positive, default=7, help="timed runs per model (default 7)")
+        parser.add_argument("--statistic", choices=("min", "median"), default="min",
+                            help="a model's latency from its timed runs (default min: load only slows runs down)")
+        parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model first (default 2)")
+        parser.add_argument("--chunk", type=_positive, default=4, help="models timed round-robin (default 4)")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the random models (default 0)")
+        parser.add_argument("--fresh", action="store_true", help="ignore timings cached by an earlier profile")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from nas.latency.local import profile_local
+
+        command = "nas " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["profile"] else "nas profile --target local"
+        result = profile_local(_profile_options(args), progress=not args.json, command=command)
+        if args.json:
+            _print_json(result.to_dict())
+            return 0
+        fit, held = result.fit, result.held_out
+        print(f"local/{result.setting} written to {result.path} ({result.wall_s:.0f} s; {result.measured} models "
+              f"timed now; 1-min load {result.load['min']}-{result.load['max']})")
+        print(f"  fit on {fit.rows} models: MAPE {fit.mape_pct:.1f}%")
+        print(f"  held out {held.rows} models: Spearman rho {held.spearman_rho:.3f}, MAPE {held.mape_pct:.1f}%, "
+              f"within 10% {held.within_10_pct:.1f}%, within 20% {held.within_20_pct:.1f}%")
+        for name, figures in result.xeon.items():
+            print(f"  xeon/{name} vs these measurements: rho {figures['spearman_rho']}, MAPE {figures['mape_pct']}%; "
+                  f"after scale x{figures['scale']}: MAPE {figures['scaled_mape_pct']}%, within 10% "
+                  f"{figures['scaled_within_10_pct']}%")
         return 0
 
 
@@ -506,6 +566,7 @@ class SearchCommand(Command):
         print(f"top:  {run.path / 'top'}")
         if plot_path is not None:
             print(f"plot: {plot_path}")
+        print(f"next: nas finalists {run.path}   (trains the top 3 alone to check the ranking)")
         return 0
 
     @staticmethod
@@ -520,6 +581,45 @@ class SearchCommand(Command):
                          "max_macs": args.max_macs},
             storage=args.storage, study=args.study, top_k=args.top or 5, supernet=args.supernet,
             zoo_start=not args.no_zoo_start, progress=not args.json, log=None if args.json else print)
+
+
+class FinalistsCommand(Command):
+    """Train a run's top candidates alone and compare with their search accuracy (`nas finalists runs/ID`)."""
+
+    name = "finalists"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run", type=Path, help="a run directory")
+        parser.add_argument("--count", type=_positive, default=3,
+                            help="finalists, spread along the front (default 3)")
+        parser.add_argument("--epochs", type=_positive, default=3, help="training epochs each (default 3)")
+        parser.add_argument("--data", metavar="PATH", help="dataset (default: the bundled Animal-MNIST)")
+        _threads_option(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from nas.runs import Run
+        from nas.runs.finalists import FINALISTS_FILE, train_finalists
+        from nas.supernet import kendall_tau
+
+        _set_threads(args)
+        run = Run.open(args.run)
+        try:
+            table = train_finalists(run, count=args.count, epochs=args.epochs, data=args.data,
+                                    progress=not args.json, log=None if args.json else print)
+        except KeyboardInterrupt:
+            print(f"nas: interrupted; the same command continues: nas finalists {run.path}", file=sys.stderr)
+            return 130
+        first = run.settings.objectives[0].column
+        tau = kendall_tau(list(table[first]), list(table["standalone_accuracy"])) if len(table) > 1 else None
+        if args.json:
+            _print_json({"path": str(run.path / FINALISTS_FILE), "kendall_tau": tau,
+                         "finalists": json.loads(table.to_json(orient="records"))})
+            return 0
+        _print_table(json.loads(table.round(4).to_json(orient="records")))
+        if tau is not None:
+            print(f"Kendall tau, {first} (search) vs standalone_accuracy: {tau:+.2f} over {len(table)} finalists")
+        print(f"table: {run.path / FINALISTS_FILE}")
+        return 0
 
 
 class HistoryCommand(Command):
@@ -692,9 +792,9 @@ class TrainCommand(Command):
 
 
 COMMANDS: tuple[Command, ...] = (ZooCommand(), BuildCommand(), SpacesCommand(), SpaceCommand(), PredictCommand(),
-                                 TargetsCommand(), PlotCommand(),
-                                 ExportCommand(), SearchCommand(), HistoryCommand(), SupernetCommand(),
-                                 TrainCommand())
+                                 TargetsCommand(), ProfileCommand(), PlotCommand(),
+                                 ExportCommand(), SearchCommand(), HistoryCommand(), FinalistsCommand(),
+                                 SupernetCommand(), TrainCommand())
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,27 @@ import nas
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DIR = ROOT / "tests" / "tiny"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_nas_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the user's ``~/.cache/nas``: a profiled ``local`` target there would change
+    what ``nas targets`` lists."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NAS_HOME", str(tmp_path_factory.mktemp("nas_home")))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Test tensors are tiny: one intra-op thread avoids OpenMP spin-waiting, which made them up to 10x slower
+    with two threads on a busy 2-core machine (the CLI's --threads defaults to 1 for the same reason)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_files() -> list[Path]:

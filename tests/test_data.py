@@ -26,15 +26,6 @@ from nas.data import (
 from nas.errors import ConfigError, NasError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: on a busy 2-core machine, intra-op threads cost far more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bundled():
     return load_dataset(None)

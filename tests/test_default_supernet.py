@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from nas.cli import main
 from nas.data import load_dataset
@@ -18,14 +16,6 @@ from nas.supernet import TrainSettings, train_supernet
 from tests.test_supernet_train import SPACE
 
 TINY = Recipe(width=1.0, resolution=16, scan=12, epochs=1, batch_size=256, num_random=0, warmup_epochs=0.1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

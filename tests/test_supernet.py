@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -107,14 +106,6 @@ stages:
 head: {kind: linear, pool: avg, norm: layernorm, num_classes: 10}
 """
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids spin-waiting on a busy 2-core machine (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> str:

@@ -17,14 +17,6 @@ TINY = Path(__file__).parent / "tiny"
 MIXERS = sorted(TINY.glob("mixer_*.yaml"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: on a busy 2-core machine, intra-op threads cost far more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _batch(size: int = 8, resolution: int = 32, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)

@@ -42,7 +42,7 @@ from nas.latency.kinds import COMPUTE_GROUPS, LAUNCH_GROUPS
 from nas.latency.opmodel import NC, NL, TRANSFER_INDEX, Features, Params, evaluate, params_of
 from nas.latency.targets import Setting, get_target, list_targets
 
-__all__ = ["fit", "predict_rows", "main"]
+__all__ = ["fit", "fit_features", "predict_rows", "main"]
 
 SOFT_L1_SCALE = 0.15
 _BOUNDS = {"eff": (1e-5, 2.5), "meff": (1e-3, 10.0), "launch": (1e-9, 1e-2), "kernel": (1e-9, 1e-3),
@@ -221,7 +221,14 @@ def fit(dataset: Dataset) -> Coefficients:
     Returns:
         The setting's priors with the free coefficients replaced by their fitted values.
     """
-    setting = dataset.setting
+    return fit_features(dataset.setting, dataset.features, dataset.measured_s, dataset.families)
+
+
+def fit_features(setting: Setting, feats: Features, measured_s: np.ndarray, families: Sequence[str]) -> Coefficients:
+    """Fit the free coefficients of ``setting`` to rows given as features and measured seconds (deterministic).
+
+    The rows need not be calibration rows: ``nas profile`` fits models it measured on this machine.
+    """
     priors = setting.priors
     start = params_of(priors)
     slots = [_slot(name) for name in setting.free]
@@ -230,12 +237,12 @@ def fit(dataset: Dataset) -> Coefficients:
     prior = np.log([_slot_value(start, slot) for slot in slots])
     lower = np.log([_BOUNDS[slot.array][0] for slot in slots])
     upper = np.log([_BOUNDS[slot.array][1] for slot in slots])
-    problem = _Problem(dataset.features, dataset.measured_s, _family_weights(dataset.families), start, slots, prior,
-                       setting.prior_weight)
+    problem = _Problem(feats, np.asarray(measured_s, dtype=np.float64), _family_weights(families), start, slots,
+                       prior, setting.prior_weight)
     # Least squares first (a systematic misfit of every row is not an outlier), then soft-L1 from there.
-    theta = _levenberg_marquardt(problem, np.clip(prior, lower, upper), lower, upper, data_rows=len(dataset.rows),
+    theta = _levenberg_marquardt(problem, np.clip(prior, lower, upper), lower, upper, data_rows=feats.rows,
                                  scale=None)
-    theta = _levenberg_marquardt(problem, theta, lower, upper, data_rows=len(dataset.rows), scale=SOFT_L1_SCALE)
+    theta = _levenberg_marquardt(problem, theta, lower, upper, data_rows=feats.rows, scale=SOFT_L1_SCALE)
     fitted = problem.params(theta)
     values = {slot.name: _slot_value(fitted, slot) * _TO_YAML[slot.array] for slot in slots}
     return priors.replace_values(values)

@@ -16,6 +16,11 @@ iphone12, zcu104) or measurements of the local machine. It holds
 The format is documented in predictors/README.md. Unknown keys are errors, so a
 typo cannot silently fall back to a default.
 
+The ``local`` target is not packaged: ``nas profile --target local`` measures
+this machine and writes it to :func:`local_target_path` (under ``$NAS_HOME``,
+default ``~/.cache/nas``), where :func:`get_target` and :func:`list_targets`
+find it.
+
 Example:
     >>> from nas.latency.targets import get_target, list_targets
     >>> "v100" in list_targets()
@@ -27,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,10 +53,15 @@ __all__ = [
     "Fallback",
     "Setting",
     "Target",
+    "LOCAL",
+    "HOME_ENV",
     "predictors_dir",
+    "user_dir",
+    "local_target_path",
     "list_targets",
     "get_target",
     "load_target",
+    "parse_target",
 ]
 
 PRECISIONS = ("fp32", "fp16", "amp", "int8")
@@ -62,6 +73,12 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "amp": 2, "int8": 1}
 _PEAK_KEY = {"fp32": "fp32", "fp16": "fp16", "amp": "fp16", "int8": "int8"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _DEVICE_KINDS = ("gpu", "cpu", "npu", "dpu")
+
+LOCAL = "local"
+"""The target measured on this machine by ``nas profile --target local``."""
+
+HOME_ENV = "NAS_HOME"
+"""Environment variable naming the user directory (default ``~/.cache/nas``) that holds the local target."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,8 @@ class Setting:
         coefficients: the fitted coefficients, or ``None`` before the first fit.
         validation: the validation figures the fit wrote, or ``None``.
         notes: anything a reader must know about the regime.
+        measurement: for a setting measured here (the ``local`` target), the machine, the protocol and the load
+            it ran under; ``None`` for published measurements.
     """
 
     name: str
@@ -172,6 +191,7 @@ class Setting:
     coefficients: Coefficients | None
     validation: dict[str, Any] | None
     notes: str = ""
+    measurement: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -300,7 +320,7 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
                     required=("title", "device", "runtime", "precision", "batch_sizes", "calibration", "fusion",
                               "priors", "fit"),
                     optional=("fallback", "unsupported", "eliminated", "coefficients", "validation", "notes",
-                              "overlap"))
+                              "overlap", "measurement"))
 
     def device(key: Any, where: str) -> Device:
         if key not in devices:
@@ -351,6 +371,9 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
     validation = data.get("validation")
     if validation is not None and not isinstance(validation, Mapping):
         raise ConfigError("must be a mapping or null", path=f"{path}.validation")
+    measurement = data.get("measurement")
+    if measurement is not None and not isinstance(measurement, Mapping):
+        raise ConfigError("must be a mapping or null", path=f"{path}.measurement")
     return Setting(
         name=name, target=target, title=_text(data, "title", path), device=device(data["device"], f"{path}.device"),
         runtime=_text(data, "runtime", path), precision=precision, batch_sizes=tuple(batches),
@@ -360,7 +383,7 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"), free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
         priors=priors, coefficients=coefficients, validation=_plain(validation),
-        notes=_text(data, "notes", path, ""))
+        notes=_text(data, "notes", path, ""), measurement=_plain(measurement))
 
 
 def _plain(value: Any) -> Any:
@@ -400,7 +423,16 @@ def load_target(path: str | Path) -> Target:
         ConfigError: the file is missing, not YAML, or does not follow the format.
     """
     path = Path(path)
-    document = load_yaml(path)
+    return parse_target(load_yaml(path), path)
+
+
+def parse_target(document: Any, path: str | Path) -> Target:
+    """A target from its parsed YAML ``document`` (as read from, or about to be written to, ``path``).
+
+    Raises:
+        ConfigError: the document does not follow the format (with the file, line and field path).
+    """
+    path = Path(path)
     try:
         return _parse(document, path)
     except ConfigError as error:
@@ -416,25 +448,46 @@ def predictors_dir() -> Path:
     return Path(str(resources.files("nas.predictors")))
 
 
+def user_dir() -> Path:
+    """The user directory of ``nas``: ``$NAS_HOME`` if set, else ``~/.cache/nas``."""
+    home = os.environ.get(HOME_ENV)
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "nas"
+
+
+def local_target_path() -> Path:
+    """Where ``nas profile --target local`` writes the local target, and where :func:`get_target` reads it."""
+    return user_dir() / "predictors" / f"{LOCAL}.yaml"
+
+
 def list_targets() -> list[str]:
-    """Names of the packaged targets, sorted."""
-    return sorted(path.stem for path in predictors_dir().glob("*.yaml"))
+    """Names of the packaged targets, and ``local`` once this machine was profiled; sorted."""
+    names = {path.stem for path in predictors_dir().glob("*.yaml")}
+    if local_target_path().is_file():
+        names.add(LOCAL)
+    return sorted(names)
 
 
 @cache
-def _cached(name: str, mtime_ns: int) -> Target:
-    return load_target(predictors_dir() / f"{name}.yaml")
+def _cached(path: Path, mtime_ns: int) -> Target:
+    return load_target(path)
 
 
 def get_target(name: str) -> Target:
-    """The packaged target ``name`` (re-read when its file changes).
+    """The target ``name``: a packaged one, or ``local`` (re-read when its file changes).
 
     Raises:
-        UnknownKindError: no such target; the message lists the known ones, closest first.
+        UnknownKindError: no such target (the message lists the known ones, closest first), or ``local``
+            before this machine was profiled (the message says how to profile it).
         ConfigError: the file is malformed.
     """
-    path = predictors_dir() / f"{name}.yaml"
-    if not isinstance(name, str) or not _NAME.match(name) or not path.is_file():
-        known = list_targets()
-        raise UnknownKindError(f"unknown target {name!r}; known: {', '.join(_closest(str(name), known))}")
-    return _cached(name, path.stat().st_mtime_ns)
+    if name == LOCAL:
+        path = local_target_path()
+        if not path.is_file():
+            raise UnknownKindError(f"no local target yet ({path} does not exist): run `nas profile --target local` "
+                                   f"to measure this machine and fit its predictor (${HOME_ENV} moves the file)")
+    else:
+        path = predictors_dir() / f"{name}.yaml"
+        if not isinstance(name, str) or not _NAME.match(name) or not path.is_file():
+            known = list_targets()
+            raise UnknownKindError(f"unknown target {name!r}; known: {', '.join(_closest(str(name), known))}")
+    return _cached(path, path.stat().st_mtime_ns)

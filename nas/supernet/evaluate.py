@@ -26,7 +26,7 @@ from nas.arch import Arch
 from nas.data import Dataset, loaders
 from nas.errors import NasError
 
-__all__ = ["EvalBatches", "recalibrate_batchnorm", "accuracy", "evaluate"]
+__all__ = ["EvalBatches", "recalibrate_batchnorm", "accuracy", "evaluate", "kendall_tau"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +135,19 @@ def evaluate(supernet: nn.Module, archs: Sequence[Arch], batches: EvalBatches, *
         if progress is not None:
             progress(index, float(out[index]))
     return out
+
+
+def kendall_tau(first: Sequence[float], second: Sequence[float]) -> float:
+    """Kendall's tau-b of two rankings (how far one-shot scores order archs as stand-alone training does).
+
+    Pairs tied in one list count as neither agreeing nor disagreeing, and the denominator leaves them out
+    (tau-b, as ``scipy.stats.kendalltau``). NaN when either list is constant or shorter than two.
+    """
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise NasError(f"kendall_tau needs two equally long lists, got shapes {a.shape} and {b.shape}")
+    upper = np.triu_indices(len(a), k=1)
+    sign_a = np.sign(a[:, None] - a[None, :])[upper]
+    sign_b = np.sign(b[:, None] - b[None, :])[upper]
+    denominator = np.sqrt(np.count_nonzero(sign_a) * np.count_nonzero(sign_b))
+    return float(np.sum(sign_a * sign_b) / denominator) if denominator else float("nan")

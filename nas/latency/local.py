@@ -1,0 +1,478 @@
+"""``nas profile --target local``: measure this machine, fit its predictor, validate it on held-out models.
+
+The job, in order:
+
+1. **Facts.** :func:`nas.latency.machine.machine_facts` (CPU, cores, caches,
+   clock, SIMD width) and :func:`~nas.latency.machine.measure_peaks` (GEMM rate
+   and copy bandwidth with the threads used) become the ``local`` target's
+   device, each fact with "lscpu" or "measured here" as its source.
+2. **Models.** ``fit_archs + held_out_archs`` random points of a space
+   (``metaformer``) drawn with ``seed``, each moved to the valid resolution
+   nearest ``resolution`` (a modest one, so the profile takes minutes); the
+   first ``fit_archs`` are fitted, the rest are held out and never seen by the fit.
+3. **Measure** every model end to end (:mod:`nas.latency.measure`: batch 1,
+   fixed threads, warm-up, median of interleaved repeats). Timings are cached
+   (``$NAS_HOME/profile/<setting>.json``, rewritten atomically after each
+   chunk), so a killed profile resumes where it stopped; a cache from another
+   machine or protocol is ignored.
+4. **Fit** the same per-op model as the packaged targets
+   (:func:`nas.latency.fit.fit_features`) to the fit models' measurements, with
+   this runtime's fusion rules and priors relative to the measured peaks.
+5. **Validate** on the held-out models: Spearman rho, MAPE, within +-10% / +-20%
+   (acceptance: 90% within +-10%; goal 99%), and compare the packaged ``xeon``
+   predictor's settings with the same live measurements (rho, and MAPE after one
+   best-fit scale factor, since the Xeons measured differ from this one).
+6. **Write** the setting into ``local.yaml`` (:func:`nas.latency.targets.local_target_path`)
+   atomically, with the machine, versions, protocol, load and figures; other
+   settings of the file (another runtime or thread count on the same CPU) are kept.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.arch import Arch
+from nas.cost import profile
+from nas.errors import ConfigError, NasError
+from nas.latency.fit import fit_features
+from nas.latency.measure import Protocol, Timing, prepare, time_chunk
+from nas.latency.opmodel import Features, compress, concat, evaluate, features, params_of
+from nas.latency.optable import build_table
+from nas.latency.targets import LOCAL, Setting, get_target, local_target_path, parse_target, user_dir
+from nas.latency.validate import Figures, figures
+from nas.yamlio import dump_json, dump_yaml, load_yaml, write_atomic
+
+__all__ = ["ProfileOptions", "ProfileResult", "Measurer", "setting_name", "sample_archs", "profile_local",
+           "fit_local", "compare_xeon", "cache_path"]
+
+Measurer = Callable[[Sequence[Arch], Protocol], list[Timing]]
+"""Times a chunk of Archs (the default prepares and times them, :func:`nas.latency.measure.time_chunk`)."""
+
+_RESOLUTIONS = tuple(range(64, 513, 8))
+_CACHE_SCHEMA = 1
+
+# Fusion a runtime applies when it builds the model: none in eager PyTorch (every aten op runs on its own);
+# onnxruntime folds batch norm into convolutions and fuses activations and residual adds into the producer
+# (the same rules as the packaged xeon/onnxruntime_fp32 setting).
+_ORT_FUSION = {**{kind: ["batchnorm", "act", "act_special", "elementwise"] for kind in ("conv", "pwconv", "dwconv",
+                                                                                       "gconv")},
+               "matmul": ["act", "act_special", "elementwise"], "batchnorm": ["act", "elementwise"],
+               "elementwise": ["act"]}
+_FUSION = {"torch": {}, "onnxruntime": _ORT_FUSION}
+# Per-op issue cost (us) before fitting: eager PyTorch dispatches every op through Python and the aten
+# dispatcher; onnxruntime runs a prebuilt graph.
+_LAUNCH_US = {"torch": {"conv": 10.0, "matmul": 6.0, "vector": 4.0, "movement": 4.0},
+              "onnxruntime": {"conv": 3.0, "matmul": 2.0, "vector": 1.0, "movement": 1.0}}
+_FIXED_MS = {"torch": 0.05, "onnxruntime": 0.02}
+_FREE = ["compute_efficiency.*", "memory_efficiency.*", "launch_us.*", "saturation_parallelism", "fixed_ms"]
+# Weak pull to the priors: a profile has many rows and the priors are guesses (measured on this project's
+# machine, 60 fit / 60 held-out models: prior weight 0.1 put 28% of the held-out models within +-10%, 0.003 50%).
+_PRIOR_WEIGHT = 0.003
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """What ``nas profile`` measures.
+
+    Attributes:
+        protocol: runtime, threads, warm-up, repeats, chunk size.
+        fit_archs: random Archs the predictor is fitted on.
+        held_out_archs: further random Archs it is validated on (never fitted).
+        resolution: the input resolution the Archs are moved to (the nearest valid one, per Arch).
+        space: the space the Archs are drawn from.
+        seed: seed of the draw.
+        resume: reuse timings cached by an earlier (e.g. killed) profile with the same machine and protocol
+            (the timings of this one are cached either way).
+    """
+
+    protocol: Protocol = field(default_factory=Protocol)
+    fit_archs: int = 60
+    held_out_archs: int = 60
+    resolution: int = 128
+    space: str = "metaformer"
+    seed: int = 0
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low in (("fit_archs", 2), ("held_out_archs", 3), ("resolution", 32)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise NasError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """What a profile produced.
+
+    Attributes:
+        path: the local target file written.
+        setting: the setting written, e.g. ``torch_fp32_1t``.
+        fit: in-sample figures over the fit models.
+        held_out: figures over the held-out models.
+        xeon: per xeon setting, its figures against the held-out measurements (see :func:`compare_xeon`).
+        wall_s: seconds the profile took.
+        measured: models timed now (the rest came from the cache).
+        load: 1-minute load average: min, median, max over the chunks.
+    """
+
+    path: Path
+    setting: str
+    fit: Figures
+    held_out: Figures
+    xeon: dict[str, dict[str, Any]]
+    wall_s: float
+    measured: int
+    load: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "setting": self.setting, "fit": self.fit.to_dict(),
+                "held_out": self.held_out.to_dict(), "xeon": self.xeon, "wall_s": round(self.wall_s, 1),
+                "measured": self.measured, "load": self.load}
+
+
+def setting_name(protocol: Protocol) -> str:
+    """The local setting a protocol measures, e.g. ``torch_fp32_1t``."""
+    return f"{protocol.runtime}_fp32_{protocol.threads}t"
+
+
+def cache_path(protocol: Protocol) -> Path:
+    """Where the timings of a profile with ``protocol`` are cached."""
+    return user_dir() / "profile" / f"{setting_name(protocol)}.json"
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def _at_modest_resolution(arch: Arch, resolution: int) -> Arch:
+    """``arch`` at the valid resolution nearest ``resolution`` (windows must divide the feature maps)."""
+    for candidate in sorted(_RESOLUTIONS, key=lambda value: (abs(value - resolution), value)):
+        try:
+            return arch.with_resolution(candidate)
+        except ConfigError:
+            continue
+    return arch
+
+
+def sample_archs(space: str, count: int, resolution: int, seed: int) -> list[Arch]:
+    """``count`` distinct random Archs of ``space``, each at the valid resolution nearest ``resolution``."""
+    from nas.space import load_space
+
+    loaded = load_space(space)
+    rng = np.random.default_rng(seed)
+    out: dict[str, Arch] = {}
+    for _ in range(count * 20):
+        arch = _at_modest_resolution(loaded.sample(rng), resolution)
+        out.setdefault(arch.id, arch)
+        if len(out) == count:
+            return list(out.values())
+    raise NasError(f"space {space!r}: could not draw {count} distinct architectures")
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def _default_measurer(archs: Sequence[Arch], protocol: Protocol) -> list[Timing]:
+    return time_chunk([prepare(arch, protocol) for arch in archs], protocol)
+
+
+def _cache_header(protocol: Protocol, cpu_model: str) -> dict[str, Any]:
+    """What cached timings must match to be reused (the statistic is applied later, so it may differ)."""
+    timing = {key: value for key, value in protocol.to_dict().items() if key != "statistic"}
+    return {"schema": _CACHE_SCHEMA, "cpu_model": cpu_model, "protocol": timing}
+
+
+def _load_cache(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or any(data.get(key) != value for key, value in header.items()):
+        return {}
+    timings = data.get("timings")
+    return timings if isinstance(timings, dict) else {}
+
+
+def _measure(archs: Sequence[Arch], protocol: Protocol, *, cache: Path, resume: bool, header: dict[str, Any],
+             measurer: Measurer, progress: bool) -> tuple[dict[str, Timing], int]:
+    """Timing per Arch id (cached ones reused if ``resume``); also how many were timed now. The cache is
+    rewritten after every chunk either way."""
+    stored = _load_cache(cache, header) if resume else {}
+    try:
+        timings = {key: Timing(tuple(value["samples_ms"]), tuple(value["wall_ms"]), float(value["load_before"]),
+                               float(value["load_after"])) for key, value in stored.items()}
+    except (KeyError, TypeError, ValueError):
+        timings = {}  # a damaged cache is only lost time, never wrong figures
+    todo = [arch for arch in archs if arch.id not in timings]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="model", desc=f"timing ({len(archs) - len(todo)} cached)")
+    try:
+        for start in range(0, len(todo), protocol.chunk):
+            chunk = todo[start:start + protocol.chunk]
+            for arch, timing in zip(chunk, measurer(chunk, protocol), strict=True):
+                timings[arch.id] = timing
+            payload = {**header, "timings": {key: {"samples_ms": list(value.samples_ms), "wall_ms": list(value.wall_ms),
+                                                   "load_before": value.load_before, "load_after": value.load_after}
+                                             for key, value in timings.items()}}
+            write_atomic(cache, dump_json(payload))
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return timings, len(todo)
+
+
+# -- fitting ---------------------------------------------------------------------------------
+
+
+def _arch_features(setting: Setting, arch: Arch) -> Features:
+    """The features :func:`nas.latency.predict` prices ``arch`` with (batch 1)."""
+    table = build_table(profile(arch, batch=1).ops, setting, by_unit=True)
+    spec = arch.input
+    return compress(features(table, setting, input_bytes=4.0 * spec.channels * spec.resolution ** 2))
+
+
+def fit_local(setting: Setting, fit_archs: Sequence[Arch], fit_ms: Sequence[float], held_archs: Sequence[Arch],
+              held_ms: Sequence[float]) -> tuple[Any, Figures, Figures, np.ndarray]:
+    """Fit ``setting`` to the fit Archs' latencies and predict the held-out ones (deterministic).
+
+    Returns:
+        ``(coefficients, in-sample figures, held-out figures, held-out predictions in ms)``.
+    """
+    fit_feats = concat([_arch_features(setting, arch) for arch in fit_archs])
+    coefficients = fit_features(setting, fit_feats, np.asarray(fit_ms) * 1e-3, ["measured here"] * len(fit_archs))
+    params = params_of(coefficients)
+    in_sample = evaluate(fit_feats, params) * 1e3
+    held = evaluate(concat([_arch_features(setting, arch) for arch in held_archs]), params) * 1e3
+    return coefficients, figures(fit_ms, in_sample), figures(held_ms, held), held
+
+
+def compare_xeon(archs: Sequence[Arch], measured_ms: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """How each fp32 setting of the packaged ``xeon`` target ranks and scales against live measurements.
+
+    Per setting: Spearman rho and MAPE as predicted, then the single scale factor that best maps its
+    predictions onto the measurements (the geometric mean of measured / predicted: least squares in log
+    space) and the MAPE and within +-10% / +-20% after it. The measured Xeons differ from this machine
+    (cores, threads, runtime), so rho and the scaled figures are the meaningful ones.
+    """
+    from nas.latency.predict import predict_many
+
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    out = {}
+    xeon = get_target("xeon")
+    for name, setting in xeon.settings.items():
+        if setting.precision != "fp32":
+            continue
+        predicted = predict_many(list(archs), target=xeon, setting=name)
+        scale = float(np.exp(np.mean(np.log(measured / predicted))))
+        raw = figures(measured, predicted)
+        scaled = figures(measured, predicted * scale)
+        out[name] = {"spearman_rho": scaled.to_dict()["spearman_rho"], "mape_pct": round(raw.mape_pct, 2),
+                     "scale": round(scale, 4), "scaled_mape_pct": round(scaled.mape_pct, 2),
+                     "scaled_within_10_pct": round(scaled.within_10_pct, 2),
+                     "scaled_within_20_pct": round(scaled.within_20_pct, 2)}
+    return out
+
+
+# -- the target document -----------------------------------------------------------------------
+
+
+def _device(machine: Any, peaks: dict[str, float], threads: int, clock: str) -> dict[str, Any]:
+    caches = ", ".join(f"{level} {size}" for level, size in machine.caches.items())
+    cores = (f"{machine.cores or '?'} cores, {machine.threads_per_core or '?'} thread(s) per core, "
+             f"{machine.logical_cpus} logical CPUs; {threads} thread(s) used; {caches}")
+    device: dict[str, Any] = {
+        "title": f"{machine.cpu_model}, {threads} thread(s)", "kind": "cpu",
+        "peak_tops": {"fp32": float(f"{peaks['gemm_tflops']:.6g}")},
+        "memory_bandwidth_gbs": float(f"{peaks['copy_gbs']:.6g}"),
+        "cores": cores, "channel_tile": machine.simd_lanes,
+        "sources": [
+            f"lscpu / /proc/cpuinfo: {machine.cpu_model}; {cores}"
+            + (f"; hypervisor {machine.hypervisor}" if machine.hypervisor else ""),
+            f"measured here: torch.mm 1024 x 1024 fp32 with {threads} thread(s), best of 5 ({clock} clock): "
+            f"{peaks['gemm_tflops'] * 1e3:.1f} GFLOPS (peak_tops: efficiencies are relative to a large GEMM)",
+            f"measured here: Tensor.copy_ of 64 MB with {threads} thread(s), best of 5 ({clock} clock), read + "
+            f"written bytes: "
+            f"{peaks['copy_gbs']:.1f} GB/s (memory_bandwidth_gbs)",
+            f"channel_tile {machine.simd_lanes}: float32 lanes of the widest SIMD unit in the CPU flags"],
+    }
+    if machine.l3_mb is not None:
+        device["cache_mb"] = machine.l3_mb
+    if machine.clock_ghz is not None:
+        device["clock_ghz"] = machine.clock_ghz
+    return device
+
+
+def _priors(runtime: str, threads: int) -> dict[str, Any]:
+    return {"compute_efficiency": {"conv": 0.6, "pwconv": 0.7, "dwconv": 0.1, "gconv": 0.2, "matmul": 0.8,
+                                   "bmm": 0.4, "vector": 0.3, "special": 0.05},
+            "memory_efficiency": dict.fromkeys(("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "vector",
+                                                "special"), 1.0),
+            "launch_us": dict(_LAUNCH_US[runtime]), "kernel_us": 0.1,
+            "saturation_parallelism": 64.0 * threads, "fixed_ms": _FIXED_MS[runtime], "input_ms_per_mb": 0.01}
+
+
+def _setting_entry(protocol: Protocol, device_key: str, cpu_model: str, versions: dict[str, str]) -> dict[str, Any]:
+    runtime = protocol.runtime
+    version = versions["torch"] if runtime == "torch" else versions.get("onnxruntime", "?")
+    title = {"torch": f"PyTorch {version} eager", "onnxruntime": f"ONNX Runtime {version} (CPU execution provider)"}
+    return {
+        "title": f"{title[runtime]}, FP32, batch 1, {protocol.threads} thread(s), measured here by nas profile",
+        "device": device_key,
+        "runtime": {"torch": f"torch {version}, eager, torch.inference_mode",
+                    "onnxruntime": f"onnxruntime {version}, CPUExecutionProvider, ORT_ENABLE_ALL, model exported "
+                                   f"with torch.onnx.export (TorchScript exporter, opset 17)"}[runtime],
+        "precision": "fp32", "batch_sizes": [1],
+        "calibration": {"device": cpu_model, "runtime": runtime, "precision": "fp32", "threads": protocol.threads},
+        "notes": ("Fitted and validated on random architectures measured end to end on this machine "
+                  "(see measurement and validation)."),
+        "fusion": _FUSION[runtime], "unsupported": [],
+        "fit": {"free": list(_FREE), "prior_weight": _PRIOR_WEIGHT},
+        "priors": _priors(runtime, protocol.threads),
+    }
+
+
+def _existing(path: Path, cpu_model: str) -> dict[str, Any] | None:
+    """The current local target document if it describes the same CPU (else it is replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(json.dumps(load_yaml(path)))
+        parse_target(document, path)
+    except (NasError, ValueError):
+        return None
+    settings = document.get("settings", {})
+    same = all((entry.get("calibration") or {}).get("device") == cpu_model for entry in settings.values())
+    return document if same else None
+
+
+def _document(path: Path, cpu_model: str, device_key: str, device: dict[str, Any], name: str,
+              entry: dict[str, Any]) -> dict[str, Any]:
+    document = _existing(path, cpu_model) or {"devices": {}, "settings": {}}
+    devices = {**document["devices"], device_key: device}
+    settings = {**document["settings"], name: entry}
+    default = document.get("default_setting") if document.get("default_setting") in settings else name
+    return {"schema": 1, "name": LOCAL, "title": f"This machine: {cpu_model}",
+            "description": ("Measured on this machine by `nas profile --target local`: device facts from lscpu and "
+                            "measured peaks, each setting fitted to random architectures timed here and validated "
+                            "on others never fitted."),
+            "default_setting": default, "devices": devices, "settings": settings}
+
+
+# -- the job ---------------------------------------------------------------------------------
+
+
+def _load_summary(timings: Sequence[Timing]) -> dict[str, float]:
+    loads = [value for timing in timings for value in (timing.load_before, timing.load_after)]
+    return {"min": round(min(loads), 2), "median": round(float(np.median(loads)), 2), "max": round(max(loads), 2)}
+
+
+def _noise(timings: Sequence[Timing]) -> dict[str, float]:
+    """Spread of the repeats (median over models of (max - min) / median) by the protocol's clock and by the
+    wall clock, and the median ratio of wall time to the clock's time (1 on an idle machine)."""
+    def spread(samples: Sequence[float]) -> float:
+        return (max(samples) - min(samples)) / float(np.median(samples))
+
+    ratio = [np.median(t.wall_ms) / np.median(t.samples_ms) for t in timings]
+    return {"range_over_median": round(float(np.median([spread(t.samples_ms) for t in timings])), 4),
+            "wall_range_over_median": round(float(np.median([spread(t.wall_ms) for t in timings])), 4),
+            "wall_over_clock": round(float(np.median(ratio)), 4)}
+
+
+def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequence[Arch], Sequence[Arch]] | None = None,
+                  measurer: Measurer | None = None, peaks: dict[str, float] | None = None, progress: bool = False,
+                  command: str = "nas profile --target local") -> ProfileResult:
+    """Measure this machine, fit and validate its predictor, and write the ``local`` target.
+
+    Args:
+        options: what to measure (defaults: :class:`ProfileOptions`).
+        archs: ``(fit, held_out)`` Archs to use instead of sampling ``options.space``.
+        measurer: times a chunk of Archs instead of running them (tests inject measurements with it).
+        peaks: ``gemm_tflops`` and ``copy_gbs`` instead of measuring them.
+        progress: show a tqdm progress bar with its time estimate on stderr.
+        command: the command recorded in the file.
+
+    Raises:
+        NasError: bad options, a model that cannot be run, or an unwritable target file.
+    """
+    from nas.latency.machine import machine_facts, measure_peaks, runtime_versions
+
+    options = options or ProfileOptions()
+    protocol = options.protocol
+    started = time.perf_counter()
+    machine = machine_facts()
+    versions = runtime_versions()
+    if archs is None:
+        drawn = sample_archs(options.space, options.fit_archs + options.held_out_archs, options.resolution,
+                             options.seed)
+        fit_archs, held_archs = drawn[:options.fit_archs], drawn[options.fit_archs:]
+    else:
+        fit_archs, held_archs = list(archs[0]), list(archs[1])
+        if not fit_archs or len(held_archs) < 3:
+            raise NasError(f"need at least 1 fit and 3 held-out Archs, got {len(fit_archs)} and {len(held_archs)}")
+    overlap = {arch.id for arch in fit_archs} & {arch.id for arch in held_archs}
+    if overlap:
+        raise NasError(f"held-out Archs must not be fitted; in both: {', '.join(sorted(overlap))}")
+    peaks = peaks or measure_peaks(protocol.threads, clock=protocol.clock)
+    header = _cache_header(protocol, machine.cpu_model)
+    timings, measured = _measure([*fit_archs, *held_archs], protocol, cache=cache_path(protocol),
+                                 resume=options.resume, header=header, measurer=measurer or _default_measurer,
+                                 progress=progress)
+    fit_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in fit_archs]
+    held_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in held_archs]
+
+    name = setting_name(protocol)
+    device_key = f"cpu_{protocol.runtime}_{protocol.threads}t"  # its peaks were measured with this setting
+    device = _device(machine, peaks, protocol.threads, protocol.clock)
+    entry = _setting_entry(protocol, device_key, machine.cpu_model, versions)
+    path = local_target_path()
+    document = _document(path, machine.cpu_model, device_key, device, name, entry)
+    setting = parse_target(document, path).setting(name)
+    coefficients, in_sample, held_out, predicted = fit_local(setting, fit_archs, fit_ms, held_archs, held_ms)
+    xeon = compare_xeon(held_archs, held_ms)
+    used = [timings[arch.id] for arch in (*fit_archs, *held_archs)]
+    load = _load_summary(used)
+    wall = time.perf_counter() - started
+    entry["coefficients"] = coefficients.to_dict()
+    entry["validation"] = {
+        "method": (f"held-out: {len(held_archs)} random {options.space} architectures measured end to end here, "
+                   f"never used in the fit of the other {len(fit_archs)}"),
+        "date": datetime.date.today().isoformat(), "command": command,
+        "rows": len(held_archs), "families": {f"{options.space} (random)": len(held_archs)},
+        "fit_rows": len(fit_archs), "held_out": held_out.to_dict(), "in_sample": in_sample.to_dict(),
+        "xeon_vs_live": xeon,
+        "predictions_columns": ["arch_id", "resolution", "measured_ms", "predicted_ms"],
+        "predictions": [[arch.id, arch.input.resolution, float(f"{m:.6g}"), float(f"{p:.6g}")]
+                        for arch, m, p in zip(held_archs, held_ms, predicted, strict=True)],
+    }
+    entry["measurement"] = {
+        "machine": machine.to_dict(), "versions": versions, "peaks": {k: round(v, 6) for k, v in peaks.items()},
+        "protocol": {**protocol.to_dict(), "space": options.space, "seed": options.seed,
+                     "resolution": f"the valid resolution nearest {options.resolution} per architecture",
+                     "timer": ("injected" if measurer is not None else
+                               f"{'time.thread_time' if protocol.clock == 'cpu' else 'time.perf_counter'} around "
+                               f"one run")},
+        "load_1min": {**load, "cpus": os.cpu_count() or 1}, "noise": _noise(used),
+        "timed_now": measured, "from_cache": len(used) - measured, "wall_s": round(wall, 1),
+        "fit_archs": [[arch.id, arch.input.resolution, float(f"{ms:.6g}")] for arch, ms in zip(fit_archs, fit_ms,
+                                                                                               strict=True)],
+    }
+    parse_target(document, path)  # never write a file the reader would reject
+    header_lines = ("# The local latency target, written by `nas profile --target local` "
+                    "(format: predictors/README.md).\n# Re-run the profile to refresh it; edits are overwritten.\n")
+    write_atomic(path, header_lines + dump_yaml(document))
+    return ProfileResult(path, name, in_sample, held_out, xeon, wall, measured, load)
