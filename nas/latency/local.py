@@ -365,12 +365,11 @@ def _document(path: Path, cpu_model: str, device_key: str, device: dict[str, Any
     document = _existing(path, cpu_model) or {"devices": {}, "settings": {}}
     devices = {**document["devices"], device_key: device}
     settings = {**document["settings"], name: entry}
-    default = document.get("default_setting") if document.get("default_setting") in settings else name
     return {"schema": 1, "name": LOCAL, "title": f"This machine: {cpu_model}",
             "description": ("Measured on this machine by `nas profile --target local`: device facts from lscpu and "
                             "measured peaks, each setting fitted to random architectures timed here and validated "
                             "on others never fitted."),
-            "default_setting": default, "devices": devices, "settings": settings}
+            "default_setting": name, "devices": devices, "settings": settings}  # the runtime just profiled
 
 
 # -- the job ---------------------------------------------------------------------------------
