@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dataset = _subset(dataset, 256, 128)
     scale = ProxyScale(width=args.proxy_width, resolution=args.resolution, num_classes=dataset.num_classes)
     settings = TrainSettings(epochs=args.supernet_epochs, batch_size=args.batch_size, num_random=args.num_random,
+                             ends=args.ends,
                              seed=args.seed, lr=args.lr, warmup_epochs=min(1.0, args.supernet_epochs / 4))
 
     # 1. the supernet
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _log(f"supernet over {space}: {sum(p.numel() for p in supernet.parameters()) / 1e6:.2f}M shared parameters, "
          f"largest subnet {supernet.num_parameters(supernet.largest) / 1e6:.2f}M, smallest "
          f"{supernet.num_parameters(supernet.smallest) / 1e6:.3f}M ({create_seconds:.0f} s to size)")
-    job = SupernetJob(supernet, num_random=args.num_random, seed=args.seed)
+    job = SupernetJob(supernet, num_random=args.num_random, seed=args.seed, ends=settings.ends)
     tick = time.perf_counter()
     trained = Trainer(job, dataset, settings, progress=not args.quiet, log=_log, evaluate=True).run()
     supernet_seconds = time.perf_counter() - tick
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--num-random", type=int, default=2)
+    parser.add_argument("--ends", choices=("varied", "fixed"), default="fixed",
+                        help="sandwich ends: kinds drawn each step (varied) or the same two points (fixed)")
     parser.add_argument("--scan", type=int, default=400)
     parser.add_argument("--calibration-batches", type=int, default=8)
     parser.add_argument("--timing-steps", type=int, default=20)

@@ -744,6 +744,9 @@ class SupernetCommand(Command):
         _train_options(train, epochs=10)
         train.add_argument("--num-random", type=int, default=2, metavar="K",
                            help="random subnets per step besides the largest and smallest (default 2)")
+        train.add_argument("--ends", choices=("fixed", "varied"), default="fixed",
+                           help="sandwich ends: the same largest and smallest points every step (default), or drawn "
+                                "each step with extreme sizes and random kinds")
         train.add_argument("--no-distill", action="store_true", help="train every subnet on the labels")
         train.add_argument("--scan", type=_positive, default=1000, metavar="N",
                            help="sampled points that size the shared weights (default 1000)")
@@ -756,7 +759,7 @@ class SupernetCommand(Command):
 
         space_name = Path(args.space).stem if args.space.endswith((".yaml", ".yml")) else args.space
         dataset, settings, out = _train_run(args, "supernet", space_name, num_random=args.num_random,
-                                            distill=not args.no_distill)
+                                            ends=args.ends, distill=not args.no_distill)
         show = not args.json and _is_rank_zero()
         result = train_supernet(args.space, dataset, settings, width=args.proxy_width, resolution=args.resolution,
                                 scan=args.scan, data_spec=args.data, out=out, resume=args.resume,

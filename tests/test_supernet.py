@@ -246,6 +246,21 @@ def test_a_point_beyond_the_allocated_tensors_is_a_clear_error(kitchen: Supernet
 # ---------------------------------------------------------------------------- sandwich
 
 
+def test_varied_ends_take_extreme_sizes_and_drawn_kinds(ordinal: Supernet, kitchen: Supernet) -> None:
+    rng = np.random.default_rng(2)
+    assert ordinal.sample_end(rng, 1).id == ordinal.largest.id
+    assert ordinal.sample_end(rng, -1).id == ordinal.smallest.id
+    ends = [kitchen.sample_end(np.random.default_rng(seed), 1) for seed in range(12)]
+    assert len({arch.stages[0].blocks[0].mixer.kind for arch in ends}) > 2, "kinds are drawn"
+    assert len({arch.stages[1].downsample.kind for arch in ends}) > 1
+    for arch in ends:
+        assert not kitchen.check(arch)
+        if arch is not kitchen.largest:
+            assert [stage.dim for stage in arch.stages] == [24, 48] and len(arch.stages[1].blocks) in (2, 4)
+    smallest = [kitchen.sample_end(np.random.default_rng(seed), -1) for seed in range(12)]
+    assert all([stage.dim for stage in arch.stages] == [16, 32] for arch in smallest if arch is not kitchen.smallest)
+
+
 def test_sandwich_ends_are_the_largest_and_smallest_points(ordinal: Supernet) -> None:
     largest, smallest = ordinal.largest, ordinal.smallest
     assert [stage.dim for stage in largest.stages] == [32, 48]

@@ -234,3 +234,18 @@ def test_rank_bench_smoke_prints_its_figures(tmp_path: Path, capsys: pytest.Capt
     assert figures["step_time"]["ratio"] > 0 and len(figures["archs"]) == 4
     assert "Kendall tau" in capsys.readouterr().out
     assert bench.kendall_tau(np.array([1, 2, 3]), np.array([1, 3, 2])) == pytest.approx(1 / 3)
+
+
+def test_a_subnet_that_overflows_is_left_out_of_the_step(files: dict[str, str], dataset: Dataset, monkeypatch) -> None:
+    from nas.supernet import SupernetJob
+
+    forward = SupernetJob.forward
+
+    def smallest_overflows(self: SupernetJob, module: Any, images: torch.Tensor, subnet: Any) -> torch.Tensor:
+        logits = forward(self, module, images, subnet)
+        return logits * float("inf") if subnet is self.supernet.smallest else logits
+
+    monkeypatch.setattr(SupernetJob, "forward", smallest_overflows)
+    result = train_supernet(files["space"], dataset, SETTINGS, max_steps=3, evaluate=False, **COMMON)
+    assert all(np.isnan(losses[1]) and np.isfinite(losses[0]) for losses in result.losses)
+    assert result.losses[0][0] != result.losses[2][0], "the other subnets still trained"

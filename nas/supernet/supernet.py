@@ -103,7 +103,9 @@ class Supernet(nn.Module):
 
     The sandwich ends :attr:`largest` and :attr:`smallest` are the points with
     the most and fewest parameters at proxy scale, found by local search
-    (``Space.mutate``) from the best of the scanned samples.
+    (``Space.mutate``) from the best of the scanned samples. :meth:`sample_end`
+    draws ends that vary from step to step instead: every size decision at its
+    extreme, every kind decision at random.
     """
 
     def __init__(self, spec: SupernetSpec, *, space: Space | None = None):
@@ -247,6 +249,28 @@ class Supernet(nn.Module):
                 return arch
         raise NasError(f"constraint infeasible: no point of space {self.spec.space!r} runnable at the proxy "
                        f"scale in {max_tries} draws")
+
+    def sample_end(self, rng: np.random.Generator, end: int) -> Arch:
+        """A sandwich end whose kinds vary: a drawn point with every ordered decision (widths, depths, ratios,
+        kernels, resolution) at its last option (``end=1``) or its first (``end=-1``).
+
+        With fixed ends, the mixer, norm and downsampler kinds of :attr:`largest` and :attr:`smallest` get two
+        updates every step and every other kind a fraction of one, and the shared layers learn to expect those
+        two; points with other kinds then score near chance one-shot. Drawing the kinds spreads the ends'
+        updates over all of them. Falls back to the fixed end when the extreme point is invalid or not
+        runnable at the proxy scale.
+        """
+        fixed = self.largest if end > 0 else self.smallest
+        space = self.space
+        vector = space.sample_vectors(rng, 1)[0]
+        ordered = np.array([decision.ordered for decision in space.decisions], dtype=bool)
+        last = np.array([len(decision.options) - 1 for decision in space.decisions])
+        active = ordered & (vector >= 0)
+        vector[active] = last[active] if end > 0 else 0
+        if not space.is_valid(vector):
+            return fixed
+        arch = space.decode(vector)
+        return fixed if self.check(arch) else arch
 
     def num_parameters(self, arch: Arch) -> int:
         """Parameters of the subnet ``arch`` at proxy scale."""
