@@ -9,14 +9,18 @@
 
 Goals (issue 5): tau >= 0.5 for the supernet; step-time ratio <= 1.5.
 
-The defaults (metaformer at width 0.125, 32 px, 3 supernet epochs, 1 stand-alone epoch per arch) keep
+The defaults (metaformer at width 0.125, 32 px, 3 supernet epochs, 12 archs, 2 stand-alone epochs each) keep
 the supernet within 20 minutes on 2 cores; at the CLI's default width 0.25 a sandwich step of the
-metaformer supernet is about 4x slower. One run on a shared 2-core machine (one intra-op thread):
-supernet 363 steps in 13 min (largest subnet 0.889, smallest 0.474 top-1), tau supernet +0.32,
-params -0.24, naswot +0.24, synflow -0.07, grad_norm -0.38; step-time ratio 1.19; 22 min in all.
+metaformer supernet is about 4x slower. One run each on a shared 2-core machine (one intra-op thread, nice 19
+beside two other jobs):
+
+* metaformer: supernet 363 steps in 15 min (largest subnet 0.846, smallest 0.577 top-1); tau supernet +0.39,
+  params -0.30, naswot +0.27, synflow -0.03, grad_norm -0.24; step-time ratio 1.43; 42 min in all.
+* convnext (``--space convnext``): supernet 6 min (largest 0.585, smallest 0.407); tau supernet +0.26,
+  params +0.17, naswot +0.30, synflow +0.14, grad_norm +0.05; step-time ratio 1.76; 13 min in all.
 
 Usage:
-    python bench/supernet_rank.py                  # the full run (22 minutes on 2 cores)
+    python bench/supernet_rank.py                  # the full run (about 40 minutes on 2 cores)
     python bench/supernet_rank.py --smoke          # seconds: a tiny space and a data subset (CI)
     python bench/supernet_rank.py --json out.json  # also write every figure as JSON
 """
@@ -206,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy-width", type=float, default=0.125)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--supernet-epochs", type=int, default=3)
-    parser.add_argument("--standalone-epochs", type=int, default=1)
-    parser.add_argument("--archs", type=int, default=10)
+    parser.add_argument("--standalone-epochs", type=int, default=2)
+    parser.add_argument("--archs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--num-random", type=int, default=2)
