@@ -1,12 +1,15 @@
 """Search strategies compared by hypervolume, and the scoring throughput of evolution's inner loop.
 
 Objectives (predictor-based, no training): the proxy score ``log10 MACs`` (maximised; the stand-in for
-accuracy of ``nas.search.objectives``) and the predicted latency on the target (minimised). Thousands of
-searches of 1000 evaluations cannot each trace every new Arch (``nas.cost.profile`` costs ~10-100 ms per new
-Arch), so the strategies are compared on a *surrogate* of those two predictors: a small MLP per objective on
-``Space.features`` of the point vector, fitted here on ``--fit`` points scored by the real predictors and
-checked on ``--holdout`` others (R^2 and Spearman rho are printed). The surrogate is deterministic and the
-same for every strategy, so the comparison is fair; the real-predictor throughput is printed separately.
+accuracy of ``nas.search.objectives``) and the predicted latency on the target (minimised). The real
+predictors price a point by summing per-unit numbers, and a unit never seen before must be traced
+(``nas.cost``, ~20 ms each); fresh random points of the MetaFormer space bring several new units each, so
+they cost 0.1-0.3 s apiece, and the ~75,000 evaluations of the comparison (random search alone takes 5 x 10,000)
+would take hours on 2 cores. So the strategies are compared on a *surrogate* of those two predictors: a
+small MLP per objective on ``Space.features`` of the point vector, fitted here on ``--fit`` points scored by
+the real predictors and checked on ``--holdout`` others (R^2 and Spearman rho are printed). The surrogate is
+deterministic and the same for every strategy, so the comparison is fair; the real predictors' throughput is
+measured separately.
 
 Printed:
 
@@ -14,8 +17,13 @@ Printed:
 * hypervolume after 300 and 1000 evaluations for evolution, optuna-nsga2, optuna-tpe, nni-evolution (when
   NNI is installed) and random, ``--seeds`` seeds each, as ratios to evolution's mean (goal: evolution >= every
   other strategy at equal budget), plus random with 10x the budget;
-* throughput: evolution's inner loop (ask, surrogate scoring, tell: variation, dedupe, ranking) in
-  candidates/s (goal >= 10k/s), and the same loop with the real predictors (decode + profile + predict).
+* throughput of scoring with the real predictors (goal >= 10k candidates/s for evolution's inner loop):
+  (a) cold: fresh random points, by the Arch path (``Scorer``: decode, unit caches, tracing new units) and by
+  the vector path (``nas.search.vector_scorer.VectorScorer``: per-part tables, no Arch for points whose parts
+  were seen); (b) warm: candidates scored per second of scoring time in the second half of a long evolution
+  run with the vector path, the share of candidates with a new part and the units traced per candidate; (c) the same
+  candidates scored again once every unit is known, by both paths; then the whole inner loop (ask, score,
+  tell) on the surrogate.
 
 The hypervolume reference point is common to all runs: the nadir of every feasible point any run found,
 pushed out by 10 % of the range (``nas.search.pareto.reference_point``), in loss space
@@ -26,6 +34,7 @@ Usage::
     python bench/search.py                 # the full comparison (tens of minutes on 2 cores)
     python bench/search.py --smoke         # small sizes, for CI (about a minute)
     python bench/search.py --strategies evolution random --seeds 3
+    python bench/search.py --scores /tmp/fit.npz   # keep the real predictors' scores for the next run
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -41,8 +51,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nas.cost import CACHE
 from nas.search import MemoryStore, Scores, create_strategy, hypervolume, make_scorer, optimize, reference_point
 from nas.search.strategies.nni_evolution import nni_available
+from nas.search.vector_scorer import VectorScorer
 from nas.space import load_space
 
 STRATEGIES = ("evolution", "optuna-nsga2", "optuna-tpe", "nni-evolution", "random")
@@ -101,18 +113,33 @@ def _r2(truth: np.ndarray, guess: np.ndarray) -> float:
     return float(1.0 - np.sum((truth - guess) ** 2) / np.sum((truth - truth.mean()) ** 2))
 
 
-def fit_surrogates(space, target: str, fit: int, holdout: int, seed: int) -> tuple[SurrogateScorer, dict]:
-    scorer = make_scorer(target=target, accuracy="proxy", space=space.name)
+def _scored_sample(space, target: str, count: int, seed: int,
+                   cache: str | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """``count`` random points and their real (proxy, latency) values; reused from ``cache`` (.npz) if it matches."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
-    vectors = space.sample_vectors(rng, fit + holdout)
+    vectors = space.sample_vectors(rng, count)
+    if cache and os.path.isfile(cache):
+        stored = np.load(cache)
+        if stored["vectors"].shape == vectors.shape and (stored["vectors"] == vectors).all() \
+                and str(stored["target"]) == target:
+            return vectors, stored["values"], float(stored["seconds"])
+    scorer = make_scorer(target=target, accuracy="proxy", space=space.name)
     start = time.perf_counter()
-    scores = scorer.evaluate([space.decode(vector) for vector in vectors])
-    scoring_s = time.perf_counter() - start
+    values = scorer.evaluate([space.decode(vector) for vector in vectors]).values
+    seconds = time.perf_counter() - start
+    if cache:
+        np.savez(cache, vectors=vectors, values=values, seconds=seconds, target=target)
+    return vectors, values, seconds
+
+
+def fit_surrogates(space, target: str, fit: int, holdout: int, seed: int, cache: str | None = None,
+                   steps: int = 1500) -> tuple[SurrogateScorer, dict]:
+    vectors, values, scoring_s = _scored_sample(space, target, fit + holdout, seed, cache)
     features = space.features(vectors)
-    proxy_true, latency_true = scores.values[:, 0], scores.values[:, 1]
+    proxy_true, latency_true = values[:, 0], values[:, 1]
     train = slice(0, fit)
-    proxy = MLP(features[train], proxy_true[train], seed=seed)
-    log_latency = MLP(features[train], np.log(latency_true[train]), seed=seed + 1)
+    proxy = MLP(features[train], proxy_true[train], seed=seed, steps=steps)
+    log_latency = MLP(features[train], np.log(latency_true[train]), seed=seed + 1, steps=steps)
     test = slice(fit, fit + holdout)
     guess_proxy, guess_latency = proxy(features[test]), np.exp(log_latency(features[test]))
     quality = {
@@ -148,10 +175,68 @@ def run_one(space, scorer, strategy: str, seed: int, budget: int, population: in
     return Result(strategy, seed, budget, losses, seconds)
 
 
-def throughput(space, scorer, *, budget: int, population: int) -> float:
+def loop_rate(space, scorer, *, budget: int, population: int) -> float:
     """Candidates/s of a whole evolution run (ask, score, tell) on ``scorer``."""
     result = run_one(space, scorer, "evolution", 0, budget, population)
     return budget / result.seconds
+
+
+class TimedScorer:
+    """A vector scorer that keeps, per call, (candidates, seconds, decoded misses, units traced)."""
+
+    def __init__(self, inner: VectorScorer):
+        self.inner = inner
+        self.calls: list[tuple[int, float, int, int]] = []
+
+    def evaluate_vectors(self, vectors: np.ndarray) -> Scores:
+        misses, traced = self.inner.misses, CACHE.info().misses
+        start = time.perf_counter()
+        scores = self.inner.evaluate_vectors(vectors)
+        self.calls.append((len(vectors), time.perf_counter() - start, self.inner.misses - misses,
+                           CACHE.info().misses - traced))
+        return scores
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else math.inf
+
+
+def real_throughput(space, target: str, *, fresh: int, budget: int, population: int) -> dict:
+    """Scoring rates of the real predictors (see the module docstring, (a) to (c))."""
+    def scorer():
+        return make_scorer(target=target, accuracy="proxy", space=space.name)
+
+    rng = np.random.default_rng(np.random.SeedSequence([1, 0xC01D]))
+    archs = [space.decode(vector) for vector in space.sample_vectors(rng, fresh)]
+    start = time.perf_counter()
+    scorer().evaluate(archs)
+    cold_arch = _rate(fresh, time.perf_counter() - start)
+    vectors = space.sample_vectors(rng, fresh)
+    start = time.perf_counter()
+    VectorScorer(space, scorer()).evaluate_vectors(vectors)
+    cold_vector = _rate(fresh, time.perf_counter() - start)
+
+    timed = TimedScorer(VectorScorer(space, scorer()))
+    strategy = create_strategy("evolution", space, directions=["maximize", "minimize"], seed=0,
+                               population_size=population)
+    records = optimize(space, strategy, timed, MemoryStore(), budget=budget, keep_arch=False)
+    late = np.array(timed.calls[len(timed.calls) // 2:], dtype=np.float64)
+    candidates = np.stack([np.asarray(record.vector, dtype=np.int16) for record in records[budget // 2:]])
+    archs = [space.decode(vector) for vector in candidates]
+    start = time.perf_counter()
+    scorer().evaluate(archs)
+    known_arch = _rate(len(archs), time.perf_counter() - start)
+    start = time.perf_counter()
+    timed.inner.evaluate_vectors(candidates)
+    known_vector = _rate(len(candidates), time.perf_counter() - start)
+    return {
+        "fresh_points": fresh, "cold_arch_path": cold_arch, "cold_vector_path": cold_vector,
+        "evolution_budget": budget, "evolution_population": population,
+        "warm_evolution_scoring": _rate(int(late[:, 0].sum()), float(late[:, 1].sum())),
+        "warm_evolution_decoded_share": float(late[:, 2].sum() / late[:, 0].sum()),
+        "warm_evolution_units_traced_per_candidate": float(late[:, 3].sum() / late[:, 0].sum()),
+        "known_units_arch_path": known_arch, "known_parts_vector_path": known_vector,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,15 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit", type=int, default=3000, help="points scored by the real predictors to fit on")
     parser.add_argument("--holdout", type=int, default=500)
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--scores", help="an .npz file keeping the real predictors' scores of the fit sample, "
+                                         "reused by later runs with the same space, target and sizes")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.seeds, args.budgets, args.fit, args.holdout = 2, (60, 120), 200, 100
+        args.seeds, args.budgets, args.fit, args.holdout = 2, (40, 80), 100, 40
     small, large = args.budgets
     space = load_space(args.space)
     print(f"space {space.name} ({space.size_text()} points, {space.num_slots} decisions), target {args.target}, "
           f"{args.seeds} seeds, budgets {small} and {large}, population {args.population}")
 
-    scorer, quality = fit_surrogates(space, args.target, args.fit, args.holdout, seed=0)
+    # first, while every cache is empty: (a) is a cold start
+    real = real_throughput(space, args.target, fresh=10 if args.smoke else 200, budget=100 if args.smoke else 3000,
+                           population=args.population)
+    scorer, quality = fit_surrogates(space, args.target, args.fit, args.holdout, seed=0, cache=args.scores,
+                                     steps=300 if args.smoke else 1500)
     print(f"surrogates: fitted on {quality['fit_points']} points scored by the real predictors "
           f"({quality['exact_candidates_per_s']} candidates/s), checked on {quality['holdout_points']} others: "
           f"proxy R^2 {quality['proxy_r2']}, rho {quality['proxy_spearman']}; latency R^2 {quality['latency_r2']}, "
@@ -231,20 +322,27 @@ def main(argv: list[str] | None = None) -> int:
         print("goal (evolution >= every other strategy at equal budget): "
               + ("met" if not beaten else f"NOT met by {', '.join(beaten)}"))
 
-    fast = throughput(space, scorer, budget=max(large, 2000), population=args.population)
-    wide = throughput(space, scorer, budget=max(large, 4000), population=256)
-    real_budget = 64 if args.smoke else 300
-    exact = make_scorer(target=args.target, accuracy="proxy", space=space.name)
-    real = throughput(space, exact, budget=real_budget, population=args.population)
-    best = max(fast, wide)
-    print(f"\nthroughput of evolution's inner loop (ask: tournaments, crossover, mutation, dedupe; scoring; tell: "
-          f"survival by rank and crowding): {fast:,.0f} candidates/s at population {args.population}, "
-          f"{wide:,.0f} at population 256, with the surrogate predictors (goal >= {THROUGHPUT_GOAL:,}: "
-          f"{'met' if best >= THROUGHPUT_GOAL else 'NOT met'}); {real:,.1f} candidates/s with the real predictors "
-          f"(decode + nas.cost.profile + nas.latency.predict on {real_budget} new Archs, unit caches warm from "
-          f"the fit)")
-    report["throughput"] = {"surrogate_candidates_per_s": fast, "surrogate_population_256": wide,
-                            "real_candidates_per_s": real}
+    fast = loop_rate(space, scorer, budget=1000 if args.smoke else 4000, population=args.population)
+    wide = loop_rate(space, scorer, budget=2000 if args.smoke else 8000, population=256)
+    print(f"\nthroughput with the real predictors (latency on {args.target}, params, MACs, proxy; goal >= "
+          f"{THROUGHPUT_GOAL:,} candidates/s for evolution's inner loop):")
+    print(f"  (a) cold, {real['fresh_points']} fresh random points: {real['cold_arch_path']:,.1f}/s by the Arch "
+          f"path (Scorer), {real['cold_vector_path']:,.1f}/s by the vector path (VectorScorer); new units are "
+          f"traced")
+    print(f"  (b) warm, second half of an evolution run of {real['evolution_budget']} (population "
+          f"{real['evolution_population']}), vector path: {real['warm_evolution_scoring']:,.1f} candidates per "
+          f"second of scoring time; {real['warm_evolution_decoded_share']:.0%} of them had a new part (decoded), "
+          f"{real['warm_evolution_units_traced_per_candidate']:.2f} units traced per candidate")
+    print(f"  (c) the same candidates again, every unit known: {real['known_units_arch_path']:,.0f}/s by the Arch "
+          f"path (decode, id, signature walk, lookups), {real['known_parts_vector_path']:,.0f}/s by the vector "
+          f"path (one lookup per part)")
+    best = max(real["warm_evolution_scoring"], real["known_parts_vector_path"])
+    print(f"  goal: {'met' if real['warm_evolution_scoring'] >= THROUGHPUT_GOAL else 'NOT met'} for fresh "
+          f"candidates of evolution; {'met' if best >= THROUGHPUT_GOAL else 'NOT met'} once their parts are known")
+    print(f"whole inner loop of evolution (ask: tournaments, crossover, mutation, dedupe; scoring; tell: survival "
+          f"by rank and crowding) on the surrogate: {fast:,.0f} candidates/s at population {args.population}, "
+          f"{wide:,.0f} at population 256")
+    report["throughput"] = {**real, "surrogate_loop_candidates_per_s": fast, "surrogate_loop_population_256": wide}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)

@@ -71,6 +71,7 @@ __all__ = [
     "op_class",
     "profile",
     "profile_module",
+    "unit_counts",
 ]
 
 Metric = Literal["flops", "bytes", "bytes_read", "bytes_written"]
@@ -646,6 +647,24 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
     return CostReport(tuple(ops), sum(c.params for c in costs), sum(c.macs for c in costs),
                       sum(c.flops for c in costs),
                       sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+
+
+def unit_counts(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> list[tuple[str, int, int]]:
+    """``(unit path, parameters, MACs)`` of each unit of :func:`nas.build.plan`, in execution order.
+
+    The same numbers :func:`profile` adds up (its ``params`` and ``macs`` are the sums), from the same
+    :data:`CACHE`, without assembling the op list: :class:`nas.latency.batch.CostTable` prices params and
+    MACs per unit with it.
+
+    Raises:
+        NasError: ``batch`` is not a positive int, or the Arch cannot be built.
+    """
+    _check_batch(batch)
+    out = []
+    for unit in plan(arch).units:
+        cost = _unit_cost(unit, batch, dtype)
+        out.append((unit.path, cost.params, cost.macs))
+    return out
 
 
 def profile_module(module: nn.Module, input_shape: Sequence[int], *, batch: int = 1,

@@ -11,15 +11,19 @@ summing cached numbers, exactly as :func:`nas.latency.predict` would price it
 
 Signatures are cheap on purpose. ``plan()`` costs about 40 us per unit (it
 builds JSON signatures and closures), which would cap throughput near 1k
-Archs/s; instead a light walk mirrors ``plan``'s bookkeeping (channels, feature
-size, layout, class tokens) and keys a unit by ``(component token, context)``.
-The token is a small int assigned once per distinct component *value*; it is
-looked up by the component object's ``id`` first (sampled Archs share block
-objects), hashing the frozen dataclass only for objects not seen before. On a
-miss the Arch is planned and traced once (:func:`nas.profile`, itself cached
-per unit), and every unit's numbers are stored. ``bench/predictors.py``
-measures the throughput; ``tests/test_latency.py`` checks that the batch and
-single predictions agree.
+Archs/s; instead :class:`UnitSignatures` walks the Arch mirroring ``plan``'s
+bookkeeping (channels, feature size, layout, class tokens) and keys a unit by
+``(component token, context)``. The token is a small int assigned once per
+distinct component *value*; it is looked up by the component object's ``id``
+first (sampled Archs share block objects), hashing the frozen dataclass only
+for objects not seen before. On a miss the Arch is planned and traced once
+(:func:`nas.profile`, itself cached per unit), and every unit's numbers are
+stored. Parameters and MACs are additive over the same units, so
+:class:`CostTable` keeps them per signature too (one walker serves both).
+``bench/predictors.py`` measures the throughput; ``tests/test_latency.py`` and
+``tests/test_search_scoring.py`` check that the batch and single predictions
+agree, and that they do not depend on the order Archs are priced in (a unit's
+numbers come from its own ops only).
 
 The cache is per ``(setting, batch)`` and lives as long as the process (or
 the :class:`BatchPredictor`); it is keyed by component values, so it never
@@ -38,39 +42,35 @@ import numpy as np
 from nas.arch import Arch
 from nas.blocks.registry import module_class
 from nas.blocks.template import block_layout
-from nas.cost import profile
+from nas.cost import profile, unit_counts
 from nas.errors import NasError
 from nas.latency.opmodel import combine, features, params_of, row_parts, transfer_seconds
 from nas.latency.optable import build_table
 from nas.latency.targets import Setting
 
-__all__ = ["BatchPredictor", "batch_predictor"]
+__all__ = ["BatchPredictor", "CostTable", "UnitSignatures", "batch_predictor", "cost_table"]
 
 _ITEM = re.compile(r"^(stem|head|stages\[\d+\]\.(?:downsample|blocks\[\d+\]))")
 _MAX_OBJECTS = 200_000
+_RECENT = 4096  # Archs whose signatures are remembered (one batch of every objective)
 
 
-class BatchPredictor:
-    """Predicts Arch latencies for one setting and batch size, caching each unit's contribution.
+class UnitSignatures:
+    """Cheap unit signatures of Archs, shared by every cache keyed by unit (see the module docstring).
 
-    Args:
-        setting: the target setting (its fitted coefficients are used).
-        batch: inputs per forward pass.
+    A signature is ``(role, token, context...)``: the token is a small int per distinct component value, the
+    context what the unit takes in (channels, width, feature size, layout, class tokens). Two units with equal
+    signatures build equal modules for equal inputs, so anything traced from one holds for the other.
 
-    Thread safety: calls may come from several threads; the caches are only ever extended, and a unit
-    priced twice by two threads gets the same numbers.
+    Thread safety: tokens are assigned under a lock; the other tables are only ever extended (or cleared
+    whole), and an entry computed twice by two threads is equal.
     """
 
-    def __init__(self, setting: Setting, batch: int):
-        self.setting = setting
-        self.batch = batch
-        self.params = params_of(setting.fitted)
-        self._units: dict[tuple[Any, ...], tuple[float, float, float]] = {}
+    def __init__(self) -> None:
         self._tokens: dict[Any, int] = {}
         self._by_id: dict[int, list[Any]] = {}
+        self._recent: dict[int, tuple[Arch, list[tuple[Any, ...]]]] = {}
         self._lock = threading.Lock()
-
-    # -- signatures ---------------------------------------------------------------------------
 
     def _token(self, component: Any) -> int:
         token = self._tokens.get(component)
@@ -107,6 +107,22 @@ class BatchPredictor:
     def keys(self, arch: Arch) -> list[tuple[Any, ...]]:
         """The unit signatures of ``arch`` in execution order: stem, per stage downsampler and blocks, head.
 
+        The last few Archs' signatures are remembered by object, so the objectives of one batch (latency,
+        params, MACs) walk each Arch once.
+        """
+        found = self._recent.get(id(arch))
+        if found is not None and found[0] is arch:
+            return found[1]
+        keys = self.walk(arch)
+        if len(self._recent) >= _RECENT:
+            self._recent.clear()
+        self._recent[id(arch)] = (arch, keys)
+        return keys
+
+    def walk(self, arch: Arch, ends: list[tuple[int, tuple[Any, ...]]] | None = None) -> list[tuple[Any, ...]]:
+        """The signatures (as :meth:`keys`); with ``ends``, also appends per stage ``(number of signatures so
+        far, context after the stage)``, the context being what the next stage's signatures start from.
+
         Mirrors :func:`nas.build.plan` (a layout conversion belongs to the unit it precedes).
         """
         channels = arch.input.channels
@@ -137,8 +153,86 @@ class BatchPredictor:
                 layout = entry[2]
                 size = size_after(entry, size)
                 channels = dim
-        keys.append((3, self._token(arch.head), channels, layout, prefix))
+            if ends is not None:
+                ends.append((len(keys), (channels, size, layout, prefix)))
+        keys.append((3, self._token(arch.head), channels, size, layout, prefix))
         return keys
+
+
+class CostTable:
+    """Parameters and MACs per unit signature (one image, float32), for Archs priced in bulk.
+
+    Both are additive over the units of :func:`nas.build.plan`, like latency, so an Arch whose units were
+    seen costs a signature walk and lookups; a new unit is traced once (:func:`nas.cost.unit_counts`, the
+    numbers :func:`nas.profile` adds up). ``tests/test_search_scoring.py`` checks the sums against
+    :func:`nas.profile`.
+
+    Args:
+        signatures: the signature walker (default: the process-wide one).
+    """
+
+    def __init__(self, signatures: UnitSignatures | None = None):
+        self.signatures = signatures or _SIGNATURES
+        self._units: dict[tuple[Any, ...], tuple[int, int]] = {}
+
+    def _fill(self, arch: Arch, keys: list[tuple[Any, ...]]) -> None:
+        paths = _item_paths(arch)
+        if len(paths) != len(keys):
+            raise NasError(f"internal: {len(keys)} unit signatures for {len(paths)} units of {arch.name or arch.id}")
+        totals = {path: [0, 0] for path in paths}
+        for path, params, macs in unit_counts(arch):
+            total = totals[_item_of(path, arch, totals)]
+            total[0] += params
+            total[1] += macs
+        for path, key in zip(paths, keys, strict=True):
+            self._units[key] = (totals[path][0], totals[path][1])
+
+    def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
+        """``(params, MACs)`` per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`)."""
+        units = self._units
+        try:
+            return [units[key] for key in keys]
+        except KeyError:
+            self._fill(arch, keys)
+            return [units[key] for key in keys]
+
+    def __call__(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
+        """Parameters and MACs of each Arch (two int64 arrays), equal to :func:`nas.profile`'s."""
+        params = np.empty(len(archs), dtype=np.int64)
+        macs = np.empty(len(archs), dtype=np.int64)
+        for index, arch in enumerate(archs):
+            values = self.unit_values(arch, self.signatures.keys(arch))
+            params[index] = sum(value[0] for value in values)
+            macs[index] = sum(value[1] for value in values)
+        return params, macs
+
+    def cache_size(self) -> int:
+        """Unit signatures priced so far."""
+        return len(self._units)
+
+
+class BatchPredictor:
+    """Predicts Arch latencies for one setting and batch size, caching each unit's contribution.
+
+    Args:
+        setting: the target setting (its fitted coefficients are used).
+        batch: inputs per forward pass.
+        signatures: the signature walker (default: the process-wide one).
+
+    Thread safety: calls may come from several threads; the caches are only ever extended, and a unit
+    priced twice by two threads gets the same numbers.
+    """
+
+    def __init__(self, setting: Setting, batch: int, signatures: UnitSignatures | None = None):
+        self.setting = setting
+        self.batch = batch
+        self.params = params_of(setting.fitted)
+        self.signatures = signatures or _SIGNATURES
+        self._units: dict[tuple[Any, ...], tuple[float, float, float]] = {}
+
+    def keys(self, arch: Arch) -> list[tuple[Any, ...]]:
+        """The unit signatures of ``arch`` (:meth:`UnitSignatures.keys`)."""
+        return self.signatures.keys(arch)
 
     # -- pricing ------------------------------------------------------------------------------
 
@@ -154,20 +248,32 @@ class BatchPredictor:
             raise NasError(f"internal: {len(keys)} unit signatures for {len(paths)} units of {arch.name or arch.id}")
         totals = {path: [0.0, 0.0, 0.0] for path in paths}
         for index, name in enumerate(table.segment_names):
-            match = _ITEM.match(name)
-            if match is None or match.group(1) not in totals:
-                raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
-            total = totals[match.group(1)]
+            total = totals[_item_of(name, arch, totals)]
             total[0] += execute[index]
             total[1] += issue[index]
             total[2] += transfer[index]
         for path, key in zip(paths, keys, strict=True):
             self._units[key] = tuple(totals[path])  # type: ignore[assignment]
 
+    def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[float, float, float]]:
+        """Execution, issue and switching seconds per signature of ``arch`` (``keys``, from :meth:`keys`)."""
+        units = self._units
+        try:
+            return [units[key] for key in keys]
+        except KeyError:
+            self._fill(arch, keys)
+            return [units[key] for key in keys]
+
+    def finish(self, execute: Any, issue: Any, transfer: Any, input_elements: Any) -> Any:
+        """Latency (ms) of models from their units' summed seconds and their input's element count (floats,
+        or arrays of one value per model)."""
+        params = self.params
+        input_bytes = 4.0 * self.batch * input_elements
+        return (combine(execute, issue, self.setting.overlap) + transfer + params.fixed_s
+                + input_bytes * params.input_s_per_byte) * 1e3
+
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         """Latency (ms) of each Arch."""
-        params = self.params
-        overlap = self.setting.overlap
         units = self._units
         out = np.empty(len(archs))
         for index, arch in enumerate(archs):
@@ -180,19 +286,27 @@ class BatchPredictor:
                     issue += value[1]
                     transfer += value[2]
             except KeyError:
-                self._fill(arch, keys)
-                execute = sum(units[key][0] for key in keys)
-                issue = sum(units[key][1] for key in keys)
-                transfer = sum(units[key][2] for key in keys)
+                execute = issue = transfer = 0.0
+                for value in self.unit_values(arch, keys):
+                    execute += value[0]
+                    issue += value[1]
+                    transfer += value[2]
             spec = arch.input
-            input_bytes = 4.0 * self.batch * spec.channels * spec.resolution * spec.resolution
-            out[index] = (combine(execute, issue, overlap) + transfer + params.fixed_s
-                          + input_bytes * params.input_s_per_byte) * 1e3
+            out[index] = self.finish(execute, issue, transfer, spec.channels * spec.resolution * spec.resolution)
         return out
 
     def cache_size(self) -> int:
         """Unit signatures priced so far."""
         return len(self._units)
+
+
+def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
+    """The planned unit (``stages[1].blocks[0]``, a key of ``planned``) an op-table segment or plan unit path
+    belongs to."""
+    match = _ITEM.match(name)
+    if match is None or match.group(1) not in planned:
+        raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
+    return match.group(1)
 
 
 def _item_paths(arch: Arch) -> list[str]:
@@ -203,6 +317,15 @@ def _item_paths(arch: Arch) -> list[str]:
         paths.extend(f"stages[{index}].blocks[{number}]" for number in range(len(stage.blocks)))
     paths.append("head")
     return paths
+
+
+_SIGNATURES = UnitSignatures()
+_COSTS = CostTable()
+
+
+def cost_table() -> CostTable:
+    """The process-wide :class:`CostTable` (params and MACs per unit)."""
+    return _COSTS
 
 
 _PREDICTORS: dict[tuple[str, str, int, int], BatchPredictor] = {}

@@ -97,23 +97,12 @@ class Objective(ABC):
         """One float per Arch (``len(archs)`` float64); called once per batch of new Archs."""
 
 
-class _CostCache:
-    """Params and MACs per Arch id from ``nas.cost.profile`` (itself cached per unit), shared by both kinds."""
+def _params_and_macs(archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters and MACs (int64) per Arch, priced per unit (:class:`nas.latency.batch.CostTable`): the
+    numbers of ``nas.cost.profile``, at the cost of lookups once an Arch's units were seen."""
+    from nas.latency.batch import cost_table
 
-    def __init__(self) -> None:
-        self._costs: dict[str, tuple[float, float]] = {}
-
-    def get(self, arch: Arch) -> tuple[float, float]:
-        found = self._costs.get(arch.id)
-        if found is None:
-            from nas.cost import profile
-
-            report = profile(arch)
-            found = self._costs[arch.id] = (report.params_m, report.gmacs)
-        return found
-
-
-_COSTS = _CostCache()
+    return cost_table()(archs)
 
 
 @OBJECTIVES.register("latency")
@@ -123,18 +112,17 @@ class LatencyObjective(Objective):
     Args:
         target: a target name (``nas targets``).
         batch: inputs per forward pass.
-        exact: price each Arch whole with ``nas.latency.predict`` (default). ``False`` uses the batch
-            predictor ``nas.latency.predict_many`` (unit-cached, several times faster once warm), whose values
-            in this build depend slightly on which Archs the process priced before (about 0.5 % seen on
-            iphone12), which would break "a resumed run equals the uninterrupted one"; benchmarks, which run in
-            one process, may use it.
+        exact: price each Arch whole with ``nas.latency.predict``. The default (``False``) uses the batch
+            predictor ``nas.latency.predict_many``: unit-cached, many times faster once warm, and equal to
+            ``predict`` up to float rounding (1e-12 relative) whatever the process priced before, so a resumed
+            run repeats the uninterrupted one (``tests/test_search_scoring.py`` checks both).
     """
 
     kind = "latency"
     column = "latency_ms"
     direction = "minimize"
 
-    def __init__(self, *, target: str, batch: int = 1, exact: bool = True):
+    def __init__(self, *, target: str, batch: int = 1, exact: bool = False):
         from nas.latency.predict import resolve_setting
 
         resolve_setting(target)  # an unknown target fails here, before any search
@@ -154,7 +142,7 @@ class LatencyObjective(Objective):
 
 @OBJECTIVES.register("params")
 class ParamsObjective(Objective):
-    """Parameters in millions (``nas.cost.profile``)."""
+    """Parameters in millions (``nas.cost.profile``'s, priced per unit)."""
 
     kind = "params"
     column = "params_m"
@@ -162,12 +150,12 @@ class ParamsObjective(Objective):
     label = "parameters (M)"
 
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
-        return np.array([_COSTS.get(arch)[0] for arch in archs], dtype=np.float64)
+        return _params_and_macs(archs)[0] / 1e6
 
 
 @OBJECTIVES.register("macs")
 class MacsObjective(Objective):
-    """Multiply-accumulates in G for one image at the Arch's resolution (``nas.cost.profile``)."""
+    """Multiply-accumulates in G for one image at the Arch's resolution (``nas.cost.profile``'s, priced per unit)."""
 
     kind = "macs"
     column = "gmacs"
@@ -175,7 +163,7 @@ class MacsObjective(Objective):
     label = "MACs (G)"
 
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
-        return np.array([_COSTS.get(arch)[1] for arch in archs], dtype=np.float64)
+        return _params_and_macs(archs)[1] / 1e9
 
 
 class AccuracySource(ABC):
@@ -197,7 +185,12 @@ class ProxyAccuracy(AccuracySource):
     label = "proxy score: log10 MACs (stand-in for accuracy)"
 
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
-        return np.array([math.log10(max(_COSTS.get(arch)[1] * 1e9, 1.0)) for arch in archs], dtype=np.float64)
+        return proxy_score(_params_and_macs(archs)[1])
+
+
+def proxy_score(macs: np.ndarray) -> np.ndarray:
+    """``log10(MACs)`` (at least 0) from integer MAC counts: the ``proxy`` accuracy stand-in."""
+    return np.log10(np.maximum(np.asarray(macs, dtype=np.float64), 1.0))
 
 
 @ACCURACY_SOURCES.register("zero-cost")
@@ -476,6 +469,11 @@ class Scorer:
     @property
     def columns(self) -> list[str]:
         return list(self._measures)
+
+    @property
+    def measures(self) -> tuple[Objective, ...]:
+        """Every measured objective, one per column (the objectives first)."""
+        return tuple(self._measures.values())
 
     def evaluate(self, archs: Sequence[Arch]) -> Scores:
         """Measure a batch; Archs seen before cost a lookup."""

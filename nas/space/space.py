@@ -320,6 +320,12 @@ class Space:
         """Every valid Arch one move away from ``arch`` (see :meth:`neighbour_vectors`)."""
         return [self.decode(vector) for vector in self.neighbour_vectors(self.encode(arch))]
 
+    def part_slots(self) -> list[np.ndarray]:
+        """The slots each part's value depends on (ties included), in order: input and stem together, each
+        stage, the head. Anything computed from one part alone may be cached by these slots' contents
+        (:class:`nas.search.vector_scorer.VectorScorer` does)."""
+        return [np.flatnonzero(row) for row in self._redraw]
+
     def features(self, vectors: np.ndarray) -> np.ndarray:
         """Numeric features for predictors: ``n x num_features`` float32.
 

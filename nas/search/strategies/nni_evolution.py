@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -86,6 +87,7 @@ class NNIEvolutionStrategy(BaseStrategy):
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._experiment: Any = None
+        self._workdir = ""
         self._issued = 0
 
     # -- NNI side (background thread) ------------------------------------------------------------------
@@ -147,7 +149,8 @@ class NNIEvolutionStrategy(BaseStrategy):
                                             seed=seed)
             config = NasExperimentConfig("sequential", "simplified")
             config.max_trial_number = 10**9
-            config.experiment_working_directory = tempfile.mkdtemp(prefix="nas-nni-")
+            config.log_level = "error"
+            config.experiment_working_directory = self._workdir
             self._experiment = NasExperiment(self._model_space(), FunctionalEvaluator(self._evaluate), strategy,
                                              config)
             self._experiment.run()
@@ -159,8 +162,12 @@ class NNIEvolutionStrategy(BaseStrategy):
             self._requests.put(np.zeros(0, dtype=np.int16))  # wakes a waiting ask()
 
     def _start(self) -> None:
-        for name in ("nni", "lightning", "pytorch_lightning"):
+        from nni.runtime.log import silence_stdout
+
+        silence_stdout()  # NNI logs every sample to stdout; its experiment log (errors only) stays in _workdir
+        for name in ("lightning", "pytorch_lightning"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        self._workdir = tempfile.mkdtemp(prefix="nas-nni-")
         self._thread = threading.Thread(target=self._run, name=f"nni-evolution-{self.seed}", daemon=True)
         self._thread.start()
 
@@ -207,6 +214,9 @@ class NNIEvolutionStrategy(BaseStrategy):
         if self._thread is not None and self._thread.is_alive():
             self._replies.put(None)
             self._thread.join(timeout=30)
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = ""
 
     def _next_batch(self, batch: int) -> list[Proposal]:  # ask() is overridden; never called
         return []
