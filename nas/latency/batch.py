@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -159,7 +159,51 @@ class UnitSignatures:
         return keys
 
 
-class CostTable:
+class _UnitTable:
+    """Numbers per unit signature, summed over an Arch's units; subclasses say how a new Arch is priced.
+
+    Args:
+        signatures: the signature walker (default: the process-wide one).
+    """
+
+    width: ClassVar[int] = 0  # numbers per unit
+
+    def __init__(self, signatures: UnitSignatures | None = None):
+        self.signatures = signatures or _SIGNATURES
+        self._units: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[Any]]]:
+        """``(unit path or op-table segment name, numbers)`` for every priced piece of ``arch``."""
+        raise NotImplementedError
+
+    def _fill(self, arch: Arch, keys: list[tuple[Any, ...]]) -> None:
+        """Price ``arch`` once and store the numbers of each of its planned units under its signature."""
+        paths = _item_paths(arch)
+        if len(paths) != len(keys):
+            raise NasError(f"internal: {len(keys)} unit signatures for {len(paths)} units of {arch.name or arch.id}")
+        totals: dict[str, list[Any]] = {path: [0] * self.width for path in paths}
+        for name, numbers in self._price(arch):
+            total = totals[_item_of(name, arch, totals)]
+            for index, number in enumerate(numbers):
+                total[index] += number
+        for path, key in zip(paths, keys, strict=True):
+            self._units[key] = tuple(totals[path])
+
+    def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The numbers per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`)."""
+        units = self._units
+        try:
+            return [units[key] for key in keys]
+        except KeyError:
+            self._fill(arch, keys)
+            return [units[key] for key in keys]
+
+    def cache_size(self) -> int:
+        """Unit signatures priced so far."""
+        return len(self._units)
+
+
+class CostTable(_UnitTable):
     """Parameters and MACs per unit signature (one image, float32), for Archs priced in bulk.
 
     Both are additive over the units of :func:`nas.build.plan`, like latency, so an Arch whose units were
@@ -171,30 +215,10 @@ class CostTable:
         signatures: the signature walker (default: the process-wide one).
     """
 
-    def __init__(self, signatures: UnitSignatures | None = None):
-        self.signatures = signatures or _SIGNATURES
-        self._units: dict[tuple[Any, ...], tuple[int, int]] = {}
+    width = 2  # parameters, MACs
 
-    def _fill(self, arch: Arch, keys: list[tuple[Any, ...]]) -> None:
-        paths = _item_paths(arch)
-        if len(paths) != len(keys):
-            raise NasError(f"internal: {len(keys)} unit signatures for {len(paths)} units of {arch.name or arch.id}")
-        totals = {path: [0, 0] for path in paths}
-        for path, params, macs in unit_counts(arch):
-            total = totals[_item_of(path, arch, totals)]
-            total[0] += params
-            total[1] += macs
-        for path, key in zip(paths, keys, strict=True):
-            self._units[key] = (totals[path][0], totals[path][1])
-
-    def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
-        """``(params, MACs)`` per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`)."""
-        units = self._units
-        try:
-            return [units[key] for key in keys]
-        except KeyError:
-            self._fill(arch, keys)
-            return [units[key] for key in keys]
+    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[int]]]:
+        return [(path, (params, macs)) for path, params, macs in unit_counts(arch)]
 
     def __call__(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         """Parameters and MACs of each Arch (two int64 arrays), equal to :func:`nas.profile`'s."""
@@ -206,12 +230,8 @@ class CostTable:
             macs[index] = sum(value[1] for value in values)
         return params, macs
 
-    def cache_size(self) -> int:
-        """Unit signatures priced so far."""
-        return len(self._units)
 
-
-class BatchPredictor:
+class BatchPredictor(_UnitTable):
     """Predicts Arch latencies for one setting and batch size, caching each unit's contribution.
 
     Args:
@@ -223,12 +243,13 @@ class BatchPredictor:
     priced twice by two threads gets the same numbers.
     """
 
+    width = 3  # execution, issue and switching seconds
+
     def __init__(self, setting: Setting, batch: int, signatures: UnitSignatures | None = None):
+        super().__init__(signatures)
         self.setting = setting
         self.batch = batch
         self.params = params_of(setting.fitted)
-        self.signatures = signatures or _SIGNATURES
-        self._units: dict[tuple[Any, ...], tuple[float, float, float]] = {}
 
     def keys(self, arch: Arch) -> list[tuple[Any, ...]]:
         """The unit signatures of ``arch`` (:meth:`UnitSignatures.keys`)."""
@@ -236,33 +257,15 @@ class BatchPredictor:
 
     # -- pricing ------------------------------------------------------------------------------
 
-    def _fill(self, arch: Arch, keys: list[tuple[Any, ...]]) -> None:
-        """Trace ``arch`` once and store every unit's execution, issue and switching seconds."""
+    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[float]]]:
+        """Trace ``arch`` once: execution, issue and switching seconds per op-table segment."""
         report = profile(arch, batch=self.batch)
         table = build_table(report.ops, self.setting, by_unit=True)
         feats = features(table, self.setting, per_segment=True)
         execute, issue = row_parts(feats, self.params)
         transfer = transfer_seconds(feats, self.params)
-        paths = _item_paths(arch)
-        if len(paths) != len(keys):
-            raise NasError(f"internal: {len(keys)} unit signatures for {len(paths)} units of {arch.name or arch.id}")
-        totals = {path: [0.0, 0.0, 0.0] for path in paths}
-        for index, name in enumerate(table.segment_names):
-            total = totals[_item_of(name, arch, totals)]
-            total[0] += execute[index]
-            total[1] += issue[index]
-            total[2] += transfer[index]
-        for path, key in zip(paths, keys, strict=True):
-            self._units[key] = tuple(totals[path])  # type: ignore[assignment]
-
-    def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[float, float, float]]:
-        """Execution, issue and switching seconds per signature of ``arch`` (``keys``, from :meth:`keys`)."""
-        units = self._units
-        try:
-            return [units[key] for key in keys]
-        except KeyError:
-            self._fill(arch, keys)
-            return [units[key] for key in keys]
+        return [(name, (execute[index], issue[index], transfer[index]))
+                for index, name in enumerate(table.segment_names)]
 
     def finish(self, execute: Any, issue: Any, transfer: Any, input_elements: Any) -> Any:
         """Latency (ms) of models from their units' summed seconds and their input's element count (floats,
@@ -294,10 +297,6 @@ class BatchPredictor:
             spec = arch.input
             out[index] = self.finish(execute, issue, transfer, spec.channels * spec.resolution * spec.resolution)
         return out
-
-    def cache_size(self) -> int:
-        """Unit signatures priced so far."""
-        return len(self._units)
 
 
 def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
