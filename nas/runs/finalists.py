@@ -24,6 +24,7 @@ import pandas
 from nas.errors import NasError
 from nas.runs.run import Run
 from nas.runs.supernets import DEFAULT_RECIPE
+from nas.supernet.trainer import CHECKPOINT, RESULT
 from nas.yamlio import write_atomic
 
 __all__ = ["FINALISTS_DIR", "FINALISTS_FILE", "proxy_scale_of", "train_finalists"]
@@ -36,7 +37,7 @@ def proxy_scale_of(run: Run) -> tuple[float, int]:
     """``(width, resolution)`` of the run's supernet, or of the default recipe when it used none."""
     if run.settings.supernet is not None:
         folder = Path(run.settings.supernet)
-        result = (folder if folder.is_dir() else folder.parent) / "result.json"
+        result = (folder if folder.is_dir() else folder.parent) / RESULT
         if result.is_file():
             scale = json.loads(result.read_text())["job"]["scale"]
             return float(scale["width"]), int(scale["resolution"])
@@ -69,14 +70,14 @@ def train_finalists(run: Run, *, count: int, epochs: int, data: str | None = Non
     rows = []
     for rank, (record, arch) in enumerate(chosen, start=1):
         out = run.path / FINALISTS_DIR / record.arch_id
-        if not (out / "result.json").is_file():
+        if not (out / RESULT).is_file():
             if log is not None:
                 log(f"finalist {rank}/{len(chosen)}: {record.arch_id}, {epochs} epoch(s) at width x{width}, "
                     f"{resolution} px")
             out.parent.mkdir(parents=True, exist_ok=True)
             train_model(arch, dataset, settings, width=width, resolution=resolution, data_spec=data, out=out,
-                        resume=(out / "checkpoint.pt").is_file(), progress=progress, log=log)
-        summary = json.loads((out / "result.json").read_text())
+                        resume=(out / CHECKPOINT).is_file(), progress=progress, log=log)
+        summary = json.loads((out / RESULT).read_text())
         if summary["settings"]["epochs"] != epochs:
             raise NasError(f"{out}: trained for {summary['settings']['epochs']} epoch(s), not {epochs}; "
                            f"delete it or ask for {summary['settings']['epochs']}")

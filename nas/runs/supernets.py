@@ -24,10 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nas.supernet.checkpoint import CheckpointError
+from nas.supernet.trainer import CHECKPOINT, RESULT
 
 __all__ = ["Recipe", "DEFAULT_RECIPE", "default_supernet_dir", "ensure_default_supernet"]
-
-_DONE = "result.json"
 
 
 @dataclass(frozen=True)
@@ -84,13 +83,13 @@ def ensure_default_supernet(root: str | os.PathLike[str], space: str, *, recipe:
 
     recipe = recipe or DEFAULT_RECIPE
     folder = default_supernet_dir(root, space, recipe)
-    if (folder / _DONE).is_file():
+    if (folder / RESULT).is_file():
         if log is not None:
             log(f"one-shot accuracy from the supernet in {folder} (trained earlier)")
         return folder
     settings = TrainSettings(epochs=recipe.epochs, batch_size=recipe.batch_size, num_random=recipe.num_random,
                              warmup_epochs=recipe.warmup_epochs, seed=recipe.seed)
-    resume = (folder / "checkpoint.pt").is_file()
+    resume = (folder / CHECKPOINT).is_file()
     if log is not None:
         data = "the bundled data" if recipe.data is None else recipe.data
         log(f"{'finishing' if resume else 'training'} a small supernet for one-shot accuracy ({space}, width "
