@@ -34,16 +34,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
-import logging
 import os
 import re
 import shutil
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +50,7 @@ from torch import nn
 from nas.arch import Arch
 from nas.build import build
 from nas.errors import NasError, UnknownKindError, closest_first
+from nas.quiet import quiet_exporters
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram
@@ -211,31 +208,13 @@ def _check_input(arch: Arch, batch: int) -> torch.Tensor:
     return torch.randn(batch, spec.channels, spec.resolution, spec.resolution, generator=generator)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' progress prints, warnings and log lines (their errors still raise)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "coremltools",
-                                                    "onnxscript")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 def _program(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool) -> ExportedProgram:
     """``torch.export.export`` of the model; the batch dimension dynamic when asked."""
     from torch.export import Dim
 
     shapes = ({0: Dim("batch", min=1, max=_MAX_BATCH)},) if dynamic_batch else None
     try:
-        with _quiet():
+        with quiet_exporters():
             return torch.export.export(model, (example,), dynamic_shapes=shapes)
     except Exception as exc:  # torch.export raises many unrelated types; all mean "cannot export"
         raise NasError(f"torch.export could not export the model: {type(exc).__name__}: {_first_line(exc)}") from exc
@@ -314,7 +293,7 @@ def _export_onnx(job: _Job) -> None:
     program, example = _exported(module, job.arch, job.notes)
     target = job.path(f"{job.stem}.onnx")
     try:
-        with _quiet():
+        with quiet_exporters():
             torch.onnx.export(_decompose_wide_attention(program), (example,), target, dynamo=True,
                               input_names=["image"], output_names=["logits"], opset_version=ONNX_OPSET,
                               external_data=False, verbose=False)
@@ -340,11 +319,11 @@ def _drop_aliases(program: ExportedProgram) -> ExportedProgram:
 
 
 def _export_coreml(job: _Job) -> None:
-    with _quiet():  # its import prints that the macOS-only runtime parts are missing, as expected here
+    with quiet_exporters():  # its import prints that the macOS-only runtime parts are missing, as expected here
         coremltools = require("coremltools")
     program = _program(job.model(), _check_input(job.arch, 1), dynamic_batch=False)
     try:
-        with _quiet():
+        with quiet_exporters():
             converted = coremltools.convert(_drop_aliases(program.run_decompositions({})), convert_to="mlprogram",
                                             minimum_deployment_target=coremltools.target.iOS17)
             converted.save(str(job.path(f"{job.stem}.mlpackage")))

@@ -43,11 +43,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -56,6 +54,7 @@ import torch
 from nas.arch import Arch
 from nas.build import build
 from nas.errors import NasError
+from nas.quiet import quiet_exporters
 
 __all__ = ["RUNTIMES", "CLOCKS", "STATISTICS", "Protocol", "Timing", "prepare", "time_chunk"]
 
@@ -140,21 +139,6 @@ def _threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the ONNX exporter's warnings and prints (its errors still raise)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def _model_and_input(arch: Arch) -> tuple[torch.nn.Module, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_INIT_SEED)
@@ -182,7 +166,7 @@ def _onnxruntime_runner(arch: Arch, threads: int) -> Callable[[], object]:
     model, example = _model_and_input(arch)
     buffer = io.BytesIO()
     try:
-        with _quiet(), torch.no_grad():
+        with quiet_exporters(), torch.no_grad():
             torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["image"],
                               output_names=["logits"], opset_version=_ONNX_OPSET)
     except Exception as exc:  # the exporter raises many unrelated types; all mean "cannot export"
