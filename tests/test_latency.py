@@ -160,6 +160,38 @@ def test_an_op_the_target_cannot_run_is_rejected_not_priced_at_zero() -> None:
     assert predict(_Spectral(), (3, 16, 16), target="v100").breakdown["other"] > 0
 
 
+def test_shared_kernels_price_linear_layers_with_the_1x1_convolution_efficiencies() -> None:
+    from nas.cost import profile_module
+    from nas.latency.opmodel import evaluate, features, params_of
+    from nas.latency.optable import build_table
+
+    setting = get_target("v100").setting("paddle_trt_fp32")
+    assert setting.shared_kernels == {"matmul": "pwconv"}
+    assert not any(name.endswith("efficiency.matmul") for name in setting.free)
+    assert "launch_us.matmul" in setting.free  # launches stay per launch group
+    report = profile_module(nn.Sequential(nn.Flatten(), nn.Linear(512, 512)), (512, 1, 1), batch=64)
+    feats = features(build_table(report.ops, setting, by_unit=False), setting)
+
+    def latency(name: str, scale: float) -> float:
+        value = setting.fitted.get(name)
+        return float(evaluate(feats, params_of(setting.fitted.replace_values({name: value * scale})))[0])
+
+    base = latency("compute_efficiency.pwconv", 1.0)
+    assert latency("compute_efficiency.matmul", 0.01) == pytest.approx(base)  # its own coefficient is unused
+    assert latency("compute_efficiency.pwconv", 0.01) > 2 * base
+
+
+@pytest.mark.parametrize(("shared", "message"), [("{matmul: gemm}", "unknown compute group 'gemm'"),
+                                                  ("{matmul: matmul}", "another group's own kernels"),
+                                                  ("{matmul: pwconv, pwconv: conv}", "another group's own kernels")])
+def test_a_bad_shared_kernels_entry_is_named(tmp_path, shared: str, message: str) -> None:
+    text = get_target("v100").path.read_text().replace("shared_kernels: {matmul: pwconv}", f"shared_kernels: {shared}")
+    path = tmp_path / "v100.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"v100\.yaml:\d+: settings\.paddle_trt_fp32\.shared_kernels.*{message}"):
+        load_target(path)
+
+
 # -- validation figures -------------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ For an op of kind ``k`` (compute group ``g``, launch group ``l``) on processor `
     execute = max(compute, memory) + launched * kernel_us_u
     issue   = launched * launch_us_u[l]
 
+A setting's ``shared_kernels`` prices a group with another group's efficiencies
+(linear layers as 1x1 convolutions where the runtime runs both as one GEMM).
 ``peak_u`` is the device's MAC peak for the convolution and matmul groups and
 its vector peak for the rest, at the setting's precision (the fallback
 processor's own precision for fallback ops). ``bytes`` were traced at float32
@@ -163,7 +165,10 @@ def features(table: OpTable, setting: Setting, *, input_bytes: float = 0.0, per_
         transfer_s = np.array([table.transfer_bytes.sum() / host_bandwidth])
         rows = 1
         inputs = np.array([float(input_bytes)])
-    return Features(compute_s, memory_s, table.parallelism, _COMPUTE_INDEX[table.kind] + unit * NC, unit,
+    group = _COMPUTE_INDEX[table.kind]
+    for follower, leader in setting.shared_kernels.items():
+        group = np.where(group == COMPUTE_GROUPS.index(follower), COMPUTE_GROUPS.index(leader), group)
+    return Features(compute_s, memory_s, table.parallelism, group + unit * NC, unit,
                     _LAUNCH_INDEX[table.kind] + unit * NL, table.launch, table.kind, np.ones(len(table)), row,
                     switches, transfer_s, inputs, rows, setting.overlap)
 

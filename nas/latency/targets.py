@@ -43,7 +43,7 @@ from typing import Any
 
 from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.latency.coefficients import Coefficients
-from nas.latency.kinds import KINDS
+from nas.latency.kinds import COMPUTE_GROUPS, KINDS
 from nas.yamlio import line_of, load_yaml
 
 __all__ = [
@@ -161,6 +161,11 @@ class Setting:
         unsupported: op kinds the setting cannot run at all; predicting a model that has one raises.
         eliminated: op kinds the runtime removes when it builds the engine (TensorRT and the Vitis AI
             compiler write concatenation inputs in place), priced at zero on purpose.
+        shared_kernels: compute group -> the group whose kernels the runtime runs it with, so its ops take
+            that group's efficiencies and it has no coefficients of its own to fit (a linear layer is the
+            GEMM of a 1x1 convolution under TensorRT and oneDNN: ``{matmul: pwconv}``). Without it, a group
+            that only one calibration family exercises (linear layers: the ViTs) is fitted on that family
+            alone and guessed when it is held out.
         free: names of the coefficients the fit adjusts (the file may use globs such as
             ``memory_efficiency.*``); the rest stay at their priors.
         prior_weight: pull of the priors in the fit (log-space, per parameter).
@@ -185,6 +190,7 @@ class Setting:
     fallback: Fallback | None
     unsupported: tuple[str, ...]
     eliminated: tuple[str, ...]
+    shared_kernels: dict[str, str]
     free: tuple[str, ...]
     prior_weight: float
     priors: Coefficients
@@ -320,7 +326,7 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
                     required=("title", "device", "runtime", "precision", "batch_sizes", "calibration", "fusion",
                               "priors", "fit"),
                     optional=("fallback", "unsupported", "eliminated", "coefficients", "validation", "notes",
-                              "overlap", "measurement"))
+                              "overlap", "measurement", "shared_kernels"))
 
     def device(key: Any, where: str) -> Device:
         if key not in devices:
@@ -364,6 +370,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
             raise ConfigError(f"matches no coefficient: {pattern!r}; known: "
                               f"{', '.join(_closest(pattern, priors.names()))}", path=f"{path}.fit.free[{index}]")
         free.extend(name for name in matched if name not in free)
+    shared = _shared_kernels(data.get("shared_kernels", {}), f"{path}.shared_kernels")
+    free = [name for name in free if not _efficiency_of(name, shared)]
     coefficients = None
     if data.get("coefficients") is not None:
         coefficients = Coefficients.from_dict(data["coefficients"], f"{path}.coefficients",
@@ -380,10 +388,30 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         calibration=dict(calibration), overlap=_flag(data.get("overlap", False), f"{path}.overlap"), fusion=fusion,
         fallback=fallback,
         unsupported=_kinds(data.get("unsupported", []), f"{path}.unsupported"),
-        eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"), free=tuple(free),
+        eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"), shared_kernels=shared,
+        free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
         priors=priors, coefficients=coefficients, validation=_plain(validation),
         notes=_text(data, "notes", path, ""), measurement=_plain(measurement))
+
+
+def _shared_kernels(value: Any, path: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("must be a mapping compute group -> compute group", path=path)
+    for follower, leader in value.items():
+        for group in (follower, leader):
+            if group not in COMPUTE_GROUPS:
+                raise ConfigError(f"unknown compute group {group!r}; known: {', '.join(COMPUTE_GROUPS)}", path=path)
+        if follower == leader or leader in value:
+            raise ConfigError(f"{follower!r} -> {leader!r}: a group must share another group's own kernels",
+                              path=path)
+    return dict(value)
+
+
+def _efficiency_of(name: str, groups: Mapping[str, str]) -> bool:
+    """Whether coefficient ``name`` is a compute or memory efficiency of one of ``groups``."""
+    head, _, group = name.removeprefix("host.").partition(".")
+    return head in ("compute_efficiency", "memory_efficiency") and group in groups
 
 
 def _plain(value: Any) -> Any:
