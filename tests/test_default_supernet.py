@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,24 @@ def test_search_scores_one_shot_accuracy_by_default(trained: tuple[Path, list[st
     assert run.settings.supernet == str(default_supernet_dir(root, space_file, TINY))
     accuracy = run.history()["accuracy"]
     assert len(accuracy) == 6 and ((accuracy > 0) & (accuracy <= 1)).all()
+
+
+def test_a_search_reads_its_supernet_checkpoint_once(trained: tuple[Path, list[str]], space_file: str,
+                                                     monkeypatch) -> None:
+    from nas.search.objectives import SupernetAccuracy, _load_supernet_version
+    from nas.supernet import Supernet
+
+    root, _ = trained
+    folder = default_supernet_dir(root, space_file, TINY)
+    reads: list[str] = []
+    load = Supernet.load
+    monkeypatch.setattr(Supernet, "load", classmethod(lambda cls, path: reads.append(str(path)) or load(path)))
+    _load_supernet_version.cache_clear()
+    first = SupernetAccuracy(space=space_file, checkpoint=str(folder))  # planning the search
+    second = SupernetAccuracy(space=space_file, checkpoint=str(folder / "checkpoint.pt"))  # running it
+    assert first.supernet is second.supernet and len(reads) == 1
+    checkpoint = folder / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    os.utime(checkpoint, ns=(stamp + 10**9, stamp + 10**9))  # a retrained file is read again
+    assert SupernetAccuracy(space=space_file, checkpoint=str(folder)).supernet is not first.supernet
+    assert len(reads) == 2

@@ -36,7 +36,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -220,6 +222,25 @@ class ZeroCostAccuracy(AccuracySource):
         return np.asarray(self._module.score_many(list(archs), seed=self.seed), dtype=np.float64)
 
 
+def _load_supernet(checkpoint: str) -> Any:
+    """The supernet in ``checkpoint`` (a file or a run directory), read once per file version: planning a search
+    and running it both build a scorer, and a checkpoint is ~200 MB to read."""
+    from nas.supernet import Supernet
+
+    file = os.path.join(checkpoint, "checkpoint.pt") if os.path.isdir(checkpoint) else checkpoint
+    if not os.path.isfile(file):
+        return Supernet.load(checkpoint)  # its error names the missing file
+    stat = os.stat(file)
+    return _load_supernet_version(os.path.abspath(file), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_supernet_version(path: str, mtime_ns: int, size: int) -> Any:
+    from nas.supernet import Supernet
+
+    return Supernet.load(path)
+
+
 @ACCURACY_SOURCES.register("supernet")
 class SupernetAccuracy(AccuracySource):
     """One-shot top-1 accuracy under a trained weight-sharing supernet (``nas.supernet``).
@@ -249,9 +270,9 @@ class SupernetAccuracy(AccuracySource):
                            "(from `nas supernet train --space SPACE`); or use --accuracy proxy or zero-cost")
         from nas.data import load_dataset
         from nas.space import load_space
-        from nas.supernet import EvalBatches, Supernet
+        from nas.supernet import EvalBatches
 
-        self.supernet = Supernet.load(checkpoint)
+        self.supernet = _load_supernet(checkpoint)
         theirs, ours = load_space(self.supernet.spec.space).name, load_space(space).name
         if theirs != ours:
             raise NasError(f"supernet {checkpoint} was trained on space {theirs!r}, not {ours!r}")
