@@ -183,6 +183,25 @@ def test_mutation_moves_ordered_decisions_one_step() -> None:
     assert ((vectors != mutated).sum(axis=1) >= 1).all()
 
 
+def test_merge_takes_the_donors_decisions_only_where_asked() -> None:
+    space = load_space("metaformer")
+    rng = np.random.default_rng(0)
+    base = space.sample_vectors(rng, 1)[0]
+    donors = space.sample_vectors(rng, 50)
+    paths = [decision.path for decision in space.decisions]
+    trunk = np.array([path == "stem" or path.endswith(".downsample") for path in paths])
+    merged = space.merge_vectors(base, donors, trunk, rng)
+    assert merged.shape == donors.shape and all(space.is_valid(vector) for vector in merged)
+    np.testing.assert_array_equal(merged[:, trunk], donors[:, trunk])  # kinds: always present, always the donor's
+    kept = ~trunk & (base >= 0) & (merged >= 0).all(axis=0)
+    np.testing.assert_array_equal(merged[:, kept], np.broadcast_to(base[kept], merged[:, kept].shape))
+    assert len({tuple(row) for row in merged[:, trunk]}) > 10  # the donors' variety comes through
+    np.testing.assert_array_equal(space.merge_vectors(base, donors, np.zeros(len(paths), dtype=bool), rng),
+                                  np.broadcast_to(base, donors.shape))
+    with pytest.raises(nas.errors.ConfigError, match="one flag per decision"):
+        space.merge_vectors(base, donors, trunk[:-1], rng)
+
+
 def test_randomness_comes_only_from_the_generator() -> None:
     space = load_space("metaformer")
     random.seed(1)

@@ -236,6 +236,22 @@ def test_rank_bench_smoke_prints_its_figures(tmp_path: Path, capsys: pytest.Capt
     assert bench.kendall_tau(np.array([1, 2, 3]), np.array([1, 3, 2])) == pytest.approx(1 / 3)
 
 
+def test_sharing_bench_trains_each_configuration_from_the_same_start(files: dict[str, str],
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("supernet_sharing", ROOT / "bench" / "supernet_sharing.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--space", files["space"], "--data", files["data"], "--proxy-width", "1.0", "--resolution", "16",
+            "--scan", "12", "--steps", "3", "--subnets", "2", "--batch-size", "16"]
+    twice = bench.run(bench.parse_args([*argv, "--groups", "sizes;sizes"]))
+    assert twice[0]["first"] == twice[1]["first"] and np.isfinite(twice[0]["last"])  # same start, same draws
+    assert bench.main([*argv, "--groups", "sizes;sizes,branches"]) == 0
+    assert "sizes,branches" in capsys.readouterr().out
+
+
 def test_a_subnet_that_overflows_is_left_out_of_the_step(files: dict[str, str], dataset: Dataset, monkeypatch) -> None:
     from nas.supernet import SupernetJob
 

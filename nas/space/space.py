@@ -294,6 +294,44 @@ class Space:
                               f"{int(todo[0])} in {max_tries} tries", source=self.source)
         return out
 
+    def merge_vectors(self, base: np.ndarray, donors: np.ndarray, take: np.ndarray, rng: np.random.Generator, *,
+                      max_tries: int = 100) -> np.ndarray:
+        """Points with ``donors``' options at the decisions in ``take`` and ``base``'s everywhere else.
+
+        Why: to draw some decision groups at random while holding the rest at one point (the supernet
+        sharing bench draws only the trunk kinds, only the sizes, ...). Decisions that come into existence
+        take the donor's option where it has one, else a random one.
+
+        Args:
+            base: one canonical point.
+            donors: ``n x num_slots`` (or single) canonical points.
+            take: bool per decision.
+
+        Returns:
+            ``n x num_slots`` valid points; a donor without a valid merge in ``max_tries`` draws raises
+            ConfigError.
+        """
+        _check_rng(rng)
+        (base,) = self._layout.check(base)
+        donors = self._layout.check(donors)
+        take = np.asarray(take, dtype=bool)
+        if take.shape != base.shape:
+            raise ConfigError(f"take must have one flag per decision ({base.shape[0]}), got shape {take.shape}")
+        out = donors.copy()
+        todo = np.arange(len(donors))
+        tries = 0
+        while len(todo) and tries < max_tries:
+            copies = _copies(len(todo), max_tries - tries)
+            index = np.repeat(todo, copies)
+            fill = np.where(donors[index] >= 0, donors[index], self._layout.random_values(rng, len(index)))
+            merged = np.where(take, donors[index], base)
+            todo = self._keep_first_valid(out, todo, self._layout.repair(merged, fill), copies)
+            tries += copies
+        if len(todo):
+            raise ConfigError(f"constraint infeasible in space {self.name!r}: no valid merge of donor "
+                              f"{int(todo[0])} in {max_tries} tries", source=self.source)
+        return out
+
     def _keep_first_valid(self, out: np.ndarray, todo: np.ndarray, candidates: np.ndarray,
                           copies: int) -> np.ndarray:
         """Write each row's first valid candidate (``copies`` per row of ``todo``, in order) into ``out``;
