@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -282,13 +283,7 @@ class Space:
         if first.shape != second.shape:
             raise ConfigError(f"parents must have the same shape, got {first.shape} and {second.shape}")
         out = first.copy()
-        todo = np.arange(len(first))
-        tries = 0
-        while len(todo) and tries < max_tries:
-            copies = _copies(len(todo), max_tries - tries)
-            index = np.repeat(todo, copies)
-            todo = self._keep_first_valid(out, todo, self._layout.cross(first[index], second[index], rng), copies)
-            tries += copies
+        todo = self._fill_valid(out, lambda index: self._layout.cross(first[index], second[index], rng), max_tries)
         if len(todo):
             raise ConfigError(f"constraint infeasible in space {self.name!r}: no valid child of pair "
                               f"{int(todo[0])} in {max_tries} tries", source=self.source)
@@ -317,20 +312,28 @@ class Space:
         take = np.asarray(take, dtype=bool)
         if take.shape != base.shape:
             raise ConfigError(f"take must have one flag per decision ({base.shape[0]}), got shape {take.shape}")
-        out = donors.copy()
-        todo = np.arange(len(donors))
-        tries = 0
-        while len(todo) and tries < max_tries:
-            copies = _copies(len(todo), max_tries - tries)
-            index = np.repeat(todo, copies)
+        def merged(index: np.ndarray) -> np.ndarray:
             fill = np.where(donors[index] >= 0, donors[index], self._layout.random_values(rng, len(index)))
-            merged = np.where(take, donors[index], base)
-            todo = self._keep_first_valid(out, todo, self._layout.repair(merged, fill), copies)
-            tries += copies
+            return self._layout.repair(np.where(take, donors[index], base), fill)
+
+        out = donors.copy()
+        todo = self._fill_valid(out, merged, max_tries)
         if len(todo):
             raise ConfigError(f"constraint infeasible in space {self.name!r}: no valid merge of donor "
                               f"{int(todo[0])} in {max_tries} tries", source=self.source)
         return out
+
+    def _fill_valid(self, out: np.ndarray, candidates_of: Callable[[np.ndarray], np.ndarray],
+                    max_tries: int) -> np.ndarray:
+        """Fill each row of ``out`` with the first valid candidate ``candidates_of(rows)`` gives, several
+        candidates per row per round, at most ``max_tries`` per row; returns the rows left without one."""
+        todo = np.arange(len(out))
+        tries = 0
+        while len(todo) and tries < max_tries:
+            copies = _copies(len(todo), max_tries - tries)
+            todo = self._keep_first_valid(out, todo, candidates_of(np.repeat(todo, copies)), copies)
+            tries += copies
+        return todo
 
     def _keep_first_valid(self, out: np.ndarray, todo: np.ndarray, candidates: np.ndarray,
                           copies: int) -> np.ndarray:
