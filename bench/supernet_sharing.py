@@ -8,13 +8,14 @@ the supernet (shared kernels across kinds, split supernets, ...) can be tried he
 
 Groups, by decision path: ``sizes`` (every ordered decision: widths, depths, ratios, kernels), ``norms`` (norm
 kinds, layer scales, BN flags), ``branches`` (block family, token mixer and FFN kinds: inside residual
-branches), ``trunk`` (stem and downsampler kinds: on the main path).
+branches), ``trunk`` (stem and downsampler kinds: on the main path), or ``stem`` / ``downsample`` alone.
 
 Measured (metaformer, width 0.125, 32 px, batch 64, 4 subnets per step, 100 steps, one thread, the defaults;
 13 minutes on the 2-core machine beside the test suite; mean training loss over the last 20 steps, chance 2.30):
-sizes 1.59; sizes + norms 1.77; + branches 1.84; + trunk instead of branches 2.31; everything 2.31. Kinds inside
-residual branches share the layers after them; stem and downsampler kinds do not, and with them drawn at random
-the supernet does not learn at all in this budget.
+sizes 1.59; sizes + norms 1.77; + branches 1.84; + trunk instead of branches 2.31; everything 2.31; and in a
+second run sizes + norms + stem 1.84, sizes + norms + downsample 2.31. Kinds inside residual branches and the
+stem's kinds share the layers after them; downsampler kinds do not, and with them drawn at random the supernet
+does not learn at all in this budget.
 
 Usage:
     python bench/supernet_sharing.py                       # the default configurations (about 5 minutes)
@@ -43,6 +44,8 @@ GROUPS = {
     "norms": r"\.norm$|\.layer_scale$|\.batchnorm$",
     "branches": r"\.blocks$|\.mixer$|\.ffn$",
     "trunk": r"^stem$|\.downsample$",
+    "stem": r"^stem$",
+    "downsample": r"\.downsample$",
 }
 CONFIGURATIONS = ("sizes", "sizes,norms", "sizes,norms,branches", "sizes,norms,trunk", "sizes,norms,branches,trunk")
 
