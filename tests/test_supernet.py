@@ -180,11 +180,26 @@ def test_rules_cut_parts_kernels_and_tables() -> None:
     stored = torch.arange(6 * 3, dtype=torch.float32).view(6, 3)  # rows [q q k k v v] of width 2, 3 inputs
     cut = Chunks(3).view(stored, (3, 2))
     assert torch.equal(cut, stored[[0, 2, 4]][:, :2])
+    merged = torch.arange(2 * 8, dtype=torch.float32).view(2, 8)  # 4 neighbours x 2 channels in, 2 out
+    assert torch.equal(Chunks(4, axis=1).view(merged, (1, 4)), merged[:1, [0, 2, 4, 6]])
     kernel = torch.arange(5 * 5, dtype=torch.float32).view(1, 1, 5, 5)
     assert torch.equal(ConvKernel().view(kernel, (1, 1, 3, 3)), kernel[:, :, 1:4, 1:4])
     table = torch.arange(25 * 2, dtype=torch.float32).view(25, 2)  # window 3: 5x5 offsets, 2 heads
     small = RelativeTable().view(table, (9, 1))  # window 2: the centred 3x3 offsets, first head
     assert torch.equal(small, table.view(5, 5, 2)[1:4, 1:4, :1].reshape(9, 1))
+
+
+def test_patch_merging_keeps_each_neighbours_weights_at_every_width(kitchen: Supernet) -> None:
+    rng = np.random.default_rng(0)
+    narrow = next(arch for arch in (kitchen.sample(rng) for _ in range(400))
+                  if arch.stages[1].downsample.kind == "patch_merging" and arch.stages[0].dim == 16)
+    wide = narrow.replace(stages=(dataclasses.replace(narrow.stages[0], dim=24), *narrow.stages[1:]))
+    assert not kitchen.check(wide)
+    weights = [kitchen.extract(arch).state_dict() for arch in (narrow, wide)]
+    key = next(name for name in weights[0] if name.endswith("reduction.weight"))
+    small, large = weights[0][key], weights[1][key]  # (dim, 4 x 16) and (dim, 4 x 24)
+    for neighbour in range(4):
+        assert torch.equal(small[:, 16 * neighbour:16 * (neighbour + 1)], large[:, 24 * neighbour:24 * neighbour + 16])
 
 
 # ---------------------------------------------------------------------------- extract == supernet

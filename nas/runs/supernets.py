@@ -8,8 +8,9 @@ budget; it is a coarse accuracy signal, and ``nas supernet train`` with more
 epochs gives a better one (pass it with ``--supernet``).
 
 The supernet lives under the runs folder, ``<runs>/supernets/<space>-<key>/``,
-where ``key`` hashes the space file's bytes and every training setting, so a
-changed space or recipe trains a new one and an unchanged one is found again.
+where ``key`` hashes the space file's bytes, every training setting and the
+supernet's :data:`~nas.supernet.elastic.SHARING_VERSION`, so a changed space,
+recipe or weight-sharing rule trains a new one and an unchanged one is found again.
 Training writes checkpoints as it goes: a search killed while training picks
 the supernet up where it stopped.
 """
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nas.supernet.checkpoint import CheckpointError
+from nas.supernet.elastic import SHARING_VERSION
 from nas.supernet.trainer import CHECKPOINT, RESULT
 
 __all__ = ["Recipe", "DEFAULT_RECIPE", "default_supernet_dir", "ensure_default_supernet"]
@@ -61,6 +63,7 @@ def default_supernet_dir(root: str | os.PathLike[str], space: str, recipe: Recip
     loaded = load_space(space)
     digest = hashlib.sha256(Path(loaded.source).read_bytes())
     digest.update(json.dumps(asdict(recipe or DEFAULT_RECIPE), sort_keys=True).encode())
+    digest.update(f"sharing {SHARING_VERSION}".encode())
     return Path(root) / "supernets" / f"{loaded.name}-{digest.hexdigest()[:10]}"
 
 

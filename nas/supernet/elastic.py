@@ -58,6 +58,7 @@ from nas.errors import NasError
 from nas.supernet.sigma import spectral_step
 
 __all__ = [
+    "SHARING_VERSION",
     "KEY_FIELDS",
     "KIND_RULES",
     "Capacity",
@@ -141,21 +142,24 @@ class ConvKernel(Rule):
 
 @dataclass(frozen=True)
 class Chunks(Rule):
-    """Rows made of ``parts`` equal parts (fused ``[q; k; v]``): each part is cut on its own."""
+    """A dimension made of ``parts`` equal parts, each cut on its own: fused ``[q; k; v]`` rows (``axis`` 0), or
+    the input columns of a linear layer over concatenated neighbours (Swin's patch merging: ``axis`` 1)."""
 
     parts: int = 3
+    axis: int = 0
     name: ClassVar[str] = "chunks"
 
     def check(self, stored: Shape, shape: Shape) -> str:
-        if shape[0] % self.parts or stored[0] % self.parts:
-            return f"{self.parts} fused parts do not divide the rows of {tuple(shape)} / {tuple(stored)}"
+        if shape[self.axis] % self.parts or stored[self.axis] % self.parts:
+            return (f"{self.parts} fused parts do not divide dimension {self.axis} of {tuple(shape)} / "
+                    f"{tuple(stored)}")
         return super().check(stored, shape)
 
     def view(self, stored: torch.Tensor, shape: Shape) -> torch.Tensor:
-        have, need = stored.shape[0] // self.parts, shape[0] // self.parts
-        part_shape = (need, *shape[1:])
-        return torch.cat([Rule.view(self, stored[index * have:(index + 1) * have], part_shape)
-                          for index in range(self.parts)])
+        have, need = stored.shape[self.axis] // self.parts, shape[self.axis] // self.parts
+        part_shape = tuple(need if axis == self.axis else size for axis, size in enumerate(shape))
+        return torch.cat([Rule.view(self, stored.narrow(self.axis, index * have, have), part_shape)
+                          for index in range(self.parts)], dim=self.axis)
 
 
 class RelativeTable(Rule):
@@ -176,8 +180,18 @@ class RelativeTable(Rule):
         return table[start:start + need, start:start + need, :shape[1]].reshape(shape)
 
 
-# Per-kind exceptions to prefix slicing: (mixer kind, name inside the mixer module) -> rule.
+SHARING_VERSION = 2
+"""What shared weights mean; bumped when a fix changes it, so weights trained before are not reused.
+2: patch merging's concatenated neighbours are cut per neighbour (they were cut as one prefix)."""
+
+# Per-kind exceptions to prefix slicing: (mixer kind, name inside the mixer module) or (stem / downsampler kind,
+# name inside the unit) -> rule.
 KIND_RULES: dict[tuple[str, str], Rule] = {
+    # [top-left | bottom-left | top-right | bottom-right] neighbours, each in_dim wide: a prefix of the whole
+    # would hand one neighbour's weights to another whenever the stage before is narrower than its widest.
+    ("patch_merging", "norm.weight"): Chunks(4),
+    ("patch_merging", "norm.bias"): Chunks(4),
+    ("patch_merging", "reduction.weight"): Chunks(4, axis=1),
     ("attention", "qkv.weight"): Chunks(3),
     ("attention", "qkv.bias"): Chunks(3),
     ("window_attention", "qkv.weight"): Chunks(3),
@@ -194,7 +208,9 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 def _rule_id(rule: Rule) -> str:
-    return f"chunks{rule.parts}" if isinstance(rule, Chunks) else rule.name
+    if isinstance(rule, Chunks):
+        return f"chunks{rule.parts}" + (f"@{rule.axis}" if rule.axis else "")
+    return rule.name
 
 
 # ---------------------------------------------------------------------------
@@ -318,6 +334,7 @@ def _raw_slots(arch: Arch, unit: Unit, module: nn.Module) -> list[Slot]:
     ffn_paths: list[str] = []
     mixer_path: str | None = None
     kind = ""
+    component_kind = ""  # a stem's or downsampler's kind: its KIND_RULES apply to the whole unit
     if block_match:
         block = arch.stages[int(block_match.group(1))].blocks[int(block_match.group(2))]
         kind = block.mixer.kind
@@ -335,10 +352,12 @@ def _raw_slots(arch: Arch, unit: Unit, module: nn.Module) -> list[Slot]:
         component = arch.stages[int(down_match.group(1))].downsample
         other_group = f"downsample={component.kind}{_group_suffix(component)}"  # type: ignore[union-attr]
         mixer_group = other_group
+        component_kind = component.kind  # type: ignore[union-attr]
     elif path in ("stem", "head"):
         component = arch.stem if path == "stem" else arch.head
         other_group = f"{path}={component.kind}{_group_suffix(component)}"
         mixer_group = other_group
+        component_kind = component.kind
     else:
         other_group = mixer_group = "convert"
     parameters = dict(module.named_parameters())
@@ -357,6 +376,7 @@ def _raw_slots(arch: Arch, unit: Unit, module: nn.Module) -> list[Slot]:
                 rule = KIND_RULES.get((kind, local))
             else:
                 group, local = other_group, name
+                rule = KIND_RULES.get((component_kind, local)) if component_kind else None
         owner = _owner(module, name)
         leaf = name.rsplit(".", 1)[-1]
         is_conv = isinstance(owner, nn.modules.conv._ConvNd) and leaf == "weight"
