@@ -18,10 +18,11 @@ of one shared, max-size tensor:
   their own per option.
 * **Views.** A needed tensor is a slice of the stored one (:class:`Rule`):
   prefixes ``[:d0, :d1, ...]`` by default; convolution kernels are cut from
-  the centre (a 3x3 is the middle of a 7x7); fused ``qkv`` / ``kv`` rows are
-  cut per part (:class:`Chunks`); Swin's relative-position table is cut as a
-  centred 2-D square (:class:`RelativeTable`). :data:`KIND_RULES` is the small
-  per-kind table. A 1x1 convolution and a linear layer of the same name share
+  the centre (a 3x3 is the middle of a 7x7); fused ``qkv`` / ``kv`` rows and
+  the concatenated neighbours of Swin's patch merging are cut per part
+  (:class:`Chunks`); Swin's relative-position table is cut as a centred 2-D
+  square (:class:`RelativeTable`). :data:`KIND_RULES` is the small per-kind
+  table. A 1x1 convolution and a linear layer of the same name share
   one tensor (trailing singleton dimensions are dropped). Slicing is
   differentiable, so gradients reach the shared tensor; BatchNorm statistics
   are prefix views too, so training a subnet updates the shared statistics in
