@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.data import load_dataset, loaders
+from nas.errors import ConfigError
 from nas.supernet import ProxyScale, Supernet
 
 GROUPS = {
@@ -70,7 +71,10 @@ def _subnets(supernet: Supernet, base: np.ndarray, take: np.ndarray, rng: np.ran
     space = supernet.space
     out = []
     while len(out) < count:
-        merged = space.merge_vectors(base, space.sample_vectors(rng, count), take, rng)
+        try:
+            merged = space.merge_vectors(base, space.sample_vectors(rng, count), take, rng)
+        except ConfigError:  # a donor that no merge with the base makes valid (a map too small for its window)
+            continue
         out.extend(arch for arch in (space.decode(vector) for vector in merged) if not supernet.check(arch))
     return out[:count]
 
