@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -226,12 +225,13 @@ def _load_supernet(checkpoint: str) -> Any:
     """The supernet in ``checkpoint`` (a file or a run directory), read once per file version: planning a search
     and running it both build a scorer, and a checkpoint is ~200 MB to read."""
     from nas.supernet import Supernet
+    from nas.supernet.checkpoint import checkpoint_file
 
-    file = os.path.join(checkpoint, "checkpoint.pt") if os.path.isdir(checkpoint) else checkpoint
-    if not os.path.isfile(file):
-        return Supernet.load(checkpoint)  # its error names the missing file
-    stat = os.stat(file)
-    return _load_supernet_version(os.path.abspath(file), stat.st_mtime_ns, stat.st_size)
+    file = checkpoint_file(checkpoint)
+    if not file.is_file():
+        return Supernet.load(file)  # its error names the missing file
+    stat = file.stat()
+    return _load_supernet_version(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=1)

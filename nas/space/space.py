@@ -312,6 +312,7 @@ class Space:
         take = np.asarray(take, dtype=bool)
         if take.shape != base.shape:
             raise ConfigError(f"take must have one flag per decision ({base.shape[0]}), got shape {take.shape}")
+
         def merged(index: np.ndarray) -> np.ndarray:
             fill = np.where(donors[index] >= 0, donors[index], self._layout.random_values(rng, len(index)))
             return self._layout.repair(np.where(take, donors[index], base), fill)

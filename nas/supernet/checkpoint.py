@@ -29,8 +29,11 @@ import torch
 
 from nas.errors import NasError
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_matches"]
+__all__ = ["FORMAT", "VERSION", "CHECKPOINT", "CheckpointError", "checkpoint_file", "save_checkpoint",
+           "load_checkpoint", "check_matches"]
 
+CHECKPOINT = "checkpoint.pt"
+"""The checkpoint's file name in a run directory."""
 FORMAT = "nas-checkpoint"
 VERSION = 1
 _REQUIRED = ("format", "version", "kind", "job", "settings", "data", "step", "model", "optimizer", "scheduler",
@@ -39,6 +42,12 @@ _REQUIRED = ("format", "version", "kind", "job", "settings", "data", "step", "mo
 
 class CheckpointError(NasError):
     """A checkpoint is missing, unreadable, corrupt, or belongs to another run; the message names the file."""
+
+
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file ``path`` names: ``path`` itself, or :data:`CHECKPOINT` in it if it is a run directory."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:

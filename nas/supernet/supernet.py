@@ -17,7 +17,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from nas.arch import Arch
 from nas.build import Model, build
 from nas.errors import NasError
 from nas.space import Space, load_space
-from nas.supernet.checkpoint import CheckpointError, load_checkpoint
+from nas.supernet.checkpoint import CheckpointError, checkpoint_file, load_checkpoint
 from nas.supernet.elastic import Capacity, CapacityError, Layouts, SharedStore, Storage, UnitLayout
 from nas.supernet.proxy import ProxyError, ProxyScale
 
@@ -172,9 +171,7 @@ class Supernet(nn.Module):
         Raises:
             CheckpointError: missing, corrupt, or not a supernet checkpoint (the message names the file).
         """
-        path = Path(path)
-        if path.is_dir():
-            path = path / "checkpoint.pt"
+        path = checkpoint_file(path)
         data = load_checkpoint(path, kind="supernet")
         try:
             supernet = cls(SupernetSpec.from_dict(data["job"]["spec"]))

@@ -66,7 +66,7 @@ from nas.arch import Arch
 from nas.build import build
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError
-from nas.supernet.checkpoint import CheckpointError, check_matches, load_checkpoint, save_checkpoint
+from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
 from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
@@ -85,7 +85,6 @@ __all__ = [
     "train_model",
 ]
 
-CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
 MODEL = "model.pt"
 
