@@ -119,15 +119,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         window = max(1, min(20, args.steps // 5))
         rows.append({"groups": configuration, "first": float(np.mean(losses[:window])),
                      "last": float(np.mean(losses[-window:])), "overflows": overflows,
+                     "chance": math.log(dataset.num_classes),
                      "seconds": time.perf_counter() - began})
         print(f"{configuration:<30} loss {rows[-1]['first']:.3f} -> {rows[-1]['last']:.3f}, {overflows} subnets "
               f"overflowed ({rows[-1]['seconds']:.0f} s)", file=sys.stderr, flush=True)
     return rows
 
 
-def report(rows: list[dict[str, Any]], classes: int) -> str:
+def report(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'drawn at random':<30}{'first':>8}{'last':>8}{'overflows':>11}  (mean training loss over the first "
-             f"and last steps; chance {math.log(classes):.2f})"]
+             f"and last steps; chance {rows[0]['chance']:.2f})"]
     lines.extend(f"{row['groups']:<30}{row['first']:>8.3f}{row['last']:>8.3f}{row['overflows']:>11}" for row in rows)
     return "\n".join(lines)
 
@@ -154,7 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows = run(args)
-    print(report(rows, load_dataset(args.data).num_classes))
+    print(report(rows))
     return 0
 
 
