@@ -80,6 +80,18 @@ def _subnets(supernet: Supernet, base: np.ndarray, take: np.ndarray, rng: np.ran
     return out[:count]
 
 
+def leaves_chance(losses: list[float], chance: float, window: int) -> int | None:
+    """The first step whose trailing ``window``-step mean loss is 5% under chance (None: never in the run).
+
+    Why: a configuration does not so much fail to learn as wait at chance before it starts; the end of that
+    plateau separates configurations better than the last loss of a short run does.
+    """
+    for end in range(window, len(losses) + 1):
+        if np.mean(losses[end - window:end]) < 0.95 * chance:
+            return end - 1
+    return None
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
@@ -117,19 +129,23 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if step:
                 losses.append(float(np.mean(step)))
         window = max(1, min(20, args.steps // 5))
+        chance = math.log(dataset.num_classes)
         rows.append({"groups": configuration, "first": float(np.mean(losses[:window])),
-                     "last": float(np.mean(losses[-window:])), "overflows": overflows,
-                     "chance": math.log(dataset.num_classes),
-                     "seconds": time.perf_counter() - began})
-        print(f"{configuration:<30} loss {rows[-1]['first']:.3f} -> {rows[-1]['last']:.3f}, {overflows} subnets "
-              f"overflowed ({rows[-1]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+                     "last": float(np.mean(losses[-window:])), "leaves_chance": leaves_chance(losses, chance, 10),
+                     "overflows": overflows, "chance": chance, "seconds": time.perf_counter() - began})
+        print(f"{configuration:<30} loss {rows[-1]['first']:.3f} -> {rows[-1]['last']:.3f}, leaves chance at step "
+              f"{rows[-1]['leaves_chance']}, {overflows} subnets overflowed ({rows[-1]['seconds']:.0f} s)",
+              file=sys.stderr, flush=True)
     return rows
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'drawn at random':<30}{'first':>8}{'last':>8}{'overflows':>11}  (mean training loss over the first "
-             f"and last steps; chance {rows[0]['chance']:.2f})"]
-    lines.extend(f"{row['groups']:<30}{row['first']:>8.3f}{row['last']:>8.3f}{row['overflows']:>11}" for row in rows)
+    lines = [f"{'drawn at random':<30}{'first':>8}{'last':>8}{'leaves chance':>15}{'overflows':>11}  (mean training "
+             f"loss over the first and last steps, chance {rows[0]['chance']:.2f}; the step whose 10-step mean is 5% "
+             "under chance, '-' if none)"]
+    lines.extend(f"{row['groups']:<30}{row['first']:>8.3f}{row['last']:>8.3f}"
+                 f"{'-' if row['leaves_chance'] is None else row['leaves_chance']:>15}{row['overflows']:>11}"
+                 for row in rows)
     return "\n".join(lines)
 
 

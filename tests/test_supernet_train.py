@@ -114,6 +114,14 @@ def test_corrupt_or_mismatched_checkpoints_are_one_clear_error(files: dict[str, 
     with pytest.raises(nas.NasError, match="already holds a run"):
         train_supernet(files["space"], dataset, SETTINGS, out=out, **COMMON)
     checkpoint = out / "checkpoint.pt"
+    before = torch.load(checkpoint, weights_only=False)
+    del before["job"]["spec"]["sharing"]  # as written before the sharing version was recorded
+    torch.save(before, tmp_path / "before.pt")
+    with pytest.raises(CheckpointError, match="weight-sharing version < 3"):
+        Supernet.load(tmp_path / "before.pt")
+    torch.save(before, checkpoint)
+    with pytest.raises(CheckpointError, match="sharing: checkpoint 0, requested 3"):
+        train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, **COMMON)
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # torn write
     for attempt in (lambda: train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, **COMMON),
                     lambda: Supernet.load(out)):
@@ -250,6 +258,9 @@ def test_sharing_bench_trains_each_configuration_from_the_same_start(files: dict
     assert twice[0]["first"] == twice[1]["first"] and np.isfinite(twice[0]["last"])  # same start, same draws
     assert bench.main([*argv, "--groups", "sizes;sizes,branches"]) == 0
     assert "sizes,branches" in capsys.readouterr().out
+    plateau = [2.3] * 30 + [1.8] * 20
+    assert bench.leaves_chance(plateau, 2.3, 10) == 32  # 3 of steps 23-32 at 1.8: mean 2.15 < 0.95 * 2.3
+    assert bench.leaves_chance([2.3] * 50, 2.3, 10) is None
 
 
 def test_a_subnet_that_overflows_is_left_out_of_the_step(files: dict[str, str], dataset: Dataset, monkeypatch) -> None:

@@ -29,7 +29,7 @@ from nas.build import Model, build
 from nas.errors import NasError
 from nas.space import Space, load_space
 from nas.supernet.checkpoint import CheckpointError, checkpoint_file, load_checkpoint
-from nas.supernet.elastic import Capacity, CapacityError, Layouts, SharedStore, Storage, UnitLayout
+from nas.supernet.elastic import SHARING_VERSION, Capacity, CapacityError, Layouts, SharedStore, Storage, UnitLayout
 from nas.supernet.proxy import ProxyError, ProxyScale
 
 __all__ = ["Supernet", "SupernetSpec"]
@@ -55,23 +55,24 @@ class SupernetSpec:
     storage: tuple[Storage, ...]
     scan: int
     sigma_reparam: bool = False
+    sharing: int = SHARING_VERSION  # what the stored tensors mean; checkpoints before version 3 did not say (0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"space": self.space, "scale": self.scale.to_dict(), "seed": self.seed, "largest": self.largest,
                 "smallest": self.smallest, "storage": [record.to_dict() for record in self.storage],
-                "scan": self.scan, "sigma_reparam": self.sigma_reparam}
+                "scan": self.scan, "sigma_reparam": self.sigma_reparam, "sharing": self.sharing}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SupernetSpec:
         return cls(space=data["space"], scale=ProxyScale(**data["scale"]), seed=int(data["seed"]),
                    largest=data["largest"], smallest=data["smallest"],
                    storage=tuple(Storage.from_dict(item) for item in data["storage"]), scan=int(data["scan"]),
-                   sigma_reparam=bool(data.get("sigma_reparam", False)))
+                   sigma_reparam=bool(data.get("sigma_reparam", False)), sharing=int(data.get("sharing", 0)))
 
     def settings(self) -> dict[str, Any]:
-        """The user-chosen part (what a resumed run must agree on)."""
+        """What a resumed run must agree on: the user-chosen part, and what the stored tensors mean."""
         return {"space": self.space, "scale": self.scale.to_dict(), "seed": self.seed, "scan": self.scan,
-                "sigma_reparam": self.sigma_reparam}
+                "sigma_reparam": self.sigma_reparam, "sharing": self.sharing}
 
 
 class Supernet(nn.Module):
@@ -169,12 +170,18 @@ class Supernet(nn.Module):
         """A trained supernet from a checkpoint file or a run directory holding ``checkpoint.pt``.
 
         Raises:
-            CheckpointError: missing, corrupt, or not a supernet checkpoint (the message names the file).
+            CheckpointError: missing, corrupt, not a supernet checkpoint, or trained under another
+                :data:`~nas.supernet.elastic.SHARING_VERSION` (the message names the file).
         """
         path = checkpoint_file(path)
         data = load_checkpoint(path, kind="supernet")
         try:
-            supernet = cls(SupernetSpec.from_dict(data["job"]["spec"]))
+            spec = SupernetSpec.from_dict(data["job"]["spec"])
+            if spec.sharing != SHARING_VERSION:
+                raise CheckpointError(f"{path}: trained with weight-sharing version {spec.sharing or '< 3'}; this nas "
+                                      f"shares weights as version {SHARING_VERSION} (nas.supernet.elastic."
+                                      "SHARING_VERSION): train the supernet again")
+            supernet = cls(spec)
             supernet.load_state_dict(data["model"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

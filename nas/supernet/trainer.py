@@ -67,6 +67,7 @@ from nas.build import build
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
+from nas.supernet.elastic import SHARING_VERSION
 from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
@@ -599,7 +600,7 @@ def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, wid
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{path}: malformed supernet description ({exc})") from None
         wanted = {"space": space, "scale": scale.to_dict(), "seed": settings.seed, "scan": scan,
-                  "sigma_reparam": settings.sigma_reparam}
+                  "sigma_reparam": settings.sigma_reparam, "sharing": SHARING_VERSION}
         check_matches(path, spec.settings(), wanted, "supernet settings")
         supernet = Supernet(spec)
     else:
