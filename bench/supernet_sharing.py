@@ -15,9 +15,15 @@ Measured (metaformer, width 0.125, 32 px, batch 64, 4 subnets per step, 100 step
 sizes 1.59; sizes + norms 1.77; + branches 1.84; + trunk instead of branches 2.31; everything 2.31; and in a
 second run sizes + norms + stem 1.84, sizes + norms + downsample 2.31 (2.31 again after patch merging's weights
 were cut per neighbour, which alone took "conv k3 BN or patch merging" from 2.32 to 1.82). With ``--seed 1``
-(another base point), after that fix: sizes + norms + downsample 1.73, everything 2.31. Each group shares the
-layers after it on its own (from some base points); drawn all together, the supernet does not learn at all in
-this budget. Single runs differ by up to 0.6 between base points: compare configurations over several seeds.
+(another base point), after that fix: sizes + norms + downsample 1.73, everything 2.31. Single runs differ by up
+to 0.6 between base points: compare configurations over several seeds.
+
+Everything drawn at random is a plateau, not a failure: run longer (``--steps 200``), the supernet waits at
+chance, then learns. Before SHARING_VERSION 3 it left chance at step 166 with ``--seed 1`` (last 20 steps
+2.10) and around step 115 with ``--seed 0`` (about 1.9); with patch merging reading the conv downsampler's
+kernel, at steps 83 and 75 (1.83 and 1.86); with the patch stem also reading the overlapping stem's kernel,
+at steps 52 and 66 (1.76 and 1.84). Kinds whose weights start unrelated (a representation of their own for
+the layers after them) are what the supernet waits on; the column "leaves chance" measures it.
 
 Usage:
     python bench/supernet_sharing.py                       # the default configurations (about 5 minutes)

@@ -233,6 +233,20 @@ def test_patch_merging_and_the_conv_downsampler_share_one_kernel(kitchen: Supern
     assert torch.equal(taps[:rows, :inputs], kernel[:rows, :inputs, :2, :2])
 
 
+def test_patch_and_overlapping_stems_share_one_kernel_cut_from_the_centre(kitchen: Supernet) -> None:
+    rng = np.random.default_rng(0)
+    drawn = [kitchen.sample(rng) for _ in range(400)]
+    stems = {kind: kitchen.extract(next(arch for arch in drawn if arch.stem.kind == kind)).state_dict()
+             for kind in ("patch", "overlap")}
+    patch, overlap = (next(value for name, value in stems[kind].items() if name.endswith("proj.weight"))
+                      for kind in ("patch", "overlap"))
+    rows = min(patch.shape[0], overlap.shape[0])
+    small, large = sorted((patch, overlap), key=lambda kernel: kernel.shape[-1])  # kitchen: a 3x3 overlap stem
+    start, size = (large.shape[-1] - small.shape[-1]) // 2, small.shape[-1]
+    assert small.shape[-1] < large.shape[-1]
+    assert torch.equal(small[:rows], large[:rows, :, start:start + size, start:start + size])
+
+
 # ---------------------------------------------------------------------------- extract == supernet
 
 

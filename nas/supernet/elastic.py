@@ -17,7 +17,11 @@ of one shared, max-size tensor:
   add those options to the group (:data:`KEY_FIELDS`) and so get weights of
   their own per option. A few tensors of one kind are stored as another
   kind's where both compute the same map (:data:`KIND_ALIASES`: Swin's patch
-  merging reads the conv downsampler's kernel as a 2x2 stride-2 convolution).
+  merging reads the conv downsampler's kernel as a 2x2 stride-2 convolution,
+  the 4x4 patch stem the centre of the overlapping 7x7 stem's kernel). Kinds
+  whose weights start unrelated hand the layers after them a different
+  representation each, and a supernet drawing them at random waits at chance
+  until the layers reconcile them (``bench/supernet_sharing.py``).
 * **Views.** A needed tensor is a slice of the stored one (:class:`Rule`):
   prefixes ``[:d0, :d1, ...]`` by default; convolution kernels are cut from
   the centre (a 3x3 is the middle of a 7x7); fused ``qkv`` / ``kv`` rows and
@@ -216,7 +220,8 @@ class RelativeTable(Rule):
 SHARING_VERSION = 3
 """What shared weights mean; bumped when a fix changes it, so weights trained before are not reused.
 2: patch merging's concatenated neighbours are cut per neighbour (they were cut as one prefix).
-3: patch merging's linear layer reads the conv downsampler's kernel (:data:`KIND_ALIASES`)."""
+3: patch merging's linear layer reads the conv downsampler's kernel, the patch stem the overlapping stem's
+   (:data:`KIND_ALIASES`)."""
 
 # Per-kind exceptions to prefix slicing: (mixer kind, name inside the mixer module) or (stem / downsampler kind,
 # name inside the unit) -> rule.
@@ -238,6 +243,9 @@ KIND_RULES: dict[tuple[str, str], Rule] = {
 # (kind whose tensor it reads, that tensor's name, rule). Only where the two compute the same map.
 KIND_ALIASES: dict[tuple[str, str], tuple[str, str, Rule]] = {
     ("patch_merging", "reduction.weight"): ("conv", "conv.weight", NeighbourKernel()),
+    # Both stride-4 patchifying convolutions: the 4x4 patch kernel is the centre of the overlapping 7x7 one.
+    ("patch", "proj.weight"): ("overlap", "proj.weight", ConvKernel()),
+    ("patch", "proj.bias"): ("overlap", "proj.bias", Prefix()),
 }
 
 # Options that change what the rows of a kind's weights mean get separate weights per value.
