@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ from nas.supernet import (
     Chunks,
     ConvKernel,
     EvalBatches,
-    NeighbourKernel,
     ProxyError,
     ProxyScale,
     RelativeTable,
@@ -182,8 +180,8 @@ def test_rules_cut_parts_kernels_and_tables() -> None:
     stored = torch.arange(6 * 3, dtype=torch.float32).view(6, 3)  # rows [q q k k v v] of width 2, 3 inputs
     cut = Chunks(3).view(stored, (3, 2))
     assert torch.equal(cut, stored[[0, 2, 4]][:, :2])
-    norm = torch.arange(8, dtype=torch.float32)  # a LayerNorm over 4 neighbours x 2 channels
-    assert torch.equal(Chunks(4).view(norm, (4,)), norm[[0, 2, 4, 6]])
+    merged = torch.arange(2 * 8, dtype=torch.float32).view(2, 8)  # 4 neighbours x 2 channels in, 2 out
+    assert torch.equal(Chunks(4, axis=1).view(merged, (1, 4)), merged[:1, [0, 2, 4, 6]])
     kernel = torch.arange(5 * 5, dtype=torch.float32).view(1, 1, 5, 5)
     assert torch.equal(ConvKernel().view(kernel, (1, 1, 3, 3)), kernel[:, :, 1:4, 1:4])
     table = torch.arange(25 * 2, dtype=torch.float32).view(25, 2)  # window 3: 5x5 offsets, 2 heads
@@ -202,49 +200,6 @@ def test_patch_merging_keeps_each_neighbours_weights_at_every_width(kitchen: Sup
     small, large = weights[0][key], weights[1][key]  # (dim, 4 x 16) and (dim, 4 x 24)
     for neighbour in range(4):
         assert torch.equal(small[:, 16 * neighbour:16 * (neighbour + 1)], large[:, 24 * neighbour:24 * neighbour + 16])
-
-
-def test_patch_merging_reads_the_conv_kernel_as_the_same_2x2_stride_2_convolution() -> None:
-    from nas.blocks.swin import PatchMerging, PatchMergingCfg
-
-    stored = torch.randn(5, 4, 3, 3, generator=torch.Generator().manual_seed(0))  # a conv downsampler's kernel
-    merging = PatchMerging(PatchMergingCfg(), in_dim=3, dim=4, size=(4, 4))
-    merging.norm = torch.nn.Identity()
-    with torch.no_grad():
-        merging.reduction.weight.copy_(NeighbourKernel().view(stored, (4, 12)))
-    image = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    tokens = merging(image.flatten(2).transpose(1, 2))  # (2, 4 merged tokens, 4)
-    conv = torch.nn.functional.conv2d(image, ConvKernel().view(stored, (4, 3, 2, 2)), stride=2)
-    torch.testing.assert_close(tokens, conv.flatten(2).transpose(1, 2))
-
-
-def test_patch_merging_and_the_conv_downsampler_share_one_kernel(kitchen: Supernet) -> None:
-    rng = np.random.default_rng(0)
-    drawn = [kitchen.sample(rng) for _ in range(400)]
-    by_kind = {kind: next(arch for arch in drawn if arch.stages[1].downsample.kind == kind)
-               for kind in ("patch_merging", "conv")}
-    weights = {kind: kitchen.extract(arch).state_dict() for kind, arch in by_kind.items()}
-    reduction = next(value for name, value in weights["patch_merging"].items()
-                     if re.fullmatch(r"stages\.1\.\d+\.reduction\.weight", name))
-    kernel = next(value for name, value in weights["conv"].items()
-                  if re.fullmatch(r"stages\.1\.\d+\.conv\.weight", name))
-    rows, inputs = min(reduction.shape[0], kernel.shape[0]), min(reduction.shape[1] // 4, kernel.shape[1])
-    taps = reduction.view(reduction.shape[0], 2, 2, -1).permute(0, 3, 2, 1)  # (dim, in_dim, kh, kw)
-    assert torch.equal(taps[:rows, :inputs], kernel[:rows, :inputs, :2, :2])
-
-
-def test_patch_and_overlapping_stems_share_one_kernel_cut_from_the_centre(kitchen: Supernet) -> None:
-    rng = np.random.default_rng(0)
-    drawn = [kitchen.sample(rng) for _ in range(400)]
-    stems = {kind: kitchen.extract(next(arch for arch in drawn if arch.stem.kind == kind)).state_dict()
-             for kind in ("patch", "overlap")}
-    patch, overlap = (next(value for name, value in stems[kind].items() if name.endswith("proj.weight"))
-                      for kind in ("patch", "overlap"))
-    rows = min(patch.shape[0], overlap.shape[0])
-    small, large = sorted((patch, overlap), key=lambda kernel: kernel.shape[-1])  # kitchen: a 3x3 overlap stem
-    start, size = (large.shape[-1] - small.shape[-1]) // 2, small.shape[-1]
-    assert small.shape[-1] < large.shape[-1]
-    assert torch.equal(small[:rows], large[:rows, :, start:start + size, start:start + size])
 
 
 # ---------------------------------------------------------------------------- extract == supernet

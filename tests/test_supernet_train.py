@@ -114,13 +114,16 @@ def test_corrupt_or_mismatched_checkpoints_are_one_clear_error(files: dict[str, 
     with pytest.raises(nas.NasError, match="already holds a run"):
         train_supernet(files["space"], dataset, SETTINGS, out=out, **COMMON)
     checkpoint = out / "checkpoint.pt"
-    before = torch.load(checkpoint, weights_only=False)
-    del before["job"]["spec"]["sharing"]  # as written before the sharing version was recorded
-    torch.save(before, tmp_path / "before.pt")
-    with pytest.raises(CheckpointError, match="weight-sharing version < 3"):
-        Supernet.load(tmp_path / "before.pt")
-    torch.save(before, checkpoint)
-    with pytest.raises(CheckpointError, match="sharing: checkpoint 0, requested 3"):
+    saved = torch.load(checkpoint, weights_only=False)
+    del saved["job"]["spec"]["sharing"]  # as written before the version was recorded: taken as version 2
+    torch.save(saved, tmp_path / "unrecorded.pt")
+    assert Supernet.load(tmp_path / "unrecorded.pt").spec.sharing == 2
+    saved["job"]["spec"]["sharing"] = 1  # patch merging's neighbours cut as one prefix
+    torch.save(saved, tmp_path / "older.pt")
+    with pytest.raises(CheckpointError, match="weight-sharing version 1; this nas shares weights as version 2"):
+        Supernet.load(tmp_path / "older.pt")
+    torch.save(saved, checkpoint)
+    with pytest.raises(CheckpointError, match="sharing: checkpoint 1, requested 2"):
         train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, **COMMON)
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # torn write
     for attempt in (lambda: train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, **COMMON),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from nas.supernet import zero_cost  # noqa: F401  (zero-cost proxies: zero_cost.score, zero_cost.score_archs)
 from nas.supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from nas.supernet.elastic import CapacityError, Chunks, ConvKernel, NeighbourKernel, Prefix, RelativeTable
+from nas.supernet.elastic import CapacityError, Chunks, ConvKernel, Prefix, RelativeTable
 from nas.supernet.evaluate import EvalBatches, accuracy, evaluate, kendall_tau, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyError, ProxyScale, proxy
 from nas.supernet.supernet import Supernet, SupernetSpec
@@ -37,7 +37,6 @@ __all__ = [
     "CheckpointError",
     "Chunks",
     "ConvKernel",
-    "NeighbourKernel",
     "EvalBatches",
     "ModelJob",
     "Prefix",

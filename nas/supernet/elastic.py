@@ -15,18 +15,12 @@ of one shared, max-size tensor:
   FFN). Stems, downsamplers and heads use ``<role>=<kind>``. Kinds whose
   options change the meaning of rows (EfficientFormer's per-head ``key_dim``)
   add those options to the group (:data:`KEY_FIELDS`) and so get weights of
-  their own per option. A few tensors of one kind are stored as another
-  kind's where both compute the same map (:data:`KIND_ALIASES`: Swin's patch
-  merging reads the conv downsampler's kernel as a 2x2 stride-2 convolution,
-  the 4x4 patch stem the centre of the overlapping 7x7 stem's kernel). Kinds
-  whose weights start unrelated hand the layers after them a different
-  representation each, and a supernet drawing them at random waits at chance
-  until the layers reconcile them (``bench/supernet_sharing.py``).
+  their own per option.
 * **Views.** A needed tensor is a slice of the stored one (:class:`Rule`):
   prefixes ``[:d0, :d1, ...]`` by default; convolution kernels are cut from
   the centre (a 3x3 is the middle of a 7x7); fused ``qkv`` / ``kv`` rows and
-  the LayerNorm over Swin's concatenated patch-merging neighbours are cut per
-  part (:class:`Chunks`); Swin's relative-position table is cut as a centred 2-D
+  the concatenated neighbours of Swin's patch merging are cut per part
+  (:class:`Chunks`); Swin's relative-position table is cut as a centred 2-D
   square (:class:`RelativeTable`). :data:`KIND_RULES` is the small per-kind
   table. A 1x1 convolution and a linear layer of the same name share
   one tensor (trailing singleton dimensions are dropped). Slicing is
@@ -73,8 +67,6 @@ __all__ = [
     "Chunks",
     "ConvKernel",
     "Init",
-    "KIND_ALIASES",
-    "NeighbourKernel",
     "Prefix",
     "RelativeTable",
     "Rule",
@@ -117,10 +109,6 @@ class Rule:
 
     name: ClassVar[str] = "prefix"
 
-    def stored_shape(self, shape: Shape) -> Shape:
-        """The shape this use of a tensor takes in storage (where capacity grows); most rules store as used."""
-        return shape
-
     def check(self, stored: Shape, shape: Shape) -> str:
         """Empty if ``shape`` fits in ``stored``, else why not."""
         padded = _pad(shape, len(stored))
@@ -155,48 +143,24 @@ class ConvKernel(Rule):
 
 @dataclass(frozen=True)
 class Chunks(Rule):
-    """Rows made of ``parts`` equal parts, each cut on its own: fused ``[q; k; v]`` rows, or the LayerNorm over
-    Swin's concatenated patch-merging neighbours."""
+    """A dimension made of ``parts`` equal parts, each cut on its own: fused ``[q; k; v]`` rows (``axis`` 0), or
+    the input columns of a linear layer over concatenated neighbours (Swin's patch merging: ``axis`` 1)."""
 
     parts: int = 3
+    axis: int = 0
     name: ClassVar[str] = "chunks"
 
     def check(self, stored: Shape, shape: Shape) -> str:
-        if shape[0] % self.parts or stored[0] % self.parts:
-            return f"{self.parts} fused parts do not divide {tuple(shape)} / {tuple(stored)}"
+        if shape[self.axis] % self.parts or stored[self.axis] % self.parts:
+            return (f"{self.parts} fused parts do not divide dimension {self.axis} of {tuple(shape)} / "
+                    f"{tuple(stored)}")
         return super().check(stored, shape)
 
     def view(self, stored: torch.Tensor, shape: Shape) -> torch.Tensor:
-        have, need = stored.shape[0] // self.parts, shape[0] // self.parts
-        return torch.cat([Rule.view(self, stored[index * have:(index + 1) * have], (need, *shape[1:]))
-                          for index in range(self.parts)])
-
-
-class NeighbourKernel(Rule):
-    """Swin's patch merging read from a stride-2 convolution's kernel: ``(dim, in_dim, 2, 2)`` as ``(dim, 4 in_dim)``.
-
-    Patch merging is a 2x2 stride-2 convolution written as a linear layer over the concatenated neighbours
-    (top-left, bottom-left, top-right, bottom-right: column ``(kh + 2 kw) * in_dim + c`` is kernel tap
-    ``(kh, kw)``, channel ``c``). Reading the conv downsampler's kernel, cut as a 2x2 conv would cut it, keeps
-    the stages after a downsampler seeing one representation whichever of the two kinds a subnet draws; with
-    separate weights they saw unrelated ones, and the supernet waited at chance for longer (see
-    ``bench/supernet_sharing.py``).
-    """
-
-    name = "conv"  # stored and grown as a convolution kernel
-
-    def stored_shape(self, shape: Shape) -> Shape:
-        rows, columns = shape
-        return (rows, columns // 4, 2, 2)
-
-    def check(self, stored: Shape, shape: Shape) -> str:
-        if len(shape) != 2 or shape[1] % 4:
-            return f"{tuple(shape)} is not a linear layer over 4 concatenated neighbours"
-        return ConvKernel().check(stored, self.stored_shape(shape))
-
-    def view(self, stored: torch.Tensor, shape: Shape) -> torch.Tensor:
-        kernel = ConvKernel().view(stored, self.stored_shape(shape))  # (dim, in_dim, kh, kw)
-        return kernel.permute(0, 3, 2, 1).reshape(shape)
+        have, need = stored.shape[self.axis] // self.parts, shape[self.axis] // self.parts
+        part_shape = tuple(need if axis == self.axis else size for axis, size in enumerate(shape))
+        return torch.cat([Rule.view(self, stored.narrow(self.axis, index * have, have), part_shape)
+                          for index in range(self.parts)], dim=self.axis)
 
 
 class RelativeTable(Rule):
@@ -217,11 +181,9 @@ class RelativeTable(Rule):
         return table[start:start + need, start:start + need, :shape[1]].reshape(shape)
 
 
-SHARING_VERSION = 3
+SHARING_VERSION = 2
 """What shared weights mean; bumped when a fix changes it, so weights trained before are not reused.
-2: patch merging's concatenated neighbours are cut per neighbour (they were cut as one prefix).
-3: patch merging's linear layer reads the conv downsampler's kernel, the patch stem the overlapping stem's
-   (:data:`KIND_ALIASES`)."""
+2: patch merging's concatenated neighbours are cut per neighbour (they were cut as one prefix)."""
 
 # Per-kind exceptions to prefix slicing: (mixer kind, name inside the mixer module) or (stem / downsampler kind,
 # name inside the unit) -> rule.
@@ -230,6 +192,7 @@ KIND_RULES: dict[tuple[str, str], Rule] = {
     # would hand one neighbour's weights to another whenever the stage before is narrower than its widest.
     ("patch_merging", "norm.weight"): Chunks(4),
     ("patch_merging", "norm.bias"): Chunks(4),
+    ("patch_merging", "reduction.weight"): Chunks(4, axis=1),
     ("attention", "qkv.weight"): Chunks(3),
     ("attention", "qkv.bias"): Chunks(3),
     ("window_attention", "qkv.weight"): Chunks(3),
@@ -237,15 +200,6 @@ KIND_RULES: dict[tuple[str, str], Rule] = {
     ("window_attention", "relative_position_bias"): RelativeTable(),
     ("spatial_reduction_attention", "kv.weight"): Chunks(2),
     ("spatial_reduction_attention", "kv.bias"): Chunks(2),
-}
-
-# Tensors of one kind stored as another kind's, at the same position: (kind, name inside the unit) ->
-# (kind whose tensor it reads, that tensor's name, rule). Only where the two compute the same map.
-KIND_ALIASES: dict[tuple[str, str], tuple[str, str, Rule]] = {
-    ("patch_merging", "reduction.weight"): ("conv", "conv.weight", NeighbourKernel()),
-    # Both stride-4 patchifying convolutions: the 4x4 patch kernel is the centre of the overlapping 7x7 one.
-    ("patch", "proj.weight"): ("overlap", "proj.weight", ConvKernel()),
-    ("patch", "proj.bias"): ("overlap", "proj.bias", Prefix()),
 }
 
 # Options that change what the rows of a kind's weights mean get separate weights per value.
@@ -256,7 +210,7 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
 
 def _rule_id(rule: Rule) -> str:
     if isinstance(rule, Chunks):
-        return f"chunks{rule.parts}"
+        return f"chunks{rule.parts}" + (f"@{rule.axis}" if rule.axis else "")
     return rule.name
 
 
@@ -424,10 +378,6 @@ def _raw_slots(arch: Arch, unit: Unit, module: nn.Module) -> list[Slot]:
             else:
                 group, local = other_group, name
                 rule = KIND_RULES.get((component_kind, local)) if component_kind else None
-                alias = KIND_ALIASES.get((component_kind, local))
-                if alias is not None:
-                    role = group.split("=", 1)[0]
-                    group, local, rule = f"{role}={alias[0]}", alias[1], alias[2]
         owner = _owner(module, name)
         leaf = name.rsplit(".", 1)[-1]
         is_conv = isinstance(owner, nn.modules.conv._ConvNd) and leaf == "weight"
@@ -554,7 +504,7 @@ class Capacity:
                 scope = f"stages.{match.group(1)}.blocks"
                 self.depths[scope] = max(self.depths.get(scope, 0), int(match.group(2)) + 1)
             for slot in layout.slots:
-                shape = slot.rule.stored_shape(_canonical(slot.shape))
+                shape = _canonical(slot.shape)
                 numel = slot_numel(slot)
                 rule = _rule_id(slot.rule)
                 entry = self.entries.get((slot.scope, slot.entry))

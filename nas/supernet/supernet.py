@@ -34,6 +34,8 @@ from nas.supernet.proxy import ProxyError, ProxyScale
 
 __all__ = ["Supernet", "SupernetSpec"]
 
+_UNRECORDED_SHARING = 2  # checkpoints written before the version was recorded: version 2 was current then
+
 _SEARCH_TRIES = 16  # mutations tried per round of the largest/smallest local search
 _SEARCH_PATIENCE = 10  # rounds without improvement before the search stops
 _SEARCH_ROUNDS = 100
@@ -55,7 +57,7 @@ class SupernetSpec:
     storage: tuple[Storage, ...]
     scan: int
     sigma_reparam: bool = False
-    sharing: int = SHARING_VERSION  # what the stored tensors mean; checkpoints before version 3 did not say (0)
+    sharing: int = SHARING_VERSION  # what the stored tensors mean
 
     def to_dict(self) -> dict[str, Any]:
         return {"space": self.space, "scale": self.scale.to_dict(), "seed": self.seed, "largest": self.largest,
@@ -67,7 +69,8 @@ class SupernetSpec:
         return cls(space=data["space"], scale=ProxyScale(**data["scale"]), seed=int(data["seed"]),
                    largest=data["largest"], smallest=data["smallest"],
                    storage=tuple(Storage.from_dict(item) for item in data["storage"]), scan=int(data["scan"]),
-                   sigma_reparam=bool(data.get("sigma_reparam", False)), sharing=int(data.get("sharing", 0)))
+                   sigma_reparam=bool(data.get("sigma_reparam", False)),
+                   sharing=int(data.get("sharing", _UNRECORDED_SHARING)))
 
     def settings(self) -> dict[str, Any]:
         """What a resumed run must agree on: the user-chosen part, and what the stored tensors mean."""
@@ -178,7 +181,7 @@ class Supernet(nn.Module):
         try:
             spec = SupernetSpec.from_dict(data["job"]["spec"])
             if spec.sharing != SHARING_VERSION:
-                raise CheckpointError(f"{path}: trained with weight-sharing version {spec.sharing or '< 3'}; this nas "
+                raise CheckpointError(f"{path}: trained with weight-sharing version {spec.sharing}; this nas "
                                       f"shares weights as version {SHARING_VERSION} (nas.supernet.elastic."
                                       "SHARING_VERSION): train the supernet again")
             supernet = cls(spec)
