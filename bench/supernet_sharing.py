@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     base = supernet.space.sample_vectors(np.random.default_rng([args.seed, 1]), 1)[0]
     train, _ = loaders(dataset, batch_size=args.batch_size, resolution=args.resolution, channels=3, augment=False,
                        seed=args.seed)
+    chance = math.log(dataset.num_classes)
     rows = []
     for configuration in args.groups:
         supernet.load_state_dict(initial)
@@ -136,7 +137,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if step:
                 losses.append(float(np.mean(step)))
         window = max(1, min(20, args.steps // 5))
-        chance = math.log(dataset.num_classes)
         rows.append({"groups": configuration, "first": float(np.mean(losses[:window])),
                      "last": float(np.mean(losses[-window:])), "leaves_chance": leaves_chance(losses, chance, 10),
                      "overflows": overflows, "chance": chance, "seconds": time.perf_counter() - began})
