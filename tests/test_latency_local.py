@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import zlib
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from nas.latency import get_target, list_targets, predict
 from nas.latency.local import ProfileOptions, profile_local
 from nas.latency.measure import Protocol, Timing
 from nas.latency.targets import local_target_path
-from tests.conftest import TINY_DIR
+from tests.conftest import ROOT, TINY_DIR
 
 TINY = ("mixer_pooling", "mixer_convnext", "mixer_attention", "mixer_mbconv", "stem_conv", "mixer_lka",
         "mixer_window_attention", "stem_patch")
@@ -135,3 +136,19 @@ def test_cli_targets_lists_local_with_its_held_out_figures(home: Path, archs, ca
     assert rows["local"]["validation"]["held_out"]["rows"] == len(archs[1])
     assert main(["predict", str(TINY_DIR / "mixer_pooling.yaml"), "--target", "local"]) == 0
     assert "held out 4 models never fitted" in capsys.readouterr().out
+
+
+def test_predictors_bench_validates_only_calibrated_targets_once_local_exists(home: Path, archs, capsys) -> None:
+    """`local` has no published rows: listing it made the bench's leave-one-family-out pass crash."""
+    spec = importlib.util.spec_from_file_location("bench_predictors", ROOT / "bench" / "predictors.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    profile_local(ProfileOptions(resume=False), archs=archs, measurer=_fake, peaks=PEAKS)
+    assert "local" in list_targets()
+    assert "local" not in bench.calibrated_targets()
+    assert set(bench.calibrated_targets()) == {"iphone12", "v100", "xeon", "zcu104"}
+    with pytest.raises(SystemExit) as raised:
+        bench.main(["--targets", "local", "--skip-validation"])
+    assert raised.value.code == 2
+    assert "--local profiles this machine" in capsys.readouterr().err
