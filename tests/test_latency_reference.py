@@ -18,6 +18,7 @@ from nas.latency.models.select import (
     PARAMS_EXCEPTIONS,
     PARAMS_TOLERANCE,
     TARGETS,
+    _no_slower_at_larger_input,
     reference_family,
     reference_params,
     select,
@@ -191,3 +192,25 @@ def test_the_csvs_are_what_the_selection_script_writes(target: str) -> None:
 def test_meta_build_honours_dtype() -> None:
     module = REFERENCE_MODELS["mobilenetv3_small_10"].build(device="meta", dtype=torch.float16)
     assert {p.dtype for p in module.parameters()} == {torch.float16}
+
+
+def _row(model: str, resolution: int, batch: int, latency: float) -> dict[str, str]:
+    return {"model": model, "reference": "resnet50", "resolution": str(resolution), "batch_size": str(batch),
+            "precision": "fp32", "runtime": "paddle-tensorrt", "device": "V100", "threads": "",
+            "latency_ms": str(latency)}
+
+
+def test_a_network_published_no_slower_at_a_larger_input_is_dropped_at_every_batch() -> None:
+    rows = [_row("R50", 224, 1, 2.0), _row("R50", 224, 4, 5.0), _row("R50_384", 384, 1, 1.9),
+            _row("R50_384", 384, 4, 9.0), _row("R50_288", 288, 1, 3.1), _row("R50_288", 288, 4, 7.5)]
+    doubtful = _no_slower_at_larger_input(rows)
+    assert sorted(doubtful) == [2, 3]  # both batches of the 384 px line; the 288 px line is slower, as it must be
+    assert doubtful[3].startswith("published no slower at 384 px than R50")
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the published tables (../shared/calibration) are not here")
+def test_paddleclas_fix_resnext_at_320_px_is_skipped() -> None:
+    selection = select("v100", SHARED)
+    assert not [row for row in selection.rows if row["model"] == "Fix_ResNeXt101_32x48d_wsl"]
+    reasons = {reason for model, reason in selection.skipped if model == "Fix_ResNeXt101_32x48d_wsl"}
+    assert len(reasons) == 1 and "input size in doubt" in reasons.pop()

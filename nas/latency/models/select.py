@@ -13,6 +13,9 @@ Run ``python -m nas.latency.models.select [--source DIR]``. The rules, per sourc
    whose explanation is itself checked numerically.
 4. Where the row gives only a throughput, ``latency_ms = batch x instances x 1000 / throughput`` (recorded
    in ``latency_derivation``).
+5. A row listing a network at a larger input than another row of the same network and setting, yet published
+   no slower, is dropped (:func:`_no_slower_at_larger_input`): its pixels, hence its work, grew by the
+   square of the ratio, so its measurement cannot have been at the listed resolution.
 
 The output keeps every published column after the normalised ones (a published column whose name is
 one of the normalised columns is renamed ``published_<name>``), and ``selection.md`` beside the CSVs
@@ -510,7 +513,34 @@ def select(target: str, source_dir: Path) -> Selection:
         }
         out.update({renamed[name]: row[name] or "" for name in header if name != "model"})
         kept.append(out)
+    doubtful = _no_slower_at_larger_input(kept)
+    skipped += [(row["model"], reason) for index, reason in doubtful.items() for row in [kept[index]]]
+    kept = [row for index, row in enumerate(kept) if index not in doubtful]
     return Selection(target, columns, kept, skipped)
+
+
+def _no_slower_at_larger_input(rows: list[dict[str, str]]) -> dict[int, str]:
+    """Index -> reason for the rows of a network whose input is in doubt.
+
+    A network listed at a larger input than the same network in the same setting but published no slower at
+    some batch size was not measured at that input; its rows at the other batch sizes come from the same
+    table line and are dropped with it. PaddleClas lists Fix_ResNeXt101_32x48d_wsl at 320 px (2x the FLOPs of
+    ResNeXt101_32x48d_wsl at 224 px) at 55.0 / 122.6 / 204.7 ms for batch 1 / 4 / 8 against 69.8 / 121.2 /
+    205.6 ms.
+    """
+    def setting(row: dict[str, str]) -> tuple[str, ...]:
+        return row["reference"], row["batch_size"], row["precision"], row["runtime"], row["device"], row["threads"]
+
+    reasons: dict[tuple[str, str], str] = {}
+    for row in rows:
+        for other in rows:
+            if (setting(other) == setting(row) and int(other["resolution"]) < int(row["resolution"])
+                    and float(row["latency_ms"]) <= float(other["latency_ms"])):
+                reasons[row["model"], row["resolution"]] = (
+                    f"published no slower at {row['resolution']} px than {other['model']} at {other['resolution']} "
+                    f"px (same network and setting, batch {row['batch_size']}): input size in doubt")
+    return {index: reasons[row["model"], row["resolution"]] for index, row in enumerate(rows)
+            if (row["model"], row["resolution"]) in reasons}
 
 
 def _default_resolution(reference: str) -> int:
