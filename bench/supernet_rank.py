@@ -19,6 +19,14 @@ beside two other jobs):
 * convnext (``--space convnext``): supernet 6 min (largest 0.585, smallest 0.407); tau supernet +0.26,
   params +0.17, naswot +0.30, synflow +0.14, grad_norm +0.05; step-time ratio 1.76; 13 min in all.
 
+How far one run's tau can be trusted (metaformer, the bench's recipe; the bench's 12 archs and the 12 drawn next,
+stand-alone accuracies of one run reused): supernet seed 0 gives tau +0.40 on the 24 (+0.455 on the first 12),
+seed 1 +0.35 (+0.21); 4 epochs +0.15 (-0.24), 6 epochs +0.23 (+0.03), although the sandwich ends improve
+(largest 0.84 -> 0.88 -> 0.91). The one-shot scores of two supernets agree with each other only at tau 0.22-0.50,
+while re-evaluating one supernet (another calibration draw, or 32 calibration batches instead of 8) agrees at
+0.96-0.98: the spread comes from training, not from the evaluation, and a 12-arch tau moves by +-0.25 between
+seeds. An exponential moving average of the weights (~40-step horizon) changed tau by -0.02 to -0.03.
+
 Usage:
     python bench/supernet_rank.py                  # the full run (about 40 minutes on 2 cores)
     python bench/supernet_rank.py --smoke          # seconds: a tiny space and a data subset (CI)
