@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import nas
-from nas.errors import NasError, UnknownKindError
+from nas.errors import ConfigError, NasError, UnknownKindError
 from nas.latency import calibration
 from nas.latency.calibration import CalibrationError, load_measurements, trace, trace_reference
 from nas.latency.models import REFERENCE_MODELS, get_reference
 from nas.latency.models.select import (
     PARAMS_EXCEPTIONS,
     PARAMS_TOLERANCE,
+    SUPPLEMENT_DIR,
     TARGETS,
     _no_slower_at_larger_input,
     reference_family,
@@ -214,3 +215,42 @@ def test_paddleclas_fix_resnext_at_320_px_is_skipped() -> None:
     assert not [row for row in selection.rows if row["model"] == "Fix_ResNeXt101_32x48d_wsl"]
     reasons = {reason for model, reason in selection.skipped if model == "Fix_ResNeXt101_32x48d_wsl"}
     assert len(reasons) == 1 and "input size in doubt" in reasons.pop()
+
+
+def _write_table(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _supplement_rows() -> tuple[list[str], list[dict[str, str]]]:
+    with (SUPPLEMENT_DIR / "iphone12.csv").open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_supplement_rows_are_read_after_the_shared_table_with_their_sources(tmp_path: Path) -> None:
+    header, supplement = _supplement_rows()
+    shared = {**supplement[0], "model": "MobileNetV2 (x1.0)", "measurement_tool": "coreml-performance",
+              "source_repo": "snap-research/EfficientFormer"}
+    _write_table(tmp_path / "iphone12.csv", header, [shared])
+    selection = select("iphone12", tmp_path)
+    assert [row["model"] for row in selection.rows] == ["MobileNetV2 (x1.0)"] + [row["model"] for row in supplement]
+    fastvit = next(row for row in selection.rows if row["model"] == "FastViT-SA12")
+    assert (fastvit["reference"], fastvit["resolution"], fastvit["latency_ms"]) == ("fastvit_sa12", "256", "1.6")
+    assert fastvit["source"].startswith("apple/ml-fastvit README.md @ 8af5928")
+    without = select("iphone12", tmp_path, supplement_dir=None)
+    assert [row["model"] for row in without.rows] == ["MobileNetV2 (x1.0)"]
+
+
+def test_supplement_with_other_columns_names_the_file(tmp_path: Path) -> None:
+    header, supplement = _supplement_rows()
+    shared_dir, extra_dir = tmp_path / "shared", tmp_path / "extra"
+    shared_dir.mkdir()
+    extra_dir.mkdir()
+    _write_table(shared_dir / "iphone12.csv", header, supplement[:1])
+    _write_table(extra_dir / "iphone12.csv", header[:-1], [{k: supplement[0][k] for k in header[:-1]}])
+    with pytest.raises(ConfigError, match="columns") as caught:
+        select("iphone12", shared_dir, extra_dir)
+    assert str(extra_dir / "iphone12.csv") in str(caught.value)

@@ -1,6 +1,8 @@
 """Regenerate ``predictors/calibration/<target>.csv`` from the published tables in ``../shared/calibration``.
 
-Run ``python -m nas.latency.models.select [--source DIR]``. The rules, per source row:
+Run ``python -m nas.latency.models.select [--source DIR]``. Published rows the shared tables lack (MobileOne
+and FastViT on the iPhone 12 Pro) are kept in ``predictors/calibration/supplement/<target>.csv``, in the
+shared table's columns with their sources, and are read after it. The rules, per source row:
 
 1. The setting must be known and be the target's measurement regime (see ``_setting_<target>``): a row
    whose batch size, precision or runtime is not stated is skipped.
@@ -37,14 +39,22 @@ from torch import nn
 
 from nas import zoo
 from nas.build import build
+from nas.errors import ConfigError
 from nas.latency.calibration import REQUIRED_COLUMNS
 from nas.latency.models import REFERENCE_MODELS
 
-__all__ = ["PARAMS_EXCEPTIONS", "PARAMS_TOLERANCE", "TARGETS", "ZOO_FAMILIES", "ParamsException", "Selection",
-           "reference_family", "reference_params", "select", "write"]
+__all__ = ["PARAMS_EXCEPTIONS", "PARAMS_TOLERANCE", "SUPPLEMENT_DIR", "TARGETS", "ZOO_FAMILIES", "ParamsException",
+           "Selection", "reference_family", "reference_params", "select", "write"]
 
 TARGETS = ("iphone12", "v100", "xeon", "zcu104")
 """The targets whose published tables are selected from."""
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+SUPPLEMENT_DIR = _repo_root() / "predictors" / "calibration" / "supplement"
+"""Published rows kept in the project because ``../shared/calibration`` lacks them (with their sources)."""
 
 PARAMS_TOLERANCE = 0.03
 """Largest relative difference between a built reference's parameters and a row's published count."""
@@ -187,6 +197,9 @@ _IPHONE12: dict[str, Pick] = {
     "EfficientFormerV2-S1": Pick("efficientformerv2_s1", 224),
     "EfficientFormerV2-S2": Pick("efficientformerv2_s2", 224),
     "EfficientFormerV2-L": Pick("efficientformerv2_l", 224),
+    **{f"MobileOne-S{index}": Pick(f"mobileone_s{index}", 224) for index in range(5)},
+    **{f"FastViT-{variant}": Pick(f"fastvit_{variant.lower()}", 256)
+       for variant in ("T8", "T12", "S12", "SA12", "SA24", "SA36", "MA36")},
 }
 
 # Intel Neural Compressor rows state neither resolution nor variant: each model's canonical ImageNet
@@ -463,9 +476,23 @@ def _pick(target: str, row: dict[str, str]) -> Pick | str:
     return pick
 
 
-def select(target: str, source_dir: Path) -> Selection:
-    """The calibration rows of ``target`` chosen from ``source_dir/<target>.csv``."""
+def _published_rows(target: str, source_dir: Path,
+                    supplement_dir: Path | None) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of ``source_dir/<target>.csv``, then those of the supplement's file if it has one."""
     header, rows = _read(source_dir / f"{target}.csv")
+    extra = supplement_dir / f"{target}.csv" if supplement_dir is not None else None
+    if extra is not None and extra.is_file():
+        extra_header, extra_rows = _read(extra)
+        if extra_header != header:
+            raise ConfigError(f"its columns {extra_header} differ from those of {source_dir / f'{target}.csv'}: "
+                              f"{header}", source=str(extra))
+        rows += extra_rows
+    return header, rows
+
+
+def select(target: str, source_dir: Path, supplement_dir: Path | None = SUPPLEMENT_DIR) -> Selection:
+    """The calibration rows of ``target`` chosen from ``source_dir/<target>.csv`` and the supplement's."""
+    header, rows = _published_rows(target, source_dir, supplement_dir)
     renamed = {name: f"published_{name}" if name in REQUIRED_COLUMNS and name != "model" else name
                for name in header}
     columns = [*REQUIRED_COLUMNS, *(renamed[name] for name in header if name != "model")]
@@ -586,9 +613,10 @@ def _summary(selections: list[Selection]) -> str:
     return "\n".join(lines)
 
 
-def write(source_dir: Path, out_dir: Path) -> list[Selection]:
-    """Select every target's rows from ``source_dir`` and write the CSVs and ``selection.md`` to ``out_dir``."""
-    selections = [select(target, source_dir) for target in TARGETS]
+def write(source_dir: Path, out_dir: Path, supplement_dir: Path | None = SUPPLEMENT_DIR) -> list[Selection]:
+    """Select every target's rows from ``source_dir`` (and ``supplement_dir``) and write the CSVs and
+    ``selection.md`` to ``out_dir``."""
+    selections = [select(target, source_dir, supplement_dir) for target in TARGETS]
     out_dir.mkdir(parents=True, exist_ok=True)
     for selection in selections:
         (out_dir / f"{selection.target}.csv").write_text(_csv_text(selection), encoding="utf-8")
@@ -596,8 +624,6 @@ def write(source_dir: Path, out_dir: Path) -> list[Selection]:
     return selections
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,10 +631,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=_repo_root().parent / "shared" / "calibration",
                         help="folder of the published tables (default: ../shared/calibration)")
+    parser.add_argument("--supplement", type=Path, default=SUPPLEMENT_DIR,
+                        help="published rows the shared tables lack (default: predictors/calibration/supplement)")
     parser.add_argument("--out", type=Path, default=_repo_root() / "predictors" / "calibration",
                         help="output folder (default: predictors/calibration)")
     args = parser.parse_args(argv)
-    for selection in write(args.source, args.out):
+    for selection in write(args.source, args.out, args.supplement):
         print(f"{selection.target}: {len(selection.rows)} rows used, {len(selection.skipped)} skipped")
     return 0
 
