@@ -14,6 +14,7 @@ import nas
 from nas.cli import main
 from nas.errors import ConfigError, NasError, UnknownKindError
 from nas.latency import UnsupportedOpError, get_target, list_targets, predict, predict_many
+from nas.latency.dataset import rows_for
 from nas.latency.kinds import KINDS
 from nas.latency.targets import load_target
 from nas.latency.validate import figures_from_stored, is_close
@@ -190,6 +191,24 @@ def test_a_bad_shared_kernels_entry_is_named(tmp_path, shared: str, message: str
     path.write_text(text)
     with pytest.raises(ConfigError, match=rf"v100\.yaml:\d+: settings\.paddle_trt_fp32\.shared_kernels.*{message}"):
         load_target(path)
+
+
+@pytest.mark.parametrize("published", ["[]", "[ModelBench, 14]", "{text: ModelBench}"])
+def test_a_bad_published_filter_is_named(tmp_path, published: str) -> None:
+    text = get_target("iphone12").path.read_text().replace("measurement_tool: [ModelBench, XCode 14]",
+                                                           f"measurement_tool: {published}")
+    path = tmp_path / "iphone12.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"iphone12\.yaml:\d+: settings\.coreml_predict\.calibration\.published"):
+        load_target(path)
+
+
+def test_a_published_filter_with_alternatives_takes_the_rows_of_each() -> None:
+    chosen = get_target("iphone12").setting("coreml_predict")
+    tools = {row.published_columns["measurement_tool"].split()[0] for row in rows_for(chosen)}
+    assert tools == {"ModelBench", "XCode"}
+    others = rows_for(get_target("iphone12").setting("coreml_ane"))
+    assert others and not {row.line for row in others} & {row.line for row in rows_for(chosen)}
 
 
 # -- validation figures -------------------------------------------------------------------------

@@ -40,7 +40,11 @@ def _matches(row: Measurement, setting: Setting) -> bool:
         if getattr(row, name) not in allowed:
             return False
     published = row.published_columns
-    return all(text in published.get(column, "") for column, text in wanted.get("published", {}).items())
+    for column, texts in wanted.get("published", {}).items():
+        alternatives = texts if isinstance(texts, list) else [texts]
+        if not any(text in published.get(column, "") for text in alternatives):
+            return False
+    return True
 
 
 def rows_for(setting: Setting, rows: Sequence[Measurement] | None = None) -> list[Measurement]:

@@ -153,7 +153,7 @@ class Setting:
         batch_sizes: the batch sizes measured.
         calibration: field -> value a calibration row must have to belong here (``device``,
             ``runtime``, ``precision``, ``threads``; a list allows several; ``published`` maps a published
-            column to text it must contain).
+            column to text it must contain, or to a list of texts one of which it must contain).
         overlap: whether the host issues ops asynchronously while the device runs earlier ones (GPU
             runtimes): the model is then bound by the larger of issue time and execution time, not their sum.
         fusion: head kind -> kinds that fuse into it when they directly consume its output.
@@ -341,8 +341,12 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         raise ConfigError(f"must be a non-empty list of ints >= 1, got {batches!r}", path=f"{path}.batch_sizes")
     calibration = _mapping(data["calibration"], f"{path}.calibration", required=("device", "runtime", "precision"),
                            optional=("threads", "published"))
-    if not isinstance(calibration.get("published", {}), Mapping):
-        raise ConfigError("must be a mapping published column -> text", path=f"{path}.calibration.published")
+    published = calibration.get("published", {})
+    if not isinstance(published, Mapping) or not all(
+            isinstance(texts, str) or (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts))
+            for texts in published.values()):
+        raise ConfigError("must be a mapping published column -> text (or a list of texts, any of which matches)",
+                          path=f"{path}.calibration.published")
     fusion_data = data["fusion"]
     if not isinstance(fusion_data, Mapping):
         raise ConfigError("must be a mapping head kind -> list of kinds", path=f"{path}.fusion")
