@@ -271,3 +271,29 @@ def test_cli_targets_json(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert {(row["target"], row["setting"]) for row in rows} == set(SETTINGS)
     assert all(row["validation"] is not None for row in rows)
+
+
+class _Dense(nn.Module):
+    """Two DenseNet layers: each appends 4 channels to its input (the second concatenates the first's output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(8, 4, 3, padding=1)
+        self.second = nn.Conv2d(12, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat((x, self.first(x)), dim=1)
+        return torch.cat((x, self.second(x)), dim=1)
+
+
+def test_a_concatenation_of_a_concatenation_is_a_copy_where_concatenation_is_eliminated() -> None:
+    from nas.cost import profile_module
+    from nas.latency.optable import build_table
+
+    setting = get_target("v100").setting("paddle_trt_fp32")
+    assert "concat" in setting.eliminated
+    table = build_table(profile_module(_Dense(), (8, 16, 16)).ops, setting, by_unit=False)
+    concat = KINDS.index("concat")
+    assert list(table.kind).count(concat) == 1  # the first concatenation is eliminated, the second copies its input
+    copy = table.bytes[list(table.kind).index(concat)]
+    assert copy == 2 * 4 * 16 * 16 * (12 + 4)  # reads and writes the 16 channels at float32

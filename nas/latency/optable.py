@@ -16,7 +16,13 @@
    rate while its 32x48d groups do not. The output dimension (output channels
    per group) and the reduction dimension (input channels per group x kernel
    area) are each rounded up to the tile;
-4. applies the setting's fusion rules. A *head* op (a convolution, a linear
+4. keeps a concatenation the setting lists as ``eliminated`` when it reads another concatenation's
+   output in the same segment (DenseNet's and PeleeNet's growing feature maps): a runtime removes a
+   concatenation by having its producers write into slices of its buffer, but an input that is itself a
+   concatenation already lives in that concatenation's buffer, so TensorRT copies it. Priced as a copy,
+   DenseNet's held-out V100 MAPE fell from 28.2% to 19.6%, PeleeNet's from 99.6% to 57.7%, and the
+   setting's from 22.4% to 21.7%;
+5. applies the setting's fusion rules. A *head* op (a convolution, a linear
    layer, ...) absorbs the ops that directly follow it when their kind is listed
    under the head's kind, they consume the previous op's output (same number of
    elements), and they run on the same processor: conv + batch norm + ReLU +
@@ -24,7 +30,7 @@
    compiler. A fused op keeps its FLOPs, loses its launch, and loses the traffic
    of the intermediate tensor (the head no longer writes it, the fused op no
    longer reads it), so its bytes become ``read + written - 2 x intermediate``;
-5. counts the switches between processors and the bytes they move.
+6. counts the switches between processors and the bytes they move.
 
 Fusion only looks inside a *segment*: for an Arch, one unit of
 :func:`nas.build.plan` (a block, a stem, a downsampler), because a block's
@@ -161,7 +167,9 @@ class _Builder:
         self.switches: list[int] = []
         self.transfer: list[float] = []
 
-    def add_segment(self, index: int, ops: Sequence[Op]) -> None:
+    def add_segment(self, index: int, ops: Sequence[Op], first: int) -> None:
+        """Add the ops of segment ``index``, whose first op is ``first`` in the traced op list."""
+        concats: set[int] = set()
         head_kind: str | None = None
         head_host = False
         previous_elements = -1
@@ -169,9 +177,12 @@ class _Builder:
         on_host = False
         switches = 0
         transfer = 0.0
-        for op in ops:
+        for position, op in enumerate(ops, start=first):
             kind = kind_of(op)
-            if kind is None or kind in self.eliminated:
+            copied = kind == "concat" and not concats.isdisjoint(op.sources)
+            if kind == "concat":
+                concats.add(position)
+            if kind is None or (kind in self.eliminated and not copied):
                 continue
             if kind in self.unsupported:
                 raise UnsupportedOpError(
@@ -229,6 +240,8 @@ def build_table(ops: Sequence[Op], setting: Setting, *, by_unit: bool) -> OpTabl
     """
     builder = _Builder(setting)
     segments = segments_of(ops, by_unit=by_unit)
+    first = 0
     for index, (_, segment_ops) in enumerate(segments):
-        builder.add_segment(index, segment_ops)
+        builder.add_segment(index, segment_ops, first)
+        first += len(segment_ops)
     return builder.table(tuple(name for name, _ in segments))
