@@ -54,11 +54,11 @@ class MobileOne(nn.Module):
         dd = factory_kwargs(device, dtype)
         channels = min(64, int(64 * widths[0]))
         layers: list[nn.Module] = [_RepConv(3, channels, 3, 2, groups=1, se=False, **dd)]
-        for depth, base, multiplier, gated in zip((2, 8, 10, 1), (64, 128, 256, 512), widths, _SE_BLOCKS, strict=True):
+        for depth, base, multiplier, se_blocks in zip((2, 8, 10, 1), (64, 128, 256, 512), widths, _SE_BLOCKS,
+                                                      strict=True):
             width = int(base * multiplier)
-            gated = gated if se else 0
             for index in range(depth):
-                use_se = index >= depth - gated
+                use_se = se and index >= depth - se_blocks
                 stride = 2 if index == 0 else 1
                 layers.append(_RepConv(channels, channels, 3, stride, groups=channels, se=use_se, **dd))
                 layers.append(_RepConv(channels, width, 1, 1, groups=1, se=use_se, **dd))

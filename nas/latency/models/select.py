@@ -49,6 +49,7 @@ __all__ = ["PARAMS_EXCEPTIONS", "PARAMS_TOLERANCE", "SUPPLEMENT_DIR", "TARGETS",
 TARGETS = ("iphone12", "v100", "xeon", "zcu104")
 """The targets whose published tables are selected from."""
 
+
 def _repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
