@@ -217,13 +217,6 @@ def test_paddleclas_fix_resnext_at_320_px_is_skipped() -> None:
     assert len(reasons) == 1 and "input size in doubt" in reasons.pop()
 
 
-def _write_table(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _supplement_rows() -> tuple[list[str], list[dict[str, str]]]:
     with (SUPPLEMENT_DIR / "iphone12.csv").open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
@@ -234,7 +227,7 @@ def test_supplement_rows_are_read_after_the_shared_table_with_their_sources(tmp_
     header, supplement = _supplement_rows()
     shared = {**supplement[0], "model": "MobileNetV2 (x1.0)", "measurement_tool": "coreml-performance",
               "source_repo": "snap-research/EfficientFormer"}
-    _write_table(tmp_path / "iphone12.csv", header, [shared])
+    _write(tmp_path / "iphone12.csv", [shared], header)
     selection = select("iphone12", tmp_path)
     assert [row["model"] for row in selection.rows] == ["MobileNetV2 (x1.0)"] + [row["model"] for row in supplement]
     fastvit = next(row for row in selection.rows if row["model"] == "FastViT-SA12")
@@ -249,8 +242,8 @@ def test_supplement_with_other_columns_names_the_file(tmp_path: Path) -> None:
     shared_dir, extra_dir = tmp_path / "shared", tmp_path / "extra"
     shared_dir.mkdir()
     extra_dir.mkdir()
-    _write_table(shared_dir / "iphone12.csv", header, supplement[:1])
-    _write_table(extra_dir / "iphone12.csv", header[:-1], [{k: supplement[0][k] for k in header[:-1]}])
+    _write(shared_dir / "iphone12.csv", supplement[:1], header)
+    _write(extra_dir / "iphone12.csv", [{k: supplement[0][k] for k in header[:-1]}], header[:-1])
     with pytest.raises(ConfigError, match="columns") as caught:
         select("iphone12", shared_dir, extra_dir)
     assert str(extra_dir / "iphone12.csv") in str(caught.value)
