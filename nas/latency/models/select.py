@@ -237,7 +237,9 @@ _XEON: dict[str, Pick] = {
     "ShuffleNet V2 (ONNX Model Zoo)": Pick("shufflenetv2_100", 224),
     "GoogleNet (ONNX Model Zoo)": Pick("googlenet", 224),
     "Inception V1 (ONNX Model Zoo)": Pick("googlenet", 224),
-    "SqueezeNet (ONNX Model Zoo)": Pick("squeezenet1_0", 224),
+    # The zoo's "SqueezeNet 1.0" files (squeezenet1.0-*.onnx) hold the 1.1 graph: 64 3x3 kernels in the first
+    # conv (onnx/models issue #578, "SqueezeNet False Advertising", 2022-11-20).
+    "SqueezeNet (ONNX Model Zoo)": Pick("squeezenet1_1", 224),
     "AlexNet (ONNX Model Zoo)": Pick("alexnet_grouped", 224),
     "CaffeNet (ONNX Model Zoo)": Pick("caffenet", 224),
     "DenseNet (ONNX Model Zoo)": Pick("densenet121", 224),
