@@ -297,3 +297,38 @@ def test_a_concatenation_of_a_concatenation_is_a_copy_where_concatenation_is_eli
     assert list(table.kind).count(concat) == 1  # the first concatenation is eliminated, the second copies its input
     copy = table.bytes[list(table.kind).index(concat)]
     assert copy == 2 * 4 * 16 * 16 * (12 + 4)  # reads and writes the 16 channels at float32
+
+
+class _ConvActAdd(nn.Module):
+    """conv + batch norm + activation, then a residual add: one kernel where everything fuses."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x))) + x
+
+
+@pytest.mark.parametrize(("act", "kernels"), [(nn.ReLU(), 1), (nn.Hardswish(), 3), (nn.Hardswish(inplace=True), 3)])
+def test_a_plugin_op_launches_its_own_kernel_and_nothing_fuses_into_it(act: nn.Module, kernels: int) -> None:
+    from nas.cost import profile_module
+    from nas.latency.optable import build_table
+
+    setting = get_target("v100").setting("paddle_trt_fp32")
+    assert setting.plugins == ("aten.hardswish",)
+    table = build_table(profile_module(_ConvActAdd(act).eval(), (8, 16, 16)).ops, setting, by_unit=False)
+    # ReLU and the add fuse into the convolution; hardswish runs alone, and the add, which fuses into an
+    # activation, does not fuse into the plugin either: conv, hardswish, add.
+    assert table.launch.sum() == kernels
+
+
+@pytest.mark.parametrize("plugins", ["hardswish", "[hardswish]", "[aten.no_such_op]", "[3]"])
+def test_a_bad_plugins_entry_is_named(tmp_path, plugins: str) -> None:
+    text = get_target("v100").path.read_text().replace("plugins: [aten.hardswish]", f"plugins: {plugins}")
+    path = tmp_path / "v100.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"v100\.yaml:\d+: settings\.paddle_trt_fp32\.plugins"):
+        load_target(path)

@@ -41,6 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nas.cost import op_class
 from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.latency.coefficients import Coefficients
 from nas.latency.kinds import COMPUTE_GROUPS, KINDS
@@ -161,6 +162,8 @@ class Setting:
         unsupported: op kinds the setting cannot run at all; predicting a model that has one raises.
         eliminated: op kinds the runtime removes when it builds the engine (TensorRT and the Vitis AI
             compiler write concatenation inputs in place), priced at zero on purpose.
+        plugins: aten ops (``aten.hardswish``) the runtime hands to an opaque plugin: each launches its own
+            kernel, fuses into nothing before it, and nothing after it fuses into it, whatever its kind's rules.
         shared_kernels: compute group -> the group whose kernels the runtime runs it with, so its ops take
             that group's efficiencies and it has no coefficients of its own to fit (a linear layer is the
             GEMM of a 1x1 convolution under TensorRT and oneDNN: ``{matmul: pwconv}``). Without it, a group
@@ -190,6 +193,7 @@ class Setting:
     fallback: Fallback | None
     unsupported: tuple[str, ...]
     eliminated: tuple[str, ...]
+    plugins: tuple[str, ...]
     shared_kernels: dict[str, str]
     free: tuple[str, ...]
     prior_weight: float
@@ -288,6 +292,16 @@ def _kinds(data: Any, path: str) -> tuple[str, ...]:
     return tuple(data)
 
 
+def _op_names(data: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(data, list):
+        raise ConfigError("must be a list of aten op names (e.g. aten.hardswish)", path=path)
+    for index, name in enumerate(data):
+        if not isinstance(name, str) or not name.startswith("aten.") or op_class(name) == "other":
+            raise ConfigError(f"not an aten op nas.cost knows: {name!r} (names look like 'aten.hardswish')",
+                              path=f"{path}[{index}]")
+    return tuple(data)
+
+
 def _device(name: str, data: Any, path: str) -> Device:
     data = _mapping(data, path, required=("title", "kind", "peak_tops", "memory_bandwidth_gbs", "sources"),
                     optional=("vector_tops", "cache_mb", "cores", "clock_ghz", "channel_tile"))
@@ -325,8 +339,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
     data = _mapping(data, path,
                     required=("title", "device", "runtime", "precision", "batch_sizes", "calibration", "fusion",
                               "priors", "fit"),
-                    optional=("fallback", "unsupported", "eliminated", "coefficients", "validation", "notes",
-                              "overlap", "measurement", "shared_kernels"))
+                    optional=("fallback", "unsupported", "eliminated", "plugins", "coefficients", "validation",
+                              "notes", "overlap", "measurement", "shared_kernels"))
 
     def device(key: Any, where: str) -> Device:
         if key not in devices:
@@ -392,7 +406,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         calibration=dict(calibration), overlap=_flag(data.get("overlap", False), f"{path}.overlap"), fusion=fusion,
         fallback=fallback,
         unsupported=_kinds(data.get("unsupported", []), f"{path}.unsupported"),
-        eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"), shared_kernels=shared,
+        eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"),
+        plugins=_op_names(data.get("plugins", []), f"{path}.plugins"), shared_kernels=shared,
         free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
         priors=priors, coefficients=coefficients, validation=_plain(validation),
