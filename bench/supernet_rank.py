@@ -27,10 +27,11 @@ while re-evaluating one supernet (another calibration draw, or 32 calibration ba
 0.96-0.98: the spread comes from training, not from the evaluation, and a 12-arch tau moves by +-0.25 between
 seeds. An exponential moving average of the weights (~40-step horizon) changed tau by -0.02 to -0.03.
 The stand-alone side is not what limits tau: the bench's 12 archs trained alone with a second seed agree with the
-first at tau +0.79 (mean |difference| 0.025 top-1), and ranking the 24 archs by the mean one-shot rank of six
-supernets (seeds, epochs, sharing variants) still gives only +0.38 against stand-alone: the supernet ranks them
-differently in a systematic way (deeper archs, and archs with many EfficientFormer-attention blocks, score lower
-one-shot than alone), not only noisily.
+first at tau +0.79 (mean |difference| 0.025 top-1); trained for 5 epochs instead of 2 (0.81-0.91 top-1) they agree
+with the 2-epoch ranking at +0.76, and the supernet's tau is +0.455 against either budget. Ranking the 24 archs by the
+mean one-shot rank of six supernets (seeds, epochs, sharing variants) still gives only +0.38 against stand-alone: the
+supernet ranks them differently in a systematic way (deeper archs, and archs with many EfficientFormer-attention
+blocks, score lower one-shot than alone), not only noisily.
 
 Usage:
     python bench/supernet_rank.py                  # the full run (about 40 minutes on 2 cores)
