@@ -21,11 +21,14 @@ beside two other jobs):
 
 How far one run's tau can be trusted (metaformer, the bench's recipe; the bench's 12 archs and the 12 drawn next,
 stand-alone accuracies of one run reused): supernet seed 0 gives tau +0.40 on the 24 (+0.455 on the first 12),
-seed 1 +0.35 (+0.21); 4 epochs +0.15 (-0.24), 6 epochs +0.23 (+0.03), although the sandwich ends improve
-(largest 0.84 -> 0.88 -> 0.91). The one-shot scores of two supernets agree with each other only at tau 0.22-0.50,
-while re-evaluating one supernet (another calibration draw, or 32 calibration batches instead of 8) agrees at
-0.96-0.98: the spread comes from training, not from the evaluation, and a 12-arch tau moves by +-0.25 between
-seeds. An exponential moving average of the weights (~40-step horizon) changed tau by -0.02 to -0.03.
+seed 1 +0.35 (+0.21); 2 epochs +0.17 (+0.06) and, seed 1, +0.23 (+0.39); 4 epochs +0.15 (-0.24), 6 epochs +0.23
+(+0.03), although the sandwich ends improve (largest 0.84 -> 0.88 -> 0.91): no trend in length, and seed 0's 3-epoch
++0.40 is the top of the spread. Other sampling rules ranked worse (24 archs): no smallest end (largest + 3 random)
++0.35, varied ends +0.21, uniform single-path (4 random, no ends, no distillation) +0.08. The one-shot scores of
+two supernets agree with each other only at tau 0.22-0.50, while re-evaluating one supernet (another calibration
+draw, or 32 calibration batches instead of 8) agrees at 0.96-0.98: the spread comes from training, not from the
+evaluation, and a 12-arch tau moves by +-0.25 between seeds. An exponential moving average of the weights
+(~40-step horizon) changed tau by -0.02 to -0.03.
 The stand-alone side is not what limits tau: the bench's 12 archs trained alone with a second seed agree with the
 first at tau +0.79 (mean |difference| 0.025 top-1); trained for 5 epochs instead of 2 (0.81-0.91 top-1) they agree
 with the 2-epoch ranking at +0.76, and the supernet's tau is +0.455 against either budget. Ranking the 24 archs by the
