@@ -332,3 +332,10 @@ def test_a_bad_plugins_entry_is_named(tmp_path, plugins: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"v100\.yaml:\d+: settings\.paddle_trt_fp32\.plugins"):
         load_target(path)
+
+
+def test_an_in_place_plugin_name_means_its_op(tmp_path) -> None:
+    text = get_target("v100").path.read_text().replace("plugins: [aten.hardswish]", "plugins: [aten.hardswish_]")
+    path = tmp_path / "v100.yaml"
+    path.write_text(text)
+    assert load_target(path).setting("paddle_trt_fp32").plugins == ("aten.hardswish",)

@@ -293,13 +293,15 @@ def _kinds(data: Any, path: str) -> tuple[str, ...]:
 
 
 def _op_names(data: Any, path: str) -> tuple[str, ...]:
+    """Validated aten op names, in-place forms folded into their op (``aten.hardswish_`` -> ``aten.hardswish``),
+    as :mod:`nas.latency.optable` matches them."""
     if not isinstance(data, list):
         raise ConfigError("must be a list of aten op names (e.g. aten.hardswish)", path=path)
     for index, name in enumerate(data):
         if not isinstance(name, str) or not name.startswith("aten.") or op_class(name) == "other":
             raise ConfigError(f"not an aten op nas.cost knows: {name!r} (names look like 'aten.hardswish')",
                               path=f"{path}[{index}]")
-    return tuple(data)
+    return tuple(name.rstrip("_") for name in data)
 
 
 def _device(name: str, data: Any, path: str) -> Device:
