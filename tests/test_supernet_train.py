@@ -241,7 +241,9 @@ def test_rank_bench_smoke_prints_its_figures(tmp_path: Path, capsys: pytest.Capt
     spec.loader.exec_module(bench)
     assert bench.main(["--smoke", "--quiet", "--json", str(tmp_path / "figures.json")]) == 0
     figures = json.loads((tmp_path / "figures.json").read_text())
-    assert set(figures["kendall_tau"]) == {"supernet", "params", "naswot", "synflow", "grad_norm"}
+    assert set(figures["kendall_tau"]) == {"supernet", "params", "naswot", "synflow", "grad_norm", "short_scratch",
+                                           "short_inherited"}
+    assert all(0 <= row["short_scratch"] <= 1 and 0 <= row["short_inherited"] <= 1 for row in figures["archs"])
     assert figures["step_time"]["ratio"] > 0 and len(figures["archs"]) == 4
     assert "Kendall tau" in capsys.readouterr().out
     assert bench.kendall_tau(np.array([1, 2, 3]), np.array([1, 3, 2])) == pytest.approx(1 / 3)
