@@ -40,16 +40,16 @@ supernet ranks them differently in a systematic way (deeper archs, and archs wit
 blocks, score lower one-shot than alone), not only noisily.
 
 Short training beats the supernet here (metaformer, the 24 archs above, seed-0 supernet; one run each): 60 steps from
-a random start rank them at tau +0.565 (this bench's recipe: lr 2e-3, no warm-up, seed 1; +0.576 on the first 12) and
-+0.667 (lr 1e-3 constant, other batches), against the supernet's +0.40. Starting the same 60 steps from the inherited
-weights gives +0.507 and +0.645: no better than a random start. 10 / 30 steps from the inherited weights give +0.45 /
-+0.49. So at this budget the shared weights hold less ranking information than half an epoch of training, which costs
-about 20 s per arch on one core against a few seconds one-shot. A sanity check rules out the machinery: the supernet
-trained on one arch only (2 epochs) scores it one-shot at 0.68 and 0.76 (0.75 and 0.79 alone); the loss comes from
-sharing. Neither keying block norms and layer scales by norm kind and initial value (seeds 0 and 1: +0.40 and +0.27 on
-the 19 and 21 of the 24 they can run, where the default gives +0.35 and +0.36) nor tying the mixer and FFN tensors of
-a stage's positions (all: +0.14; beyond the third: +0.14) helped, and a linear probe refitted on the inherited
-features (mean 0.51 top-1) ranked at +0.26.
+a random start rank them at tau +0.565 (this bench's recipe: lr 2e-3, no warm-up, seed 1; +0.576 on the first 12),
++0.722 (the same, seed 2; +0.748) and +0.667 (lr 1e-3 constant, other batches), against the supernet's +0.40. Starting
+the same 60 steps from the inherited weights gives +0.507 and +0.645: no better than a random start. 10 / 30 steps
+from the inherited weights give +0.45 / +0.49. So at this budget the shared weights hold less ranking information than
+half an epoch of training, which costs about 20 s per arch on one core against a few seconds one-shot. A sanity check
+rules out the machinery: the supernet trained on one arch only (2 epochs) scores it one-shot at 0.68 and 0.76 (0.75
+and 0.79 alone); the loss comes from sharing. Neither keying block norms and layer scales by norm kind and initial
+value (seeds 0 and 1: +0.40 and +0.27 on the 19 and 21 of the 24 they can run, where the default gives +0.35 and
++0.36) nor tying the mixer and FFN tensors of a stage's positions (all: +0.14; beyond the third: +0.14) helped, and a
+linear probe refitted on the inherited features (mean 0.51 top-1) ranked at +0.26.
 
 Usage:
     python bench/supernet_rank.py                  # the full run (about 50 minutes on 2 cores)
