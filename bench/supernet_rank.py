@@ -172,8 +172,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _log(f"stand-alone {index + 1}/{len(archs)} {arch.id}: accuracy {standalone[-1]:.4f}, one-shot "
              f"{one_shot[index]:.4f} ({alone_seconds[-1]:.0f} s)")
 
-    # 3b. short training: the first --short-steps of a stand-alone run (another seed), from scratch and from the
-    # inherited weights; they show what the supernet's weights add over a random start with the same few steps
+    # short training (step 4 of the docstring): the first --short-steps of a one-epoch run with another seed, from
+    # scratch and from the inherited weights; shows what the supernet's weights add over a random start
     short = {"scratch": [], "inherited": []}
     short_seconds = 0.0
     if args.short_steps > 0:
@@ -282,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-batches", type=int, default=8)
     parser.add_argument("--timing-steps", type=int, default=20)
     parser.add_argument("--short-steps", type=int, default=60,
-                        help="also score each arch after this many training steps from scratch and from its "
-                             "inherited weights (0: skip)")
+                        help="also score each arch after this many training steps (at most one epoch) from scratch and "
+                             "from its inherited weights (0: skip)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: these small models were 5-10x slower with 2 "
                              "threads on a busy 2-core machine, from spin-waiting)")
