@@ -73,6 +73,12 @@ def test_naswot_separates_distinct_inputs_from_identical_ones():
     assert score(arch, images[:1].expand(8, -1, -1, -1), proxy="naswot") == float("-inf")  # singular kernel
 
 
+def test_naswot_unfolds_windows_folded_into_the_batch():
+    arch = nas.Arch.load(TINY / "mixer_efficientvit.yaml")  # at 64 px its 4x4 map runs as 2x2 windows of 3
+    value = score(arch, _batch(resolution=64), proxy="naswot")
+    assert math.isfinite(value) and value > 0
+
+
 def test_module_is_not_changed_and_matches_score_archs():
     arch, batch = _at_32(TINY / "mixer_attention.yaml")
     with torch.random.fork_rng():

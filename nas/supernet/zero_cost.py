@@ -95,13 +95,21 @@ def _weights(model: nn.Module) -> list[nn.Parameter]:
 
 @_register("naswot")
 def naswot(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
-    """Mellor et al. 2021: log-determinant of the activation-code kernel over the batch (``B >= 2``)."""
-    if images.shape[0] < 2:
-        raise ZeroCostError(f"naswot needs a batch of at least 2 images, got {images.shape[0]}")
-    kernel = torch.zeros(images.shape[0], images.shape[0], dtype=torch.float64, device=images.device)
+    """Mellor et al. 2021: log-determinant of the activation-code kernel over the batch (``B >= 2``).
+
+    Windowed blocks (Swin, EfficientViT) run their activations with the windows folded into the batch
+    dimension, batch-major; those codes are unfolded back to one row per image.
+    """
+    batch = images.shape[0]
+    if batch < 2:
+        raise ZeroCostError(f"naswot needs a batch of at least 2 images, got {batch}")
+    kernel = torch.zeros(batch, batch, dtype=torch.float64, device=images.device)
 
     def accumulate(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        codes = (inputs[0] > 0).flatten(1).double()
+        if inputs[0].shape[0] % batch:
+            raise ZeroCostError(f"naswot: an activation of {type(module).__name__} has a leading dimension of "
+                                f"{inputs[0].shape[0]}, not a multiple of the batch {batch}")
+        codes = (inputs[0] > 0).reshape(batch, -1).double()
         kernel.add_(codes @ codes.T).add_((1.0 - codes) @ (1.0 - codes).T)
 
     handles = [m.register_forward_hook(accumulate) for m in model.modules() if isinstance(m, _ACTIVATIONS)]
