@@ -82,6 +82,7 @@ from nas.supernet import (
     TrainSettings,
     evaluate,
     kendall_tau,
+    short_train_scores,
     zero_cost,
 )
 
@@ -172,22 +173,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _log(f"stand-alone {index + 1}/{len(archs)} {arch.id}: accuracy {standalone[-1]:.4f}, one-shot "
              f"{one_shot[index]:.4f} ({alone_seconds[-1]:.0f} s)")
 
-    # short training (step 4 of the docstring): the first --short-steps of a one-epoch run with another seed, from
-    # scratch and from the inherited weights; shows what the supernet's weights add over a random start
-    short = {"scratch": [], "inherited": []}
+    # short training (step 4 of the docstring), with another seed: what the supernet's weights add over a random start
+    short: dict[str, list[float]] = {"scratch": [], "inherited": []}
     short_seconds = 0.0
     if args.short_steps > 0:
         tick = time.perf_counter()
-        short_settings = TrainSettings(epochs=1, batch_size=args.batch_size, num_random=0, distill=False,
-                                       seed=args.seed + 1, lr=args.lr, warmup_epochs=0.0)
-        for arch in archs:
-            for start, scores in short.items():
-                job = ModelJob(arch, scale, seed=args.seed + 1)
-                if start == "inherited":
-                    job.module.load_state_dict(supernet.extract(arch).state_dict())
-                Trainer(job, dataset, short_settings, max_steps=args.short_steps, progress=False,
-                        evaluate=False).run()
-                scores.append(job.metrics(batches)["accuracy"])
+        for start, inherit_from in (("scratch", None), ("inherited", supernet)):
+            short[start] = short_train_scores(archs, dataset, batches, scale=scale, steps=args.short_steps,
+                                              batch_size=args.batch_size, lr=args.lr, seed=args.seed + 1,
+                                              inherit_from=inherit_from).tolist()
         short_seconds = time.perf_counter() - tick
         _log(f"short training ({args.short_steps} steps) of {len(archs)} archs, from scratch and inherited: "
              f"{short_seconds:.0f} s")

@@ -13,8 +13,8 @@ evaluated candidate in evaluation order) and gives:
   two plotted ones);
 * the zoo's models that are points of the run's space (``space.contains``), priced with the run's own
   objectives (latency by :func:`nas.latency.predict_many` on the run's target). Their accuracy is known only
-  when the run's accuracy source can score them: the ``proxy`` stand-in always can; the supernet and zero-cost
-  sources are not run on them unless asked (``score_zoo_accuracy=True``), so a model takes the accuracy the
+  when the run's accuracy source can score them: the ``proxy`` stand-in always can; the supernet, zero-cost and
+  short-train sources are not run on them unless asked (``score_zoo_accuracy=True``), so a model takes the accuracy the
   run measured when the search evaluated it (evolution starts from the zoo's models), and the others are drawn
   as vertical reference lines at their latency, which the legend says;
 * the hypervolume after each evaluation (infeasible candidates add nothing), with the run's reference point

@@ -343,6 +343,36 @@ def test_accuracy_sources_name_their_columns(tiny_space) -> None:
         make_scorer(target="iphone12", accuracy="supernet")
 
 
+def test_zero_cost_source_scores_an_arch_its_proxy_cannot_score_as_the_worst(tiny_space, monkeypatch) -> None:
+    from nas.search import make_scorer
+    from nas.supernet import zero_cost
+
+    archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(0), 2)]
+    real = zero_cost.score_many
+
+    def overflow_on_the_second(batch, seed=0):
+        if batch[0].id == archs[1].id:
+            raise zero_cost.ZeroCostError("synflow is NaN (the flow overflows float64)")
+        return real(batch, seed=seed)
+
+    monkeypatch.setattr(zero_cost, "score_many", overflow_on_the_second)
+    scores = make_scorer(target="iphone12", accuracy="zero-cost", objectives=("accuracy",)).evaluate(archs).values
+    assert np.isfinite(scores[0, 0]) and scores[1, 0] == -np.inf
+
+
+def test_short_train_source_trains_candidates_at_the_default_supernets_scale(tiny_space) -> None:
+    from nas.runs.supernets import DEFAULT_RECIPE
+    from nas.search import make_scorer
+
+    archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(0), 2)]
+    scorer = make_scorer(target="iphone12", accuracy="short-train", objectives=("accuracy",), seed=0)
+    source = scorer.measures[0].source
+    assert (source.scale.width, source.scale.resolution) == (DEFAULT_RECIPE.width, DEFAULT_RECIPE.resolution)
+    source.steps = 20  # the test's budget; the search trains DEFAULT_SHORT_STEPS
+    scores = scorer.evaluate(archs).values[:, 0]
+    assert scorer.columns == ["accuracy"] and ((scores > 0.1) & (scores <= 1)).all()  # 10 classes: above chance
+
+
 def test_warm_start_opens_the_first_generation(tiny_space) -> None:
     seeds = tiny_space.sample_vectors(np.random.default_rng(9), 3)
     strategy = create_strategy("evolution", tiny_space, directions=["maximize", "minimize"], population_size=8)

@@ -232,6 +232,28 @@ def test_standalone_training_equals_the_supernets_subnet_architecture(files: dic
     assert supernet.extract(arch).arch == supernet.proxy(arch)
 
 
+def test_short_training_is_repeatable_and_starts_where_asked(files: dict[str, str], dataset: Dataset) -> None:
+    from nas.supernet import EvalBatches, ProxyScale, short_train_scores
+
+    scale = ProxyScale(width=1.0, resolution=16, num_classes=dataset.num_classes)
+    supernet = Supernet.create(files["space"], scale=scale, scan=12)
+    archs = [supernet.sample(np.random.default_rng(index)) for index in range(2)]
+    batches = EvalBatches.from_dataset(dataset, resolution=16, channels=3, calibration_batches=2, batch_size=16)
+    seen: list[int] = []
+    first = short_train_scores(archs, dataset, batches, scale=scale, steps=3, batch_size=16, seed=1,
+                               progress=lambda index, accuracy: seen.append(index))
+    assert seen == [0, 1] and ((first >= 0) & (first <= 1)).all()
+    assert (short_train_scores(archs, dataset, batches, scale=scale, steps=3, batch_size=16, seed=1) == first).all()
+    with torch.no_grad():  # an inherited start that differs from the random one must change the score
+        for parameter in supernet.parameters():
+            parameter.mul_(-1.0)
+    inherited = short_train_scores(archs, dataset, batches, scale=scale, steps=3, batch_size=16, seed=1,
+                                   inherit_from=supernet)
+    assert (inherited != first).any()
+    with pytest.raises(nas.NasError, match=r"steps must be in \[1, 6\]"):
+        short_train_scores(archs, dataset, batches, scale=scale, steps=7, batch_size=16)
+
+
 def test_rank_bench_smoke_prints_its_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.util
 

@@ -1,7 +1,7 @@
 """Stand-alone training of a run's finalists: the accuracy that one-shot scores stand in for, measured.
 
 A search ranks thousands of candidates with a cheap accuracy signal (one-shot
-under a supernet, a zero-cost score, or the MACs stand-in). Its finalists, the
+under a supernet, a zero-cost score, a short training run, or the MACs stand-in). Its finalists, the
 run's top candidates spread along the front (:meth:`Run.top`), are worth the
 real thing: each is trained alone on the dataset, at the proxy scale of the
 run's supernet (so the one-shot and stand-alone figures describe the same

@@ -70,7 +70,7 @@ class RunSettings:
         budget: candidates to evaluate in total (all workers together).
         population: the strategy's batch (population) size.
         seed: the seed every random choice of the search derives from.
-        accuracy: the accuracy source (``supernet``, ``zero-cost``, ``proxy``).
+        accuracy: the accuracy source (``supernet``, ``zero-cost``, ``short-train``, ``proxy``).
         objectives: what is optimised, in study order.
         constraints: bounds on metrics.
         storage: an Optuna storage URL or journal file shared with other workers; None for the run's own journal.

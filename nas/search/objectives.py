@@ -13,6 +13,11 @@ An :class:`Objective` measures one quantity of a batch of Archs
     train``);
   - ``zero-cost``: a training-free score of the initialised network
     (``nas.supernet.zero_cost``);
+  - ``short-train``: top-1 accuracy after 60 training steps alone at the
+    default supernet's proxy scale (``nas.supernet.short_train``): about 20 s
+    per candidate on one core, and the best-ranking of these signals on the
+    rank bench (Kendall tau +0.57 to +0.72 against 2-epoch training, where
+    one-shot scores reach +0.1 to +0.4);
   - ``proxy``: a documented, deterministic stand-in that needs no data and no
     training: ``log10(MACs)``. Within a family, accuracy grows roughly with
     the log of compute, so the front "most compute for the latency" has the
@@ -57,6 +62,7 @@ __all__ = [
     "MacsObjective",
     "AccuracyObjective",
     "AccuracySource",
+    "ShortTrainAccuracy",
     "Constraint",
     "Scores",
     "Scorer",
@@ -218,7 +224,66 @@ class ZeroCostAccuracy(AccuracySource):
         self.seed = seed
 
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
-        return np.asarray(self._module.score_many(list(archs), seed=self.seed), dtype=np.float64)
+        """Each Arch's score; ``-inf`` (the worst) for one the proxy cannot score (e.g. synflow overflows)."""
+        out = np.empty(len(archs), dtype=np.float64)
+        for index, arch in enumerate(archs):
+            try:
+                out[index] = self._module.score_many([arch], seed=self.seed)[0]
+            except self._module.ZeroCostError:
+                out[index] = -math.inf
+        return out
+
+
+@ACCURACY_SOURCES.register("short-train")
+class ShortTrainAccuracy(AccuracySource):
+    """Top-1 accuracy after a short training run of each candidate alone (``nas.supernet.short_train``).
+
+    The candidate is trained at the proxy scale of the search's default supernet (width x0.125, 32 px), so
+    ``nas finalists`` trains it at the same scale. A candidate that cannot be built there scores 0.
+
+    Args:
+        data: the dataset (``nas.data.load_dataset`` spec); None: the bundled default.
+        steps: training steps per candidate.
+        seed: initial weights and data order (the same for every candidate).
+        width, resolution: the proxy scale.
+    """
+
+    column = "accuracy"
+    label = "short-train accuracy (60 steps alone)"
+
+    def __init__(self, *, data: str | None = None, steps: int | None = None, seed: int = 0, width: float = 0.125,
+                 resolution: int = 32):
+        from nas.data import load_dataset
+        from nas.supernet import EvalBatches, ProxyScale
+        from nas.supernet.short_train import DEFAULT_SHORT_STEPS
+
+        self.dataset = load_dataset(data)
+        self.steps = DEFAULT_SHORT_STEPS if steps is None else steps
+        self.seed = seed
+        self.scale = ProxyScale(width=width, resolution=resolution, num_classes=self.dataset.num_classes)
+        self.batches = EvalBatches.from_dataset(self.dataset, resolution=resolution, channels=3, batch_size=256,
+                                                seed=seed)
+
+    def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
+        from tqdm import tqdm
+
+        from nas.supernet import ProxyError, short_train_scores
+
+        out = np.zeros(len(archs), dtype=np.float64)
+        runnable = []
+        for index, arch in enumerate(archs):
+            try:
+                self.scale.apply(arch)
+            except ProxyError:
+                continue
+            runnable.append(index)
+        with tqdm(total=len(runnable), desc=f"short-train {self.steps} steps", unit="arch", leave=False,
+                  disable=None) as bar:
+            scores = short_train_scores([archs[index] for index in runnable], self.dataset, self.batches,
+                                        scale=self.scale, steps=self.steps, seed=self.seed,
+                                        progress=lambda index, accuracy: bar.update(1))
+        out[runnable] = scores
+        return out
 
 
 def _load_supernet(checkpoint: str) -> Any:
@@ -298,9 +363,9 @@ class AccuracyObjective(Objective):
     """Accuracy (or its stand-in) from a registered source; maximised.
 
     Args:
-        source: ``supernet``, ``zero-cost`` or ``proxy``.
+        source: ``supernet``, ``zero-cost``, ``short-train`` or ``proxy``.
         space: the space searched (the supernet is per space).
-        seed: for sources that draw (zero-cost initialisation, calibration images).
+        seed: for sources that draw (initial weights, calibration images).
         supernet: the supernet checkpoint, for the ``supernet`` source.
     """
 
@@ -313,6 +378,8 @@ class AccuracyObjective(Objective):
             self.source: AccuracySource = SupernetAccuracy(space=space, checkpoint=supernet, seed=seed)
         elif cls is ZeroCostAccuracy:
             self.source = ZeroCostAccuracy(seed=seed)
+        elif cls is ShortTrainAccuracy:
+            self.source = ShortTrainAccuracy(seed=seed)
         else:
             self.source = cls()
         self.source_name = source

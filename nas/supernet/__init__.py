@@ -5,6 +5,7 @@
 * :mod:`nas.supernet.supernet`: :class:`Supernet` (``set_active``, ``sample``, ``extract``);
 * :mod:`nas.supernet.trainer`: sandwich-rule training, stand-alone training, checkpoints, DDP;
 * :mod:`nas.supernet.evaluate`: BatchNorm recalibration and top-1 accuracy over many archs;
+* :mod:`nas.supernet.short_train`: each arch trained alone for a few dozen steps (a slower, better-ranking score);
 * :mod:`nas.supernet.zero_cost`: NASWOT, synflow and grad-norm scores.
 
 Example:
@@ -21,6 +22,7 @@ from nas.supernet.checkpoint import CheckpointError, load_checkpoint, save_check
 from nas.supernet.elastic import CapacityError, Chunks, ConvKernel, Prefix, RelativeTable
 from nas.supernet.evaluate import EvalBatches, accuracy, evaluate, kendall_tau, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyError, ProxyScale, proxy
+from nas.supernet.short_train import short_train_scores
 from nas.supernet.supernet import Supernet, SupernetSpec
 from nas.supernet.trainer import (
     ModelJob,
@@ -56,6 +58,7 @@ __all__ = [
     "proxy",
     "recalibrate_batchnorm",
     "save_checkpoint",
+    "short_train_scores",
     "train_model",
     "train_supernet",
     "zero_cost",
