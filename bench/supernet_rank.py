@@ -51,6 +51,13 @@ value (seeds 0 and 1: +0.40 and +0.27 on the 19 and 21 of the 24 they can run, w
 +0.36) nor tying the mixer and FFN tensors of a stage's positions (all: +0.14; beyond the third: +0.14) helped, and a
 linear probe refitted on the inherited features (mean 0.51 top-1) ranked at +0.26.
 
+The search's own signals on the same 24 archs (one run each): the default supernet it trains once per space
+(``nas.runs.supernets``: 1 epoch, one random subnet per step) ranks them at +0.05 to +0.15, whether evaluated
+with the search's settings (2 calibration batches, 512 validation images) or the bench's (8 x 256, the whole
+split); on the seed-0 3-epoch supernet the search's settings cost 0.03-0.09 of tau. NASWOT on one 64-image
+batch at the proxy scale gives +0.22 (two batch seeds), grad_norm -0.05 to -0.08, the parameter count -0.20 and
+log10 MACs (the ``proxy`` source) -0.03. Short training is the ``short-train`` accuracy source of ``nas search``.
+
 Usage:
     python bench/supernet_rank.py                  # the full run (about 50 minutes on 2 cores)
     python bench/supernet_rank.py --smoke          # seconds: a tiny space and a data subset (CI)
