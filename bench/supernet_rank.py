@@ -55,8 +55,10 @@ The search's own signals on the same 24 archs (one run each): the default supern
 (``nas.runs.supernets``: 1 epoch, one random subnet per step) ranks them at +0.05 to +0.15, whether evaluated
 with the search's settings (2 calibration batches, 512 validation images) or the bench's (8 x 256, the whole
 split); on the seed-0 3-epoch supernet the search's settings cost 0.03-0.09 of tau. NASWOT on one 64-image
-batch at the proxy scale gives +0.22 (two batch seeds), grad_norm -0.05 to -0.08, the parameter count -0.20 and
-log10 MACs (the ``proxy`` source) -0.03. Short training is the ``short-train`` accuracy source of ``nas search``.
+batch at the proxy scale gives +0.22 (two batch seeds; now the ``zero-cost`` source, 0.2 s per arch), grad_norm
+-0.05 to -0.08, the parameter count -0.20 and log10 MACs (the ``proxy`` source) -0.03. The ``zero-cost`` source used
+to score full-scale archs (224 px, 16 images): NASWOT +0.17 at 10-20 s per arch, synflow (its default then) -0.17,
+overflowing float64 on 2 of the 24. Short training is the ``short-train`` accuracy source of ``nas search``.
 
 Usage:
     python bench/supernet_rank.py                  # the full run (about 50 minutes on 2 cores)

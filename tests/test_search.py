@@ -348,26 +348,30 @@ def test_zero_cost_source_scores_an_arch_its_proxy_cannot_score_as_the_worst(tin
     from nas.supernet import zero_cost
 
     archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(0), 2)]
-    real = zero_cost.score_many
+    real, calls = zero_cost.score_many, []
 
-    def overflow_on_the_second(batch, seed=0):
-        if batch[0].id == archs[1].id:
+    def overflow_on_the_second(candidates, *, batch, seed):
+        calls.append(candidates[0])
+        if len(calls) == 2:
             raise zero_cost.ZeroCostError("synflow is NaN (the flow overflows float64)")
-        return real(batch, seed=seed)
+        return real(candidates, batch=batch, seed=seed)
 
     monkeypatch.setattr(zero_cost, "score_many", overflow_on_the_second)
     scores = make_scorer(target="iphone12", accuracy="zero-cost", objectives=("accuracy",)).evaluate(archs).values
     assert np.isfinite(scores[0, 0]) and scores[1, 0] == -np.inf
+    assert calls[0].input.resolution == 32 and calls[0].stages[0].dim < archs[0].stages[0].dim  # the proxy scale
 
 
 def test_short_train_source_trains_candidates_at_the_default_supernets_scale(tiny_space) -> None:
     from nas.runs.supernets import DEFAULT_RECIPE
     from nas.search import make_scorer
+    from nas.search.objectives import PROXY_RESOLUTION, PROXY_WIDTH
 
     archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(0), 2)]
     scorer = make_scorer(target="iphone12", accuracy="short-train", objectives=("accuracy",), seed=0)
     source = scorer.measures[0].source
     assert (source.scale.width, source.scale.resolution) == (DEFAULT_RECIPE.width, DEFAULT_RECIPE.resolution)
+    assert (PROXY_WIDTH, PROXY_RESOLUTION) == (DEFAULT_RECIPE.width, DEFAULT_RECIPE.resolution)
     source.steps = 20  # the test's budget; the search trains DEFAULT_SHORT_STEPS
     scores = scorer.evaluate(archs).values[:, 0]
     assert scorer.columns == ["accuracy"] and ((scores > 0.1) & (scores <= 1)).all()  # 10 classes: above chance
