@@ -171,7 +171,11 @@ def test_a_search_goes_on_past_candidates_the_zero_cost_proxy_cannot_score(tmp_p
     assert len(run_search(run)) == 9
     scores = Run.open(run.path).history()["zero_cost_score"].to_numpy()
     assert np.isneginf(scores).sum() >= 2 and np.isfinite(scores).sum() >= 5
-    assert len(Run.open(run.path).pareto()) >= 1 and plot(run)[0].is_file()
+    front = Run.open(run.path).pareto()
+    assert len(front) >= 1 and np.isfinite(front["zero_cost_score"]).all(), "an unscored candidate is not a winner"
+    assert all(np.isfinite(record.values).all() for record, _ in run.top(9))
+    path, info = plot(run)
+    assert path.is_file() and int(info.front.sum()) == len(front)
 
 
 def test_a_small_search_end_to_end(tmp_path: Path) -> None:

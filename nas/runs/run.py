@@ -471,13 +471,19 @@ class Run:
                 unique.append(record)
         return unique
 
+    def _unique_scored(self) -> list[Record]:
+        """Feasible candidates with every objective measured: one a source could not score (``-inf``, e.g. a
+        zero-cost proxy that overflows) is left off the front and the top, as the plot leaves it off."""
+        return [record for record in self._unique_feasible() if np.isfinite(record.values).all()]
+
     def pareto(self) -> pandas.DataFrame:
-        """The feasible non-dominated candidates (one row per Arch), best last objective first.
+        """The feasible non-dominated candidates with every objective measured (one row per Arch), best last
+        objective first.
 
         Same columns as :meth:`history`, sorted by the last objective (latency) in its own direction.
         """
         history = self.history()
-        unique = self._unique_feasible()
+        unique = self._unique_scored()
         if not unique:
             return history.iloc[0:0]
         mask = nondominated_mask(loss_matrix(unique, self.settings.signs))
@@ -492,7 +498,7 @@ class Run:
         Crowding favours the ends and the sparse parts of each front, so a small ``k`` spreads over the front.
         """
         k = self.settings.top_k if k is None else k
-        unique = self._unique_feasible()
+        unique = self._unique_scored()
         if not unique:
             return []
         order = select_survivors(loss_matrix(unique, self.settings.signs), None, k)
