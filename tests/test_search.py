@@ -362,19 +362,37 @@ def test_zero_cost_source_scores_an_arch_its_proxy_cannot_score_as_the_worst(tin
     assert calls[0].input.resolution == 32 and calls[0].stages[0].dim < archs[0].stages[0].dim  # the proxy scale
 
 
-def test_short_train_source_trains_candidates_at_the_default_supernets_scale(tiny_space) -> None:
+def test_short_train_source_trains_candidates_at_the_default_supernets_scale_once(tiny_space, tmp_path,
+                                                                                  monkeypatch) -> None:
+    import nas.supernet
     from nas.runs.supernets import DEFAULT_RECIPE
     from nas.search import make_scorer
     from nas.search.objectives import PROXY_RESOLUTION, PROXY_WIDTH
 
+    monkeypatch.setenv("NAS_HOME", str(tmp_path))
     archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(0), 2)]
-    scorer = make_scorer(target="iphone12", accuracy="short-train", objectives=("accuracy",), seed=0)
+
+    def scorer_of(steps: int):
+        scorer = make_scorer(target="iphone12", accuracy="short-train", objectives=("accuracy",), seed=0)
+        scorer.measures[0].source.steps = steps  # the test's budget; the search trains DEFAULT_SHORT_STEPS
+        return scorer
+
+    scorer = scorer_of(20)
     source = scorer.measures[0].source
     assert (source.scale.width, source.scale.resolution) == (DEFAULT_RECIPE.width, DEFAULT_RECIPE.resolution)
     assert (PROXY_WIDTH, PROXY_RESOLUTION) == (DEFAULT_RECIPE.width, DEFAULT_RECIPE.resolution)
-    source.steps = 20  # the test's budget; the search trains DEFAULT_SHORT_STEPS
     scores = scorer.evaluate(archs).values[:, 0]
     assert scorer.columns == ["accuracy"] and ((scores > 0.1) & (scores <= 1)).all()  # 10 classes: above chance
+    assert source.cache_file.is_file() and source.cache_file.parent.parent == tmp_path
+
+    trained = []
+    real = nas.supernet.short_train_scores
+    monkeypatch.setattr(nas.supernet, "short_train_scores",
+                        lambda candidates, *args, **options: trained.extend(candidates) or real(candidates, *args,
+                                                                                                 **options))
+    assert (scorer_of(20).evaluate(archs).values[:, 0] == scores).all() and not trained, "a new search reuses them"
+    scorer_of(3).evaluate(archs[:1])
+    assert trained == archs[:1], "another recipe is another cache"
 
 
 def test_warm_start_opens_the_first_generation(tiny_space) -> None:

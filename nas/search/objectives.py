@@ -42,11 +42,15 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -257,6 +261,10 @@ class ShortTrainAccuracy(AccuracySource):
     The candidate is trained at the proxy scale of the search's default supernet (width x0.125, 32 px), so
     ``nas finalists`` trains it at the same scale. A candidate that cannot be built there scores 0.
 
+    Each score is also kept in ``$NAS_HOME/short_train/<key>.json`` (rewritten atomically after every
+    candidate; the key hashes the recipe, the dataset, the scale and the seed): a killed search loses no
+    finished candidate, and a search on another target reuses the candidates both visit.
+
     Args:
         data: the dataset (``nas.data.load_dataset`` spec); None: the bundled default.
         steps: training steps per candidate.
@@ -280,26 +288,51 @@ class ShortTrainAccuracy(AccuracySource):
         self.batches = EvalBatches.from_dataset(self.dataset, resolution=resolution, channels=3, batch_size=256,
                                                 seed=seed)
 
+    @property
+    def cache_file(self) -> Path:
+        """Where this recipe's scores are kept, by Arch id."""
+        from nas.latency.targets import user_dir
+        from nas.supernet.short_train import RECIPE_VERSION
+
+        recipe = {"version": RECIPE_VERSION, "data": self.dataset.name, "train": self.dataset.num_train,
+                  "val": self.dataset.num_val, "steps": self.steps, "seed": self.seed, "scale": self.scale.to_dict()}
+        key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+        return user_dir() / "short_train" / f"{key}.json"
+
+    def _cached(self) -> dict[str, float]:
+        try:
+            scores = json.loads(self.cache_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            warnings.warn(f"{self.cache_file}: unreadable short-train cache, starting it afresh", stacklevel=3)
+            return {}
+        return scores if isinstance(scores, dict) else {}
+
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
         from tqdm import tqdm
 
         from nas.supernet import ProxyError, short_train_scores
+        from nas.yamlio import write_atomic
 
-        out = np.zeros(len(archs), dtype=np.float64)
-        runnable = []
-        for index, arch in enumerate(archs):
+        cached = self._cached()
+        todo = []
+        for arch in archs:
             try:
                 self.scale.apply(arch)
             except ProxyError:
                 continue
-            runnable.append(index)
-        with tqdm(total=len(runnable), desc=f"short-train {self.steps} steps", unit="arch", leave=False,
+            if arch.id not in cached:
+                todo.append(arch)
+        with tqdm(total=len(todo), desc=f"short-train {self.steps} steps", unit="arch", leave=False,
                   disable=None) as bar:
-            scores = short_train_scores([archs[index] for index in runnable], self.dataset, self.batches,
-                                        scale=self.scale, steps=self.steps, seed=self.seed,
-                                        progress=lambda index, accuracy: bar.update(1))
-        out[runnable] = scores
-        return out
+            for arch in todo:
+                (score,) = short_train_scores([arch], self.dataset, self.batches, scale=self.scale, steps=self.steps,
+                                              seed=self.seed)
+                cached = {**self._cached(), arch.id: float(score)}  # re-read: another worker may have added some
+                write_atomic(self.cache_file, json.dumps(cached, sort_keys=True))
+                bar.update(1)
+        return np.array([cached.get(arch.id, 0.0) for arch in archs], dtype=np.float64)
 
 
 def _load_supernet(checkpoint: str) -> Any:

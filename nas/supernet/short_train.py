@@ -29,9 +29,10 @@ from nas.supernet.proxy import ProxyScale
 from nas.supernet.supernet import Supernet
 from nas.supernet.trainer import ModelJob, Trainer, TrainSettings
 
-__all__ = ["DEFAULT_SHORT_STEPS", "short_train_scores"]
+__all__ = ["DEFAULT_SHORT_STEPS", "RECIPE_VERSION", "short_train_scores"]
 
 DEFAULT_SHORT_STEPS = 60
+RECIPE_VERSION = 1  # bump when the training recipe changes, so that cached scores of the old one are not reused
 
 
 def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBatches, *, scale: ProxyScale,
