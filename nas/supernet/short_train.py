@@ -17,7 +17,7 @@ its BatchNorm statistics recalibrated and is evaluated on ``batches``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,8 +37,7 @@ RECIPE_VERSION = 1  # bump when the training recipe changes, so that cached scor
 
 def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBatches, *, scale: ProxyScale,
                        steps: int = DEFAULT_SHORT_STEPS, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-                       inherit_from: Supernet | None = None,
-                       progress: Callable[[int, float], None] | None = None) -> np.ndarray:
+                       inherit_from: Supernet | None = None) -> np.ndarray:
     """Top-1 accuracy of each arch after ``steps`` training steps alone at ``scale``.
 
     Args:
@@ -48,7 +47,6 @@ def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBat
         steps: optimiser steps per arch, at most one epoch's worth.
         seed: initial weights and data order, the same for every arch.
         inherit_from: start from the weights each arch inherits from this supernet instead of random ones.
-        progress: called with ``(index, accuracy)`` after each arch.
 
     Returns:
         ``len(archs)`` accuracies in [0, 1].
@@ -69,6 +67,4 @@ def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBat
             job.module.load_state_dict(inherit_from.extract(arch).state_dict())
         Trainer(job, dataset, settings, max_steps=steps, progress=False, evaluate=False).run()
         out[index] = job.metrics(batches)["accuracy"]
-        if progress is not None:
-            progress(index, float(out[index]))
     return out
