@@ -94,6 +94,7 @@ from nas.supernet import (
     short_train_scores,
     zero_cost,
 )
+from nas.supernet.short_train import DEFAULT_SHORT_STEPS
 
 SMOKE_SPACE = """
 schema: 1
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scan", type=int, default=400)
     parser.add_argument("--calibration-batches", type=int, default=8)
     parser.add_argument("--timing-steps", type=int, default=20)
-    parser.add_argument("--short-steps", type=int, default=60,
+    parser.add_argument("--short-steps", type=int, default=DEFAULT_SHORT_STEPS,
                         help="also score each arch after this many training steps (at most one epoch) from scratch and "
                              "from its inherited weights (0: skip)")
     parser.add_argument("--threads", type=int, default=1,

@@ -316,21 +316,18 @@ class ShortTrainAccuracy(AccuracySource):
         from nas.yamlio import write_atomic
 
         cached = self._cached()
-        todo = []
-        for arch in archs:
-            try:
-                self.scale.apply(arch)
-            except ProxyError:
-                continue
-            if arch.id not in cached:
-                todo.append(arch)
+        todo = [arch for arch in archs if arch.id not in cached]
         with tqdm(total=len(todo), desc=f"short-train {self.steps} steps", unit="arch", leave=False,
                   disable=None) as bar:
             for arch in todo:
-                (score,) = short_train_scores([arch], self.dataset, self.batches, scale=self.scale, steps=self.steps,
-                                              seed=self.seed)
-                cached = {**self._cached(), arch.id: float(score)}  # re-read: another worker may have added some
-                write_atomic(self.cache_file, json.dumps(cached, sort_keys=True))
+                try:
+                    (score,) = short_train_scores([arch], self.dataset, self.batches, scale=self.scale,
+                                                  steps=self.steps, seed=self.seed)
+                except ProxyError:  # it does not fit the proxy scale: scores 0, not cached
+                    pass
+                else:
+                    cached = {**self._cached(), arch.id: float(score)}  # re-read: another worker may have added
+                    write_atomic(self.cache_file, json.dumps(cached, sort_keys=True))
                 bar.update(1)
         return np.array([cached.get(arch.id, 0.0) for arch in archs], dtype=np.float64)
 
