@@ -155,6 +155,23 @@ def test_constraint_domination() -> None:
     assert 1 not in select_survivors(losses, violations, 3)
 
 
+def test_an_unscored_candidate_survives_after_every_scored_one() -> None:
+    from nas.search.records import Record, loss_matrix, violation_vector
+
+    def record(index: int, accuracy: float, latency: float) -> Record:
+        return Record(index, f"0:0:{index}", 0, np.array([index], dtype=np.int16), f"a{index}", 0, (),
+                      (accuracy, latency))
+
+    # the fastest candidate could not be scored (a zero-cost proxy overflowed): -inf accuracy
+    records = [record(0, 0.8, 3.0), record(1, 0.6, 2.0), record(2, -np.inf, 1.0), record(3, 0.5, 2.5)]
+    signs = np.array([-1.0, 1.0])
+    assert violation_vector(records).tolist() == [0.0, 0.0, np.inf, 0.0]
+    # as a bare +inf loss it is on the front (nothing is faster), so it would take a place a scored point needs
+    assert 2 in select_survivors(loss_matrix(records, signs), None, 3)
+    chosen = select_survivors(loss_matrix(records, signs), violation_vector(records), 3).tolist()
+    assert sorted(chosen) == [0, 1, 3]
+
+
 def test_survivors_prefer_rank_then_crowding() -> None:
     chosen = select_survivors(FRONT, None, 4).tolist()
     assert set(chosen[:3]) == {0, 1, 2}

@@ -105,7 +105,13 @@ def loss_matrix(records: list[Record] | tuple[Record, ...], signs: np.ndarray) -
 
 
 def violation_vector(records: list[Record] | tuple[Record, ...]) -> np.ndarray:
-    """Per record, the total constraint violation ``sum(max(0, v))`` (0 for a feasible one)."""
+    """Per record, the total constraint violation ``sum(max(0, v))`` (0 for a feasible one), or ``+inf`` for one
+    with an objective not measured (a source that could not score it gives ``-inf`` or NaN).
+
+    Selection then ranks an unscored candidate after every scored one: as a loss of ``+inf`` alone it would stay
+    on the front whenever its other objectives were the best, and crowding would favour it as the front's end.
+    """
     if not records:
         return np.zeros(0)
-    return np.array([sum(max(0.0, value) for value in record.violations) for record in records], dtype=np.float64)
+    return np.array([sum(max(0.0, value) for value in record.violations) if np.isfinite(record.values).all()
+                     else math.inf for record in records], dtype=np.float64)
