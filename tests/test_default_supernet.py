@@ -109,3 +109,20 @@ def test_a_search_reads_its_supernet_checkpoint_once(trained: tuple[Path, list[s
     os.utime(checkpoint, ns=(stamp + 10**9, stamp + 10**9))  # a retrained file is read again
     assert SupernetAccuracy(space=space_file, checkpoint=str(folder)).supernet is not first.supernet
     assert len(reads) == 2
+
+
+def test_an_arch_the_supernet_cannot_run_is_not_measured(trained: tuple[Path, list[str]], space_file: str) -> None:
+    import numpy as np
+
+    from nas.arch import Arch
+    from nas.search.objectives import SupernetAccuracy
+
+    root, _ = trained
+    source = SupernetAccuracy(space=space_file, checkpoint=str(default_supernet_dir(root, space_file, TINY)))
+    runnable = source.supernet.sample(np.random.default_rng(0))
+    data = runnable.to_dict()
+    data["stages"][0]["blocks"]["repeat"] = 9  # deeper than the supernet's blocks
+    too_wide = Arch.from_dict(data)
+    assert source.supernet.check(too_wide)
+    first, second = source.evaluate([runnable, too_wide])
+    assert 0 < first <= 1 and second == -np.inf  # left off the front, ranked after every scored candidate

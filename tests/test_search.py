@@ -411,6 +411,14 @@ def test_short_train_source_trains_candidates_at_the_default_supernets_scale_onc
     scorer_of(3).evaluate(archs[:1])
     assert trained == archs[:1], "another recipe is another cache"
 
+    def does_not_fit(candidates, *args, **options):
+        raise nas.supernet.ProxyError("window 7 does not fit a 1x1 feature map")
+
+    monkeypatch.setattr(nas.supernet, "short_train_scores", does_not_fit)
+    scorer = scorer_of(4)
+    assert scorer.evaluate(archs[:1]).values[0, 0] == -np.inf  # not measured: off the front, ranked last
+    assert not scorer.measures[0].source.cache_file.exists(), "a candidate not measured is not cached"
+
 
 def test_warm_start_opens_the_first_generation(tiny_space) -> None:
     seeds = tiny_space.sample_vectors(np.random.default_rng(9), 3)

@@ -259,7 +259,8 @@ class ShortTrainAccuracy(AccuracySource):
     """Top-1 accuracy after a short training run of each candidate alone (``nas.supernet.short_train``).
 
     The candidate is trained at the proxy scale of the search's default supernet (width x0.125, 32 px), so
-    ``nas finalists`` trains it at the same scale. A candidate that cannot be built there scores 0.
+    ``nas finalists`` trains it at the same scale. A candidate that cannot be built there scores ``-inf`` (not
+    measured: left off the front, ranked after every scored candidate).
 
     Each score is also kept in ``$NAS_HOME/short_train/<key>.json`` (rewritten atomically after every
     candidate; the key hashes the recipe, the dataset, the scale and the seed): a killed search loses no
@@ -323,13 +324,13 @@ class ShortTrainAccuracy(AccuracySource):
                 try:
                     (score,) = short_train_scores([arch], self.dataset, self.batches, scale=self.scale,
                                                   steps=self.steps, seed=self.seed)
-                except ProxyError:  # it does not fit the proxy scale: scores 0, not cached
+                except ProxyError:  # it does not fit the proxy scale: not measured, not cached
                     pass
                 else:
                     cached = {**self._cached(), arch.id: float(score)}  # re-read: another worker may have added
                     write_atomic(self.cache_file, json.dumps(cached, sort_keys=True))
                 bar.update(1)
-        return np.array([cached.get(arch.id, 0.0) for arch in archs], dtype=np.float64)
+        return np.array([cached.get(arch.id, -math.inf) for arch in archs], dtype=np.float64)
 
 
 def _load_supernet(checkpoint: str) -> Any:
@@ -358,7 +359,8 @@ class SupernetAccuracy(AccuracySource):
 
     Each Arch is extracted from the supernet at its proxy scale, its BatchNorm statistics are recalibrated
     and it is evaluated on the validation split (``nas.supernet.evaluate``). An Arch the supernet cannot run
-    (outside its proxy scale or capacity) scores 0.
+    (outside its proxy scale or capacity) scores ``-inf`` (not measured: left off the front, ranked after every
+    scored candidate).
 
     Args:
         space: the space searched; must be the supernet's.
@@ -397,7 +399,7 @@ class SupernetAccuracy(AccuracySource):
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
         from nas.supernet import evaluate
 
-        out = np.zeros(len(archs), dtype=np.float64)
+        out = np.full(len(archs), -math.inf)
         runnable = [index for index, arch in enumerate(archs) if not self.supernet.check(arch)]
         if runnable:
             out[runnable] = evaluate(self.supernet, [archs[index] for index in runnable], self.batches)
