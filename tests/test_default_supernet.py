@@ -122,7 +122,7 @@ def test_an_arch_the_supernet_cannot_run_is_not_measured(trained: tuple[Path, li
     runnable = source.supernet.sample(np.random.default_rng(0))
     data = runnable.to_dict()
     data["stages"][0]["blocks"]["repeat"] = 9  # deeper than the supernet's blocks
-    too_wide = Arch.from_dict(data)
-    assert source.supernet.check(too_wide)
-    first, second = source.evaluate([runnable, too_wide])
+    too_deep = Arch.from_dict(data)
+    assert source.supernet.check(too_deep)
+    first, second = source.evaluate([runnable, too_deep])
     assert 0 < first <= 1 and second == -np.inf  # left off the front, ranked after every scored candidate

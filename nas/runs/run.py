@@ -474,7 +474,7 @@ class Run:
     def _unique_scored(self) -> list[Record]:
         """Feasible candidates with every objective measured: one a source could not score (``-inf``, e.g. a
         zero-cost proxy that overflows) is left off the front and the top, as the plot leaves it off."""
-        return [record for record in self._unique_feasible() if np.isfinite(record.values).all()]
+        return [record for record in self._unique_feasible() if record.scored]
 
     def pareto(self) -> pandas.DataFrame:
         """The feasible non-dominated candidates with every objective measured (one row per Arch), best last

@@ -78,6 +78,11 @@ class Record:
         """Whether every constraint holds (``violation <= 0``)."""
         return all(value <= 0.0 for value in self.violations)
 
+    @property
+    def scored(self) -> bool:
+        """Whether every objective was measured: a source that could not score the candidate gives ``-inf``."""
+        return bool(np.isfinite(self.values).all())
+
     def to_attrs(self) -> dict[str, Any]:
         """The trial ``user_attrs`` that store this record (plain JSON data)."""
         return {
@@ -113,5 +118,5 @@ def violation_vector(records: list[Record] | tuple[Record, ...]) -> np.ndarray:
     """
     if not records:
         return np.zeros(0)
-    return np.array([sum(max(0.0, value) for value in record.violations) if np.isfinite(record.values).all()
-                     else math.inf for record in records], dtype=np.float64)
+    return np.array([sum(max(0.0, value) for value in record.violations) if record.scored else math.inf
+                     for record in records], dtype=np.float64)
