@@ -1,91 +1,74 @@
 """Does the supernet rank architectures like stand-alone training does? Kendall tau, proxies, step time.
 
-1. Train a supernet over a space (default ``metaformer``) on the bundled data at a proxy scale.
+1. Train a supernet over a space (default ``convnext``) on the bundled data at a proxy scale.
 2. Sample ``--archs`` points; score each one-shot (weights inherited, BatchNorm recalibrated).
 3. Train each alone at the same proxy scale with a fixed budget (``--standalone-epochs``), from scratch.
 4. Train each arch for ``--short-steps`` (default 60, about half an epoch) twice, with another seed: from
    scratch and from its inherited weights, and score both (BatchNorm recalibrated).
 5. Print Kendall tau between one-shot and stand-alone accuracy, the tau of each zero-cost proxy
    (``nas.supernet.zero_cost``), of the parameter count (a baseline any predictor should beat) and of the two
-   short trainings, and the step-time ratio of a supernet (sandwich) step against a step of the largest
-   subnet alone.
+   short trainings; the step-time ratio of a supernet (sandwich) step against a step of the largest subnet
+   alone; and the cost of one forward and backward pass of the largest subnet through the supernet against the
+   same pass built alone (what weight sharing itself costs, whatever the number of subnets per step).
 
 Goals (issue 5): tau >= 0.5 for the supernet; step-time ratio <= 1.5.
 
-The defaults (metaformer at width 0.125, 32 px, 3 supernet epochs, 12 archs, 2 stand-alone epochs each) keep
-the supernet within 20 minutes on 2 cores; at the CLI's default width 0.25 a sandwich step of the
-metaformer supernet is about 4x slower. One run each on a shared 2-core machine (one intra-op thread, nice 19
-beside two other jobs):
+The defaults: the ``convnext`` family space, which varies sizes only (widths, depths, kernels, MLP ratios: the
+setting in which OFA, BigNAS and AutoFormer report their rankings), at width x0.125 and 32 px; a 20-epoch
+supernet with one random subnet per step besides the two ends (about 14 minutes on one core); 24 archs, each
+trained alone for 6 epochs (about 45 s each). About 50 minutes in all on 2 cores.
 
-* metaformer: supernet 363 steps in 15 min (largest subnet 0.846, smallest 0.577 top-1); tau supernet +0.39,
-  params -0.30, naswot +0.27, synflow -0.03, grad_norm -0.24; step-time ratio 1.43; 42 min in all.
-* convnext (``--space convnext``): supernet 6 min (largest 0.585, smallest 0.407); tau supernet +0.26,
-  params +0.17, naswot +0.30, synflow +0.14, grad_norm +0.05; step-time ratio 1.76; 13 min in all.
+Measured with the defaults (2026-11-22; one intra-op thread, beside another job; each supernet seed draws its own
+24 archs, and trains them alone with the same seed):
 
-How far one run's tau can be trusted (metaformer, the bench's recipe; the bench's 12 archs and the 12 drawn next,
-stand-alone accuracies of one run reused): supernet seed 0 gives tau +0.40 on the 24 (+0.455 on the first 12),
-seed 1 +0.35 (+0.21); 2 epochs +0.17 (+0.06) and, seed 1, +0.23 (+0.39); 4 epochs +0.15 (-0.24), 6 epochs +0.23
-(+0.03), although the sandwich ends improve (largest 0.84 -> 0.88 -> 0.91): no trend in length, and seed 0's 3-epoch
-+0.40 is the top of the spread. Other sampling rules ranked worse (24 archs): no smallest end (largest + 3 random)
-+0.35, varied ends +0.21, uniform single-path (4 random, no ends, no distillation) +0.08. The one-shot scores of
-two supernets agree with each other only at tau 0.22-0.50, while re-evaluating one supernet (another calibration
-draw, or 32 calibration batches instead of 8) agrees at 0.96-0.98: the spread comes from training, not from the
-evaluation, and a 12-arch tau moves by +-0.25 between seeds. An exponential moving average of the weights
-(~40-step horizon) changed tau by -0.02 to -0.03.
-The stand-alone side is not what limits tau: the bench's 12 archs trained alone with a second seed agree with the
-first at tau +0.79 (mean |difference| 0.025 top-1); trained for 5 epochs instead of 2 (0.81-0.91 top-1) they agree
-with the 2-epoch ranking at +0.76, and the supernet's tau is +0.455 against either budget. Ranking the 24 archs by the
-mean one-shot rank of six supernets (seeds, epochs, sharing variants) still gives only +0.38 against stand-alone: the
-supernet ranks them differently in a systematic way (deeper archs, and archs with many EfficientFormer-attention
-blocks, score lower one-shot than alone), not only noisily.
+    seed  supernet                                  tau supernet  tau params  step-time ratio
+    0     13.7 min; largest 0.929, smallest 0.871   +0.571        +0.412      1.32
+    1     12.8 min; largest 0.916, smallest 0.829   +0.572        +0.545      1.34
 
-Where the ranking is lost (2026-11-22; the 24 archs above with fresh stand-alone accuracies; one run each). On
-metaformer the bench's supernet (seeds 0, 1) ranked at +0.26 / +0.29, and its random subnets scored near chance
-one-shot: mean 0.21 top-1 against 0.73 alone, while the fixed ends reach ~0.8 / ~0.5. Splitting that supernet by
-stage-3 block family into four sub-supernets (few-shot NAS, arXiv:2006.06863; half an epoch of fine-tuning each)
-gave +0.29 against +0.27 for the same fine-tuning unsplit. Two subspaces of metaformer, each with the kinds of one
-bench arch pinned and a supernet trained on that subspace only (its ends the subspace's extremes), tell the two
-causes apart:
+With two random subnets per step (the CLI's default) the same archs rank at +0.650 / +0.589, but a step costs
+1.56 / 1.78 times the largest alone, since it runs four subnets. One pass of the largest subnet through the
+supernet costs 1.04 to 1.06 times the same pass built alone: the step-time ratio counts subnets, not sharing
+overhead.
 
-* sizes only (the 17 widths, depths, ratios and kernels free; the setting of OFA and BigNAS): two stand-alone
-  seeds agree at +0.75 (mean |difference| 0.010). At 3 epochs one-shot accuracy is sound (mean 0.67 against 0.79
-  alone) but the ranking is not: seeds 0 / 1 give +0.26..+0.33, ordering by depth where training alone orders by
-  width (tau of the summed stage widths +0.36, of depth +0.21). At 9 epochs (17-18 min on one core) seeds 0 / 1
-  give +0.49..+0.55 against either stand-alone seed (one-shot mean 0.81). Without distillation, 3 epochs: +0.36.
-* sizes and mixer kinds free (24 decisions; norms, layer scales, stem, downsamplers and block families pinned):
-  at 3 epochs one-shot accuracy falls to a mean of 0.42 and tau is +0.31.
+Why 6 stand-alone epochs: convnext's archs lie close together (6-epoch top-1 spread, std 0.015), so the training
+seed reorders them. Seed 1's 24 archs trained with two seeds agree at tau +0.577 after 2 epochs (mean |difference|
+0.019) and +0.640 after 6 (0.007): that agreement is about the most any predictor can score against one seed.
+Against 6 epochs the supernets score +0.56 to +0.65 (either training seed), near that ceiling; against 2 (the
+budget before 2026-11-22) +0.43 to +0.56, with the parameter count at +0.32 / +0.53. Six epochs also compare
+like with like: the supernet trains for twenty. The parameter count is a strong baseline on this space: against the
+mean of the two 6-epoch seeds it ranks seed 1's archs at +0.62, the supernet at +0.62 (one random
+subnet per step) / +0.66 (two).
 
-So over sizes the supernet ranks at about the issue's goal once it trains long enough, as the anchors report; mixing
-kinds costs one-shot accuracy, and on the whole metaformer space longer training does not help (4 and 6 epochs
-above). The convnext family space is sizes only, and there this bench meets the goal within the 20 minutes:
-``--space convnext --supernet-epochs 20 --archs 24`` trained the supernet in 16 min (largest 0.92, smallest 0.85
-top-1) and ranked the 24 archs at +0.56 (+0.55 on the first 16); 9 epochs (7 min) gave +0.48 on 16 (params +0.14,
-naswot +0.25). Step-time ratio 1.56 (beside another job).
+Over kinds the supernet does not reach the goal. ``metaformer`` (``--space metaformer --supernet-epochs 3
+--num-random 2 --standalone-epochs 2``; 3 epochs take 7 to 15 minutes there) also varies mixers, norms, stems
+and downsamplers. One run each, 24 archs:
 
-Short training beats the supernet here (metaformer, the 24 archs above, seed-0 supernet; one run each): 60 steps from
-a random start rank them at tau +0.565 (this bench's recipe: lr 2e-3, no warm-up, seed 1; +0.576 on the first 12),
-+0.722 (the same, seed 2; +0.748) and +0.667 (lr 1e-3 constant, other batches), against the supernet's +0.40. Starting
-the same 60 steps from the inherited weights gives +0.507 and +0.645: no better than a random start. 10 / 30 steps
-from the inherited weights give +0.45 / +0.49. So at this budget the shared weights hold less ranking information than
-half an epoch of training, which costs about 20 s per arch on one core against a few seconds one-shot. A sanity check
-rules out the machinery: the supernet trained on one arch only (2 epochs) scores it one-shot at 0.68 and 0.76 (0.75
-and 0.79 alone); the loss comes from sharing. Neither keying block norms and layer scales by norm kind and initial
-value (seeds 0 and 1: +0.40 and +0.27 on the 19 and 21 of the 24 they can run, where the default gives +0.35 and
-+0.36) nor tying the mixer and FFN tensors of a stage's positions (all: +0.14; beyond the third: +0.14) helped, and a
-linear probe refitted on the inherited features (mean 0.51 top-1) ranked at +0.26.
+* 3-epoch supernets rank at +0.26 to +0.40 over seeds; 2, 4 and 6 epochs at +0.15 to +0.23: no trend in
+  length although the sandwich ends improve (largest 0.84 -> 0.91). The ground truth is not the limit there:
+  two stand-alone seeds agree at +0.79, 5 epochs agree with 2 at +0.76, and the supernet scores +0.455
+  against either (on 12 archs). Two supernets agree with each other at only +0.22 to +0.50, while two
+  evaluations of one agree at +0.96 to +0.98: the spread comes from training.
+* Its random subnets score near chance one-shot (mean 0.21 top-1 against 0.73 alone) while the fixed ends
+  reach ~0.8 / ~0.5. A supernet trained on one arch only scores it at 0.68-0.76 (0.75-0.79 alone): the loss
+  comes from sharing between kinds, not from the machinery.
+* Tried, no gain: other sampling rules (no smallest end +0.35, varied ends +0.21, uniform single path +0.08);
+  few-shot splitting by stage-3 block family (arXiv:2006.06863; +0.29 against +0.27 unsplit); norms and layer
+  scales keyed by kind (+0.27 to +0.40); tying a stage's positions (+0.14); an average of the weights over ~40
+  steps (-0.02); a linear probe on inherited features (+0.26); sharing the downsamplers' and stems' kernels
+  across kinds (+0.30 against +0.40: more sharing, less told apart; ``bench/supernet_sharing.py``).
+* Subspaces of metaformer with one arch's kinds pinned tell sizes from kinds apart. Sizes only (17
+  decisions): 3 epochs +0.26 to +0.33 (ordering by depth where training alone orders by width), 9 epochs
+  +0.49 to +0.55. Sizes and mixer kinds (24 decisions), 3 epochs: one-shot mean 0.42, tau +0.31.
 
-The search's own signals on the same 24 archs (one run each): the default supernet it trains once per space
-(``nas.runs.supernets``: 1 epoch, one random subnet per step) ranks them at +0.05 to +0.15, whether evaluated
-with the search's settings (2 calibration batches, 512 validation images) or the bench's (8 x 256, the whole
-split); on the seed-0 3-epoch supernet the search's settings cost 0.03-0.09 of tau. NASWOT on one 64-image
-batch at the proxy scale gives +0.22 (two batch seeds; now the ``zero-cost`` source, 0.2 s per arch), grad_norm
--0.05 to -0.08, the parameter count -0.20 and log10 MACs (the ``proxy`` source) -0.03. The ``zero-cost`` source used
-to score full-scale archs (224 px, 16 images): NASWOT +0.17 at 10-20 s per arch, synflow (its default then) -0.17,
-overflowing float64 on 2 of the 24. Short training is the ``short-train`` accuracy source of ``nas search``.
+What ranks metaformer instead: 60 steps of training alone from a random start (the ``short-train`` source of
+``nas search``) rank its 24 archs at +0.57 to +0.72, about 20 s per arch on one core; from the inherited
+weights +0.51 / +0.65, no better. NASWOT on one 64-image batch at the proxy scale (the ``zero-cost`` source,
+0.2 s per arch) +0.22; the parameter count -0.20; log10 MACs (the ``proxy`` source) -0.03; the default supernet
+that ``nas search`` trains once per space (1 epoch, one random subnet per step) +0.05 to +0.15.
 
 Usage:
     python bench/supernet_rank.py                  # the full run (about 50 minutes on 2 cores)
-    python bench/supernet_rank.py --space convnext --supernet-epochs 20 --archs 24   # a sizes-only space (~25 min)
+    python bench/supernet_rank.py --space metaformer --supernet-epochs 3 --num-random 2 --standalone-epochs 2
     python bench/supernet_rank.py --smoke          # seconds: a tiny space and a data subset (CI)
     python bench/supernet_rank.py --json out.json  # also write every figure as JSON
 """
@@ -104,6 +87,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.arch import Arch
 from nas.data import Dataset, load_dataset, loaders
 from nas.supernet import (
     EvalBatches,
@@ -152,6 +136,26 @@ def _subset(dataset: Dataset, train: int, val: int) -> Dataset:
 def _median_step(history: list[dict[str, Any]], skip: int = 3) -> float:
     seconds = [record["seconds"] for record in history[skip:]] or [record["seconds"] for record in history]
     return float(np.median(seconds))
+
+
+def _pass_seconds(supernet: Supernet, arch: Arch, built: torch.nn.Module, images: torch.Tensor,
+                  targets: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Median seconds of one forward and backward pass of ``arch`` through the supernet, and of ``built`` (the
+    same subnet built alone): what weight sharing itself costs per subnet, apart from how many subnets a sandwich
+    step runs.
+
+    The two are interleaved so that load from other jobs on the machine falls on both alike.
+    """
+    forwards = {"through": lambda: supernet(images, arch), "alone": lambda: built(images)}
+    seconds: dict[str, list[float]] = {name: [] for name in forwards}
+    for _ in range(repeats + 2):  # the first two passes of each warm the allocator and are not counted
+        for name, forward in forwards.items():
+            tick = time.perf_counter()
+            torch.nn.functional.cross_entropy(forward(), targets).backward()
+            seconds[name].append(time.perf_counter() - tick)
+    supernet.zero_grad(set_to_none=True)
+    built.zero_grad(set_to_none=True)
+    return float(np.median(seconds["through"][2:])), float(np.median(seconds["alone"][2:]))
 
 
 def _log(text: str) -> None:
@@ -224,11 +228,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     largest = Trainer(ModelJob(supernet.largest, scale, seed=args.seed), dataset, alone_settings,
                       max_steps=args.timing_steps, progress=False, evaluate=False).run()
     largest_step = _median_step(largest.history)
-
-    # zero-cost proxies on one training batch at the proxy scale
     train_loader, _ = loaders(dataset, batch_size=args.batch_size, resolution=args.resolution, channels=3,
                               augment=False, seed=args.seed)
     batch = next(train_loader.iter_epoch(0))
+    supernet.train()
+    largest_pass, alone_pass = _pass_seconds(supernet, supernet.largest, supernet.extract(supernet.largest).train(),
+                                             *batch, repeats=args.timing_steps)
+    supernet.eval()
+
+    # zero-cost proxies on one training batch at the proxy scale
     proxied = [supernet.proxy(arch) for arch in archs]
     tick = time.perf_counter()
     proxy_scores = zero_cost.score_archs(proxied, batch, seed=args.seed)
@@ -260,7 +268,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "step_time": {"supernet_step_seconds": round(supernet_step, 4),
                       "largest_alone_step_seconds": round(largest_step, 4),
                       "ratio": round(supernet_step / largest_step, 3),
-                      "subnets_per_supernet_step": 2 + args.num_random},
+                      "subnets_per_supernet_step": 2 + args.num_random,
+                      "largest_pass_through_supernet_seconds": round(largest_pass, 4),
+                      "largest_pass_alone_seconds": round(alone_pass, 4),
+                      "sharing_overhead": round(largest_pass / alone_pass, 3)},
         "short_steps": args.short_steps,
         "seconds": {"one_shot_eval": round(eval_seconds, 1), "zero_cost": round(proxy_seconds, 2),
                     "short_training": round(short_seconds, 1),
@@ -287,23 +298,24 @@ def report(figures: dict[str, Any]) -> str:
                  + ", ".join(f"{key} {value:+.3f}" for key, value in taus.items()))
     step = figures["step_time"]
     lines.append(f"step time: supernet {step['supernet_step_seconds']:.3f} s ({step['subnets_per_supernet_step']} "
-                 f"subnets), largest alone {step['largest_alone_step_seconds']:.3f} s, ratio {step['ratio']:.2f}")
+                 f"subnets), largest alone {step['largest_alone_step_seconds']:.3f} s, ratio {step['ratio']:.2f}; "
+                 f"one pass of the largest through the supernet / alone: {step['sharing_overhead']:.2f}")
     lines.append(f"total {figures['seconds']['total']:.0f} s")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="metaformer")
+    parser.add_argument("--space", default="convnext")
     parser.add_argument("--data", default=None, help="dataset path (default: the bundled Animal-MNIST)")
     parser.add_argument("--proxy-width", type=float, default=0.125)
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--supernet-epochs", type=int, default=3)
-    parser.add_argument("--standalone-epochs", type=int, default=2)
-    parser.add_argument("--archs", type=int, default=12)
+    parser.add_argument("--supernet-epochs", type=int, default=20)
+    parser.add_argument("--standalone-epochs", type=int, default=6)
+    parser.add_argument("--archs", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num-random", type=int, default=2)
+    parser.add_argument("--num-random", type=int, default=1)
     parser.add_argument("--ends", choices=("varied", "fixed"), default="fixed",
                         help="sandwich ends: kinds drawn each step (varied) or the same two points (fixed)")
     parser.add_argument("--scan", type=int, default=400)
