@@ -16,7 +16,7 @@ Goals (issue 5): tau >= 0.5 for the supernet; step-time ratio <= 1.5.
 The defaults: the ``convnext`` family space, which varies sizes only (widths, depths, kernels, MLP ratios: the
 setting in which OFA, BigNAS and AutoFormer report their rankings), at width x0.125 and 32 px; a 20-epoch
 supernet with one random subnet per step besides the two ends (about 14 minutes on one core); 24 archs, each
-trained alone for 6 epochs (about 45 s each). About 50 minutes in all on 2 cores.
+trained alone for 6 epochs (about 45 s each). A full run took 31 minutes on 2 cores.
 
 Measured with the defaults (2026-11-22; one intra-op thread, beside another job; each supernet seed draws its own
 24 archs, and trains them alone with the same seed):
@@ -24,6 +24,10 @@ Measured with the defaults (2026-11-22; one intra-op thread, beside another job;
     seed  supernet                                  tau supernet  tau params  step-time ratio
     0     13.7 min; largest 0.929, smallest 0.871   +0.571        +0.412      1.32
     1     12.8 min; largest 0.916, smallest 0.829   +0.572        +0.545      1.34
+
+The whole default run with seed 0 printed the same tau (+0.571) and a step-time ratio of 1.43; there the
+zero-cost proxies ranked at naswot +0.39, synflow +0.27, grad_norm +0.22, and 60 training steps from scratch
+at -0.11 (these archs all sit near 0.48 top-1 after 60 steps) but from the inherited weights at +0.59.
 
 With two random subnets per step (the CLI's default) the same archs rank at +0.650 / +0.589, but a step costs
 1.56 / 1.78 times the largest alone, since it runs four subnets. One pass of the largest subnet through the
@@ -67,7 +71,7 @@ weights +0.51 / +0.65, no better. NASWOT on one 64-image batch at the proxy scal
 that ``nas search`` trains once per space (1 epoch, one random subnet per step) +0.05 to +0.15.
 
 Usage:
-    python bench/supernet_rank.py                  # the full run (about 50 minutes on 2 cores)
+    python bench/supernet_rank.py                  # the full run (about 30 minutes on 2 cores)
     python bench/supernet_rank.py --space metaformer --supernet-epochs 3 --num-random 2 --standalone-epochs 2
     python bench/supernet_rank.py --smoke          # seconds: a tiny space and a data subset (CI)
     python bench/supernet_rank.py --json out.json  # also write every figure as JSON
