@@ -36,11 +36,16 @@ class Unit:
     """One module of a built model, with what it takes in.
 
     Attributes:
-        path: where it comes from in the Arch (``stages[1].blocks[0]``).
+        path: where it comes from in the Arch (``stages[1].blocks[0]``), for messages.
         stage: index of its stage; -1 for the stem, ``len(stages)`` for the head.
         key: signature; two units with the same key build identical modules for identical inputs.
         in_shape: input shape without the batch dimension.
         make: builds the module, ``make(device=..., dtype=...)``.
+        role: ``stem``, ``convert`` (a layout conversion), ``downsample``, ``block`` or ``head``; readers
+            branch on it instead of parsing ``path``.
+        index: the block's number within its stage (None for other roles).
+        component: the config it is built from: the stem, downsample or head component, the
+            :class:`~nas.arch.Block`, or None for a layout conversion.
     """
 
     path: str
@@ -48,6 +53,9 @@ class Unit:
     key: str
     in_shape: tuple[int, ...]
     make: Callable[..., nn.Module]
+    role: str
+    index: int | None
+    component: Any
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,8 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
     channels = arch.input.channels
     stem_cls = module_class("stem", arch.stem)
     units.append(Unit("stem", -1, _signature("stem", arch.stem.to_dict(), channels, size),
-                      (channels, *size), _bind(stem_cls, arch.stem, in_dim=channels, size=size)))
+                      (channels, *size), _bind(stem_cls, arch.stem, in_dim=channels, size=size),
+                      "stem", None, arch.stem))
     layout: Layout = stem_cls.layout_of(arch.stem)
     prefix = getattr(arch.stem, "prefix_tokens", 0)
     size = arch.stem.output_size(*size)
@@ -124,7 +133,7 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
                            "class-token models must keep tokens (nlc) throughout")
         make = ToNLC if to == "nlc" else (lambda sz=size: ToNCHW(sz))
         units.append(Unit(f"{path}.to_{to}", stage, _signature("convert", to, channels, size),
-                          _shape(layout, channels, size, prefix), _ignore_factory(make)))
+                          _shape(layout, channels, size, prefix), _ignore_factory(make), "convert", None, None))
         layout = to
 
     for index, stage in enumerate(arch.stages):
@@ -135,7 +144,8 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
             units.append(Unit(f"{path}.downsample", index,
                               _signature("downsample", stage.downsample.to_dict(), channels, stage.dim, size, layout),
                               _shape(layout, channels, size, prefix),
-                              _bind(down_cls, stage.downsample, in_dim=channels, dim=stage.dim, size=size)))
+                              _bind(down_cls, stage.downsample, in_dim=channels, dim=stage.dim, size=size),
+                              "downsample", None, stage.downsample))
             size = stage.downsample.output_size(*size)
             channels = stage.dim
         for number, block in enumerate(stage.blocks):
@@ -148,7 +158,8 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
                                    drop_path=drop_path_rate * depth / total)
             units.append(Unit(block_path, index,
                               _signature("block", block.to_dict(), channels, stage.dim, size, prefix),
-                              _shape(layout, channels, size, prefix), _block_factory(block, context)))
+                              _shape(layout, channels, size, prefix), _block_factory(block, context),
+                              "block", number, block))
             size = block.mixer.output_size(*size)
             channels = stage.dim
             depth += 1
@@ -156,7 +167,8 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
     head_cls = module_class("head", arch.head)
     units.append(Unit("head", len(arch.stages), _signature("head", arch.head.to_dict(), channels, size, layout, prefix),
                       _shape(layout, channels, size, prefix),
-                      _bind(head_cls, arch.head, in_dim=channels, layout=layout, prefix_tokens=prefix)))
+                      _bind(head_cls, arch.head, in_dim=channels, layout=layout, prefix_tokens=prefix),
+                      "head", None, arch.head))
     return Plan(units, outputs, prefix)
 
 

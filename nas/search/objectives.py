@@ -57,7 +57,7 @@ import numpy as np
 
 from nas.arch import Arch
 from nas.errors import ConfigError, NasError
-from nas.search._registry import Registry
+from nas.registry import Registry
 
 __all__ = [
     "Objective",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from nas.search._registry import Registry
+from nas.registry import Registry
 from nas.search.base import BaseStrategy
 from nas.search.evolution.nsga2 import NSGA2Strategy
 from nas.search.strategies.nni_evolution import NNIEvolutionStrategy
