@@ -186,12 +186,13 @@ def name_table(target: str) -> NameTable:
               for name, entry in _names(document, "models", source).items()}
     by_runtime = []
     for index, entry in enumerate(document.get("by_runtime", [])):
-        fields = ("model", "runtime", "reference", "resolution")
-        if not isinstance(entry, Mapping) or set(entry) != set(fields):
-            raise ConfigError(f"expected {{{', '.join(fields)}}}", path=f"by_runtime[{index}]", source=source)
-        pick = _parse_pick({"reference": entry["reference"], "resolution": entry["resolution"]},
-                           f"by_runtime[{index}]", source)
-        by_runtime.append((str(entry["model"]), str(entry["runtime"]), pick))
+        where = f"by_runtime[{index}]"
+        if (not isinstance(entry, Mapping) or set(entry) != {"model", "runtime", "reference", "resolution"}
+                or not isinstance(entry["model"], str) or not isinstance(entry["runtime"], str)):
+            raise ConfigError("expected {model: NAME, runtime: PREFIX, reference: NAME, resolution: INT}",
+                              path=where, source=source)
+        pick = _parse_pick({"reference": entry["reference"], "resolution": entry["resolution"]}, where, source)
+        by_runtime.append((entry["model"], entry["runtime"], pick))
     return NameTable(models, tuple(by_runtime))
 
 
@@ -199,8 +200,11 @@ def name_table(target: str) -> NameTable:
 def skip_reasons() -> dict[str, str]:
     """Published-name prefix -> why no target lists it (``names/skipped.yaml``)."""
     source = str(_NAMES_DIR / "skipped.yaml")
-    return {prefix: str(reason) for prefix, reason in _names({"skipped": load_yaml(source)}, "skipped",
-                                                               source).items()}
+    reasons = _names(load_yaml(source), "prefixes", source)
+    for prefix, reason in reasons.items():
+        if not isinstance(reason, str):
+            raise ConfigError("expected the reason, a text", path=f"prefixes.{prefix}", source=source)
+    return dict(reasons)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -371,6 +375,7 @@ _SETTINGS: dict[str, Callable[[dict[str, str]], _Setting | str]] = {
     "xeon": _setting_xeon,
     "zcu104": _setting_zcu104,
 }
+
 
 def _pick(target: str, row: dict[str, str]) -> Pick | str:
     model = row["model"]
