@@ -32,9 +32,9 @@ import time
 import numpy as np
 
 from nas.latency import get_target, list_targets, predict_many
-from nas.latency.dataset import dataset_for
+from nas.latency.calibration.dataset import dataset_for
+from nas.latency.calibration.validate import summary_line, validate
 from nas.latency.targets import LOCAL
-from nas.latency.validate import summary_line, validate
 
 SMOKE_TARGETS = ("iphone12",)
 THROUGHPUT_GOAL = 20_000

@@ -14,10 +14,10 @@ import nas
 from nas.cli import main
 from nas.errors import ConfigError, NasError, UnknownKindError
 from nas.latency import UnsupportedOpError, get_target, list_targets, predict, predict_many
-from nas.latency.dataset import rows_for
+from nas.latency.calibration.dataset import rows_for
+from nas.latency.calibration.validate import figures_from_stored, is_close
 from nas.latency.kinds import KINDS
 from nas.latency.targets import load_target
-from nas.latency.validate import figures_from_stored, is_close
 from tests.conftest import TINY_DIR
 
 TARGETS = ("iphone12", "v100", "xeon", "zcu104")
@@ -233,8 +233,8 @@ def test_stored_validation_figures_reproduce_from_stored_predictions(target: str
 
 @pytest.mark.slow
 def test_leave_one_family_out_refit_reproduces_the_stored_predictions() -> None:
-    from nas.latency.dataset import dataset_for
-    from nas.latency.validate import validate
+    from nas.latency.calibration.dataset import dataset_for
+    from nas.latency.calibration.validate import validate
 
     setting = get_target("iphone12").setting()
     report = validate(dataset_for(setting))

@@ -11,10 +11,10 @@ import torch
 
 import nas
 from nas.errors import ConfigError, NasError, UnknownKindError
-from nas.latency import calibration
-from nas.latency.calibration import CalibrationError, load_measurements, trace, trace_reference
-from nas.latency.models import REFERENCE_MODELS, get_reference
-from nas.latency.models.select import (
+from nas.latency.calibration import measurements
+from nas.latency.calibration.measurements import CalibrationError, load_measurements, trace, trace_reference
+from nas.latency.calibration.models import REFERENCE_MODELS
+from nas.latency.calibration.select import (
     PARAMS_EXCEPTIONS,
     PARAMS_TOLERANCE,
     SUPPLEMENT_DIR,
@@ -29,21 +29,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "calibration"
 
 
-def _rows(target: str) -> list[calibration.Measurement]:
+def _rows(target: str) -> list[measurements.Measurement]:
     return load_measurements(target)
 
 
 def test_targets_are_the_four_calibration_files() -> None:
-    assert calibration.list_targets() == sorted(TARGETS)
+    assert measurements.list_targets() == sorted(TARGETS)
 
 
 def test_reference_names_are_not_zoo_names() -> None:
-    assert not set(REFERENCE_MODELS) & set(nas.zoo.list_zoo())
+    assert not set(REFERENCE_MODELS.names()) & set(nas.zoo.list_zoo())
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
+@pytest.mark.parametrize("name", REFERENCE_MODELS.names())
 def test_reference_model_builds_on_meta_traces_and_matches_published_params(name: str) -> None:
-    model = REFERENCE_MODELS[name]
+    model = REFERENCE_MODELS.get(name)
     module = model.build(device="meta")
     assert all(p.device.type == "meta" for p in module.parameters())
     report = trace_reference(name, model.resolution)
@@ -82,7 +82,7 @@ def test_trace_is_cached_and_matches_profile_module() -> None:
     row = next(row for row in _rows("v100") if row.reference == "resnet18" and row.batch == 4)
     first = trace(row)
     assert trace(row) is first
-    direct = nas.cost.profile_module(REFERENCE_MODELS["resnet18"].build(device="meta"), (3, 224, 224), batch=4)
+    direct = nas.cost.profile_module(REFERENCE_MODELS.get("resnet18").build(device="meta"), (3, 224, 224), batch=4)
     assert (first.macs, first.params, first.batch) == (direct.macs, direct.params, 4)
 
 
@@ -115,7 +115,7 @@ def test_unknown_reference_lists_close_names() -> None:
     with pytest.raises(UnknownKindError, match="resnet18"):
         trace_reference("resnet181", 224)
     with pytest.raises(UnknownKindError):
-        get_reference("resnet181")
+        REFERENCE_MODELS.get("resnet181")
 
 
 def test_bad_resolution_or_batch_is_rejected() -> None:
@@ -172,11 +172,11 @@ def test_a_missing_column_a_missing_file_and_a_corrupt_file_raise(tmp_path: Path
     with pytest.raises(CalibrationError, match="corrupt.csv"):
         load_measurements("v100", path=corrupt)
     empty = tmp_path / "empty.csv"
-    empty.write_text(",".join(calibration.REQUIRED_COLUMNS) + "\n", encoding="utf-8")
+    empty.write_text(",".join(measurements.REQUIRED_COLUMNS) + "\n", encoding="utf-8")
     with pytest.raises(CalibrationError, match="no measurement rows"):
         load_measurements("v100", path=empty)
     ragged = tmp_path / "ragged.csv"
-    ragged.write_text(",".join(calibration.REQUIRED_COLUMNS) + "\nResNet18,resnet\n", encoding="utf-8")
+    ragged.write_text(",".join(measurements.REQUIRED_COLUMNS) + "\nResNet18,resnet\n", encoding="utf-8")
     with pytest.raises(CalibrationError, match="ragged.csv:2"):
         load_measurements("v100", path=ragged)
 
@@ -191,7 +191,7 @@ def test_the_csvs_are_what_the_selection_script_writes(target: str) -> None:
 
 
 def test_meta_build_honours_dtype() -> None:
-    module = REFERENCE_MODELS["mobilenetv3_small_10"].build(device="meta", dtype=torch.float16)
+    module = REFERENCE_MODELS.get("mobilenetv3_small_10").build(device="meta", dtype=torch.float16)
     assert {p.dtype for p in module.parameters()} == {torch.float16}
 
 

@@ -9,10 +9,13 @@ validation figures. The modules, one job each:
 * :mod:`~nas.latency.kinds`: the op kinds the model prices;
 * :mod:`~nas.latency.optable`: fusion, fallback placement, channel padding;
 * :mod:`~nas.latency.opmodel`: roofline + launch-overhead time model;
-* :mod:`~nas.latency.calibration`: published measurements and their traces;
-* :mod:`~nas.latency.dataset`, :mod:`~nas.latency.fit`, :mod:`~nas.latency.validate`:
-  fitting (``python -m nas.latency.fit --target v100 --write``) and validation;
-* :mod:`~nas.latency.predict`, :mod:`~nas.latency.batch`: the API.
+* :mod:`~nas.latency.predict`, :mod:`~nas.latency.batch`: the API;
+* :mod:`~nas.latency.local`, :mod:`~nas.latency.measure`, :mod:`~nas.latency.machine`:
+  ``nas profile``, a predictor for this machine;
+* :mod:`~nas.latency.calibration`: the toolchain that made the packaged
+  coefficients (reference models, row selection, fitting, validation:
+  ``python -m nas.latency.calibration.fit --target v100 --write``); prediction
+  imports none of it.
 
 Example:
     >>> import nas

@@ -10,7 +10,7 @@ plus the cost of switching between the two.
 Parameter names are dotted paths: ``compute_efficiency.conv``, ``memory_efficiency.dwconv``,
 ``launch_us.vector``, ``kernel_us``, ``saturation_parallelism``, ``fixed_ms``, ``input_ms_per_mb``,
 ``host.compute_efficiency.special``, ``switch_us``. :meth:`Coefficients.get` / :meth:`Coefficients.replace_values` read
-and write them by name, which is how :mod:`nas.latency.fit` moves between the
+and write them by name, which is how :mod:`nas.latency.calibration.solver` moves between the
 dataclass and the optimiser's vector.
 """
 

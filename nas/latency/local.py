@@ -16,7 +16,7 @@ The job, in order:
    chunk), so a killed profile resumes where it stopped; a cache from another
    machine or protocol is ignored.
 4. **Fit** the same per-op model as the packaged targets
-   (:func:`nas.latency.fit.fit_features`) to the fit models' measurements, with
+   (:func:`nas.latency.calibration.solver.fit_features`) to the fit models' measurements, with
    this runtime's fusion rules and priors relative to the measured peaks.
 5. **Validate** on the held-out models: Spearman rho, MAPE, within +-10% / +-20%
    (acceptance: 90% within +-10%; goal 99%), and compare the packaged ``xeon``
@@ -43,12 +43,12 @@ import numpy as np
 from nas.arch import Arch
 from nas.cost import profile
 from nas.errors import ConfigError, NasError
-from nas.latency.fit import fit_features
+from nas.latency.calibration.solver import fit_features
+from nas.latency.calibration.validate import Figures, figures
 from nas.latency.measure import Protocol, Timing, prepare, time_chunk
 from nas.latency.opmodel import Features, compress, concat, evaluate, features, params_of
 from nas.latency.optable import build_table
 from nas.latency.targets import LOCAL, Setting, get_target, local_target_path, parse_target, user_dir
-from nas.latency.validate import Figures, figures
 from nas.yamlio import dump_json, dump_yaml, load_yaml, write_atomic
 
 __all__ = ["ProfileOptions", "ProfileResult", "Measurer", "setting_name", "sample_archs", "profile_local",

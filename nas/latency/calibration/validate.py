@@ -1,0 +1,226 @@
+"""Leave-one-family-out validation of a setting's predictor, its figures, and writing them to the YAML.
+
+For each architecture family of a setting's calibration rows, the coefficients
+are fitted on the other families' rows and the held-out family is predicted;
+the figures are computed over all held-out predictions together:
+
+* Spearman's rank correlation (does the predictor order models correctly),
+* MAPE, the mean absolute percentage error,
+* the share of predictions within +-10% and +-20% of the measurement.
+
+They are reported overall, per batch size, and (MAPE) per held-out family, next
+to the in-sample figures of the fit on all rows. A setting with a single family
+cannot be validated this way; its report says so and carries in-sample figures
+only. The per-row held-out predictions are stored in the YAML too, so a test can
+recompute the stored figures without refitting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from nas.latency.calibration.solver import fit, predict_rows
+from nas.latency.coefficients import Coefficients
+from nas.latency.targets import Setting, get_target
+from nas.yamlio import load_yaml, write_atomic
+
+if TYPE_CHECKING:
+    from nas.latency.calibration.dataset import Dataset
+
+__all__ = ["Figures", "ValidationReport", "figures", "validate", "summary_line", "write_fit", "figures_from_stored"]
+
+METHOD = "leave-one-family-out: each family's rows predicted by a fit on the other families' rows"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Agreement of predictions with measurements over ``rows`` rows (percentages in 0..100)."""
+
+    rows: int
+    spearman_rho: float | None
+    mape_pct: float
+    within_10_pct: float
+    within_20_pct: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows,
+                "spearman_rho": None if self.spearman_rho is None else round(self.spearman_rho, 4),
+                "mape_pct": round(self.mape_pct, 2), "within_10_pct": round(self.within_10_pct, 2),
+                "within_20_pct": round(self.within_20_pct, 2)}
+
+
+def figures(measured: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray) -> Figures:
+    """Spearman rho, MAPE and the shares within 10% / 20% of ``predicted`` against ``measured``."""
+    measured = np.asarray(measured, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    error = np.abs(predicted / measured - 1.0)
+    rho = None
+    if len(measured) >= 3 and np.ptp(measured) > 0 and np.ptp(predicted) > 0:
+        rho = float(np.corrcoef(_ranks(measured), _ranks(predicted))[0, 1])
+    return Figures(len(measured), rho, float(100 * error.mean()), float(100 * np.mean(error <= 0.10 + 1e-12)),
+                   float(100 * np.mean(error <= 0.20 + 1e-12)))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank (as Spearman's rho needs)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The validation of one setting.
+
+    Attributes:
+        setting: ``target/setting``.
+        families: rows per family.
+        lofo: figures over all held-out predictions (``None`` with fewer than two families).
+        lofo_by_batch: the same per batch size.
+        lofo_by_family: per held-out family, its figures.
+        in_sample: figures of the fit on all rows.
+        predictions: per row ``(line in the calibration file, measured ms, held-out prediction ms)``.
+    """
+
+    setting: str
+    families: dict[str, int]
+    lofo: Figures | None
+    lofo_by_batch: dict[int, Figures]
+    lofo_by_family: dict[str, Figures]
+    in_sample: Figures
+    predictions: tuple[tuple[int, float, float], ...]
+
+
+def lofo_predictions(dataset: Dataset) -> np.ndarray:
+    """Held-out prediction (ms) per row: each family predicted by a fit on the others."""
+    families = np.array(dataset.families)
+    out = np.empty(len(families))
+    for family in dict.fromkeys(dataset.families):
+        held = families == family
+        coefficients = fit(dataset.subset(~held))
+        out[held] = predict_rows(dataset.subset(held), coefficients)
+    return out
+
+
+def validate(dataset: Dataset, coefficients: Coefficients | None = None) -> ValidationReport:
+    """Leave-one-family-out figures of ``dataset.setting`` (``coefficients``: the all-rows fit, refitted if None)."""
+    measured = dataset.measured_s * 1e3
+    full = coefficients if coefficients is not None else fit(dataset)
+    in_sample = figures(measured, predict_rows(dataset, full))
+    counts = dict(Counter(dataset.families))
+    if len(counts) < 2:
+        return ValidationReport(dataset.setting.label, counts, None, {}, {}, in_sample, ())
+    held_out = lofo_predictions(dataset)
+    batches = np.array([row.batch for row in dataset.rows])
+    families = np.array(dataset.families)
+    by_batch = {int(b): figures(measured[batches == b], held_out[batches == b]) for b in sorted(set(batches))}
+    by_family = {family: figures(measured[families == family], held_out[families == family]) for family in counts}
+    predictions = tuple((row.line, float(m), float(p))
+                        for row, m, p in zip(dataset.rows, measured, held_out, strict=True))
+    return ValidationReport(dataset.setting.label, counts, figures(measured, held_out), by_batch, by_family,
+                            in_sample, predictions)
+
+
+def summary_line(setting: Setting, report: ValidationReport) -> str:
+    """One line: setting, rows, families, LOFO rho / MAPE / within 10% / 20%, in-sample MAPE."""
+    head = f"{setting.label:<34} rows {report.in_sample.rows:>4}  families {len(report.families):>3}"
+    if report.lofo is None:
+        return f"{head}  LOFO n/a (one family)  in-sample MAPE {report.in_sample.mape_pct:5.1f}%"
+    lofo = report.lofo
+    rho = "n/a" if lofo.spearman_rho is None else f"{lofo.spearman_rho:.3f}"
+    return (f"{head}  LOFO rho {rho}  MAPE {lofo.mape_pct:5.1f}%  within10 {lofo.within_10_pct:5.1f}%  "
+            f"within20 {lofo.within_20_pct:5.1f}%  (in-sample MAPE {report.in_sample.mape_pct:5.1f}%)")
+
+
+def _validation_block(report: ValidationReport, *, command: str, date: str) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "method": METHOD if report.lofo is not None else "in-sample only: a single family cannot be held out",
+        "date": date,
+        "command": command,
+        "rows": report.in_sample.rows,
+        "families": dict(sorted(report.families.items())),
+        "lofo": None if report.lofo is None else report.lofo.to_dict(),
+        "lofo_by_batch": {batch: fig.to_dict() for batch, fig in report.lofo_by_batch.items()},
+        "lofo_mape_pct_by_family": {family: round(fig.mape_pct, 1)
+                                    for family, fig in sorted(report.lofo_by_family.items())},
+        "in_sample": report.in_sample.to_dict(),
+        "predictions_columns": ["line", "measured_ms", "lofo_ms"],
+        "predictions": [[line, float(f"{m:.6g}"), float(f"{p:.6g}")] for line, m, p in report.predictions],
+    }
+    return block
+
+
+def figures_from_stored(validation: Mapping[str, Any]) -> Figures | None:
+    """The LOFO figures recomputed from a stored ``validation`` block's per-row predictions."""
+    rows = validation.get("predictions") or []
+    if not rows:
+        return None
+    return figures([row[1] for row in rows], [row[2] for row in rows])
+
+
+def _header(path: Path) -> str:
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, except one-line flow style for short mappings and lists of numbers or short words."""
+
+
+def _short(items: Any) -> bool:
+    return all(isinstance(item, (int, float, bool, type(None))) or (isinstance(item, str) and len(item) <= 40)
+               for item in items)
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=_short(data)))
+_Dumper.add_representer(dict, lambda dumper, data: dumper.represent_mapping(
+    "tag:yaml.org,2002:map", data.items(), flow_style=_short(data.values())))
+
+
+def _dump(document: Any) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=118,
+                     allow_unicode=True)
+
+
+def write_fit(setting: Setting, coefficients: Coefficients, report: ValidationReport, *, command: str,
+              date: str) -> None:
+    """Write the setting's fitted coefficients and validation block into its target's YAML, atomically."""
+    path = get_target(setting.target).path
+    document = _plain(load_yaml(path))
+    entry = document["settings"][setting.name]
+    entry["coefficients"] = coefficients.to_dict()
+    entry["validation"] = _validation_block(report, command=command, date=date)
+    write_atomic(path, _header(path) + _dump(document))
+
+
+def is_close(a: float | None, b: float | None, *, tolerance: float) -> bool:
+    """Both None, or both numbers within ``tolerance`` (absolute)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, abs_tol=tolerance)
