@@ -71,6 +71,7 @@ class EfficientVitCfg(Component):
     """
 
     reads_block: ClassVar[bool] = True  # check: the block's norm must be none
+    width_fields = ("key_dim",)
 
     heads: int = 4
     key_dim: int = 16

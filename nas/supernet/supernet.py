@@ -326,7 +326,7 @@ def _module_prefixes(layouts: Sequence[UnitLayout]) -> list[str]:
     for layout in layouts:
         index = counters.get(layout.stage, 0)
         counters[layout.stage] = index + 1
-        if layout.path == "head":
+        if layout.role == "head":
             out.append("head")
         elif layout.stage < 0:
             out.append(f"stem.{index}")
