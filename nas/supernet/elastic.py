@@ -157,8 +157,8 @@ class UnitLayout:
     module: nn.Module
     slots: list[Slot]
     parameters: int
-    role: str = "block"
-    index: int | None = None  # a block's number within its stage
+    role: str  # the unit's role (nas.build.Unit.role)
+    index: int | None  # a block's number within its stage
 
 
 def _storage_key(position: str, entry: str) -> str:

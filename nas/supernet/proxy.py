@@ -22,12 +22,15 @@ kinds have heads: validity is the Arch's own.
 
 Fields a mixer declares bounded by the feature map (``resolution_fields``:
 Swin's window must divide the map, PVT's reduction must fit it) are lowered,
-one step at a time, until the block validates at the proxy resolution: at 32 px Swin's
-stage-1 map is 8x8, so windows 6 and 7 become 4 (a shifted window keeps half
-its window as shift). Without this, a third of the points with a Swin stage
-could not be scored at all. Like width rounding, it is part of the proxy's
-approximation: two points that differ only there share one proxy. A point
-that still does not fit raises :class:`ProxyError` naming the field.
+one step at a time, until the block validates at the proxy resolution: at
+32 px Swin's stage-1 map is 8x8, so windows 6 and 7 become 4 (a shifted
+window keeps half its window as shift). Without this, a third of the points
+with a Swin stage could not be scored at all. Like width rounding, it is part
+of the proxy's approximation: two points that differ only there share one
+proxy. A point that still does not fit raises :class:`ProxyError` naming the
+field. Which field failed is read from the Arch's own validation error, by
+the field path it names (``stages[0].blocks[1].mixer.window``): validity stays
+the Arch's, not a second copy of its rules here.
 """
 
 from __future__ import annotations
