@@ -99,6 +99,12 @@ class Component:
     role: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     reads_block: ClassVar[bool] = False
+    # What the proxy scale, the supernet and the cost model need to know, as data (nas.blocks.contract).
+    width_fields: ClassVar[tuple[str, ...]] = ()
+    resolution_fields: ClassVar[dict[str, Any]] = {}
+    sharing: ClassVar[dict[str, Any]] = {}
+    key_fields: ClassVar[tuple[str, ...]] = ()
+    ops: ClassVar[dict[str, str]] = {}
 
     def check(self, site: Site) -> None:
         """Raise ``ConfigError(path=<field>)`` if the component cannot sit at ``site``."""

@@ -9,7 +9,8 @@ class, input and output shapes, dtype, FLOPs and bytes moved. Units with the
 same signature (all six identical blocks of a stage) are traced once; the
 result is kept in :data:`CACHE`, keyed by ``(unit signature, batch, dtype)``.
 
-Counting rules (per op, table-driven):
+Counting rules (per op, table-driven; the tables are in :mod:`nas.op_classes`,
+completed by the ops the kinds declare):
 
 * FLOPs of convolutions, matrix products and attention come from the formulas
   registered in ``torch.utils.flop_counter.flop_registry``; ops that have a
@@ -39,10 +40,9 @@ Example:
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -51,11 +51,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
 from nas.arch import Arch
 from nas.build import Unit, plan
 from nas.errors import NasError
+from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
 
 if TYPE_CHECKING:
     import pandas
@@ -76,178 +76,6 @@ __all__ = [
 
 Metric = Literal["flops", "bytes", "bytes_read", "bytes_written"]
 Shape = tuple[int, ...]
-
-# Ops whose FLOPs make up the MACs (MACs = their FLOPs / 2).
-MAC_CLASSES = frozenset({"conv", "matmul", "attention"})
-
-# Aten op (overload packet name, without a trailing in-place ``_``) -> op class.
-# Ops not listed are classed "view" when their schema says they alias an input, else "other".
-_CLASS_OF_OP: dict[str, str] = {
-    **dict.fromkeys(("convolution", "_convolution", "convolution_overrideable", "cudnn_convolution",
-                     "cudnn_convolution_transpose", "mkldnn_convolution", "_slow_conv2d_forward",
-                     "slow_conv_dilated2d", "slow_conv_transpose2d", "_conv_depthwise2d",
-                     "convolution_backward"), "conv"),
-    **dict.fromkeys(("mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "mv", "addmv", "dot", "addbmm",
-                     "_int_mm"), "matmul"),
-    **dict.fromkeys(("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
-                     "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
-                     "_flash_attention_forward", "_efficient_attention_forward",
-                     "_scaled_dot_product_efficient_attention_backward",
-                     "_scaled_dot_product_flash_attention_backward",
-                     "_scaled_dot_product_cudnn_attention_backward", "_flash_attention_backward",
-                     "_efficient_attention_backward"), "attention"),
-    **dict.fromkeys(("native_layer_norm", "native_group_norm", "native_batch_norm", "_native_batch_norm_legit",
-                     "_native_batch_norm_legit_no_training", "_native_batch_norm_legit_functional",
-                     "_fused_rms_norm", "_batch_norm_with_update", "_batch_norm_no_update"), "norm"),
-    **dict.fromkeys(("_softmax", "_log_softmax", "_safe_softmax", "softmax", "log_softmax"), "softmax"),
-    **dict.fromkeys(("relu", "gelu", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "elu", "selu",
-                     "celu", "leaky_relu", "mish", "softplus", "hardtanh", "threshold", "_prelu_kernel",
-                     "prelu", "glu", "hardshrink", "softshrink", "log_sigmoid_forward", "rrelu_with_noise"),
-                  "activation"),
-    **dict.fromkeys(("add", "sub", "rsub", "mul", "div", "neg", "exp", "exp2", "expm1", "log", "log2", "log1p",
-                     "sqrt", "rsqrt", "pow", "abs", "sign", "reciprocal", "clamp", "clamp_min", "clamp_max",
-                     "maximum", "minimum", "where", "masked_fill", "addcmul", "addcdiv", "lerp", "floor",
-                     "ceil", "round", "trunc", "fmod", "remainder", "erf", "erfinv", "sin", "cos", "atan2",
-                     "eq", "ne", "gt", "ge", "lt", "le", "logical_and", "logical_or", "logical_not",
-                     "bitwise_and", "bitwise_or", "bitwise_not", "tril", "triu", "fill", "bernoulli", "normal",
-                     "uniform", "isnan", "nan_to_num"), "elementwise"),
-    **dict.fromkeys(("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool2d_with_indices",
-                     "max_pool3d_with_indices", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
-                     "adaptive_max_pool2d", "adaptive_max_pool3d"), "pool"),
-    **dict.fromkeys(("sum", "mean", "amax", "amin", "max", "min", "var", "std", "var_mean", "std_mean", "prod",
-                     "argmax", "argmin", "linalg_vector_norm", "norm", "logsumexp", "any", "all", "cumsum",
-                     "cumprod", "topk", "sort", "count_nonzero"), "reduce"),
-    **dict.fromkeys(("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_linear1d",
-                     "upsample_bilinear2d", "upsample_bicubic2d", "upsample_trilinear3d",
-                     "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa", "grid_sampler_2d"), "resize"),
-    **dict.fromkeys(("clone", "copy", "_to_copy", "cat", "stack", "constant_pad_nd", "reflection_pad1d",
-                     "reflection_pad2d", "replication_pad1d", "replication_pad2d", "roll", "repeat", "flip",
-                     "gather", "scatter", "scatter_add", "index", "_unsafe_index", "index_select", "index_put",
-                     "_index_put_impl", "embedding", "im2col", "col2im", "pixel_shuffle", "pixel_unshuffle",
-                     "channel_shuffle", "native_channel_shuffle", "masked_select", "slice_scatter",
-                     "select_scatter", "narrow_copy", "unfold_copy", "_unsafe_index_put"), "movement"),
-    **dict.fromkeys(("view", "_unsafe_view", "_reshape_alias", "permute", "transpose", "t", "expand", "squeeze",
-                     "unsqueeze", "slice", "select", "split", "split_with_sizes", "unbind", "unfold",
-                     "as_strided", "alias", "detach", "diagonal", "lift_fresh", "view_as_real",
-                     "view_as_complex", "_reshape_alias_copy", "real"), "view"),
-    **dict.fromkeys(("zeros", "ones", "full", "arange", "new_zeros", "new_ones", "new_full", "zeros_like",
-                     "ones_like", "full_like", "linspace", "eye", "scalar_tensor", "lift_fresh_copy",
-                     "randn", "rand", "randint", "randperm"), "creation"),
-    **dict.fromkeys(("empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "resize"),
-                    "alloc"),
-}
-
-# Op class -> how its FLOPs are counted when no registered formula applies, and whether it moves bytes.
-_CLASS_RULES: dict[str, tuple[str, bool]] = {
-    "conv": ("zero", True),
-    "matmul": ("zero", True),
-    "attention": ("zero", True),
-    "norm": ("output", True),
-    "softmax": ("output", True),
-    "activation": ("output", True),
-    "elementwise": ("output", True),
-    "resize": ("output", True),
-    "pool": ("input", True),
-    "reduce": ("input", True),
-    "movement": ("zero", True),
-    "creation": ("zero", True),
-    "view": ("zero", False),
-    "alloc": ("zero", False),
-    "other": ("output", True),
-}
-OP_CLASSES = tuple(_CLASS_RULES)
-
-# Per-op FLOP rules that override the class rule (windowed pools cost one FLOP per window position).
-_RULE_OF_OP: dict[str, str] = dict.fromkeys(
-    ("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices"), "window")
-
-
-def _numel(tensors: Sequence[torch.Tensor]) -> int:
-    return tensors[0].numel() if tensors else 0
-
-
-def _window_flops(args: tuple[Any, ...], inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> int:
-    if not outputs:
-        return 0
-    kernel = list(args[1])
-    spatial = outputs[0].dim() - 2 if outputs[0].dim() > 2 else 1
-    if len(kernel) == 1:
-        kernel *= spatial
-    return outputs[0].numel() * math.prod(kernel)
-
-
-_RULES: dict[str, Callable[[tuple[Any, ...], list[torch.Tensor], list[torch.Tensor]], int]] = {
-    "zero": lambda args, inputs, outputs: 0,
-    "output": lambda args, inputs, outputs: _numel(outputs),
-    "input": lambda args, inputs, outputs: _numel(inputs),
-    "window": _window_flops,
-}
-
-
-def _sdpa_cpu_flop(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
-                   out_val: Any = None, **kwargs: Any) -> int:
-    # NOTE: not in torch's registry (FlopCounterMode counts it as 0 on CPU); it never runs on meta.
-    return sdpa_flop_count(query.shape, key.shape, value.shape)
-
-
-_FORMULAS: dict[Any, Callable[..., int]] = {
-    **flop_registry,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
-}
-
-# Shape and metadata queries: not ops of the model (FlopCounterMode skips them too).
-_SKIPPED = frozenset({
-    torch.ops.aten.size.default, torch.ops.aten.sym_size.default, torch.ops.aten.stride.default,
-    torch.ops.aten.sym_stride.default, torch.ops.aten.numel.default, torch.ops.aten.sym_numel.default,
-    torch.ops.aten.dim.default, torch.ops.aten.is_contiguous.default, torch.ops.aten.is_contiguous.memory_format,
-    torch.ops.aten.storage_offset.default, torch.ops.aten.sym_storage_offset.default, torch.ops.prim.layout.default,
-    torch.ops.prim.device.default,
-})
-
-_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
-
-
-@dataclass(frozen=True, slots=True)
-class _OpInfo:
-    """What the recorder needs to know about one aten overload; computed once per overload."""
-
-    name: str
-    op_class: str
-    formula: Callable[..., int] | None
-    rule: Callable[[tuple[Any, ...], list[torch.Tensor], list[torch.Tensor]], int]
-    moves_bytes: bool
-    decomposes: bool
-
-
-_OP_INFO: dict[Any, _OpInfo] = {}
-
-
-def op_class(name: str) -> str:
-    """The op class of an aten op named like ``aten.convolution`` (``aten.add_`` as ``aten.add``).
-
-    Unlisted ops are ``other``; :func:`profile` also classes unlisted aliasing ops as ``view``.
-    """
-    short = name.removeprefix("aten.")
-    return _CLASS_OF_OP.get(short) or _CLASS_OF_OP.get(short.rstrip("_"), "other")
-
-
-def _op_info(func: torch._ops.OpOverload) -> _OpInfo:
-    info = _OP_INFO.get(func)
-    if info is None:
-        packet = func.overloadpacket
-        name = str(packet)
-        kind = op_class(name)
-        if kind == "other" and func.is_view:
-            kind = "view"
-        formula = _FORMULAS.get(packet)
-        if formula is not None and kind not in MAC_CLASSES:
-            kind = "matmul"
-        rule_name, moves_bytes = _CLASS_RULES[kind]
-        rule = _RULES[_RULE_OF_OP.get(name.removeprefix("aten."), rule_name)]
-        info = _OpInfo(name, kind, formula, rule, moves_bytes, func.has_kernel_for_dispatch_key(_COMPOSITE))
-        _OP_INFO[func] = info
-    return info
-
 
 @dataclass(frozen=True, slots=True)
 class Op:
@@ -391,9 +219,9 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         if not isinstance(func, torch._ops.OpOverload):
             return NotImplemented
-        if func in _SKIPPED:
+        if func in SKIPPED:
             return func(*args, **kwargs)
-        info = _op_info(func)
+        info = op_info(func)
         if info.decomposes:
             # As FlopCounterMode does, so both see the same ops (and the MACs agree).
             with self:

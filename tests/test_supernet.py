@@ -12,12 +12,12 @@ import torch
 import nas
 from nas.supernet import (
     CapacityError,
-    Chunks,
+    ChunkRule,
     ConvKernel,
     EvalBatches,
     ProxyError,
     ProxyScale,
-    RelativeTable,
+    RelativeTableRule,
     Supernet,
     evaluate,
     proxy,
@@ -178,14 +178,14 @@ def test_proxy_rejects_what_it_cannot_fit() -> None:
 
 def test_rules_cut_parts_kernels_and_tables() -> None:
     stored = torch.arange(6 * 3, dtype=torch.float32).view(6, 3)  # rows [q q k k v v] of width 2, 3 inputs
-    cut = Chunks(3).view(stored, (3, 2))
+    cut = ChunkRule(3).view(stored, (3, 2))
     assert torch.equal(cut, stored[[0, 2, 4]][:, :2])
     merged = torch.arange(2 * 8, dtype=torch.float32).view(2, 8)  # 4 neighbours x 2 channels in, 2 out
-    assert torch.equal(Chunks(4, axis=1).view(merged, (1, 4)), merged[:1, [0, 2, 4, 6]])
+    assert torch.equal(ChunkRule(4, axis=1).view(merged, (1, 4)), merged[:1, [0, 2, 4, 6]])
     kernel = torch.arange(5 * 5, dtype=torch.float32).view(1, 1, 5, 5)
     assert torch.equal(ConvKernel().view(kernel, (1, 1, 3, 3)), kernel[:, :, 1:4, 1:4])
     table = torch.arange(25 * 2, dtype=torch.float32).view(25, 2)  # window 3: 5x5 offsets, 2 heads
-    small = RelativeTable().view(table, (9, 1))  # window 2: the centred 3x3 offsets, first head
+    small = RelativeTableRule().view(table, (9, 1))  # window 2: the centred 3x3 offsets, first head
     assert torch.equal(small, table.view(5, 5, 2)[1:4, 1:4, :1].reshape(9, 1))
 
 

@@ -24,17 +24,22 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     van,
 )
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
+from nas.blocks.contract import Chunks, FitsMap, Prefix, RelativeTable
 from nas.blocks.registry import list_registered, module_class, register
 from nas.blocks.template import BlockContext, FusedBlock, TokenMixer, create_block
 
 __all__ = [
     "BlockContext",
+    "Chunks",
     "ConvNorm",
     "DropPath",
+    "FitsMap",
     "FusedBlock",
     "LayerNorm2d",
     "LayerScale",
     "Mlp",
+    "Prefix",
+    "RelativeTable",
     "TokenMixer",
     "create_block",
     "list_registered",

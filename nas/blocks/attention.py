@@ -28,6 +28,7 @@ from torch import nn
 
 from nas.arch import Component, Site
 from nas.blocks.common import factory_kwargs
+from nas.blocks.contract import Chunks
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
 from nas.errors import ConfigError
@@ -62,6 +63,8 @@ class AttentionCfg(Component):
         heads: number of heads; must divide the stage width.
         qkv_bias: bias on the fused query/key/value projection (ViT and DeiT use one).
     """
+
+    sharing = {"qkv": Chunks(3)}  # rows [q; k; v]
 
     heads: int = 8
     qkv_bias: bool = True

@@ -50,6 +50,9 @@ class EfficientFormerAttentionCfg(Component):
         attn_ratio: each head's value width is ``int(attn_ratio * key_dim)``.
     """
 
+    width_fields = ("key_dim",)
+    key_fields = ("key_dim",)  # qkv rows are [q k v] per head, each key_dim wide
+
     key_dim: int = 32
     heads: int = 8
     attn_ratio: float = 4.0

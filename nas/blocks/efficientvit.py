@@ -27,6 +27,7 @@ from torch import nn
 
 from nas.arch import Block, Component, Site
 from nas.blocks.common import ConvNorm, Mlp, SqueezeExcite, create_layer_scale, factory_kwargs
+from nas.blocks.contract import Prefix
 from nas.blocks.downsample import Downsample
 from nas.blocks.efficientformer import AttentionBias
 from nas.blocks.ffn import hidden_width
@@ -71,6 +72,7 @@ class EfficientVitCfg(Component):
     """
 
     reads_block: ClassVar[bool] = True  # check: the block's norm must be none
+    width_fields = ("key_dim",)
 
     heads: int = 4
     key_dim: int = 16
@@ -110,6 +112,9 @@ class EfficientVitMergingCfg(Component):
         ffn_ratio: hidden width of the FFNs, as a multiple of their input width.
         stride: stride of the depthwise 3x3 conv.
     """
+
+    # expansion x in_dim hidden channels in the merging, ffn_ratio x width in the FFNs: independent channels
+    sharing = {"pre": Prefix(), "merge": Prefix(), "post": Prefix()}
 
     expansion: float = 4.0
     se_ratio: float = 0.25

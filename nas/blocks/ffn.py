@@ -15,6 +15,7 @@ from torch import nn
 
 from nas.arch import Component, Site
 from nas.blocks.common import Activation, Layout, Mlp
+from nas.blocks.contract import Prefix
 from nas.blocks.registry import register
 from nas.errors import ConfigError
 
@@ -40,6 +41,8 @@ class NoFfnCfg(Component):
 class MlpCfg(Component):
     """Two pointwise layers, hidden width ``ratio * dim``."""
 
+    sharing = {"fc1": Prefix(), "norm1": Prefix(), "fc2": Prefix()}  # ratio x dim independent hidden units
+
     ratio: float = 4.0
     act: Activation = "gelu"
     bias: bool = True
@@ -52,6 +55,8 @@ class MlpCfg(Component):
 @dataclass(frozen=True)
 class ConvMlpCfg(Component):
     """Pointwise, depthwise 3x3, activation, pointwise."""
+
+    sharing = {"fc1": Prefix(), "mid": Prefix(), "fc2": Prefix()}  # ratio x dim independent hidden units
 
     ratio: float = 4.0
     act: Activation = "gelu"

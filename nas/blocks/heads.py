@@ -47,6 +47,8 @@ class LinearHeadCfg(Component):
 class ConvHeadCfg(Component):
     """A 1x1 conv-BN-act to ``hidden`` channels, average pool, then a linear classifier."""
 
+    width_fields = ("hidden",)
+
     num_classes: int = 1000
     hidden: int = 1280
     act: Activation = "relu6"

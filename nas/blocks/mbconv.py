@@ -21,6 +21,7 @@ from torch import nn
 
 from nas.arch import Block, Component, Site
 from nas.blocks.common import Activation, ConvNorm, DropPath, SqueezeExcite, create_layer_scale, factory_kwargs
+from nas.blocks.contract import Prefix
 from nas.blocks.ffn import hidden_width
 from nas.blocks.registry import register
 from nas.blocks.resnet import check_conv_bn_block
@@ -40,6 +41,8 @@ class MBConvCfg(Component):
     """
 
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
+    # expand_ratio x in_dim independent hidden channels
+    sharing = {"expand": Prefix(), "dwconv": Prefix(), "se": Prefix(), "project": Prefix()}
 
     expand_ratio: float = 6.0
     kernel: int = 3

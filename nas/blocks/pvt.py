@@ -28,6 +28,7 @@ from torch import nn
 from nas.arch import Component, Site
 from nas.blocks.attention import check_heads, merge_heads, split_heads
 from nas.blocks.common import ToNCHW, ToNLC, factory_kwargs
+from nas.blocks.contract import Chunks, FitsMap
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
 from nas.errors import ConfigError
@@ -44,6 +45,9 @@ class SpatialReductionAttentionCfg(Component):
         sr_ratio: kernel and stride of the reducing convolution; 1 means no reduction.
         qkv_bias: bias on the query and key/value projections (PVT uses one).
     """
+
+    sharing = {"kv": Chunks(2)}  # rows [k; v]
+    resolution_fields = {"sr_ratio": FitsMap()}
 
     heads: int = 1
     sr_ratio: int = 1

@@ -80,6 +80,8 @@ class OverlapStemCfg(Component):
 class ConvStemCfg(Component):
     """A stack of conv-BN-act layers, each of ``stride``, widths ``hidden`` then ``dim``."""
 
+    width_fields = ("hidden",)
+
     dim: int | None = None
     hidden: tuple[int, ...] = ()
     kernel: int = 3

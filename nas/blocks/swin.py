@@ -32,6 +32,7 @@ from torch import nn
 from nas.arch import Component, Site
 from nas.blocks.attention import check_heads, merge_heads, split_heads
 from nas.blocks.common import factory_kwargs
+from nas.blocks.contract import Chunks, FitsMap, RelativeTable
 from nas.blocks.downsample import Downsample
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
@@ -60,6 +61,9 @@ class WindowAttentionCfg(Component):
             (any value in ``[0, window)`` is accepted).
         qkv_bias: bias on the fused query/key/value projection.
     """
+
+    sharing = {"qkv": Chunks(3), "relative_position_bias": RelativeTable()}
+    resolution_fields = {"window": FitsMap(halved=("shift",))}
 
     heads: int = 3
     window: int = 7
@@ -90,6 +94,10 @@ class WindowAttentionCfg(Component):
 @dataclass(frozen=True)
 class PatchMergingCfg(Component):
     """Concatenate each 2x2 neighbourhood (4x the channels), LayerNorm, linear (no bias) to the stage width."""
+
+    # [top-left | bottom-left | top-right | bottom-right] neighbours, each in_dim wide: a prefix of the whole
+    # would hand one neighbour's weights to another whenever the stage before is narrower than its widest.
+    sharing = {"norm": Chunks(4), "reduction.weight": Chunks(4, axis=1)}
 
     def check(self, site: Site) -> None:
         if site.height % 2 or site.width % 2:

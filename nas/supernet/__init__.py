@@ -1,7 +1,8 @@
 """Weight-sharing supernet over a space, its trainer, one-shot evaluation, and zero-cost proxies.
 
 * :mod:`nas.supernet.proxy`: the proxy scale (width multiplier, resolution) as an ``Arch -> Arch`` transform;
-* :mod:`nas.supernet.elastic`: max-size shared tensors, their keys and slicing rules;
+* :mod:`nas.supernet.elastic`: max-size shared tensors and their keys;
+* :mod:`nas.supernet.slicing`: how a subnet's tensor is cut from a shared one (the kinds' sharing declarations);
 * :mod:`nas.supernet.supernet`: :class:`Supernet` (``set_active``, ``sample``, ``extract``);
 * :mod:`nas.supernet.trainer`: sandwich-rule training, stand-alone training, checkpoints, DDP;
 * :mod:`nas.supernet.evaluate`: BatchNorm recalibration and top-1 accuracy over many archs;
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 from nas.supernet import zero_cost  # noqa: F401  (zero-cost proxies: zero_cost.score, zero_cost.score_archs)
 from nas.supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from nas.supernet.elastic import CapacityError, Chunks, ConvKernel, Prefix, RelativeTable
+from nas.supernet.elastic import CapacityError
 from nas.supernet.evaluate import EvalBatches, accuracy, evaluate, kendall_tau, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyError, ProxyScale, proxy
 from nas.supernet.short_train import short_train_scores
+from nas.supernet.slicing import ChunkRule, ConvKernel, PrefixRule, RelativeTableRule
 from nas.supernet.supernet import Supernet, SupernetSpec
 from nas.supernet.trainer import (
     ModelJob,
@@ -37,14 +39,14 @@ from nas.supernet.trainer import (
 __all__ = [
     "CapacityError",
     "CheckpointError",
-    "Chunks",
+    "ChunkRule",
     "ConvKernel",
     "EvalBatches",
     "ModelJob",
-    "Prefix",
+    "PrefixRule",
     "ProxyError",
     "ProxyScale",
-    "RelativeTable",
+    "RelativeTableRule",
     "Supernet",
     "SupernetJob",
     "SupernetSpec",

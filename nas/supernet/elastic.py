@@ -14,15 +14,18 @@ of one shared, max-size tensor:
   scales go to ``block=<kind>`` (a norm per mixer kind, in front of the shared
   FFN). Stems, downsamplers and heads use ``<role>=<kind>``. Kinds whose
   options change the meaning of rows (EfficientFormer's per-head ``key_dim``)
-  add those options to the group (:data:`KEY_FIELDS`) and so get weights of
-  their own per option.
-* **Views.** A needed tensor is a slice of the stored one (:class:`Rule`):
-  prefixes ``[:d0, :d1, ...]`` by default; convolution kernels are cut from
-  the centre (a 3x3 is the middle of a 7x7); fused ``qkv`` / ``kv`` rows and
-  the concatenated neighbours of Swin's patch merging are cut per part
-  (:class:`Chunks`); Swin's relative-position table is cut as a centred 2-D
-  square (:class:`RelativeTable`). :data:`KIND_RULES` is the small per-kind
-  table. A 1x1 convolution and a linear layer of the same name share
+  declare them in their config's ``key_fields``; those options join the group
+  name, so each value gets weights of its own.
+* **Views.** A needed tensor is a slice of the stored one
+  (:class:`~nas.supernet.slicing.Rule`): prefixes ``[:d0, :d1, ...]`` by
+  default; convolution kernels are cut from the centre (a 3x3 is the middle of
+  a 7x7); what a kind declares in its config's ``sharing``
+  (:mod:`nas.blocks.contract`) overrides that: fused ``qkv`` / ``kv`` rows and
+  the concatenated neighbours of Swin's patch merging are cut per part, Swin's
+  relative-position table as a centred 2-D square. The declarations of a
+  block's mixer apply to the tensors of its mixer module, those of its FFN to
+  its FFN modules, those of a stem, downsampler or head to the whole unit.
+  A 1x1 convolution and a linear layer of the same name share
   one tensor (trailing singleton dimensions are dropped). Slicing is
   differentiable, so gradients reach the shared tensor; BatchNorm statistics
   are prefix views too, so training a subnet updates the shared statistics in
@@ -42,34 +45,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from nas.arch import Arch
+from nas.arch import Arch, Block, Component
+from nas.blocks.contract import Sharing, declared_sharing
 from nas.blocks.registry import module_class
 from nas.build import Unit, plan
 from nas.errors import NasError
 from nas.supernet.sigma import spectral_step
+from nas.supernet.slicing import Rule, canonical, pad, rule_for
 
 __all__ = [
     "SHARING_VERSION",
-    "KEY_FIELDS",
-    "KIND_RULES",
     "Capacity",
     "CapacityError",
-    "Chunks",
-    "ConvKernel",
     "Init",
-    "Prefix",
-    "RelativeTable",
-    "Rule",
     "SharedStore",
     "Slot",
     "Storage",
@@ -84,134 +81,9 @@ class CapacityError(NasError):
     """A subnet needs a tensor larger than (or absent from) what the supernet allocated."""
 
 
-# ---------------------------------------------------------------------------
-# rules: how a needed tensor is cut from the stored one
-
-
-def _pad(shape: Shape, rank: int) -> Shape:
-    return shape + (1,) * (rank - len(shape))
-
-
-def _canonical(shape: Shape) -> Shape:
-    """Drop trailing singleton dimensions beyond the second (a 1x1 conv weight is a linear weight)."""
-    while len(shape) > 2 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
-
-
-class Rule:
-    """Cuts a tensor of ``shape`` out of a stored max-size tensor; the default cuts prefixes.
-
-    Shapes are canonical (see :func:`_canonical`); where the stored tensor has
-    more dimensions than the needed one, the extra (singleton) dimensions are
-    taken at their centre.
-    """
-
-    name: ClassVar[str] = "prefix"
-
-    def check(self, stored: Shape, shape: Shape) -> str:
-        """Empty if ``shape`` fits in ``stored``, else why not."""
-        padded = _pad(shape, len(stored))
-        if len(shape) > len(stored) or any(need > have for need, have in zip(padded, stored, strict=True)):
-            return f"needs {tuple(shape)}, allocated {tuple(stored)}"
-        return ""
-
-    def starts(self, stored: Shape, shape: Shape, rank: int) -> list[int]:
-        """First index per dimension; ``rank`` is the needed tensor's own rank (later dimensions are padding)."""
-        return [0 if axis < rank else (have - 1) // 2 for axis, have in enumerate(stored)]
-
-    def view(self, stored: torch.Tensor, shape: Shape) -> torch.Tensor:
-        padded = _pad(shape, stored.ndim)
-        starts = self.starts(tuple(stored.shape), padded, len(shape))
-        out = stored[tuple(slice(start, start + size) for start, size in zip(starts, padded, strict=True))]
-        return out if out.shape == shape else out.reshape(shape)
-
-
-class Prefix(Rule):
-    """``stored[:d0, :d1, ...]``: channel ``c`` means the same channel in every subnet."""
-
-
-class ConvKernel(Rule):
-    """Prefix on the channel dimensions, centred on the kernel's spatial ones (OFA's centre crop)."""
-
-    name = "conv"
-
-    def starts(self, stored: Shape, shape: Shape, rank: int) -> list[int]:
-        return [0 if axis < 2 else (have - need) // 2
-                for axis, (have, need) in enumerate(zip(stored, shape, strict=True))]
-
-
-@dataclass(frozen=True)
-class Chunks(Rule):
-    """A dimension made of ``parts`` equal parts, each cut on its own: fused ``[q; k; v]`` rows (``axis`` 0), or
-    the input columns of a linear layer over concatenated neighbours (Swin's patch merging: ``axis`` 1)."""
-
-    parts: int = 3
-    axis: int = 0
-    name: ClassVar[str] = "chunks"
-
-    def check(self, stored: Shape, shape: Shape) -> str:
-        if shape[self.axis] % self.parts or stored[self.axis] % self.parts:
-            return (f"{self.parts} fused parts do not divide dimension {self.axis} of {tuple(shape)} / "
-                    f"{tuple(stored)}")
-        return super().check(stored, shape)
-
-    def view(self, stored: torch.Tensor, shape: Shape) -> torch.Tensor:
-        have, need = stored.shape[self.axis] // self.parts, shape[self.axis] // self.parts
-        part_shape = tuple(need if axis == self.axis else size for axis, size in enumerate(shape))
-        return torch.cat([Rule.view(self, stored.narrow(self.axis, index * have, have), part_shape)
-                          for index in range(self.parts)], dim=self.axis)
-
-
-class RelativeTable(Rule):
-    """A ``(2w-1)**2 x heads`` relative-position table: a centred square of offsets, a prefix of heads."""
-
-    name = "relative_table"
-
-    def check(self, stored: Shape, shape: Shape) -> str:
-        for rows in (stored[0], shape[0]):
-            if math.isqrt(rows) ** 2 != rows:
-                return f"{rows} rows are not a square table of offsets"
-        return super().check(stored, shape)
-
-    def view(self, stored: torch.Tensor, shape: Shape) -> torch.Tensor:
-        have, need = math.isqrt(stored.shape[0]), math.isqrt(shape[0])
-        start = (have - need) // 2
-        table = stored.view(have, have, *stored.shape[1:])
-        return table[start:start + need, start:start + need, :shape[1]].reshape(shape)
-
-
 SHARING_VERSION = 2
 """What shared weights mean; bumped when a fix changes it, so weights trained before are not reused.
 2: patch merging's concatenated neighbours are cut per neighbour (they were cut as one prefix)."""
-
-# Per-kind exceptions to prefix slicing: (mixer kind, name inside the mixer module) or (stem / downsampler kind,
-# name inside the unit) -> rule.
-KIND_RULES: dict[tuple[str, str], Rule] = {
-    # [top-left | bottom-left | top-right | bottom-right] neighbours, each in_dim wide: a prefix of the whole
-    # would hand one neighbour's weights to another whenever the stage before is narrower than its widest.
-    ("patch_merging", "norm.weight"): Chunks(4),
-    ("patch_merging", "norm.bias"): Chunks(4),
-    ("patch_merging", "reduction.weight"): Chunks(4, axis=1),
-    ("attention", "qkv.weight"): Chunks(3),
-    ("attention", "qkv.bias"): Chunks(3),
-    ("window_attention", "qkv.weight"): Chunks(3),
-    ("window_attention", "qkv.bias"): Chunks(3),
-    ("window_attention", "relative_position_bias"): RelativeTable(),
-    ("spatial_reduction_attention", "kv.weight"): Chunks(2),
-    ("spatial_reduction_attention", "kv.bias"): Chunks(2),
-}
-
-# Options that change what the rows of a kind's weights mean get separate weights per value.
-KEY_FIELDS: dict[str, tuple[str, ...]] = {
-    "efficientformer_attention": ("key_dim",),  # rows are [q k v] per head, each key_dim wide
-}
-
-
-def _rule_id(rule: Rule) -> str:
-    if isinstance(rule, Chunks):
-        return f"chunks{rule.parts}" + (f"@{rule.axis}" if rule.axis else "")
-    return rule.name
 
 
 # ---------------------------------------------------------------------------
@@ -260,6 +132,7 @@ class Slot:
         key: the storage key (scope position + entry).
         shape: the shape the unit needs.
         rule: how it is cut from the stored tensor.
+        declared: the declaration on its kind's config that gave the rule.
     """
 
     name: str
@@ -272,6 +145,7 @@ class Slot:
     rule: Rule
     init: Init
     linear: bool = False  # a linear or 1x1-conv weight (sigmaReparam applies)
+    declared: Sharing | None = None  # what its kind declared about it (nas.blocks.contract); None: nothing
 
 
 @dataclass
@@ -283,19 +157,16 @@ class UnitLayout:
     module: nn.Module
     slots: list[Slot]
     parameters: int
-
-
-_BLOCK = re.compile(r"^stages\[(\d+)\]\.blocks\[(\d+)\]$")
-_DOWN = re.compile(r"^stages\[(\d+)\]\.downsample$")
+    role: str  # the unit's role (nas.build.Unit.role)
+    index: int | None  # a block's number within its stage
 
 
 def _storage_key(position: str, entry: str) -> str:
     return f"{position}|{entry}".replace(".", ":")
 
 
-def _group_suffix(component: Any) -> str:
-    names = KEY_FIELDS.get(component.kind, ())
-    return "".join(f",{name}={getattr(component, name)}" for name in names)
+def _group_suffix(component: Component) -> str:
+    return "".join(f",{name}={getattr(component, name)}" for name in component.key_fields)
 
 
 def _owner(module: nn.Module, name: str) -> nn.Module:
@@ -311,83 +182,71 @@ def _strip(name: str, prefix: str) -> str | None:
     return name[len(prefix) + 1:] if name.startswith(prefix + ".") else None
 
 
-def _position(path: str) -> tuple[str, str, int | None]:
-    """``(scope, position, block stage)`` of a unit path (``stages[1].blocks[2]`` -> ``stages.1.blocks``, ...)."""
-    block_match = _BLOCK.match(path)
-    if block_match:
-        stage = int(block_match.group(1))
-        return f"stages.{stage}.blocks", f"stages.{stage}.blocks.{block_match.group(2)}", stage
-    down_match = _DOWN.match(path)
-    if down_match:
-        scope = f"stages.{down_match.group(1)}.downsample"
-        return scope, scope, None
-    return path, path, None
+def _place(unit: Unit) -> tuple[str, str]:
+    """``(scope, position)`` of a unit: a block's scope is its stage's blocks, its position its own number."""
+    if unit.role == "block":
+        return f"stages.{unit.stage}.blocks", f"stages.{unit.stage}.blocks.{unit.index}"
+    if unit.role == "downsample":
+        return f"stages.{unit.stage}.downsample", f"stages.{unit.stage}.downsample"
+    if unit.role in ("stem", "head"):
+        return unit.role, unit.role
+    return unit.path, unit.path  # a layout conversion: it holds no tensors
 
 
-def _raw_slots(arch: Arch, unit: Unit, module: nn.Module) -> list[Slot]:
+@dataclass(frozen=True)
+class _Part:
+    """A submodule of a unit whose tensors form one group, with the component that declares their sharing."""
+
+    prefix: str
+    group: str
+    component: Component | None
+
+
+def _parts(unit: Unit, module: nn.Module) -> tuple[list[_Part], _Part]:
+    """The FFN and mixer parts of a unit (searched in this order) and the part that holds the rest."""
+    if unit.role == "convert":
+        return [], _Part("", "convert", None)
+    if unit.role != "block":
+        component = unit.component
+        return [], _Part("", f"{unit.role}={component.kind}{_group_suffix(component)}", component)
+    block: Block = unit.component
+    kind, suffix = block.mixer.kind, _group_suffix(block.mixer)
+    mixer_cls, ffn_cls = module_class("mixer", block.mixer), module_class("ffn", block.ffn)
+    ffn_paths: list[str] = []
+    mixer_path: str | None = None
+    for sub_name, sub in module.named_modules():
+        if mixer_path is None and isinstance(sub, mixer_cls):
+            mixer_path = sub_name
+        if type(sub) is ffn_cls and not any(sub_name.startswith(p + ".") for p in ffn_paths if p):
+            ffn_paths.append(sub_name)
+    parts = [_Part(path, f"ffn{index}", block.ffn) for index, path in enumerate(ffn_paths)]
+    if mixer_path is not None:
+        parts.append(_Part(mixer_path, f"mixer={kind}{suffix}", block.mixer))
+    return parts, _Part("", f"block={kind}{suffix}", None)
+
+
+def _raw_slots(unit: Unit, module: nn.Module) -> list[Slot]:
     """The slots of a freshly built unit module, without their position (``scope`` and ``key`` empty).
 
     They depend only on the unit's signature, so they are computed once per
     signature; real tensors are needed for the init statistics.
     """
-    path = unit.path
-    block_match, down_match = _BLOCK.match(path), _DOWN.match(path)
-    ffn_paths: list[str] = []
-    mixer_path: str | None = None
-    kind = ""
-    component_kind = ""  # a stem's or downsampler's kind: its KIND_RULES apply to the whole unit
-    if block_match:
-        block = arch.stages[int(block_match.group(1))].blocks[int(block_match.group(2))]
-        kind = block.mixer.kind
-        suffix = _group_suffix(block.mixer)
-        mixer_cls = module_class("mixer", block.mixer)
-        ffn_cls = module_class("ffn", block.ffn)
-        for sub_name, sub in module.named_modules():
-            if mixer_path is None and isinstance(sub, mixer_cls):
-                mixer_path = sub_name
-            if type(sub) is ffn_cls and not any(sub_name.startswith(p + ".") for p in ffn_paths if p):
-                ffn_paths.append(sub_name)
-        other_group = f"block={kind}{suffix}"
-        mixer_group = f"mixer={kind}{suffix}"
-    elif down_match:
-        component = arch.stages[int(down_match.group(1))].downsample
-        other_group = f"downsample={component.kind}{_group_suffix(component)}"  # type: ignore[union-attr]
-        mixer_group = other_group
-        component_kind = component.kind  # type: ignore[union-attr]
-    elif path in ("stem", "head"):
-        component = arch.stem if path == "stem" else arch.head
-        other_group = f"{path}={component.kind}{_group_suffix(component)}"
-        mixer_group = other_group
-        component_kind = component.kind
-    else:
-        other_group = mixer_group = "convert"
+    parts, rest = _parts(unit, module)
     parameters = dict(module.named_parameters())
     slots = []
     for name, tensor in module.state_dict(keep_vars=True).items():
-        rule: Rule | None = None
-        for index, ffn_path in enumerate(ffn_paths):
-            local = _strip(name, ffn_path)
-            if local is not None:
-                group = f"ffn{index}"
-                break
-        else:
-            local = _strip(name, mixer_path) if mixer_path is not None else None
-            if local is not None:
-                group = mixer_group
-                rule = KIND_RULES.get((kind, local))
-            else:
-                group, local = other_group, name
-                rule = KIND_RULES.get((component_kind, local)) if component_kind else None
+        part, local = next(((part, local) for part in parts if (local := _strip(name, part.prefix)) is not None),
+                           (rest, name))
+        declared = declared_sharing(part.component.sharing, local) if part.component is not None else None
         owner = _owner(module, name)
         leaf = name.rsplit(".", 1)[-1]
         is_conv = isinstance(owner, nn.modules.conv._ConvNd) and leaf == "weight"
-        if rule is None:
-            rule = ConvKernel() if is_conv else Prefix()
         linear = leaf == "weight" and (isinstance(owner, nn.Linear) or bool(
             is_conv and tensor.ndim == 4 and tuple(tensor.shape[2:]) == (1, 1) and getattr(owner, "groups", 0) == 1))
-        slots.append(Slot(name=name, scope="", entry=f"{group}|{local}", key="", shape=tuple(tensor.shape),
-                          dtype=tensor.dtype, parameter=name in parameters, rule=rule, init=Init.of(tensor),
-                          linear=linear))
+        slots.append(Slot(name=name, scope="", entry=f"{part.group}|{local}", key="", shape=tuple(tensor.shape),
+                          dtype=tensor.dtype, parameter=name in parameters,
+                          rule=rule_for(declared, conv_weight=is_conv), init=Init.of(tensor), linear=linear,
+                          declared=declared))
     return slots
 
 
@@ -434,13 +293,13 @@ class Layouts:
         if found is not None:
             self._archs.move_to_end(arch.id)
             return found
-        layouts = [self._unit(arch, unit) for unit in plan(arch).units]
+        layouts = [self._unit(unit) for unit in plan(arch).units]
         self._archs[arch.id] = layouts
         if len(self._archs) > self.max_archs:
             self._archs.popitem(last=False)
         return layouts
 
-    def _unit(self, arch: Arch, unit: Unit) -> UnitLayout:
+    def _unit(self, unit: Unit) -> UnitLayout:
         cache_key = (unit.path, unit.key)
         found = self._units.get(cache_key)
         if found is not None:
@@ -451,7 +310,7 @@ class Layouts:
             with torch.random.fork_rng(devices=[]):  # the init values only give statistics; keep them fixed
                 torch.manual_seed(0)
                 module = unit.make()
-            raw = _raw_slots(arch, unit, module)
+            raw = _raw_slots(unit, module)
             _to_meta(module)
             if self.device.type != "cpu":
                 _move_derived(module, self.device)
@@ -461,10 +320,11 @@ class Layouts:
         else:
             self._skeletons.move_to_end(unit.key)
         module, raw = built
-        scope, position, _ = _position(unit.path)
+        scope, position = _place(unit)
         slots = [dataclasses.replace(slot, scope=scope, key=_storage_key(position, slot.entry)) for slot in raw]
         count = sum(slot_numel(slot) for slot in slots if slot.parameter)
-        layout = self._units[cache_key] = UnitLayout(unit.path, unit.stage, module, slots, count)
+        layout = self._units[cache_key] = UnitLayout(unit.path, unit.stage, module, slots, count, unit.role,
+                                                     unit.index)
         if len(self._units) > self.max_units:
             self._units.popitem(last=False)
         return layout
@@ -499,14 +359,13 @@ class Capacity:
     def add(self, layouts: Iterable[UnitLayout]) -> None:
         """Grow to cover one subnet (its layouts, as :meth:`Layouts.of` gives them)."""
         for layout in layouts:
-            match = _BLOCK.match(layout.path)
-            if match:
-                scope = f"stages.{match.group(1)}.blocks"
-                self.depths[scope] = max(self.depths.get(scope, 0), int(match.group(2)) + 1)
+            if layout.role == "block" and layout.index is not None:
+                scope = f"stages.{layout.stage}.blocks"
+                self.depths[scope] = max(self.depths.get(scope, 0), layout.index + 1)
             for slot in layout.slots:
-                shape = _canonical(slot.shape)
+                shape = canonical(slot.shape)
                 numel = slot_numel(slot)
-                rule = _rule_id(slot.rule)
+                rule = slot.rule.id
                 entry = self.entries.get((slot.scope, slot.entry))
                 if entry is None:
                     self.entries[(slot.scope, slot.entry)] = _Entry(shape, slot.dtype, slot.parameter, rule,
@@ -516,9 +375,9 @@ class Capacity:
                 if not compatible or entry.dtype != slot.dtype or entry.parameter != slot.parameter:
                     raise NasError(f"{slot.scope}|{slot.entry}: two units disagree on how this shared tensor is "
                                    f"used ({entry.rule}/{entry.dtype} vs {rule}/{slot.dtype}); give the kind its "
-                                   "own key in nas.supernet.elastic.KEY_FIELDS")
+                                   "own weights with key_fields on its config")
                 rank = max(len(entry.shape), len(shape))
-                entry.shape = tuple(max(a, b) for a, b in zip(_pad(entry.shape, rank), _pad(shape, rank),
+                entry.shape = tuple(max(a, b) for a, b in zip(pad(entry.shape, rank), pad(shape, rank),
                                                               strict=True))
                 entry.linear = entry.linear and slot.linear
                 entry.rule = "conv" if "conv" in (entry.rule, rule) else entry.rule
@@ -594,7 +453,7 @@ class SharedStore(nn.Module):
         record = self.records.get(slot.key)
         if record is None:
             return f"{slot.key}: not allocated (a position or kind the supernet never saw)"
-        reason = slot.rule.check(record.shape, _canonical(slot.shape))
+        reason = slot.rule.check(record.shape, canonical(slot.shape))
         return f"{slot.key}: {reason}" if reason else ""
 
     def tensor(self, key: str) -> torch.Tensor:
@@ -610,7 +469,7 @@ class SharedStore(nn.Module):
         """The tensor ``slot`` needs: a differentiable slice of its shared tensor."""
         stored = self.tensor(slot.key)
         shape = slot.shape
-        out = slot.rule.view(stored, _canonical(shape))
+        out = slot.rule.view(stored, canonical(shape))
         if self.sigma_reparam and slot.linear and self.records[slot.key].linear:
             out = self._sigma(slot.key, out)
         return out if out.shape == shape else out.reshape(shape)

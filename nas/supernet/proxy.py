@@ -9,8 +9,9 @@ very same proxied architecture and their accuracies are comparable.
 What is scaled:
 
 * every stage's ``dim`` (the stem's width follows the first stage's);
-* the width fields of components, by name (:data:`WIDTH_FIELDS`: ``hidden`` of
-  conv stems and conv heads, ``key_dim`` of attention mixers);
+* the fields each kind declares as widths (``width_fields`` on its config,
+  :mod:`nas.blocks.contract`: ``hidden`` of conv stems and conv heads,
+  ``key_dim`` of attention mixers);
 * ratios (MLP ratio, expansion) are relative and stay; heads stay.
 
 Widths are rounded to multiples of ``divisor``. A rounded width that breaks a
@@ -19,33 +20,33 @@ it) is moved to the nearest multiple of ``divisor`` for which the Arch
 validates, so heads keep dividing widths without this module knowing which
 kinds have heads: validity is the Arch's own.
 
-Resolution-bound fields of mixers (:data:`RESOLUTION_FIELDS`: Swin's window
-must divide the map, PVT's reduction must fit it) are lowered, one step at a
-time, until the block validates at the proxy resolution: at 32 px Swin's
-stage-1 map is 8x8, so windows 6 and 7 become 4 (a shifted window keeps half
-its window as shift). Without this, a third of the points with a Swin stage
-could not be scored at all. Like width rounding, it is part of the proxy's
-approximation: two points that differ only there share one proxy. A point
-that still does not fit raises :class:`ProxyError` naming the field.
+Fields a mixer declares bounded by the feature map (``resolution_fields``:
+Swin's window must divide the map, PVT's reduction must fit it) are lowered,
+one step at a time, until the block validates at the proxy resolution: at
+32 px Swin's stage-1 map is 8x8, so windows 6 and 7 become 4 (a shifted
+window keeps half its window as shift). Without this, a third of the points
+with a Swin stage could not be scored at all. Like width rounding, it is part
+of the proxy's approximation: two points that differ only there share one
+proxy. A point that still does not fit raises :class:`ProxyError` naming the
+field. Which field failed is read from the Arch's own validation error, by
+the field path it names (``stages[0].blocks[1].mixer.window``): validity stays
+the Arch's, not a second copy of its rules here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from nas.arch import Arch, Component, Stage
+from nas.blocks.contract import FitsMap
 from nas.errors import ConfigError, NasError
 
-__all__ = ["RESOLUTION_FIELDS", "WIDTH_FIELDS", "ProxyError", "ProxyScale", "proxy"]
+__all__ = ["ProxyError", "ProxyScale", "proxy"]
 
-WIDTH_FIELDS = ("hidden", "key_dim")  # component fields that are channel widths (ints or tuples of ints)
-RESOLUTION_FIELDS = ("window", "sr_ratio")  # mixer fields bounded by the feature map, lowered to fit it
 _MAX_WIDTH_TRIES = 64
 _MAX_FITS = 512
-_MIXER_FIELD = re.compile(r"stages\[(\d+)\]\.blocks\[(\d+)\]\.mixer\.(\w+)")
 
 
 class ProxyError(NasError):
@@ -102,9 +103,7 @@ def _round(value: float, divisor: int) -> int:
 
 def _scale_component(component: Component, width: float, divisor: int) -> Component:
     changes: dict[str, Any] = {}
-    for name in WIDTH_FIELDS:
-        if not hasattr(component, name):
-            continue
+    for name in component.width_fields:
         value = getattr(component, name)
         if isinstance(value, bool) or value is None:
             continue
@@ -128,28 +127,36 @@ def _candidates(target: float, divisor: int) -> list[int]:
 
 
 def _lowered(mixer: Component, name: str) -> Component | None:
-    """``mixer`` with the resolution-bound field ``name`` one lower (a shifted window keeps half of it)."""
-    value = getattr(mixer, name, None)
+    """``mixer`` with the resolution-bound field ``name`` one lower (and the fields that follow it)."""
+    value = getattr(mixer, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 1:
         return None
+    bound: FitsMap = mixer.resolution_fields[name]
     changes: dict[str, Any] = {name: value - 1}
-    if name == "window" and getattr(mixer, "shift", 0):
-        changes["shift"] = (value - 1) // 2
+    changes.update({follower: (value - 1) // 2 for follower in bound.halved if getattr(mixer, follower)})
     return _with(mixer, **changes)
 
 
+def _bounded_fields(stages: list[Stage]) -> dict[str, tuple[int, int, str]]:
+    """``(stage, block, field)`` of every resolution-bound mixer field, by the path an Arch error names it with."""
+    return {f"stages[{stage_index}].blocks[{block_index}].mixer.{name}": (stage_index, block_index, name)
+            for stage_index, stage in enumerate(stages) for block_index, block in enumerate(stage.blocks)
+            for name in block.mixer.resolution_fields}
+
+
 def _fit_resolution(arch: Arch, input_spec: Any, head: Component) -> Arch:
-    """``arch`` at the new input, with :data:`RESOLUTION_FIELDS` lowered until every block fits its map."""
+    """``arch`` at the new input, with the mixers' resolution-bound fields lowered until every block fits its map."""
     stages = list(arch.stages)
+    bounded = _bounded_fields(stages)
     for _ in range(_MAX_FITS):
         try:
             return Arch(input=input_spec, stem=arch.stem, stages=tuple(stages), head=head, name=arch.name)
         except ConfigError as exc:
-            found = _MIXER_FIELD.fullmatch(exc.path or "")
-            if found is None or found.group(3) not in RESOLUTION_FIELDS:
+            found = bounded.get(exc.path)
+            if found is None:
                 raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
                                  f"{input_spec.resolution}: {exc}") from None
-            stage_index, block_index, name = int(found.group(1)), int(found.group(2)), found.group(3)
+            stage_index, block_index, name = found
             blocks = list(stages[stage_index].blocks)
             lowered = _lowered(blocks[block_index].mixer, name)
             if lowered is None:

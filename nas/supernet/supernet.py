@@ -85,8 +85,9 @@ class Supernet(nn.Module):
     the supernet brings it to its proxy scale (:meth:`proxy`), lays it out as
     :func:`nas.build.plan` units whose skeletons are built once per unit
     signature, and runs each unit with :func:`torch.func.functional_call` on
-    views of the shared tensors (:mod:`nas.supernet.elastic` has the keys and
-    slicing rules). So every registered kind works without an elastic version
+    views of the shared tensors (:mod:`nas.supernet.elastic` has the keys,
+    :mod:`nas.supernet.slicing` the rules, from what each kind declares on its
+    config). So every registered kind works without an elastic version
     of its module, and :meth:`extract` returns exactly what :func:`nas.build`
     returns, with the views copied in.
 
@@ -326,7 +327,7 @@ def _module_prefixes(layouts: Sequence[UnitLayout]) -> list[str]:
     for layout in layouts:
         index = counters.get(layout.stage, 0)
         counters[layout.stage] = index + 1
-        if layout.path == "head":
+        if layout.role == "head":
             out.append("head")
         elif layout.stage < 0:
             out.append(f"stem.{index}")
