@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from nas.arch import Arch
+from nas.atomic import atomic_output
 from nas.errors import NasError
 from nas.runs import PLOT_FILE, ObjectiveSpec, Run
 from nas.search.pareto import hypervolume_curve, nondominated_mask, reference_point
@@ -440,15 +440,8 @@ def render_pareto(info: ParetoInfo, path: str | os.PathLike[str], *, dpi: int = 
     _draw_hypervolume(right, info)
     figure.suptitle(info.title, fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            figure.savefig(out, format="png", dpi=dpi)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as out:
+        figure.savefig(out, format="png", dpi=dpi)
     return path
 
 

@@ -1,4 +1,4 @@
-"""YAML reading that remembers where each value came from, and atomic file writes.
+"""YAML reading that remembers where each value came from; the one YAML and JSON dumper.
 
 PyYAML's ``safe_load`` silently keeps the last of two duplicate keys and forgets
 line numbers. Configs are hand-written, so errors must say ``file:line``: the
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import yaml
 
 from nas.errors import ConfigError
 
-__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "line_of", "dump_yaml", "dump_json", "write_atomic"]
+__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "line_of", "dump_yaml", "dump_json"]
 
 
 class LocatedDict(dict):
@@ -147,22 +146,6 @@ _Dumper.add_representer(dict, _represent_dict)
 def dump_yaml(data: Any) -> str:
     """YAML text for plain data, keys in the given order."""
     return yaml.dump(_plain(data), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dump_json(data: Any) -> str:

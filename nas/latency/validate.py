@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from nas.atomic import write_atomic
 from nas.latency.coefficients import Coefficients
 from nas.latency.dataset import Dataset
 from nas.latency.fit import fit, predict_rows
 from nas.latency.targets import Setting, get_target
-from nas.yamlio import load_yaml, write_atomic
+from nas.yamlio import load_yaml
 
 __all__ = ["Figures", "ValidationReport", "figures", "validate", "summary_line", "write_fit", "figures_from_stored"]
 

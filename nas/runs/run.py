@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.arch import Arch
+from nas.atomic import write_atomic
 from nas.errors import ConfigError
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
 from nas.runs.storage import open_storage, repair_journal_tail
 from nas.search.pareto import hypervolume_curve, nondominated_mask, reference_point, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
-from nas.yamlio import dump_yaml, load_yaml, write_atomic
+from nas.yamlio import dump_yaml, load_yaml
 
 if TYPE_CHECKING:
     import optuna

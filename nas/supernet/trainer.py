@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Arch
+from nas.atomic import write_atomic
 from nas.build import build
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError
@@ -72,7 +73,6 @@ from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
 from nas.supernet.supernet import Supernet, SupernetSpec
-from nas.yamlio import write_atomic
 
 __all__ = [
     "CHECKPOINT",
