@@ -45,7 +45,7 @@ from nas.cost import op_class
 from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.latency.coefficients import Coefficients
 from nas.latency.kinds import COMPUTE_GROUPS, KINDS
-from nas.yamlio import line_of, load_yaml
+from nas.yamlio import line_of, load_yaml, plain
 
 __all__ = [
     "PRECISIONS",
@@ -412,8 +412,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         plugins=_op_names(data.get("plugins", []), f"{path}.plugins"), shared_kernels=shared,
         free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
-        priors=priors, coefficients=coefficients, validation=_plain(validation),
-        notes=_text(data, "notes", path, ""), measurement=_plain(measurement))
+        priors=priors, coefficients=coefficients, validation=plain(validation),
+        notes=_text(data, "notes", path, ""), measurement=plain(measurement))
 
 
 def _shared_kernels(value: Any, path: str) -> dict[str, str]:
@@ -433,14 +433,6 @@ def _efficiency_of(name: str, groups: Mapping[str, str]) -> bool:
     """Whether coefficient ``name`` is a compute or memory efficiency of one of ``groups``."""
     head, _, group = name.removeprefix("host.").partition(".")
     return head in ("compute_efficiency", "memory_efficiency") and group in groups
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _parse(document: Any, path: Path) -> Target:

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from nas.atomic import write_atomic
 from nas.latency.coefficients import Coefficients
 from nas.latency.dataset import Dataset
 from nas.latency.fit import fit, predict_rows
 from nas.latency.targets import Setting, get_target
-from nas.yamlio import load_yaml
+from nas.yamlio import TABLE_STYLE, dump_yaml, load_yaml, plain
 
 __all__ = ["Figures", "ValidationReport", "figures", "validate", "summary_line", "write_fit", "figures_from_stored"]
 
@@ -179,43 +178,15 @@ def _header(path: Path) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, except one-line flow style for short mappings and lists of numbers or short words."""
-
-
-def _short(items: Any) -> bool:
-    return all(isinstance(item, (int, float, bool, type(None))) or (isinstance(item, str) and len(item) <= 40)
-               for item in items)
-
-
-_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
-    "tag:yaml.org,2002:seq", data, flow_style=_short(data)))
-_Dumper.add_representer(dict, lambda dumper, data: dumper.represent_mapping(
-    "tag:yaml.org,2002:map", data.items(), flow_style=_short(data.values())))
-
-
-def _dump(document: Any) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=118,
-                     allow_unicode=True)
-
-
 def write_fit(setting: Setting, coefficients: Coefficients, report: ValidationReport, *, command: str,
               date: str) -> None:
     """Write the setting's fitted coefficients and validation block into its target's YAML, atomically."""
     path = get_target(setting.target).path
-    document = _plain(load_yaml(path))
+    document = plain(load_yaml(path))
     entry = document["settings"][setting.name]
     entry["coefficients"] = coefficients.to_dict()
     entry["validation"] = _validation_block(report, command=command, date=date)
-    write_atomic(path, _header(path) + _dump(document))
+    write_atomic(path, _header(path) + dump_yaml(document, style=TABLE_STYLE))
 
 
 def is_close(a: float | None, b: float | None, *, tolerance: float) -> bool:
