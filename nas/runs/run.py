@@ -25,7 +25,13 @@ from nas.atomic import write_atomic
 from nas.errors import ConfigError
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
 from nas.runs.storage import open_storage, repair_journal_tail
-from nas.search.pareto import hypervolume_curve, nondominated_mask, reference_point, select_survivors
+from nas.search.pareto import (
+    front_candidates,
+    hypervolume_curve,
+    nondominated_mask,
+    reference_point,
+    select_survivors,
+)
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
 from nas.yamlio import dump_yaml, load_yaml
 
@@ -463,19 +469,13 @@ class Run:
         except KeyError:
             raise RunError(f"{self.path}: no candidate with arch id {arch_id!r}") from None
 
-    def _unique_feasible(self) -> list[Record]:
-        seen: set[str] = set()
-        unique = []
-        for record in self.records():
-            if record.feasible and record.arch_id not in seen:
-                seen.add(record.arch_id)
-                unique.append(record)
-        return unique
-
-    def _unique_scored(self) -> list[Record]:
-        """Feasible candidates with every objective measured: one a source could not score (``-inf``, e.g. a
-        zero-cost proxy that overflows) is left off the front and the top, as the plot leaves it off."""
-        return [record for record in self._unique_feasible() if record.scored]
+    def _front_candidates(self) -> list[Record]:
+        """One evaluation per Arch, feasible, every objective measured: what the front, the top and the reference
+        point are taken over (:func:`nas.search.pareto.front_candidates`, the rule the plot uses too)."""
+        records = self.records()
+        losses = loss_matrix(records, self.settings.signs)
+        feasible = np.array([record.feasible for record in records], dtype=bool)
+        return [records[index] for index in front_candidates(losses, feasible, [r.arch_id for r in records])]
 
     def pareto(self) -> pandas.DataFrame:
         """The feasible non-dominated candidates with every objective measured (one row per Arch), best last
@@ -484,7 +484,7 @@ class Run:
         Same columns as :meth:`history`, sorted by the last objective (latency) in its own direction.
         """
         history = self.history()
-        unique = self._unique_scored()
+        unique = self._front_candidates()
         if not unique:
             return history.iloc[0:0]
         mask = nondominated_mask(loss_matrix(unique, self.settings.signs))
@@ -499,7 +499,7 @@ class Run:
         Crowding favours the ends and the sparse parts of each front, so a small ``k`` spreads over the front.
         """
         k = self.settings.top_k if k is None else k
-        unique = self._unique_scored()
+        unique = self._front_candidates()
         if not unique:
             return []
         order = select_survivors(loss_matrix(unique, self.settings.signs), None, k)
@@ -508,9 +508,9 @@ class Run:
     def reference(self) -> np.ndarray | None:
         """The hypervolume reference point (losses) for this run: see :func:`nas.search.pareto.reference_point`.
 
-        Computed over the run's feasible candidates; None when it has none.
+        Computed over the candidates the front is taken over; None when there are none.
         """
-        unique = self._unique_feasible()
+        unique = self._front_candidates()
         if not unique:
             return None
         return reference_point(loss_matrix(unique, self.settings.signs))
