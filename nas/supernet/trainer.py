@@ -51,10 +51,11 @@ import json
 import math
 import os
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -62,11 +63,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import Arch
+from nas.arch import Arch, coerce_field
 from nas.atomic import write_atomic
 from nas.build import build
 from nas.data import Augment, Dataset, PatchMixing, loaders
-from nas.errors import NasError
+from nas.errors import ConfigError, NasError
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
 from nas.supernet.elastic import SHARING_VERSION
 from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
@@ -88,6 +89,7 @@ __all__ = [
 
 RESULT = "result.json"
 MODEL = "model.pt"
+_SETTINGS_SOURCE = "train settings"  # where a TrainSettings error says the bad value is
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class TrainSettings:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     num_random: int = 2
-    ends: str = "fixed"
+    ends: Literal["fixed", "varied"] = "fixed"
     distill: bool = True
     sam: bool = False
     sam_rho: float = 0.05
@@ -137,18 +139,25 @@ class TrainSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Check each field's type (:func:`nas.arch.coerce_field`, ints become floats where a float is due), then
+        its range; an error names the field, as in ``train settings: lr: must be > 0, got -1.0``."""
+        hints = typing.get_type_hints(TrainSettings)
+        for item in fields(self):
+            try:
+                object.__setattr__(self, item.name, coerce_field(getattr(self, item.name), hints[item.name],
+                                                                 item.name))
+            except ConfigError as error:
+                raise error.located(source=_SETTINGS_SOURCE) from None
         rules = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                  ("lr", self.lr > 0, "> 0"), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
                  ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-                 ("num_random", self.num_random >= 0, ">= 0"), ("ends", self.ends in ("varied", "fixed"),
-                                                                  "'varied' or 'fixed'"),
-                 ("sam_rho", self.sam_rho > 0, "> 0"),
+                 ("num_random", self.num_random >= 0, ">= 0"), ("sam_rho", self.sam_rho > 0, "> 0"),
                  ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 or None"),
                  ("seed", self.seed >= 0, ">= 0")]
         for name, ok, rule in rules:
             if not ok:
-                raise NasError(f"train setting {name} must be {rule}, got {getattr(self, name)!r}")
+                raise ConfigError(f"must be {rule}, got {getattr(self, name)!r}", path=name, source=_SETTINGS_SOURCE)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
