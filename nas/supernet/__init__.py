@@ -3,7 +3,8 @@
 * :mod:`nas.supernet.proxy`: the proxy scale (width multiplier, resolution) as an ``Arch -> Arch`` transform;
 * :mod:`nas.supernet.elastic`: max-size shared tensors, their keys and slicing rules;
 * :mod:`nas.supernet.supernet`: :class:`Supernet` (``set_active``, ``sample``, ``extract``);
-* :mod:`nas.supernet.trainer`: sandwich-rule training, stand-alone training, checkpoints, DDP;
+* :mod:`nas.supernet.trainer`: sandwich-rule training, stand-alone training, checkpoints, DDP; what it trains
+  (:mod:`nas.supernet.jobs`) and under which settings (:mod:`nas.supernet.train_settings`);
 * :mod:`nas.supernet.evaluate`: BatchNorm recalibration and top-1 accuracy over many archs;
 * :mod:`nas.supernet.short_train`: each arch trained alone for a few dozen steps (a slower, better-ranking score);
 * :mod:`nas.supernet.zero_cost`: NASWOT, synflow and grad-norm scores.
@@ -21,18 +22,12 @@ from nas.supernet import zero_cost  # noqa: F401  (zero-cost proxies: zero_cost.
 from nas.supernet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nas.supernet.elastic import CapacityError, Chunks, ConvKernel, Prefix, RelativeTable
 from nas.supernet.evaluate import EvalBatches, accuracy, evaluate, kendall_tau, recalibrate_batchnorm
+from nas.supernet.jobs import ModelJob, SupernetJob
 from nas.supernet.proxy import ProxyError, ProxyScale, proxy
 from nas.supernet.short_train import short_train_scores
 from nas.supernet.supernet import Supernet, SupernetSpec
-from nas.supernet.trainer import (
-    ModelJob,
-    SupernetJob,
-    Trainer,
-    TrainResult,
-    TrainSettings,
-    train_model,
-    train_supernet,
-)
+from nas.supernet.train_settings import TrainResult, TrainSettings
+from nas.supernet.trainer import Trainer, train_model, train_supernet
 
 __all__ = [
     "CapacityError",
