@@ -4,6 +4,10 @@ PyYAML's ``safe_load`` silently keeps the last of two duplicate keys and forgets
 line numbers. Configs are hand-written, so errors must say ``file:line``: the
 loader here builds ``dict``/``list`` subclasses that carry the line of every key
 and item, and rejects duplicate keys.
+
+Every YAML file ``nas`` writes goes through :func:`dump_yaml` (laid out by a
+:class:`YamlStyle`), every JSON file through :func:`dump_json`; both take
+:func:`plain` data.
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ starting leaves no directory behind.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -72,6 +71,7 @@ from nas.supernet.jobs import Job, ModelJob, SupernetJob
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.supernet import Supernet, SupernetSpec
 from nas.supernet.train_settings import TrainResult, TrainSettings
+from nas.yamlio import dump_json
 
 __all__ = ["CHECKPOINT", "RESULT", "MODEL", "Trainer", "train_supernet", "train_model"]
 
@@ -337,7 +337,7 @@ class Trainer:
                    "settings": self.settings.to_dict(), "data": self.data_spec, "steps": result.steps,
                    "metrics": result.metrics, "seconds": round(result.seconds, 3),
                    "images_per_second": round(result.images_per_second, 2)}
-        write_atomic(self.out / RESULT, json.dumps(summary, indent=2) + "\n")
+        write_atomic(self.out / RESULT, dump_json(summary))
 
 
 # ---------------------------------------------------------------------------
