@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from nas.cost import CACHE
 from nas.search import MemoryStore, Scores, create_strategy, hypervolume, make_scorer, optimize, reference_point
@@ -104,11 +105,6 @@ class SurrogateScorer:
                       {"proxy_score": proxy, "latency_ms": latency})
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ranks_a, ranks_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
-
-
 def _r2(truth: np.ndarray, guess: np.ndarray) -> float:
     return float(1.0 - np.sum((truth - guess) ** 2) / np.sum((truth - truth.mean()) ** 2))
 
@@ -146,9 +142,9 @@ def fit_surrogates(space, target: str, fit: int, holdout: int, seed: int, cache:
         "fit_points": fit, "holdout_points": holdout, "exact_scoring_s": round(scoring_s, 1),
         "exact_candidates_per_s": round((fit + holdout) / scoring_s, 1),
         "proxy_r2": round(_r2(proxy_true[test], guess_proxy), 4),
-        "proxy_spearman": round(_spearman(proxy_true[test], guess_proxy), 4),
+        "proxy_spearman": round(float(spearmanr(proxy_true[test], guess_proxy).statistic), 4),
         "latency_r2": round(_r2(latency_true[test], guess_latency), 4),
-        "latency_spearman": round(_spearman(latency_true[test], guess_latency), 4),
+        "latency_spearman": round(float(spearmanr(latency_true[test], guess_latency).statistic), 4),
         "latency_mape_pct": round(float(np.mean(np.abs(guess_latency / latency_true[test] - 1)) * 100), 2),
     }
     return SurrogateScorer(space, proxy, log_latency), quality

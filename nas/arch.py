@@ -479,7 +479,7 @@ class Arch:
 
     def save(self, path: str | Path) -> None:
         """Write YAML (or JSON for a ``.json`` path) atomically."""
-        from nas.yamlio import write_atomic
+        from nas.atomic import write_atomic
 
         path = Path(path)
         write_atomic(path, self.to_json() if path.suffix == ".json" else self.to_yaml())

@@ -8,9 +8,9 @@ evaluated candidate in evaluation order) and gives:
 * the plotted axes (by default latency across, accuracy up; any two objectives can be chosen) and whether the
   latency axis spans enough to be drawn on a log scale;
 * every candidate's point, which are infeasible (a constraint violated), and the Pareto front: the feasible,
-  non-dominated candidates over *all* the run's objectives, each Arch counted once (first evaluation), which is
-  what the run's ``pareto.csv`` holds (with three or more objectives some front points look dominated in the
-  two plotted ones);
+  scored, non-dominated candidates over *all* the run's objectives, each Arch counted once
+  (:func:`nas.search.pareto.front_mask`, the rule of the run's ``pareto.csv``; with three or more objectives
+  some front points look dominated in the two plotted ones);
 * the zoo's models that are points of the run's space (``space.contains``), priced with the run's own
   objectives (latency by :func:`nas.latency.predict_many` on the run's target). Their accuracy is known only
   when the run's accuracy source can score them: the ``proxy`` stand-in always can; the supernet, zero-cost and
@@ -18,7 +18,7 @@ evaluated candidate in evaluation order) and gives:
   run measured when the search evaluated it (evolution starts from the zoo's models), and the others are drawn
   as vertical reference lines at their latency, which the legend says;
 * the hypervolume after each evaluation (infeasible candidates add nothing), with the run's reference point
-  (:func:`nas.search.pareto.reference_point`: the nadir of the feasible candidates pushed out by 10 %).
+  (:func:`nas.search.pareto.front_reference`: the nadir of the front's candidates pushed out by 10 %).
 
 :func:`render_pareto` draws two panels (accuracy against latency with the front highlighted; hypervolume
 against evaluations) into a PNG, written atomically; :func:`plot` does both for a run
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -46,9 +45,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from nas.arch import Arch
+from nas.atomic import atomic_output
 from nas.errors import NasError
 from nas.runs import PLOT_FILE, ObjectiveSpec, Run
-from nas.search.pareto import hypervolume_curve, nondominated_mask, reference_point
+from nas.search.pareto import front_mask, front_reference, hypervolume_curve
 
 if TYPE_CHECKING:
     import pandas
@@ -102,7 +102,7 @@ class ParetoInfo(NamedTuple):
         numbers: ``n`` evaluation numbers (trial numbers), in evaluation order.
         arch_ids: ``n`` Arch ids.
         points: ``n x 2`` values (x, y); NaN where a value is missing.
-        front: ``n`` bool: on the Pareto front (feasible, non-dominated, first evaluation of its Arch).
+        front: ``n`` bool: on the Pareto front (:func:`nas.search.pareto.front_mask`).
         infeasible: ``n`` bool: violates a constraint.
         references: zoo models of the space (empty when not asked or none is in the space).
         references_note: what the references show, for the legend ("" when there are none).
@@ -168,21 +168,6 @@ def _losses(values: np.ndarray, objectives: Sequence[ObjectiveSpec]) -> np.ndarr
     signs = np.array([objective.sign for objective in objectives])
     losses = values * signs[None, :]
     return np.where(np.isfinite(losses), losses, math.inf)
-
-
-def _front_mask(losses: np.ndarray, feasible: np.ndarray, arch_ids: Sequence[str]) -> np.ndarray:
-    """Feasible, non-dominated rows, one per Arch (its first evaluation), as ``Run.pareto`` counts them."""
-    seen: set[str] = set()
-    candidates = []
-    for index, arch_id in enumerate(arch_ids):
-        if feasible[index] and arch_id not in seen and np.isfinite(losses[index]).all():
-            seen.add(arch_id)
-            candidates.append(index)
-    front = np.zeros(len(losses), dtype=bool)
-    if candidates:
-        chosen = np.array(candidates)
-        front[chosen[nondominated_mask(losses[chosen])]] = True
-    return front
 
 
 def _frame_columns(frame: pandas.DataFrame, objectives: Sequence[ObjectiveSpec]) -> None:
@@ -298,13 +283,8 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
     feasible = frame["feasible"].to_numpy(dtype=bool) if "feasible" in frame else np.ones(count, dtype=bool)
 
     losses = _losses(values, objectives)
-    front = _front_mask(losses, feasible, arch_ids)
-    usable = feasible & np.isfinite(losses).all(axis=1)
-    first: dict[str, int] = {}
-    for index, arch_id in enumerate(arch_ids):
-        first.setdefault(arch_id, index)
-    unique = [index for index in np.flatnonzero(usable) if first[arch_ids[index]] == index]
-    reference = reference_point(losses[unique]) if unique else None
+    front = front_mask(losses, feasible, arch_ids)
+    reference = front_reference(losses, feasible, arch_ids)
     curve = np.zeros(count) if reference is None else hypervolume_curve(losses, reference, feasible)
 
     references: tuple[ReferencePoint, ...] = ()
@@ -440,15 +420,8 @@ def render_pareto(info: ParetoInfo, path: str | os.PathLike[str], *, dpi: int = 
     _draw_hypervolume(right, info)
     figure.suptitle(info.title, fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            figure.savefig(out, format="png", dpi=dpi)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as out:
+        figure.savefig(out, format="png", dpi=dpi)
     return path
 
 

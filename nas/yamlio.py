@@ -1,16 +1,21 @@
-"""YAML reading that remembers where each value came from, and atomic file writes.
+"""YAML reading that remembers where each value came from; the one YAML and JSON dumper.
 
 PyYAML's ``safe_load`` silently keeps the last of two duplicate keys and forgets
 line numbers. Configs are hand-written, so errors must say ``file:line``: the
 loader here builds ``dict``/``list`` subclasses that carry the line of every key
 and item, and rejects duplicate keys.
+
+Every YAML file ``nas`` writes goes through :func:`dump_yaml` (laid out by a
+:class:`YamlStyle`), every JSON file through :func:`dump_json`; both take
+:func:`plain` data.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,8 @@ import yaml
 
 from nas.errors import ConfigError
 
-__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "line_of", "dump_yaml", "dump_json", "write_atomic"]
+__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "line_of", "plain", "YamlStyle", "CONFIG_STYLE",
+           "TABLE_STYLE", "dump_yaml", "dump_json"]
 
 
 class LocatedDict(dict):
@@ -116,55 +122,73 @@ def line_of(document: Any, path: tuple[str | int, ...]) -> int | None:
     return line
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+def plain(value: Any) -> Any:
+    """``value`` as plain data for a dumper: every mapping a ``dict``, every list or tuple a ``list``, recursively.
+
+    Located containers, mapping proxies and tuples from frozen dataclasses all dump as plain YAML/JSON.
+    """
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style for nested structure; flow style (one line) for mappings and lists of scalars."""
-
-
-def _is_leaf(items: Any) -> bool:
+def _is_leaf(items: Iterable[Any]) -> bool:
     return all(not isinstance(item, (dict, list)) for item in items)
 
 
-def _represent_list(dumper: _Dumper, data: list) -> yaml.Node:
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=_is_leaf(data))
+def _is_short(items: Iterable[Any]) -> bool:
+    return all(isinstance(item, (int, float, bool, type(None))) or (isinstance(item, str) and len(item) <= 40)
+               for item in items)
 
 
-def _represent_dict(dumper: _Dumper, data: dict) -> yaml.Node:
-    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=_is_leaf(data.values()))
+def _dumper(one_line: Callable[[Iterable[Any]], bool]) -> type[yaml.SafeDumper]:
+    """A safe dumper in block style, but for the mappings and lists ``one_line`` accepts (flow style)."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+        "tag:yaml.org,2002:seq", data, flow_style=one_line(data)))
+    Dumper.add_representer(dict, lambda dumper, data: dumper.represent_mapping(
+        "tag:yaml.org,2002:map", data.items(), flow_style=one_line(data.values())))
+    return Dumper
 
 
-_Dumper.add_representer(list, _represent_list)
-_Dumper.add_representer(dict, _represent_dict)
+@dataclass(frozen=True)
+class YamlStyle:
+    """How :func:`dump_yaml` lays a document out.
+
+    Attributes:
+        width: the line width PyYAML wraps at.
+        one_line: whether a mapping's values or a list's items go on one line (flow style).
+        allow_unicode: write non-ASCII characters as they are rather than escaped.
+    """
+
+    width: int
+    one_line: Callable[[Iterable[Any]], bool]
+    allow_unicode: bool = False
+    dumper: type[yaml.SafeDumper] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dumper", _dumper(self.one_line))
 
 
-def dump_yaml(data: Any) -> str:
-    """YAML text for plain data, keys in the given order."""
-    return yaml.dump(_plain(data), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+CONFIG_STYLE = YamlStyle(width=100, one_line=_is_leaf)
+"""Arch files, run files, the local target: collections of scalars on one line, anything nested in block style."""
+
+TABLE_STYLE = YamlStyle(width=118, one_line=_is_short, allow_unicode=True)
+"""The packaged target files that ``nas.latency.calibration.fit`` rewrites: also a short mapping or list of
+numbers and short words on one line, so that calibration tables and validation figures stay a line per row."""
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def dump_yaml(data: Any, *, style: YamlStyle = CONFIG_STYLE) -> str:
+    """YAML text for plain data (see :func:`plain`), keys in the given order."""
+    return yaml.dump(plain(data), Dumper=style.dumper, sort_keys=False, default_flow_style=False, width=style.width,
+                     allow_unicode=style.allow_unicode)
 
 
 def dump_json(data: Any) -> str:
     """Indented JSON text for plain data."""
-    return json.dumps(_plain(data), indent=2) + "\n"
+    return json.dumps(plain(data), indent=2) + "\n"

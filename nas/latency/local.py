@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from nas.arch import Arch
+from nas.atomic import write_atomic
 from nas.cost import profile
 from nas.errors import ConfigError, NasError
 from nas.latency.calibration.solver import fit_features
@@ -49,7 +50,7 @@ from nas.latency.measure import Protocol, Timing, prepare, time_chunk
 from nas.latency.opmodel import Features, compress, concat, evaluate, features, params_of
 from nas.latency.optable import build_table
 from nas.latency.targets import LOCAL, Setting, get_target, local_target_path, parse_target, user_dir
-from nas.yamlio import dump_json, dump_yaml, load_yaml, write_atomic
+from nas.yamlio import dump_json, dump_yaml, load_yaml
 
 __all__ = ["ProfileOptions", "ProfileResult", "Measurer", "setting_name", "sample_archs", "profile_local",
            "fit_local", "compare_xeon", "cache_path"]

@@ -34,18 +34,20 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from nas.arch import coerce_field
 from nas.cost import op_class
 from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.latency.coefficients import Coefficients
 from nas.latency.kinds import COMPUTE_GROUPS, KINDS
-from nas.yamlio import line_of, load_yaml
+from nas.yamlio import line_of, load_yaml, plain
 
 __all__ = [
     "PRECISIONS",
@@ -65,7 +67,8 @@ __all__ = [
     "parse_target",
 ]
 
-PRECISIONS = ("fp32", "fp16", "amp", "int8")
+Precision = Literal["fp32", "fp16", "amp", "int8"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 """Precision tokens (as in the calibration files); ``amp`` is mixed fp16/fp32 with fp16 tensors."""
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "amp": 2, "int8": 1}
@@ -73,7 +76,7 @@ BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "amp": 2, "int8": 1}
 
 _PEAK_KEY = {"fp32": "fp32", "fp16": "fp16", "amp": "fp16", "int8": "int8"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-_DEVICE_KINDS = ("gpu", "cpu", "npu", "dpu")
+_DeviceKind = Literal["gpu", "cpu", "npu", "dpu"]
 
 LOCAL = "local"
 """The target measured on this machine by ``nas profile --target local``."""
@@ -258,17 +261,17 @@ def _mapping(data: Any, path: str, *, required: tuple[str, ...], optional: tuple
 
 def _text(data: Mapping, key: str, path: str, default: str | None = None) -> str:
     value = data.get(key, default)
-    if not isinstance(value, str) or (default is None and not value.strip()):
+    text = coerce_field(value, str, f"{path}.{key}")
+    if default is None and not text.strip():
         raise ConfigError(f"must be a non-empty string, got {value!r}", path=f"{path}.{key}")
-    return value.strip()
+    return text.strip()
 
 
 def _number(value: Any, path: str, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    number = coerce_field(value, float | None if allow_none else float, path)
+    if number is not None and not number > 0:
         raise ConfigError(f"must be a number > 0, got {value!r}", path=path)
-    return float(value)
+    return number
 
 
 def _tops(data: Any, path: str) -> dict[str, float]:
@@ -307,34 +310,20 @@ def _op_names(data: Any, path: str) -> tuple[str, ...]:
 def _device(name: str, data: Any, path: str) -> Device:
     data = _mapping(data, path, required=("title", "kind", "peak_tops", "memory_bandwidth_gbs", "sources"),
                     optional=("vector_tops", "cache_mb", "cores", "clock_ghz", "channel_tile"))
-    kind = _text(data, "kind", path)
-    if kind not in _DEVICE_KINDS:
-        raise ConfigError(f"must be one of {', '.join(_DEVICE_KINDS)}, got {kind!r}", path=f"{path}.kind")
-    sources = data["sources"]
-    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) and s for s in sources):
+    kind = coerce_field(data["kind"], _DeviceKind, f"{path}.kind")
+    sources = coerce_field(data["sources"], tuple[str, ...], f"{path}.sources")
+    if not sources or not all(sources):
         raise ConfigError("must be a non-empty list of strings", path=f"{path}.sources")
     peak = _tops(data["peak_tops"], f"{path}.peak_tops")
     vector = _tops(data["vector_tops"], f"{path}.vector_tops") if "vector_tops" in data else dict(peak)
-    tile = data.get("channel_tile", 1)
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+    tile = coerce_field(data.get("channel_tile", 1), int, f"{path}.channel_tile")
+    if tile < 1:
         raise ConfigError(f"must be an int >= 1, got {tile!r}", path=f"{path}.channel_tile")
     return Device(name, _text(data, "title", path), kind, peak, vector,
                   _number(data["memory_bandwidth_gbs"], f"{path}.memory_bandwidth_gbs"),  # type: ignore[arg-type]
                   _number(data.get("cache_mb"), f"{path}.cache_mb", allow_none=True),
                   _text(data, "cores", path, ""),
-                  _number(data.get("clock_ghz"), f"{path}.clock_ghz", allow_none=True), tile, tuple(sources))
-
-
-def _flag(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"must be true or false, got {value!r}", path=path)
-    return value
-
-
-def _precision(value: Any, path: str) -> str:
-    if value not in PRECISIONS:
-        raise ConfigError(f"must be one of {', '.join(PRECISIONS)}, got {value!r}", path=path)
-    return value
+                  _number(data.get("clock_ghz"), f"{path}.clock_ghz", allow_none=True), tile, sources)
 
 
 def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path: str) -> Setting:
@@ -350,11 +339,11 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
                               path=where)
         return devices[key]
 
-    precision = _precision(data["precision"], f"{path}.precision")
-    batches = data["batch_sizes"]
-    if not isinstance(batches, list) or not batches or not all(
-            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
-        raise ConfigError(f"must be a non-empty list of ints >= 1, got {batches!r}", path=f"{path}.batch_sizes")
+    precision = coerce_field(data["precision"], Precision, f"{path}.precision")
+    batches = coerce_field(data["batch_sizes"], tuple[int, ...], f"{path}.batch_sizes")
+    if not batches or not all(batch >= 1 for batch in batches):
+        raise ConfigError(f"must be a non-empty list of ints >= 1, got {list(batches)!r}",
+                          path=f"{path}.batch_sizes")
     calibration = _mapping(data["calibration"], f"{path}.calibration", required=("device", "runtime", "precision"),
                            optional=("threads", "published"))
     published = calibration.get("published", {})
@@ -376,7 +365,7 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         fb = _mapping(data["fallback"], f"{path}.fallback", required=("device", "kinds", "precision", "notes"))
         fallback = Fallback(device(fb["device"], f"{path}.fallback.device"),
                             _kinds(fb["kinds"], f"{path}.fallback.kinds"),
-                            _precision(fb["precision"], f"{path}.fallback.precision"),
+                            coerce_field(fb["precision"], Precision, f"{path}.fallback.precision"),
                             _text(fb, "notes", f"{path}.fallback"))
     fit = _mapping(data["fit"], f"{path}.fit", required=("free", "prior_weight"))
     priors = Coefficients.from_dict(data["priors"], f"{path}.priors", with_host=fallback is not None)
@@ -404,16 +393,16 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         raise ConfigError("must be a mapping or null", path=f"{path}.measurement")
     return Setting(
         name=name, target=target, title=_text(data, "title", path), device=device(data["device"], f"{path}.device"),
-        runtime=_text(data, "runtime", path), precision=precision, batch_sizes=tuple(batches),
-        calibration=dict(calibration), overlap=_flag(data.get("overlap", False), f"{path}.overlap"), fusion=fusion,
-        fallback=fallback,
+        runtime=_text(data, "runtime", path), precision=precision, batch_sizes=batches,
+        calibration=dict(calibration), overlap=coerce_field(data.get("overlap", False), bool, f"{path}.overlap"),
+        fusion=fusion, fallback=fallback,
         unsupported=_kinds(data.get("unsupported", []), f"{path}.unsupported"),
         eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"),
         plugins=_op_names(data.get("plugins", []), f"{path}.plugins"), shared_kernels=shared,
         free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
-        priors=priors, coefficients=coefficients, validation=_plain(validation),
-        notes=_text(data, "notes", path, ""), measurement=_plain(measurement))
+        priors=priors, coefficients=coefficients, validation=plain(validation),
+        notes=_text(data, "notes", path, ""), measurement=plain(measurement))
 
 
 def _shared_kernels(value: Any, path: str) -> dict[str, str]:
@@ -433,14 +422,6 @@ def _efficiency_of(name: str, groups: Mapping[str, str]) -> bool:
     """Whether coefficient ``name`` is a compute or memory efficiency of one of ``groups``."""
     head, _, group = name.removeprefix("host.").partition(".")
     return head in ("compute_efficiency", "memory_efficiency") and group in groups
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _parse(document: Any, path: Path) -> Target:

@@ -25,7 +25,7 @@ as one line under a file lock, so several processes may share a journal (one
 machine or a shared file system with working locks); an RDB URL
 (``sqlite:///x.db``, ``postgresql://...``) goes through Optuna's RDBStorage.
 A ``Run`` object is not thread-safe; each process opens its own. Files other
-than the journal are written atomically (``nas.yamlio.write_atomic``), so a
+than the journal are written atomically (``nas.atomic.write_atomic``), so a
 reader sees the old file or the new one.
 
 Modules: :mod:`~nas.runs.settings` (``RunSettings``, ``RunError``), :mod:`~nas.runs.storage` (storage URLs),

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas
 
+from nas.atomic import write_atomic
 from nas.errors import NasError
 from nas.runs.run import Run
 from nas.runs.supernets import DEFAULT_RECIPE
 from nas.supernet.trainer import CHECKPOINT, RESULT
-from nas.yamlio import write_atomic
 
 __all__ = ["FINALISTS_DIR", "FINALISTS_FILE", "proxy_scale_of", "train_finalists"]
 

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.arch import Arch
+from nas.atomic import write_atomic
 from nas.errors import ConfigError
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
 from nas.runs.storage import open_storage, repair_journal_tail
-from nas.search.pareto import hypervolume_curve, nondominated_mask, reference_point, select_survivors
+from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
-from nas.yamlio import dump_yaml, load_yaml, write_atomic
+from nas.yamlio import dump_yaml, load_yaml
 
 if TYPE_CHECKING:
     import optuna
@@ -462,19 +463,12 @@ class Run:
         except KeyError:
             raise RunError(f"{self.path}: no candidate with arch id {arch_id!r}") from None
 
-    def _unique_feasible(self) -> list[Record]:
-        seen: set[str] = set()
-        unique = []
-        for record in self.records():
-            if record.feasible and record.arch_id not in seen:
-                seen.add(record.arch_id)
-                unique.append(record)
-        return unique
-
-    def _unique_scored(self) -> list[Record]:
-        """Feasible candidates with every objective measured: one a source could not score (``-inf``, e.g. a
-        zero-cost proxy that overflows) is left off the front and the top, as the plot leaves it off."""
-        return [record for record in self._unique_feasible() if record.scored]
+    def _front_inputs(self) -> tuple[list[Record], np.ndarray, np.ndarray, list[str]]:
+        """Every record with its losses, feasibility and Arch id: what the front rule
+        (:func:`nas.search.pareto.front_candidates`, shared with the plot) reads."""
+        records = self.records()
+        feasible = np.array([record.feasible for record in records], dtype=bool)
+        return records, loss_matrix(records, self.settings.signs), feasible, [record.arch_id for record in records]
 
     def pareto(self) -> pandas.DataFrame:
         """The feasible non-dominated candidates with every objective measured (one row per Arch), best last
@@ -483,11 +477,11 @@ class Run:
         Same columns as :meth:`history`, sorted by the last objective (latency) in its own direction.
         """
         history = self.history()
-        unique = self._unique_scored()
-        if not unique:
+        records, losses, feasible, keys = self._front_inputs()
+        numbers = [record.number for record, keep in zip(records, front_mask(losses, feasible, keys), strict=True)
+                   if keep]
+        if not numbers:
             return history.iloc[0:0]
-        mask = nondominated_mask(loss_matrix(unique, self.settings.signs))
-        numbers = [record.number for record, keep in zip(unique, mask, strict=True) if keep]
         front = history[history["number"].isin(numbers)]
         last = self.settings.objectives[-1]
         return front.sort_values(last.column, ascending=last.direction == "minimize").reset_index(drop=True)
@@ -498,21 +492,20 @@ class Run:
         Crowding favours the ends and the sparse parts of each front, so a small ``k`` spreads over the front.
         """
         k = self.settings.top_k if k is None else k
-        unique = self._unique_scored()
-        if not unique:
+        records, losses, feasible, keys = self._front_inputs()
+        chosen = front_candidates(losses, feasible, keys)
+        if not len(chosen):
             return []
-        order = select_survivors(loss_matrix(unique, self.settings.signs), None, k)
-        return [(unique[index], self.arch(unique[index].arch_id)) for index in order]
+        order = chosen[select_survivors(losses[chosen], None, k)]
+        return [(records[index], self.arch(records[index].arch_id)) for index in order]
 
     def reference(self) -> np.ndarray | None:
-        """The hypervolume reference point (losses) for this run: see :func:`nas.search.pareto.reference_point`.
+        """The hypervolume reference point (losses) for this run: see :func:`nas.search.pareto.front_reference`.
 
-        Computed over the run's feasible candidates; None when it has none.
+        Computed over the candidates the front is taken over; None when there are none.
         """
-        unique = self._unique_feasible()
-        if not unique:
-            return None
-        return reference_point(loss_matrix(unique, self.settings.signs))
+        _, losses, feasible, keys = self._front_inputs()
+        return front_reference(losses, feasible, keys)
 
     def hypervolume(self, reference: np.ndarray | None = None) -> np.ndarray:
         """Hypervolume after each evaluation (``len(history)`` floats), in loss space (see :meth:`reference`)."""

@@ -313,8 +313,8 @@ class ShortTrainAccuracy(AccuracySource):
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
         from tqdm import tqdm
 
+        from nas.atomic import write_atomic
         from nas.supernet import ProxyError, short_train_scores
-        from nas.yamlio import write_atomic
 
         cached = self._cached()
         todo = [arch for arch in archs if arch.id not in cached]

@@ -15,12 +15,16 @@ not allowed; a missing value should enter as ``+inf``.
   the last one (exponential in ``m``, fine for the few objectives of a search).
   The reference point is the caller's: :func:`reference_point` gives the rule
   runs and the benchmark use (the nadir pushed out by 10 % of the range).
+* :func:`front_candidates`, :func:`front_mask`, :func:`front_reference`: which
+  evaluations of a search history a run's front, its top and its reference point
+  are taken over, so that ``nas.runs`` and ``nas.report`` count the same points.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,6 +37,9 @@ __all__ = [
     "hypervolume",
     "hypervolume_curve",
     "reference_point",
+    "front_candidates",
+    "front_mask",
+    "front_reference",
 ]
 
 REFERENCE_MARGIN = 0.1
@@ -339,3 +346,44 @@ def reference_point(losses: np.ndarray, *, margin: float = REFERENCE_MARGIN) -> 
     span = worst - best
     span = np.where(span > 0, span, np.maximum(1.0, np.abs(worst)))
     return worst + margin * span
+
+
+def front_candidates(losses: np.ndarray, feasible: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """The rows of a search history that may stand on its front: one per Arch, feasible and fully scored.
+
+    Args:
+        losses: ``n x m`` history in evaluation order (NaN allowed: an objective not scored).
+        feasible: ``n`` bool, every constraint holds.
+        keys: ``n`` Arch ids; an Arch evaluated twice counts once, by its first feasible evaluation.
+
+    Returns:
+        int64 indices, ascending, of each Arch's first feasible row, kept only if every loss is finite
+        (:attr:`nas.search.records.Record.scored`: a source that could not score a candidate, such as a
+        zero-cost proxy that overflows, leaves it off the front).
+    """
+    array = np.asarray(losses, dtype=np.float64)
+    scored = np.isfinite(array).all(axis=1)
+    seen: set[str] = set()
+    chosen = []
+    for index, key in enumerate(keys):
+        if feasible[index] and key not in seen:
+            seen.add(key)
+            if scored[index]:
+                chosen.append(index)
+    return np.array(chosen, dtype=np.int64)
+
+
+def front_mask(losses: np.ndarray, feasible: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """``n`` bool: the history's Pareto front, the non-dominated rows of :func:`front_candidates`."""
+    chosen = front_candidates(losses, feasible, keys)
+    mask = np.zeros(len(keys), dtype=bool)
+    if len(chosen):
+        mask[chosen[nondominated_mask(np.asarray(losses, dtype=np.float64)[chosen])]] = True
+    return mask
+
+
+def front_reference(losses: np.ndarray, feasible: np.ndarray, keys: Sequence[str]) -> np.ndarray | None:
+    """The history's hypervolume reference point: :func:`reference_point` over :func:`front_candidates`;
+    None when there is none."""
+    chosen = front_candidates(losses, feasible, keys)
+    return reference_point(np.asarray(losses, dtype=np.float64)[chosen]) if len(chosen) else None

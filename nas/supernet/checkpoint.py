@@ -13,20 +13,19 @@ A checkpoint is one ``torch.save`` file holding plain data and tensors only
     rng         the torch generator's state
     history     per step: losses of every subnet, learning rate, wall-clock seconds
 
-Writes go to a temporary file in the same folder, fsynced, then
-``os.replace``: a reader or a resumed run sees the previous checkpoint or the
-new one, never a torn file.
+Writes go through :func:`nas.atomic.atomic_output`: a reader or a resumed run
+sees the previous checkpoint or the new one, never a torn file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nas.atomic import atomic_output
 from nas.errors import NasError
 
 __all__ = ["FORMAT", "VERSION", "CHECKPOINT", "CheckpointError", "checkpoint_file", "save_checkpoint",
@@ -52,18 +51,8 @@ def checkpoint_file(path: str | os.PathLike[str]) -> Path:
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write ``payload`` (with ``format``/``version`` added) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as out:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, out)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) -> dict[str, Any]:

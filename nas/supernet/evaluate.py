@@ -140,14 +140,14 @@ def evaluate(supernet: nn.Module, archs: Sequence[Arch], batches: EvalBatches, *
 def kendall_tau(first: Sequence[float], second: Sequence[float]) -> float:
     """Kendall's tau-b of two rankings (how far one-shot scores order archs as stand-alone training does).
 
-    Pairs tied in one list count as neither agreeing nor disagreeing, and the denominator leaves them out
-    (tau-b, as ``scipy.stats.kendalltau``). NaN when either list is constant or shorter than two.
+    ``scipy.stats.kendalltau``: pairs tied in one list count as neither agreeing nor disagreeing, and the
+    denominator leaves them out (tau-b). NaN when either list is constant or shorter than two.
     """
+    from scipy.stats import kendalltau  # scipy.stats takes a while to import; only rank checks need it
+
     a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise NasError(f"kendall_tau needs two equally long lists, got shapes {a.shape} and {b.shape}")
-    upper = np.triu_indices(len(a), k=1)
-    sign_a = np.sign(a[:, None] - a[None, :])[upper]
-    sign_b = np.sign(b[:, None] - b[None, :])[upper]
-    denominator = np.sqrt(np.count_nonzero(sign_a) * np.count_nonzero(sign_b))
-    return float(np.sum(sign_a * sign_b) / denominator) if denominator else float("nan")
+    if len(a) < 2:
+        return float("nan")
+    return float(kendalltau(a, b).statistic)

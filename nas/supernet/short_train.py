@@ -25,9 +25,11 @@ from nas.arch import Arch
 from nas.data import Dataset
 from nas.errors import NasError
 from nas.supernet.evaluate import EvalBatches
+from nas.supernet.jobs import ModelJob
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.supernet import Supernet
-from nas.supernet.trainer import ModelJob, Trainer, TrainSettings
+from nas.supernet.train_settings import TrainSettings
+from nas.supernet.trainer import Trainer
 
 __all__ = ["DEFAULT_SHORT_STEPS", "RECIPE_VERSION", "short_train_scores"]
 

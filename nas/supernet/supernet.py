@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from torch.func import functional_call
 from nas.arch import Arch
 from nas.build import Model, build
 from nas.errors import NasError
+from nas.lru import LruCache
 from nas.space import Space, load_space
 from nas.supernet.checkpoint import CheckpointError, checkpoint_file, load_checkpoint
 from nas.supernet.elastic import SHARING_VERSION, Capacity, CapacityError, Layouts, SharedStore, Storage, UnitLayout
@@ -39,6 +39,7 @@ _UNRECORDED_SHARING = 2  # checkpoints written before the version was recorded: 
 _SEARCH_TRIES = 16  # mutations tried per round of the largest/smallest local search
 _SEARCH_PATIENCE = 10  # rounds without improvement before the search stops
 _SEARCH_ROUNDS = 100
+_CACHED_ARCHS = 4096  # proxied archs and capacity checks kept (least recently used dropped)
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ class Supernet(nn.Module):
         self.largest = Arch.from_dict(spec.largest)
         self.smallest = Arch.from_dict(spec.smallest)
         self.active: Arch | None = None
-        self._proxied: OrderedDict[str, Arch] = OrderedDict()
-        self._checked: OrderedDict[str, NasError | None] = OrderedDict()
+        self._proxied = LruCache[str, Arch](maxsize=_CACHED_ARCHS)
+        self._checked = LruCache[str, NasError | None](maxsize=_CACHED_ARCHS)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -197,12 +198,7 @@ class Supernet(nn.Module):
 
     def proxy(self, arch: Arch) -> Arch:
         """``arch`` (a point of the space) at the supernet's proxy scale."""
-        found = self._proxied.get(arch.id)
-        if found is None:
-            found = self._proxied[arch.id] = self.scale.apply(arch)
-            if len(self._proxied) > 4096:
-                self._proxied.popitem(last=False)
-        return found
+        return self._proxied.get_or_make(arch.id, lambda: self.scale.apply(arch))
 
     def check(self, arch: Arch) -> str:
         """Empty if the supernet can run ``arch``, else why not (proxy scale or capacity)."""
@@ -210,9 +206,9 @@ class Supernet(nn.Module):
         return "" if problem is None else str(problem)
 
     def _problem(self, arch: Arch) -> NasError | None:
-        if arch.id in self._checked:
-            self._checked.move_to_end(arch.id)
-            return self._checked[arch.id]
+        return self._checked.get_or_make(arch.id, lambda: self._find_problem(arch))
+
+    def _find_problem(self, arch: Arch) -> NasError | None:
         problem: NasError | None = None
         try:
             layouts = self.layouts.of(self.proxy(arch))
@@ -223,9 +219,6 @@ class Supernet(nn.Module):
             if reasons:
                 problem = CapacityError(f"{arch.name or arch.id} needs more than the supernet allocated "
                                         f"({len(reasons)} tensors), e.g. {reasons[0]}")
-        self._checked[arch.id] = problem
-        if len(self._checked) > 4096:
-            self._checked.popitem(last=False)
         return problem
 
     def layout(self, arch: Arch) -> list[UnitLayout]:

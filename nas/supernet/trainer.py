@@ -47,12 +47,10 @@ starting leaves no directory behind.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,233 +61,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Arch
-from nas.build import build
+from nas.atomic import write_atomic
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
 from nas.supernet.elastic import SHARING_VERSION
-from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
+from nas.supernet.evaluate import EvalBatches
+from nas.supernet.jobs import Job, ModelJob, SupernetJob
 from nas.supernet.proxy import ProxyScale
-from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
 from nas.supernet.supernet import Supernet, SupernetSpec
-from nas.yamlio import write_atomic
+from nas.supernet.train_settings import TrainResult, TrainSettings
+from nas.yamlio import dump_json
 
-__all__ = [
-    "CHECKPOINT",
-    "TrainSettings",
-    "TrainResult",
-    "Job",
-    "SupernetJob",
-    "ModelJob",
-    "Trainer",
-    "train_supernet",
-    "train_model",
-]
+__all__ = ["CHECKPOINT", "RESULT", "MODEL", "Trainer", "train_supernet", "train_model"]
 
 RESULT = "result.json"
 MODEL = "model.pt"
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything that fixes the loss trajectory of a run (a resumed run must use the same).
-
-    Attributes:
-        epochs: passes over the training split.
-        batch_size: images per step and rank.
-        lr: peak learning rate of AdamW.
-        min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
-        weight_decay: AdamW's decoupled weight decay (tensors of rank >= 2).
-        warmup_epochs: linear warm-up length.
-        label_smoothing: of the cross-entropy on labels.
-        num_random: random subnets per step besides the largest and smallest (supernet only).
-        ends: the sandwich ends (supernet only): ``fixed`` uses the same two points every step; ``varied`` draws
-            each step's largest and smallest with every size decision at its extreme and every kind decision at
-            random (:meth:`Supernet.sample_end`). On metaformer, one epoch at the default recipe, ``varied`` lifted
-            random subnets' one-shot accuracy from ~0.10 to ~0.15 but dropped the fixed ends' from 0.79/0.44 to
-            0.47/0.16 (some extreme points overflow): not the default.
-        distill: in-place distillation from the largest subnet (supernet only).
-        sam: sharpness-aware minimisation.
-        sam_rho: SAM's neighbourhood radius.
-        sigma_reparam: sigmaReparam on linear weights.
-        grad_clip: clip the global gradient norm to this (None: no clipping).
-        augment: random crop and flip.
-        patch_mixing: Patch Mixing on top of ``augment``.
-        seed: data order, augmentation, subnet sampling, and a stand-alone model's initial weights.
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.01
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    num_random: int = 2
-    ends: str = "fixed"
-    distill: bool = True
-    sam: bool = False
-    sam_rho: float = 0.05
-    sigma_reparam: bool = False
-    grad_clip: float | None = 5.0
-    augment: bool = True
-    patch_mixing: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        rules = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
-                 ("lr", self.lr > 0, "> 0"), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
-                 ("weight_decay", self.weight_decay >= 0, ">= 0"), ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
-                 ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-                 ("num_random", self.num_random >= 0, ">= 0"), ("ends", self.ends in ("varied", "fixed"),
-                                                                  "'varied' or 'fixed'"),
-                 ("sam_rho", self.sam_rho > 0, "> 0"),
-                 ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 or None"),
-                 ("seed", self.seed >= 0, ">= 0")]
-        for name, ok, rule in rules:
-            if not ok:
-                raise NasError(f"train setting {name} must be {rule}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
-        names = {item.name for item in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
-
-
-@dataclass
-class TrainResult:
-    """What a run did: steps, per-step history, final metrics (empty if stopped early), throughput."""
-
-    steps: int
-    total_steps: int
-    history: list[dict[str, Any]]
-    metrics: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    images_per_second: float = 0.0
-    out: Path | None = None
-
-    @property
-    def completed(self) -> bool:
-        return self.steps >= self.total_steps
-
-    @property
-    def losses(self) -> list[list[float]]:
-        return [record["losses"] for record in self.history]
-
-
-# ---------------------------------------------------------------------------
-# jobs: what is trained
-
-
-class Job:
-    """What a :class:`Trainer` trains: a module, the subnets of each step, and how to score the result."""
-
-    kind: str = ""
-    module: nn.Module
-    resolution: int
-    channels: int
-
-    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
-        """The subnets of step ``step`` of ``epoch`` (the first is the distillation teacher)."""
-        raise NotImplementedError
-
-    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        """The checkpoint's ``job`` field."""
-        raise NotImplementedError
-
-    def metrics(self, batches: EvalBatches) -> dict[str, float]:
-        """Validation accuracies at the end of training (BatchNorm recalibrated)."""
-        raise NotImplementedError
-
-
-class SupernetJob(Job):
-    """The supernet under the sandwich rule: largest, smallest, and ``num_random`` sampled subnets per step."""
-
-    kind = "supernet"
-
-    def __init__(self, supernet: Supernet, *, num_random: int, seed: int, ends: str = "fixed"):
-        self.module = self.supernet = supernet
-        self.num_random = num_random
-        self.seed = seed
-        self.ends = ends
-        scale = supernet.scale
-        self.resolution = scale.resolution or supernet.proxy(supernet.largest).input.resolution
-        self.channels = supernet.proxy(supernet.largest).input.channels
-
-    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
-        supernet = self.supernet
-        drawn = [supernet.sample(np.random.default_rng([self.seed, epoch, step, k])) for k in range(self.num_random)]
-        if self.ends == "fixed":
-            return [supernet.largest, supernet.smallest, *drawn]
-        ends = [supernet.sample_end(np.random.default_rng([self.seed, epoch, step, 1 << 20, side]), end)
-                for side, end in enumerate((1, -1))]
-        return [*ends, *drawn]
-
-    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
-        return module(images, subnet)
-
-    def describe(self) -> dict[str, Any]:
-        return {"spec": self.supernet.spec.to_dict()}
-
-    def metrics(self, batches: EvalBatches) -> dict[str, float]:
-        out = {}
-        for name, arch in (("largest", self.supernet.largest), ("smallest", self.supernet.smallest)):
-            model = self.supernet.extract(arch)
-            recalibrate_batchnorm(model, batches.calibration)
-            out[f"{name}_accuracy"] = accuracy(model, batches.validation)
-        return out
-
-
-class ModelJob(Job):
-    """One architecture trained alone, at ``scale`` (initial weights from ``seed``)."""
-
-    kind = "model"
-
-    def __init__(self, arch: Arch, scale: ProxyScale, *, seed: int, sigma_reparam: bool = False):
-        self.arch = arch
-        self.scale = scale
-        self.proxied = scale.apply(arch)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.module = build(self.proxied)
-        self.sigma_reparam = sigma_reparam
-        if sigma_reparam:
-            apply_sigma_reparam(self.module, seed=seed)
-        self.resolution = self.proxied.input.resolution
-        self.channels = self.proxied.input.channels
-
-    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
-        return [None]
-
-    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
-        return module(images)
-
-    def describe(self) -> dict[str, Any]:
-        return {"arch": self.arch.to_dict(), "scale": self.scale.to_dict()}
-
-    def metrics(self, batches: EvalBatches) -> dict[str, float]:
-        recalibrate_batchnorm(self.module, batches.calibration)
-        return {"accuracy": accuracy(self.module, batches.validation)}
-
-    def export(self) -> dict[str, Any]:
-        """The trained model for ``nas export``: the proxied arch and plain (non-parametrized) weights."""
-        model = build(self.proxied)
-        state = self.module.state_dict()
-        if self.sigma_reparam:
-            baked = build(self.proxied)
-            apply_sigma_reparam(baked)
-            baked.load_state_dict(state)
-            remove_sigma_reparam(baked)
-            state = baked.state_dict()
-        model.load_state_dict(state)
-        return {"format": "nas-model", "version": 1, "arch": self.proxied.to_dict(), "source_arch": self.arch.to_dict(),
-                "scale": self.scale.to_dict(), "state_dict": model.state_dict()}
 
 
 # ---------------------------------------------------------------------------
@@ -550,7 +337,7 @@ class Trainer:
                    "settings": self.settings.to_dict(), "data": self.data_spec, "steps": result.steps,
                    "metrics": result.metrics, "seconds": round(result.seconds, 3),
                    "images_per_second": round(result.images_per_second, 2)}
-        write_atomic(self.out / RESULT, json.dumps(summary, indent=2) + "\n")
+        write_atomic(self.out / RESULT, dump_json(summary))
 
 
 # ---------------------------------------------------------------------------

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
+from nas.atomic import write_atomic
 from nas.latency.calibration.solver import fit, predict_rows
 from nas.latency.coefficients import Coefficients
 from nas.latency.targets import Setting, get_target
-from nas.yamlio import load_yaml, write_atomic
+from nas.yamlio import TABLE_STYLE, dump_yaml, load_yaml, plain
 
 if TYPE_CHECKING:
     from nas.latency.calibration.dataset import Dataset
@@ -58,27 +58,18 @@ class Figures:
 
 
 def figures(measured: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray) -> Figures:
-    """Spearman rho, MAPE and the shares within 10% / 20% of ``predicted`` against ``measured``."""
+    """Spearman rho (``scipy.stats.spearmanr``: ties share their mean rank), MAPE and the shares within 10% / 20%
+    of ``predicted`` against ``measured``."""
+    from scipy.stats import spearmanr  # scipy.stats takes a while to import; only validation needs it
+
     measured = np.asarray(measured, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     error = np.abs(predicted / measured - 1.0)
     rho = None
     if len(measured) >= 3 and np.ptp(measured) > 0 and np.ptp(predicted) > 0:
-        rho = float(np.corrcoef(_ranks(measured), _ranks(predicted))[0, 1])
+        rho = float(spearmanr(measured, predicted).statistic)
     return Figures(len(measured), rho, float(100 * error.mean()), float(100 * np.mean(error <= 0.10 + 1e-12)),
                    float(100 * np.mean(error <= 0.20 + 1e-12)))
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties sharing their average rank (as Spearman's rho needs)."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):
-        tied = values == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
 
 
 @dataclass(frozen=True)
@@ -180,43 +171,15 @@ def _header(path: Path) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, except one-line flow style for short mappings and lists of numbers or short words."""
-
-
-def _short(items: Any) -> bool:
-    return all(isinstance(item, (int, float, bool, type(None))) or (isinstance(item, str) and len(item) <= 40)
-               for item in items)
-
-
-_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
-    "tag:yaml.org,2002:seq", data, flow_style=_short(data)))
-_Dumper.add_representer(dict, lambda dumper, data: dumper.represent_mapping(
-    "tag:yaml.org,2002:map", data.items(), flow_style=_short(data.values())))
-
-
-def _dump(document: Any) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=118,
-                     allow_unicode=True)
-
-
 def write_fit(setting: Setting, coefficients: Coefficients, report: ValidationReport, *, command: str,
               date: str) -> None:
     """Write the setting's fitted coefficients and validation block into its target's YAML, atomically."""
     path = get_target(setting.target).path
-    document = _plain(load_yaml(path))
+    document = plain(load_yaml(path))
     entry = document["settings"][setting.name]
     entry["coefficients"] = coefficients.to_dict()
     entry["validation"] = _validation_block(report, command=command, date=date)
-    write_atomic(path, _header(path) + _dump(document))
+    write_atomic(path, _header(path) + dump_yaml(document, style=TABLE_STYLE))
 
 
 def is_close(a: float | None, b: float | None, *, tolerance: float) -> bool:

@@ -1,0 +1,130 @@
+"""What a :class:`~nas.supernet.trainer.Trainer` trains: the supernet under the sandwich rule, or one model alone.
+
+A job gives the module, the subnets of each step (the first is the distillation teacher), how to run a subnet
+forward, its description for the checkpoint, and its validation metrics when training completes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas.arch import Arch
+from nas.build import build
+from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
+from nas.supernet.proxy import ProxyScale
+from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
+from nas.supernet.supernet import Supernet
+
+__all__ = ["Job", "SupernetJob", "ModelJob"]
+
+
+class Job:
+    """What a :class:`Trainer` trains: a module, the subnets of each step, and how to score the result."""
+
+    kind: str = ""
+    module: nn.Module
+    resolution: int
+    channels: int
+
+    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
+        """The subnets of step ``step`` of ``epoch`` (the first is the distillation teacher)."""
+        raise NotImplementedError
+
+    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The checkpoint's ``job`` field."""
+        raise NotImplementedError
+
+    def metrics(self, batches: EvalBatches) -> dict[str, float]:
+        """Validation accuracies at the end of training (BatchNorm recalibrated)."""
+        raise NotImplementedError
+
+
+class SupernetJob(Job):
+    """The supernet under the sandwich rule: largest, smallest, and ``num_random`` sampled subnets per step."""
+
+    kind = "supernet"
+
+    def __init__(self, supernet: Supernet, *, num_random: int, seed: int, ends: str = "fixed"):
+        self.module = self.supernet = supernet
+        self.num_random = num_random
+        self.seed = seed
+        self.ends = ends
+        scale = supernet.scale
+        self.resolution = scale.resolution or supernet.proxy(supernet.largest).input.resolution
+        self.channels = supernet.proxy(supernet.largest).input.channels
+
+    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
+        supernet = self.supernet
+        drawn = [supernet.sample(np.random.default_rng([self.seed, epoch, step, k])) for k in range(self.num_random)]
+        if self.ends == "fixed":
+            return [supernet.largest, supernet.smallest, *drawn]
+        ends = [supernet.sample_end(np.random.default_rng([self.seed, epoch, step, 1 << 20, side]), end)
+                for side, end in enumerate((1, -1))]
+        return [*ends, *drawn]
+
+    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
+        return module(images, subnet)
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.supernet.spec.to_dict()}
+
+    def metrics(self, batches: EvalBatches) -> dict[str, float]:
+        out = {}
+        for name, arch in (("largest", self.supernet.largest), ("smallest", self.supernet.smallest)):
+            model = self.supernet.extract(arch)
+            recalibrate_batchnorm(model, batches.calibration)
+            out[f"{name}_accuracy"] = accuracy(model, batches.validation)
+        return out
+
+
+class ModelJob(Job):
+    """One architecture trained alone, at ``scale`` (initial weights from ``seed``)."""
+
+    kind = "model"
+
+    def __init__(self, arch: Arch, scale: ProxyScale, *, seed: int, sigma_reparam: bool = False):
+        self.arch = arch
+        self.scale = scale
+        self.proxied = scale.apply(arch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = build(self.proxied)
+        self.sigma_reparam = sigma_reparam
+        if sigma_reparam:
+            apply_sigma_reparam(self.module, seed=seed)
+        self.resolution = self.proxied.input.resolution
+        self.channels = self.proxied.input.channels
+
+    def subnets(self, epoch: int, step: int) -> list[Arch | None]:
+        return [None]
+
+    def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
+        return module(images)
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.arch.to_dict(), "scale": self.scale.to_dict()}
+
+    def metrics(self, batches: EvalBatches) -> dict[str, float]:
+        recalibrate_batchnorm(self.module, batches.calibration)
+        return {"accuracy": accuracy(self.module, batches.validation)}
+
+    def export(self) -> dict[str, Any]:
+        """The trained model for ``nas export``: the proxied arch and plain (non-parametrized) weights."""
+        model = build(self.proxied)
+        state = self.module.state_dict()
+        if self.sigma_reparam:
+            baked = build(self.proxied)
+            apply_sigma_reparam(baked)
+            baked.load_state_dict(state)
+            remove_sigma_reparam(baked)
+            state = baked.state_dict()
+        model.load_state_dict(state)
+        return {"format": "nas-model", "version": 1, "arch": self.proxied.to_dict(), "source_arch": self.arch.to_dict(),
+                "scale": self.scale.to_dict(), "state_dict": model.state_dict()}
