@@ -63,6 +63,8 @@ class AttentionCfg(Component):
         qkv_bias: bias on the fused query/key/value projection (ViT and DeiT use one).
     """
 
+    layout = "nlc"
+
     heads: int = 8
     qkv_bias: bool = True
 
@@ -77,8 +79,6 @@ class Attention(TokenMixer):
     Class tokens (``prefix_tokens``) take part like any other token, so the
     mixer needs no knowledge of them.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: AttentionCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
                  device: Any = None, dtype: Any = None):

@@ -50,6 +50,8 @@ class EfficientFormerAttentionCfg(Component):
         attn_ratio: each head's value width is ``int(attn_ratio * key_dim)``.
     """
 
+    layout = "nlc"
+
     key_dim: int = 32
     heads: int = 8
     attn_ratio: float = 4.0
@@ -100,8 +102,6 @@ class EfficientFormerAttention(TokenMixer):
 
     Works on tokens (``nlc``): ``(B, H*W, C)`` in and out.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: EfficientFormerAttentionCfg, *, dim: int, size: tuple[int, int],
                  prefix_tokens: int = 0, device: Any = None, dtype: Any = None):

@@ -70,6 +70,8 @@ class EfficientVitCfg(Component):
             in either direction (padded to a multiple), else over the whole map.
     """
 
+    layout = "nchw"
+
     reads_block: ClassVar[bool] = True  # check: the block's norm must be none
 
     heads: int = 4
@@ -110,6 +112,8 @@ class EfficientVitMergingCfg(Component):
         ffn_ratio: hidden width of the FFNs, as a multiple of their input width.
         stride: stride of the depthwise 3x3 conv.
     """
+
+    layout = "nchw"
 
     expansion: float = 4.0
     se_ratio: float = 0.25
@@ -215,8 +219,6 @@ class EfficientVitBlock(FusedBlock):
     PyTorch's default initialisation.
     """
 
-    layout = "nchw"
-
     def __init__(self, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
@@ -248,8 +250,6 @@ def _se_width(channels: int, ratio: float) -> int:
 @register("downsample", "efficientvit_merging", EfficientVitMergingCfg)
 class EfficientVitMerging(Downsample):
     """DW/FFN residuals at ``in_dim``, patch merging to ``dim``, DW/FFN residuals at ``dim``."""
-
-    layout = "nchw"
 
     def __init__(self, cfg: EfficientVitMergingCfg, *, in_dim: int, dim: int, size: tuple[int, int],
                  device: Any = None, dtype: Any = None):

@@ -39,6 +39,8 @@ class MBConvCfg(Component):
     squeeze-excitation (its hidden width is ``se_ratio * in_dim``).
     """
 
+    layout = "nchw"
+
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
 
     expand_ratio: float = 6.0
@@ -73,8 +75,6 @@ class MBConv(FusedBlock):
     (stride 1, ``in_dim == dim``); elsewhere the block is a plain feed-forward
     stack. ``layer_scale`` is optional and absent in MobileNetV2.
     """
-
-    layout = "nchw"
 
     def __init__(self, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None):
         super().__init__()

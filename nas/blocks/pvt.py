@@ -45,6 +45,8 @@ class SpatialReductionAttentionCfg(Component):
         qkv_bias: bias on the query and key/value projections (PVT uses one).
     """
 
+    layout = "nlc"
+
     heads: int = 1
     sr_ratio: int = 1
     qkv_bias: bool = True
@@ -68,8 +70,6 @@ class SpatialReductionAttention(TokenMixer):
     A map whose sides ``sr_ratio`` does not divide is reduced with floor, as a
     strided convolution does.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: SpatialReductionAttentionCfg, *, dim: int, size: tuple[int, int],
                  prefix_tokens: int = 0, device: Any = None, dtype: Any = None):

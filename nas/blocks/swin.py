@@ -61,6 +61,8 @@ class WindowAttentionCfg(Component):
         qkv_bias: bias on the fused query/key/value projection.
     """
 
+    layout = "nlc"
+
     heads: int = 3
     window: int = 7
     shift: int = 0
@@ -90,6 +92,8 @@ class WindowAttentionCfg(Component):
 @dataclass(frozen=True)
 class PatchMergingCfg(Component):
     """Concatenate each 2x2 neighbourhood (4x the channels), LayerNorm, linear (no bias) to the stage width."""
+
+    layout = "nlc"
 
     def check(self, site: Site) -> None:
         if site.height % 2 or site.width % 2:
@@ -161,8 +165,6 @@ class WindowAttention(TokenMixer):
     per-token norm commutes with the shift, so this equals Swin's order.
     """
 
-    layout = "nlc"
-
     def __init__(self, cfg: WindowAttentionCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
                  device: Any = None, dtype: Any = None):
         super().__init__()
@@ -205,8 +207,6 @@ class PatchMerging(Downsample):
     The four neighbours are concatenated in Swin's order (top-left, bottom-left,
     top-right, bottom-right), so weights are interchangeable with the reference.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: PatchMergingCfg, *, in_dim: int, dim: int, size: tuple[int, int],
                  device: Any = None, dtype: Any = None):
