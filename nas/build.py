@@ -109,7 +109,7 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
     outputs: list[StageOutput] = []
     total = max(arch.num_blocks - 1, 1)
     depth = 0
-    for step in steps(arch):
+    for step in steps(arch, check=False):  # the Arch checked itself on construction
         if step.index is not None:  # a block, or the layout conversion before it
             _check_buildable(arch.stages[step.stage].blocks[step.index], step.path)
         if step.role == "block":

@@ -20,7 +20,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from nas.errors import ConfigError
 from nas.registry import Registry
@@ -45,9 +45,11 @@ ROLES = ("stem", "downsample", "mixer", "ffn", "norm", "head")
 Layout = Literal["nchw", "nlc"]  # (batch, channels, height, width) or (batch, prefix + height * width, channels)
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(NamedTuple):
     """Where a component sits: what it may check itself against, and what the walk carries past it.
+
+    A named tuple rather than a frozen dataclass: the hot paths (batch pricing, space validity) create and
+    intern sites on every cache miss, and tuples are built and hashed in C.
 
     Attributes:
         in_dim: channels coming in.
@@ -92,7 +94,11 @@ class Component:
     prefix_tokens: ClassVar[int] = 0
 
     def check(self, site: Site) -> None:
-        """Raise ``ConfigError(path=<field>)`` if the component cannot sit at ``site``."""
+        """Raise ``ConfigError(path=<field>)`` if the component cannot sit at ``site``.
+
+        A check never reads ``site.layout``: a component gets its input in its own layout (the builder
+        converts), so the layout coming in cannot decide whether it fits; space validity relies on this.
+        """
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Spatial size after this component (most keep it)."""

@@ -22,17 +22,16 @@ what was stepped past (``heads`` for a mixer, ``mixer.heads`` for a block);
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from nas.component import Component, Layout, Site
+from nas.component import Component, Site
 from nas.errors import ConfigError
 
 if TYPE_CHECKING:
     from nas.arch import Arch, Block, InputSpec, Precision
 
-__all__ = ["Step", "image_site", "enter_stage", "past", "past_block", "check_block_settings", "steps"]
+__all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "steps"]
 
 
 class Step(NamedTuple):
@@ -84,6 +83,11 @@ def past(component: Component, site: Site) -> Site:
     return _MOVES.get(component.role, _keeps)(component, site)
 
 
+def moved(component: Component, site: Site) -> Site:
+    """What ``component`` hands on at ``site``, without its check (for an Arch that checked itself)."""
+    return _MOVES.get(component.role, _keeps)(component, site)
+
+
 def check_block_settings(layer_scale: float | None, precision: Precision) -> None:
     """A block's own fields beside its components: layer scale and precision (paths relative to the block)."""
     if layer_scale is not None and layer_scale <= 0:
@@ -98,30 +102,32 @@ def past_block(block: Block, site: Site) -> Site:
     Raises:
         ConfigError: the block does not fit its site (path relative to the block: ``mixer.heads``).
     """
-    at = dataclasses.replace(site, block=block)
-    for role in ("mixer", "ffn", "norm"):
-        component = getattr(block, role)
+    at = Site(site.in_dim, site.dim, site.height, site.width, block, site.prefix_tokens, site.layout)
+    for role, component in (("mixer", block.mixer), ("ffn", block.ffn), ("norm", block.norm)):
         try:
             component.check(at)
         except ConfigError as exc:
             raise exc.located(prefix=role) from None
     check_block_settings(block.layer_scale, block.precision)
-    try:
-        return _to_stage(block.mixer, site)
-    except ConfigError as exc:
-        raise exc.located(prefix="mixer") from None
+    return _moved_block(block, site)
 
 
-def steps(arch: Arch) -> Iterator[Step]:
+def steps(arch: Arch, *, check: bool = True) -> Iterator[Step]:
     """The components of ``arch`` in execution order, each with its sites; raises where one does not fit.
+
+    Args:
+        arch: the architecture.
+        check: False skips the components' checks, for an Arch that was checked on construction (the sites
+            are the same).
 
     Raises:
         ConfigError: the Arch is invalid (the path is the Arch's, ``stages[2].blocks[0].mixer.heads``).
     """
+    component_step, block_step = (past, past_block) if check else (moved, _moved_block)
     site = image_site(arch.input, arch.stem)
     if not arch.stages:
         raise ConfigError("an arch needs at least one stage", path="stages")
-    after = _located(past, arch.stem, site, "stem")
+    after = _located(component_step, arch.stem, site, "stem")
     yield Step("stem", -1, None, "stem", arch.stem, site, after)
     site = after
     for index, stage in enumerate(arch.stages):
@@ -131,17 +137,27 @@ def steps(arch: Arch) -> Iterator[Step]:
             raise ConfigError("a stage needs at least one block", path=f"{path}.blocks")
         if stage.downsample is not None:
             down_path = f"{path}.downsample"
-            after = _located(past, stage.downsample, site, down_path)
-            site = yield from _converted(site, stage.downsample.layout, index, None, down_path)
+            after = _located(component_step, stage.downsample, site, down_path)
+            if stage.downsample.layout != site.layout:
+                converted = site._replace(layout=stage.downsample.layout)
+                yield Step("convert", index, None, down_path, None, site, converted)
+                site = converted
             yield Step("downsample", index, None, down_path, stage.downsample, site, after)
             site = after
         for number, block in enumerate(stage.blocks):
             block_path = f"{path}.blocks[{number}]"
-            after = _located(past_block, block, site, block_path)
-            site = yield from _converted(site, block.mixer.layout, index, number, block_path)
+            try:
+                after = block_step(block, site)
+            except ConfigError as exc:
+                raise exc.located(prefix=block_path) from None
+            if block.mixer.layout != site.layout:  # a layout conversion first
+                converted = site._replace(layout=block.mixer.layout)
+                yield Step("convert", index, number, block_path, None, site, converted)
+                site = converted
             yield Step("block", index, number, block_path, block, site, after)
             site = after
-    yield Step("head", len(arch.stages), None, "head", arch.head, site, _located(past, arch.head, site, "head"))
+    after = _located(component_step, arch.head, site, "head")
+    yield Step("head", len(arch.stages), None, "head", arch.head, site, after)
 
 
 # ---------------------------------------------------------------------------
@@ -165,7 +181,7 @@ def _to_stage(component: Component, site: Site) -> Site:
     height, width = _resized(component, site)
     layout = component.layout
     if site.in_dim == site.dim and (height, width) == (site.height, site.width) and layout == site.layout:
-        return site if site.block is None else dataclasses.replace(site, block=None)
+        return site if site.block is None else site._replace(block=None)
     return Site(site.dim, site.dim, height, width, None, site.prefix_tokens, layout)
 
 
@@ -179,17 +195,17 @@ def _from_stem(component: Component, site: Site) -> Site:
 _MOVES = {"stem": _from_stem, "downsample": _to_stage, "mixer": _to_stage}
 
 
+def _moved_block(block: Block, site: Site) -> Site:
+    """A block hands on what its mixer does."""
+    try:
+        return _to_stage(block.mixer, site)
+    except ConfigError as exc:
+        raise exc.located(prefix="mixer") from None
+
+
 def _located(step: Any, component: Any, site: Any, path: str) -> Site:
     try:
         return step(component, site)  # type: ignore[no-any-return]
     except ConfigError as exc:
         raise exc.located(prefix=path) from None
 
-
-def _converted(site: Site, layout: Layout, stage: int, index: int | None, path: str) -> Generator[Step, None, Site]:
-    """A layout conversion to ``layout`` where the site is in another one; returns the site after it."""
-    if layout == site.layout:
-        return site
-    converted = dataclasses.replace(site, layout=layout)
-    yield Step("convert", stage, index, path, None, site, converted)
-    return converted

@@ -76,7 +76,10 @@ class Validity:
         self._head_code, (self._head_part,) = self.parts([("head", [compiled.head])])
 
     def site(self, site: Site) -> int:
-        """The id of a site, interned."""
+        """The id of a site, interned without its layout: no check reads it (:meth:`nas.arch.Component.check`),
+        and sites that differ only by layout would multiply the tables."""
+        if site.layout != "nchw":
+            site = site._replace(layout="nchw")
         found = self.sites.get(site)
         if found is None:
             found = self.sites[site] = len(self.site_list)
@@ -105,7 +108,7 @@ class Validity:
         if found is None:
             at = self.site_list[site]
             if block is not None:
-                at = dataclasses.replace(at, block=block)
+                at = at._replace(block=block)
             try:
                 after = past(component, at)
             except ConfigError:
