@@ -94,6 +94,10 @@ class UnitSignatures:
                     self._sites.append(site)
         return found
 
+    def site(self, site: int) -> Site:
+        """The site a signature's last entry (or a stage end of :meth:`walk`) stands for."""
+        return self._sites[site]
+
     def _static(self, component: Any, step: Callable[[Any, Site], Site]) -> tuple[Any, int, dict[int, int],
                                                                                    Callable[[Any, Site], Site]]:
         """``(component, token, sites after it by site, step)`` of a stem, downsampler or block, by object id."""
