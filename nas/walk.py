@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from nas.component import Component, Site
+from nas.component import Component, Layout, Site
 from nas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -138,10 +138,10 @@ def steps(arch: Arch, *, check: bool = True) -> Iterator[Step]:
         if stage.downsample is not None:
             down_path = f"{path}.downsample"
             after = _located(component_step, stage.downsample, site, down_path)
-            if stage.downsample.layout != site.layout:
-                converted = site._replace(layout=stage.downsample.layout)
-                yield Step("convert", index, None, down_path, None, site, converted)
-                site = converted
+            convert = _conversion(site, stage.downsample.layout, index, None, down_path)
+            if convert is not None:
+                yield convert
+                site = convert.after
             yield Step("downsample", index, None, down_path, stage.downsample, site, after)
             site = after
         for number, block in enumerate(stage.blocks):
@@ -150,10 +150,10 @@ def steps(arch: Arch, *, check: bool = True) -> Iterator[Step]:
                 after = block_step(block, site)
             except ConfigError as exc:
                 raise exc.located(prefix=block_path) from None
-            if block.mixer.layout != site.layout:  # a layout conversion first
-                converted = site._replace(layout=block.mixer.layout)
-                yield Step("convert", index, number, block_path, None, site, converted)
-                site = converted
+            convert = _conversion(site, block.mixer.layout, index, number, block_path)
+            if convert is not None:
+                yield convert
+                site = convert.after
             yield Step("block", index, number, block_path, block, site, after)
             site = after
     after = _located(component_step, arch.head, site, "head")
@@ -209,3 +209,9 @@ def _located(step: Any, component: Any, site: Any, path: str) -> Site:
     except ConfigError as exc:
         raise exc.located(prefix=path) from None
 
+
+def _conversion(site: Site, layout: Layout, stage: int, index: int | None, path: str) -> Step | None:
+    """The layout conversion before a component of ``layout`` at ``site``, if the layouts differ."""
+    if layout == site.layout:
+        return None
+    return Step("convert", stage, index, path, None, site, site._replace(layout=layout))
