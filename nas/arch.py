@@ -14,11 +14,13 @@ Layout of the tree (see DESIGN.md)::
       head:   a component with ``num_classes``
 
 A *component* is a small frozen dataclass registered under a role (stem,
-downsample, mixer, ffn, norm, head) and a kind. The classes live next to their
-modules in ``nas.blocks`` and register themselves here, so this module knows the
-schema of every kind without importing any module code.
+downsample, mixer, ffn, norm, head) and a kind (:mod:`nas.component`, whose
+names this module re-exports). The classes live next to their modules in
+``nas.blocks`` and register themselves there, so this module knows the schema
+of every kind without importing any module code.
 
-Validation happens on construction and reports the field path
+Validation happens on construction, by the one walk through an Arch
+(:mod:`nas.walk`), and reports the field path
 (``stages[2].blocks[0].mixer.heads: 5 does not divide dim 320``); files add
 ``file:line`` in front.
 """
@@ -26,24 +28,37 @@ Validation happens on construction and reports the field path
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from nas.errors import ConfigError, UnknownKindError, closest_first
+from nas.component import (
+    ROLES,
+    Component,
+    Layout,
+    Site,
+    coerce_field,
+    config_type,
+    fill_dataclass,
+    join_path,
+    list_kinds,
+    mapping,
+    parse_component,
+    register_config,
+)
+from nas.errors import ConfigError
+from nas.walk import steps
 from nas.yamlio import dump_json, dump_yaml, line_of, load_yaml, loads_yaml
 
 __all__ = [
     "SCHEMA_VERSION",
     "ROLES",
     "Component",
+    "Layout",
     "Site",
     "Precision",
     "Block",
@@ -59,212 +74,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-ROLES = ("stem", "downsample", "mixer", "ffn", "norm", "head")
 _ID_LENGTH = 12
-
-
-@dataclass(frozen=True)
-class Site:
-    """Where a component sits: what it may check itself against.
-
-    Attributes:
-        in_dim: channels coming in.
-        dim: channels of the stage (what a block must put out).
-        height: feature-map height coming in.
-        width: feature-map width coming in.
-        block: the block the component belongs to, for mixers that own the whole block.
-        prefix_tokens: extra tokens (a class token) travelling with the feature map.
-    """
-
-    in_dim: int
-    dim: int
-    height: int
-    width: int
-    block: Block | None = None
-    prefix_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Component:
-    """Base of every typed ``kind + params`` config.
-
-    Subclasses are frozen dataclasses registered with :func:`register_config`;
-    they override :meth:`check` for rules that involve the site (``heads``
-    divides ``dim``) and :meth:`output_size` when they change the spatial size.
-    A config whose ``check`` reads ``site.block`` (a mixer that owns its block
-    and checks the block's norm or FFN) sets ``reads_block = True``: a search
-    space then judges it per whole block rather than per component.
-    """
-
-    role: ClassVar[str] = ""
-    kind: ClassVar[str] = ""
-    reads_block: ClassVar[bool] = False
-    # What the proxy scale, the supernet and the cost model need to know, as data (nas.blocks.contract).
-    width_fields: ClassVar[tuple[str, ...]] = ()
-    resolution_fields: ClassVar[dict[str, Any]] = {}
-    sharing: ClassVar[dict[str, Any]] = {}
-    key_fields: ClassVar[tuple[str, ...]] = ()
-    ops: ClassVar[dict[str, str]] = {}
-
-    def check(self, site: Site) -> None:
-        """Raise ``ConfigError(path=<field>)`` if the component cannot sit at ``site``."""
-
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """Spatial size after this component (most keep it)."""
-        return height, width
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{'kind': ..., field: value, ...}`` with tuples as lists."""
-        out: dict[str, Any] = {"kind": self.kind}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            out[item.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-
-_CONFIGS: dict[str, dict[str, type[Component]]] = {role: {} for role in ROLES}
-
-
-def register_config(role: str, kind: str, config: type[Component]) -> None:
-    """Make ``kind`` known under ``role`` with its config dataclass.
-
-    Raises:
-        ValueError: the role is unknown, the kind is taken, or the config is not a frozen dataclass.
-    """
-    if role not in _CONFIGS:
-        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    if kind in _CONFIGS[role]:
-        raise ValueError(f"{role} kind {kind!r} is already registered to {_CONFIGS[role][kind].__name__}")
-    if not (dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen):  # type: ignore[attr-defined]
-        raise ValueError(f"{config.__name__} must be a frozen dataclass")
-    names = {item.name for item in dataclasses.fields(config)}
-    required = {"stem": "dim", "head": "num_classes"}.get(role)
-    if required and required not in names:
-        raise ValueError(f"a {role} config must have a {required!r} field; {config.__name__} has none")
-    config.role = role
-    config.kind = kind
-    _CONFIGS[role][kind] = config
-
-
-def list_kinds(role: str) -> list[str]:
-    """The registered kinds of ``role``, sorted."""
-    return sorted(_CONFIGS[role])
-
-
-def config_type(role: str, kind: str, *, path: str = "") -> type[Component]:
-    """The config class of ``kind``; an unknown kind lists the known ones, closest first."""
-    known = _CONFIGS[role]
-    if kind in known:
-        return known[kind]
-    close = closest_first(kind, known)
-    raise UnknownKindError(f"unknown {role} kind {kind!r}; known: {', '.join(close)}", path=path)
-
-
-# ---------------------------------------------------------------------------
-# parsing helpers: plain data -> typed values, with field paths in errors
-
-
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def coerce_field(value: Any, annotation: Any, path: str) -> Any:
-    """Check ``value`` against a field annotation; convert lists to tuples and ints to floats.
-
-    The one coercion of config values, shared by Arch files and space files.
-
-    Raises:
-        ConfigError: the value does not fit the annotation (the message names the rule, ``path`` the field).
-    """
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, path)
-            except ConfigError as exc:
-                errors.append(exc.message)
-        raise ConfigError(" or ".join(errors), path=path)
-    if origin is Literal:
-        allowed = typing.get_args(annotation)
-        if value not in allowed:
-            raise ConfigError(f"must be one of {', '.join(map(repr, allowed))}, got {value!r}", path=path)
-        return value
-    if origin is tuple:
-        item_type = typing.get_args(annotation)[0]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"must be a list, got {value!r}", path=path)
-        return tuple(_coerce(item, item_type, _join(path, index)) for index, item in enumerate(value))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"must be true or false, got {value!r}", path=path)
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"must be an integer, got {value!r}", path=path)
-        return value
-    if annotation is float:
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads 1e-5 (no dot) as a string
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"must be a number, got {value!r}", path=path)
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"must be a string, got {value!r}", path=path)
-        return value
-    raise TypeError(f"unsupported field annotation {annotation!r} at {path}")
-
-
-_coerce = coerce_field
-
-
-def _mapping(value: Any, path: str, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{what} must be a mapping, got {value!r}", path=path)
-    return value
-
-
-def _fill_dataclass(cls: type, data: dict[str, Any], path: str, *, skip: tuple[str, ...] = ()) -> Any:
-    """Build dataclass ``cls`` from ``data``: unknown keys and missing fields are errors."""
-    hints = typing.get_type_hints(cls)
-    fields = {item.name: item for item in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields and key not in skip:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown key {key!r}{hint}; allowed: {', '.join(fields)}", path=_join(path, str(key)))
-    values = {}
-    for name, item in fields.items():
-        if name in data:
-            values[name] = _coerce(data[name], hints[name], _join(path, name))
-        elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key {name!r}", path=path)
-    return cls(**values)
-
-
-def parse_component(role: str, data: Any, path: str) -> Component:
-    """A component from ``{'kind': ..., params}`` or a bare kind string."""
-    if isinstance(data, str):
-        data = {"kind": data}
-    data = _mapping(data, path, role)
-    if "kind" not in data:
-        raise ConfigError(f"missing required key 'kind' (one of: {', '.join(list_kinds(role))})", path=path)
-    kind = data["kind"]
-    if not isinstance(kind, str):
-        raise ConfigError(f"must be a string, got {kind!r}", path=_join(path, "kind"))
-    cls = config_type(role, kind, path=_join(path, "kind"))
-    return _fill_dataclass(cls, data, path, skip=("kind",))
 
 
 # ---------------------------------------------------------------------------
@@ -286,7 +96,7 @@ class Precision:
             if bits not in allowed:
                 raise ConfigError(
                     f"{bits} bits is not a {self.format} format; allowed: {', '.join(map(str, allowed))}",
-                    path=_join(path, name),
+                    path=join_path(path, name),
                 )
 
     @property
@@ -405,47 +215,9 @@ class Arch:
     # -- validation -----------------------------------------------------------
 
     def _validate(self) -> None:
-        if self.input.resolution < 1:
-            raise ConfigError(f"must be >= 1, got {self.input.resolution}", path="input.resolution")
-        if self.input.channels < 1:
-            raise ConfigError(f"must be >= 1, got {self.input.channels}", path="input.channels")
-        if not self.stages:
-            raise ConfigError("an arch needs at least one stage", path="stages")
-        height = width = self.input.resolution
-        self.stem.check(Site(self.input.channels, self.stem.dim, height, width))  # type: ignore[attr-defined]
-        height, width = self._size_after(self.stem, height, width, "stem")
-        in_dim = self.stem.dim  # type: ignore[attr-defined]
-        prefix = getattr(self.stem, "prefix_tokens", 0)
-        for index, stage in enumerate(self.stages):
-            path = f"stages[{index}]"
-            if stage.dim < 1:
-                raise ConfigError(f"must be >= 1, got {stage.dim}", path=f"{path}.dim")
-            if not stage.blocks:
-                raise ConfigError("a stage needs at least one block", path=f"{path}.blocks")
-            if stage.downsample is not None:
-                _checked(stage.downsample, Site(in_dim, stage.dim, height, width, prefix_tokens=prefix),
-                         f"{path}.downsample")
-                height, width = self._size_after(stage.downsample, height, width, f"{path}.downsample")
-                in_dim = stage.dim
-            for number, block in enumerate(stage.blocks):
-                block_path = f"{path}.blocks[{number}]"
-                site = Site(in_dim, stage.dim, height, width, block, prefix)
-                for role in ("mixer", "ffn", "norm"):
-                    _checked(getattr(block, role), site, f"{block_path}.{role}")
-                if block.layer_scale is not None and block.layer_scale <= 0:
-                    raise ConfigError(f"must be > 0 or null, got {block.layer_scale}", path=f"{block_path}.layer_scale")
-                block.precision.check(f"{block_path}.precision")
-                height, width = self._size_after(block.mixer, height, width, f"{block_path}.mixer")
-                in_dim = stage.dim
-        _checked(self.head, Site(in_dim, in_dim, height, width, prefix_tokens=prefix), "head")
-
-    @staticmethod
-    def _size_after(component: Component, height: int, width: int, path: str) -> tuple[int, int]:
-        height, width = component.output_size(height, width)
-        if height < 1 or width < 1:
-            raise ConfigError(f"reduces the feature map to {height}x{width}; the input resolution is too small",
-                              path=path)
-        return height, width
+        """Walk the Arch (:func:`nas.walk.steps`): every component is checked at its site on the way."""
+        for _ in steps(self):
+            pass
 
     # -- identity and (de)serialisation ----------------------------------------
 
@@ -530,13 +302,6 @@ class Arch:
         return sum(len(stage.blocks) for stage in self.stages)
 
 
-def _checked(component: Component, site: Site, path: str) -> None:
-    try:
-        component.check(site)
-    except ConfigError as exc:
-        raise exc.located(prefix=path) from None
-
-
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
@@ -598,7 +363,7 @@ def _block_in_document(blocks: Any, number: int) -> list[str | int]:
 
 
 def _parse_arch(data: Any) -> Arch:
-    data = _mapping(data, "", "an arch")
+    data = mapping(data, "", "an arch")
     allowed = {"schema", "name", "input", "stem", "stages", "head", "published"}
     for key in data:
         if key not in allowed:
@@ -610,15 +375,15 @@ def _parse_arch(data: Any) -> Arch:
     for key in ("input", "stem", "stages", "head"):
         if key not in data:
             raise ConfigError(f"missing required key {key!r}", path="")
-    name = None if data.get("name") is None else _coerce(data["name"], str, "name")
+    name = None if data.get("name") is None else coerce_field(data["name"], str, "name")
     stages_data = data["stages"]
     if not isinstance(stages_data, list):
         raise ConfigError(f"must be a list of stages, got {stages_data!r}", path="stages")
     published = None
     if data.get("published") is not None:
-        published = _fill_dataclass(Published, _mapping(data["published"], "published", "published"), "published")
+        published = fill_dataclass(Published, mapping(data["published"], "published", "published"), "published")
     return Arch(
-        input=_fill_dataclass(InputSpec, _mapping(data["input"], "input", "input"), "input"),
+        input=fill_dataclass(InputSpec, mapping(data["input"], "input", "input"), "input"),
         stem=parse_component("stem", data["stem"], "stem"),
         stages=tuple(_parse_stage(stage, f"stages[{index}]") for index, stage in enumerate(stages_data)),
         head=parse_component("head", data["head"], "head"),
@@ -628,18 +393,19 @@ def _parse_arch(data: Any) -> Arch:
 
 
 def _parse_stage(data: Any, path: str) -> Stage:
-    data = _mapping(data, path, "a stage")
+    data = mapping(data, path, "a stage")
     for key in data:
         if key not in ("dim", "downsample", "blocks"):
-            raise ConfigError(f"unknown key {key!r}; allowed: dim, downsample, blocks", path=_join(path, key))
+            raise ConfigError(f"unknown key {key!r}; allowed: dim, downsample, blocks", path=join_path(path, key))
     for key in ("dim", "blocks"):
         if key not in data:
             raise ConfigError(f"missing required key {key!r}", path=path)
     downsample = data.get("downsample")
+    down_path = join_path(path, "downsample")
     return Stage(
-        dim=_coerce(data["dim"], int, _join(path, "dim")),
-        downsample=None if downsample is None else parse_component("downsample", downsample, _join(path, "downsample")),
-        blocks=tuple(_expand_blocks(data["blocks"], _join(path, "blocks"))),
+        dim=coerce_field(data["dim"], int, join_path(path, "dim")),
+        downsample=None if downsample is None else parse_component("downsample", downsample, down_path),
+        blocks=tuple(_expand_blocks(data["blocks"], join_path(path, "blocks"))),
     )
 
 
@@ -648,42 +414,42 @@ def _expand_blocks(data: Any, path: str) -> list[Block]:
     if isinstance(data, list):
         blocks: list[Block] = []
         for index, item in enumerate(data):
-            blocks.extend(_expand_blocks(item, _join(path, index)))
+            blocks.extend(_expand_blocks(item, join_path(path, index)))
         return blocks
-    data = _mapping(data, path, "blocks")
+    data = mapping(data, path, "blocks")
     if "repeat" not in data:
         return [_parse_block(data, path)]
-    repeat = _coerce(data["repeat"], int, _join(path, "repeat"))
+    repeat = coerce_field(data["repeat"], int, join_path(path, "repeat"))
     if repeat < 1:
-        raise ConfigError(f"must be >= 1, got {repeat}", path=_join(path, "repeat"))
+        raise ConfigError(f"must be >= 1, got {repeat}", path=join_path(path, "repeat"))
     keys = set(data) - {"repeat"}
     if keys == {"block"}:
-        unit = [_parse_block(data["block"], _join(path, "block"))]
+        unit = [_parse_block(data["block"], join_path(path, "block"))]
     elif keys == {"pattern"}:
         pattern = data["pattern"]
         if not isinstance(pattern, list) or not pattern:
-            raise ConfigError("must be a non-empty list of blocks", path=_join(path, "pattern"))
-        unit = [_parse_block(item, _join(_join(path, "pattern"), index)) for index, item in enumerate(pattern)]
+            raise ConfigError("must be a non-empty list of blocks", path=join_path(path, "pattern"))
+        unit = [_parse_block(item, join_path(join_path(path, "pattern"), index)) for index, item in enumerate(pattern)]
     else:
         raise ConfigError("a repeat needs exactly one of 'block' or 'pattern' beside it", path=path)
     return unit * repeat
 
 
 def _parse_block(data: Any, path: str) -> Block:
-    data = _mapping(data, path, "a block")
+    data = mapping(data, path, "a block")
     allowed = ("mixer", "ffn", "norm", "layer_scale", "precision")
     for key in data:
         if key not in allowed:
-            raise ConfigError(f"unknown key {key!r}; allowed: {', '.join(allowed)}", path=_join(path, key))
+            raise ConfigError(f"unknown key {key!r}; allowed: {', '.join(allowed)}", path=join_path(path, key))
     if "mixer" not in data:
         raise ConfigError("missing required key 'mixer'", path=path)
     layer_scale = data.get("layer_scale")
     precision = data.get("precision")
     return Block(
-        mixer=parse_component("mixer", data["mixer"], _join(path, "mixer")),
-        ffn=parse_component("ffn", data.get("ffn", "none"), _join(path, "ffn")),
-        norm=parse_component("norm", data.get("norm", "none"), _join(path, "norm")),
-        layer_scale=None if layer_scale is None else _coerce(layer_scale, float, _join(path, "layer_scale")),
-        precision=Precision() if precision is None else _fill_dataclass(
-            Precision, _mapping(precision, _join(path, "precision"), "precision"), _join(path, "precision")),
+        mixer=parse_component("mixer", data["mixer"], join_path(path, "mixer")),
+        ffn=parse_component("ffn", data.get("ffn", "none"), join_path(path, "ffn")),
+        norm=parse_component("norm", data.get("norm", "none"), join_path(path, "norm")),
+        layer_scale=None if layer_scale is None else coerce_field(layer_scale, float, join_path(path, "layer_scale")),
+        precision=Precision() if precision is None else fill_dataclass(
+            Precision, mapping(precision, join_path(path, "precision"), "precision"), join_path(path, "precision")),
     )

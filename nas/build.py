@@ -1,10 +1,11 @@
 """``Arch -> nn.Module``, through a plan of units that cost tracing reads too.
 
 :func:`plan` lays an Arch out as a flat list of :class:`Unit` (stem, layout
-conversions, downsamplers, blocks, head), each with the input shape it sees
-and a signature. :class:`Model` is built from that plan, and ``nas.cost``
-traces the same units (once per signature), so the cost of an Arch can never
-drift from what ``build`` makes.
+conversions, downsamplers, blocks, head), one per step of the walk through the
+Arch (:mod:`nas.walk`), each with the input shape it sees and a signature.
+:class:`Model` is built from that plan, and ``nas.cost`` traces the same units
+(once per signature), so the cost of an Arch can never drift from what
+``build`` makes.
 
 Every model has one protocol: ``forward``, ``forward_features`` (every stage's
 feature map, NCHW, for dense tasks), ``forward_head``, ``reset_classifier``,
@@ -22,11 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.arch import Arch
+from nas.arch import Arch, Block, Site
 from nas.blocks.common import Layout, ToNCHW, ToNLC
 from nas.blocks.registry import module_class
-from nas.blocks.template import BlockContext, block_layout, create_block
+from nas.blocks.template import BlockContext, create_block
 from nas.errors import NasError
+from nas.walk import Step, steps
 
 __all__ = ["Unit", "StageOutput", "Plan", "plan", "Model", "build"]
 
@@ -76,12 +78,6 @@ class Plan:
     prefix_tokens: int
 
 
-def _shape(layout: Layout, channels: int, size: tuple[int, int], prefix: int) -> tuple[int, ...]:
-    if layout == "nchw":
-        return (channels, *size)
-    return (prefix + size[0] * size[1], channels)
-
-
 def _signature(*parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, separators=(",", ":"))
 
@@ -99,7 +95,7 @@ class _TokensToMap(nn.Module):
 
 
 def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
-    """The units of ``arch`` in execution order.
+    """The units of ``arch`` in execution order, one per step of the walk (:func:`nas.walk.steps`).
 
     Args:
         arch: the architecture.
@@ -111,65 +107,83 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
     """
     units: list[Unit] = []
     outputs: list[StageOutput] = []
-    size = (arch.input.resolution, arch.input.resolution)
-    channels = arch.input.channels
-    stem_cls = module_class("stem", arch.stem)
-    units.append(Unit("stem", -1, _signature("stem", arch.stem.to_dict(), channels, size),
-                      (channels, *size), _bind(stem_cls, arch.stem, in_dim=channels, size=size),
-                      "stem", None, arch.stem))
-    layout: Layout = stem_cls.layout_of(arch.stem)
-    prefix = getattr(arch.stem, "prefix_tokens", 0)
-    size = arch.stem.output_size(*size)
-    channels = arch.stem.dim  # type: ignore[attr-defined]
     total = max(arch.num_blocks - 1, 1)
     depth = 0
-
-    def convert(to: Layout, path: str, stage: int) -> None:
-        nonlocal layout
-        if to == layout:
-            return
-        if prefix and to == "nchw":
-            raise NasError(f"{path}: needs a feature map, but the stem adds a class token; "
-                           "class-token models must keep tokens (nlc) throughout")
-        make = ToNLC if to == "nlc" else (lambda sz=size: ToNCHW(sz))
-        units.append(Unit(f"{path}.to_{to}", stage, _signature("convert", to, channels, size),
-                          _shape(layout, channels, size, prefix), _ignore_factory(make), "convert", None, None))
-        layout = to
-
-    for index, stage in enumerate(arch.stages):
-        path = f"stages[{index}]"
-        if stage.downsample is not None:
-            down_cls = module_class("downsample", stage.downsample)
-            convert(down_cls.layout_of(stage.downsample), f"{path}.downsample", index)
-            units.append(Unit(f"{path}.downsample", index,
-                              _signature("downsample", stage.downsample.to_dict(), channels, stage.dim, size, layout),
-                              _shape(layout, channels, size, prefix),
-                              _bind(down_cls, stage.downsample, in_dim=channels, dim=stage.dim, size=size),
-                              "downsample", None, stage.downsample))
-            size = stage.downsample.output_size(*size)
-            channels = stage.dim
-        for number, block in enumerate(stage.blocks):
-            block_path = f"{path}.blocks[{number}]"
-            if not block.precision.is_default:
-                raise NasError(f"{block_path}.precision: {block.precision.format}{block.precision.weights} "
-                               "is not supported by build yet; only float32 blocks can be built")
-            convert(block_layout(block), block_path, index)
-            context = BlockContext(in_dim=channels, dim=stage.dim, size=size, prefix_tokens=prefix,
-                                   drop_path=drop_path_rate * depth / total)
-            units.append(Unit(block_path, index,
-                              _signature("block", block.to_dict(), channels, stage.dim, size, prefix),
-                              _shape(layout, channels, size, prefix), _block_factory(block, context),
-                              "block", number, block))
-            size = block.mixer.output_size(*size)
-            channels = stage.dim
+    for step in steps(arch, check=False):  # the Arch checked itself on construction
+        if step.index is not None:  # a block, or the layout conversion before it
+            _check_buildable(arch.stages[step.stage].blocks[step.index], step.path)
+        if step.role == "block":
+            units.append(_block_unit(step, drop_path_rate * depth / total))
             depth += 1
-        outputs.append(StageOutput(layout, channels, size))
-    head_cls = module_class("head", arch.head)
-    units.append(Unit("head", len(arch.stages), _signature("head", arch.head.to_dict(), channels, size, layout, prefix),
-                      _shape(layout, channels, size, prefix),
-                      _bind(head_cls, arch.head, in_dim=channels, layout=layout, prefix_tokens=prefix),
-                      "head", None, arch.head))
-    return Plan(units, outputs, prefix)
+            if step.index == len(arch.stages[step.stage].blocks) - 1:
+                after = step.after
+                outputs.append(StageOutput(after.layout, after.dim, (after.height, after.width)))
+        else:
+            units.append(_UNITS[step.role](step))
+    return Plan(units, outputs, arch.stem.prefix_tokens)
+
+
+def _check_buildable(block: Block, path: str) -> None:
+    if not block.precision.is_default:
+        raise NasError(f"{path}.precision: {block.precision.format}{block.precision.weights} "
+                       "is not supported by build yet; only float32 blocks can be built")
+
+
+def _in_shape(site: Site) -> tuple[int, ...]:
+    if site.layout == "nchw":
+        return (site.in_dim, site.height, site.width)
+    return (site.prefix_tokens + site.height * site.width, site.in_dim)
+
+
+def _stem_unit(step: Step) -> Unit:
+    site, stem = step.site, step.component
+    size = (site.height, site.width)
+    return Unit("stem", -1, _signature("stem", stem.to_dict(), site.in_dim, size), _in_shape(site),
+                _bind(module_class("stem", stem), stem, in_dim=site.in_dim, size=size), "stem", None, stem)
+
+
+def _convert_unit(step: Step) -> Unit:
+    site, to = step.site, step.after.layout
+    if site.prefix_tokens and to == "nchw":
+        raise NasError(f"{step.path}: needs a feature map, but the stem adds a class token; "
+                       "class-token models must keep tokens (nlc) throughout")
+    size = (site.height, site.width)
+    make = ToNLC if to == "nlc" else (lambda: ToNCHW(size))
+    return Unit(f"{step.path}.to_{to}", step.stage, _signature("convert", to, site.in_dim, size), _in_shape(site),
+                _ignore_factory(make), "convert", None, None)
+
+
+def _downsample_unit(step: Step) -> Unit:
+    site, down = step.site, step.component
+    size = (site.height, site.width)
+    return Unit(step.path, step.stage,
+                _signature("downsample", down.to_dict(), site.in_dim, site.dim, size, site.layout), _in_shape(site),
+                _bind(module_class("downsample", down), down, in_dim=site.in_dim, dim=site.dim, size=size),
+                "downsample", None, down)
+
+
+def _block_unit(step: Step, drop_path: float) -> Unit:
+    site, block = step.site, step.component
+    size = (site.height, site.width)
+    context = BlockContext(in_dim=site.in_dim, dim=site.dim, size=size, prefix_tokens=site.prefix_tokens,
+                           drop_path=drop_path)
+    return Unit(step.path, step.stage,
+                _signature("block", block.to_dict(), site.in_dim, site.dim, size, site.prefix_tokens),
+                _in_shape(site), _block_factory(block, context), "block", step.index, block)
+
+
+def _head_unit(step: Step) -> Unit:
+    site, head = step.site, step.component
+    size = (site.height, site.width)
+    return Unit("head", step.stage, _signature("head", head.to_dict(), site.in_dim, size, site.layout,
+                                               site.prefix_tokens),
+                _in_shape(site), _bind(module_class("head", head), head, in_dim=site.in_dim, layout=site.layout,
+                                       prefix_tokens=site.prefix_tokens),
+                "head", None, head)
+
+
+_UNITS: dict[str, Callable[[Step], Unit]] = {
+    "stem": _stem_unit, "convert": _convert_unit, "downsample": _downsample_unit, "head": _head_unit}
 
 
 def _bind(cls: type, cfg: Any, **context: Any) -> Callable[..., nn.Module]:

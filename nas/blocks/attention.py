@@ -64,6 +64,7 @@ class AttentionCfg(Component):
         qkv_bias: bias on the fused query/key/value projection (ViT and DeiT use one).
     """
 
+    layout = "nlc"
     sharing = {"qkv": Chunks(3)}  # rows [q; k; v]
 
     heads: int = 8
@@ -80,8 +81,6 @@ class Attention(TokenMixer):
     Class tokens (``prefix_tokens``) take part like any other token, so the
     mixer needs no knowledge of them.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: AttentionCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
                  device: Any = None, dtype: Any = None):

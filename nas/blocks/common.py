@@ -15,6 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from nas.arch import Layout
+
 __all__ = [
     "Activation",
     "Layout",
@@ -34,7 +36,6 @@ __all__ = [
     "SqueezeExcite",
 ]
 
-Layout = Literal["nchw", "nlc"]
 Activation = Literal["gelu", "relu", "relu6", "silu", "hardswish", "star_relu"]
 NormKind = Literal["none", "layernorm", "batchnorm", "groupnorm1"]  # a norm named inside another component
 

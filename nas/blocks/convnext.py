@@ -30,6 +30,8 @@ __all__ = ["ConvNeXtCfg", "ConvNeXtBlock"]
 class ConvNeXtCfg(Component):
     """A depthwise ``kernel x kernel`` convolution mixing tokens; the block's norm and FFN follow it."""
 
+    layout = "nchw"
+
     kernel: int = 7
 
     def check(self, site: Site) -> None:
@@ -51,8 +53,6 @@ class ConvNeXtBlock(FusedBlock):
     The FFN runs on the NCHW map as 1x1 convolutions; the official code permutes to
     NHWC and uses linear layers, which have the same weights and MACs.
     """
-
-    layout = "nchw"
 
     def __init__(self, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None):
         super().__init__()

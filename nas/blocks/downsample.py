@@ -9,13 +9,13 @@ arXiv:2102.12122). Swin's patch merging lives with the window attention.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.common import Layout, NormKind, factory_kwargs
+from nas.blocks.common import NormKind, factory_kwargs
 from nas.blocks.registry import register
 from nas.blocks.stems import conv_out
 from nas.blocks.template import create_norm
@@ -54,13 +54,7 @@ class ConvDownsampleCfg(Component):
 
 
 class Downsample(nn.Module):
-    """Base: ``(cfg, *, in_dim, dim, size, device, dtype)``, working in ``layout``."""
-
-    layout: ClassVar[Layout] = "nchw"
-
-    @classmethod
-    def layout_of(cls, cfg: Component) -> Layout:
-        return cls.layout
+    """Base: ``(cfg, *, in_dim, dim, size, device, dtype)``, working in ``cfg.layout``."""
 
 
 @register("downsample", "conv", ConvDownsampleCfg)

@@ -50,6 +50,7 @@ class EfficientFormerAttentionCfg(Component):
         attn_ratio: each head's value width is ``int(attn_ratio * key_dim)``.
     """
 
+    layout = "nlc"
     width_fields = ("key_dim",)
     key_fields = ("key_dim",)  # qkv rows are [q k v] per head, each key_dim wide
 
@@ -103,8 +104,6 @@ class EfficientFormerAttention(TokenMixer):
 
     Works on tokens (``nlc``): ``(B, H*W, C)`` in and out.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: EfficientFormerAttentionCfg, *, dim: int, size: tuple[int, int],
                  prefix_tokens: int = 0, device: Any = None, dtype: Any = None):

@@ -71,6 +71,8 @@ class EfficientVitCfg(Component):
             in either direction (padded to a multiple), else over the whole map.
     """
 
+    layout = "nchw"
+
     reads_block: ClassVar[bool] = True  # check: the block's norm must be none
     width_fields = ("key_dim",)
 
@@ -113,6 +115,7 @@ class EfficientVitMergingCfg(Component):
         stride: stride of the depthwise 3x3 conv.
     """
 
+    layout = "nchw"
     # expansion x in_dim hidden channels in the merging, ffn_ratio x width in the FFNs: independent channels
     sharing = {"pre": Prefix(), "merge": Prefix(), "post": Prefix()}
 
@@ -220,8 +223,6 @@ class EfficientVitBlock(FusedBlock):
     PyTorch's default initialisation.
     """
 
-    layout = "nchw"
-
     def __init__(self, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
@@ -253,8 +254,6 @@ def _se_width(channels: int, ratio: float) -> int:
 @register("downsample", "efficientvit_merging", EfficientVitMergingCfg)
 class EfficientVitMerging(Downsample):
     """DW/FFN residuals at ``in_dim``, patch merging to ``dim``, DW/FFN residuals at ``dim``."""
-
-    layout = "nchw"
 
     def __init__(self, cfg: EfficientVitMergingCfg, *, in_dim: int, dim: int, size: tuple[int, int],
                  device: Any = None, dtype: Any = None):

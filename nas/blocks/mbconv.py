@@ -40,6 +40,8 @@ class MBConvCfg(Component):
     squeeze-excitation (its hidden width is ``se_ratio * in_dim``).
     """
 
+    layout = "nchw"
+
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
     # expand_ratio x in_dim independent hidden channels
     sharing = {"expand": Prefix(), "dwconv": Prefix(), "se": Prefix(), "project": Prefix()}
@@ -76,8 +78,6 @@ class MBConv(FusedBlock):
     (stride 1, ``in_dim == dim``); elsewhere the block is a plain feed-forward
     stack. ``layer_scale`` is optional and absent in MobileNetV2.
     """
-
-    layout = "nchw"
 
     def __init__(self, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None):
         super().__init__()

@@ -25,10 +25,14 @@ __all__ = ["IdentityCfg", "PoolingCfg", "IdentityMixer", "Pooling"]
 class IdentityCfg(Component):
     """No token mixing (MetaFormer's IdentityFormer baseline)."""
 
+    layout = "nchw"
+
 
 @dataclass(frozen=True)
 class PoolingCfg(Component):
     """Average pooling over a ``pool_size`` window, stride 1."""
+
+    layout = "nchw"
 
     pool_size: int = 3
 
@@ -39,8 +43,6 @@ class PoolingCfg(Component):
 
 @register("mixer", "identity", IdentityCfg)
 class IdentityMixer(TokenMixer):
-    layout = "nchw"
-
     def __init__(self, cfg: IdentityCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
                  device: Any = None, dtype: Any = None):
         super().__init__()
@@ -51,8 +53,6 @@ class IdentityMixer(TokenMixer):
 
 @register("mixer", "pooling", PoolingCfg)
 class Pooling(TokenMixer):
-    layout = "nchw"
-
     def __init__(self, cfg: PoolingCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
                  device: Any = None, dtype: Any = None):
         super().__init__()

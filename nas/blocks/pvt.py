@@ -46,6 +46,7 @@ class SpatialReductionAttentionCfg(Component):
         qkv_bias: bias on the query and key/value projections (PVT uses one).
     """
 
+    layout = "nlc"
     sharing = {"kv": Chunks(2)}  # rows [k; v]
     resolution_fields = {"sr_ratio": FitsMap()}
 
@@ -72,8 +73,6 @@ class SpatialReductionAttention(TokenMixer):
     A map whose sides ``sr_ratio`` does not divide is reduced with floor, as a
     strided convolution does.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: SpatialReductionAttentionCfg, *, dim: int, size: tuple[int, int],
                  prefix_tokens: int = 0, device: Any = None, dtype: Any = None):

@@ -2,8 +2,9 @@
 
 ``@register("mixer", "pooling", PoolingCfg)`` on a module class records the
 class here and the config schema in :mod:`nas.arch`, so a kind is declared in
-exactly one place. Duplicates raise; an unknown kind raises
-:class:`~nas.errors.UnknownKindError` listing the known kinds, closest first.
+exactly one place. Both are :class:`nas.registry.Registry` tables: duplicates
+raise; an unknown kind raises :class:`~nas.errors.UnknownKindError` listing the
+known kinds, closest first.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from nas.arch import ROLES, Component, config_type, list_kinds, register_config
+from nas.arch import ROLES, Component, list_kinds, register_config
+from nas.registry import Registry
 
 __all__ = ["register", "module_class", "list_registered"]
 
-_MODULES: dict[str, dict[str, type]] = {role: {} for role in ROLES}
+_MODULES: dict[str, Registry[type]] = {role: Registry(f"{role} kind") for role in ROLES}
 
 ModuleT = TypeVar("ModuleT", bound=type)
 
@@ -25,7 +27,7 @@ def register(role: str, kind: str, config: type[Component]) -> Callable[[ModuleT
 
     def decorate(cls: ModuleT) -> ModuleT:
         register_config(role, kind, config)
-        _MODULES[role][kind] = cls
+        _MODULES[role].add(kind, cls)
         return cls
 
     return decorate
@@ -33,8 +35,7 @@ def register(role: str, kind: str, config: type[Component]) -> Callable[[ModuleT
 
 def module_class(role: str, config: Component) -> type:
     """The module class registered for ``config``'s kind."""
-    config_type(role, config.kind)  # raises the listing error for unknown kinds
-    return _MODULES[role][config.kind]
+    return _MODULES[role].get(config.kind)
 
 
 def list_registered(role: str) -> list[str]:

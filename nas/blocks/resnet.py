@@ -47,6 +47,8 @@ def check_conv_bn_block(site: Site, kind: str) -> None:
 class BottleneckCfg(Component):
     """Bottleneck of width ``dim / expansion``; ``stride`` on the 3x3 conv shrinks the map."""
 
+    layout = "nchw"
+
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
 
     stride: int = 1
@@ -73,8 +75,6 @@ class Bottleneck(FusedBlock):
     strided 1x1 conv with BatchNorm (ResNet's option B). ``layer_scale`` is
     optional and absent in ResNet; the activation follows the addition.
     """
-
-    layout = "nchw"
 
     def __init__(self, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None):
         super().__init__()

@@ -8,7 +8,7 @@ puts out tokens (``nlc``) rather than a map.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,8 +44,13 @@ class PatchStemCfg(Component):
     pos_embed: bool = False
 
     @property
-    def prefix_tokens(self) -> int:
+    def prefix_tokens(self) -> int:  # type: ignore[override]
         return 1 if self.class_token else 0
+
+    @property
+    def layout(self) -> Layout:  # type: ignore[override]
+        """Tokens (nlc) with a class token, else a map."""
+        return "nlc" if self.class_token else "nchw"
 
     def check(self, site: Site) -> None:
         _check_positive(patch=self.patch)
@@ -106,28 +111,18 @@ class ConvStemCfg(Component):
 
 
 class Stem(nn.Module):
-    """Base: ``(cfg, *, in_dim, size, device, dtype)``; ``layout_of(cfg)`` is the output layout."""
-
-    layout: ClassVar[Layout] = "nchw"
-
-    @classmethod
-    def layout_of(cls, cfg: Component) -> Layout:
-        return cls.layout
+    """Base: ``(cfg, *, in_dim, size, device, dtype)``, putting out ``cfg.layout``."""
 
 
 @register("stem", "patch", PatchStemCfg)
 class PatchStem(Stem):
-    @classmethod
-    def layout_of(cls, cfg: Component) -> Layout:
-        return "nlc" if cfg.class_token else "nchw"  # type: ignore[attr-defined]
-
     def __init__(self, cfg: PatchStemCfg, *, in_dim: int, size: tuple[int, int], device: Any = None,
                  dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
         dim = cfg.dim
         assert dim is not None  # Arch fills the stem width in
-        layout = self.layout_of(cfg)
+        layout = cfg.layout
         height, width = cfg.output_size(*size)
         self.proj = nn.Conv2d(in_dim, dim, cfg.patch, cfg.patch, **dd)
         self.to_tokens = ToNLC() if layout == "nlc" else nn.Identity()

@@ -62,6 +62,7 @@ class WindowAttentionCfg(Component):
         qkv_bias: bias on the fused query/key/value projection.
     """
 
+    layout = "nlc"
     sharing = {"qkv": Chunks(3), "relative_position_bias": RelativeTable()}
     resolution_fields = {"window": FitsMap(halved=("shift",))}
 
@@ -95,6 +96,7 @@ class WindowAttentionCfg(Component):
 class PatchMergingCfg(Component):
     """Concatenate each 2x2 neighbourhood (4x the channels), LayerNorm, linear (no bias) to the stage width."""
 
+    layout = "nlc"
     # [top-left | bottom-left | top-right | bottom-right] neighbours, each in_dim wide: a prefix of the whole
     # would hand one neighbour's weights to another whenever the stage before is narrower than its widest.
     sharing = {"norm": Chunks(4), "reduction.weight": Chunks(4, axis=1)}
@@ -169,8 +171,6 @@ class WindowAttention(TokenMixer):
     per-token norm commutes with the shift, so this equals Swin's order.
     """
 
-    layout = "nlc"
-
     def __init__(self, cfg: WindowAttentionCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
                  device: Any = None, dtype: Any = None):
         super().__init__()
@@ -213,8 +213,6 @@ class PatchMerging(Downsample):
     The four neighbours are concatenated in Swin's order (top-left, bottom-left,
     top-right, bottom-right), so weights are interchangeable with the reference.
     """
-
-    layout = "nlc"
 
     def __init__(self, cfg: PatchMergingCfg, *, in_dim: int, dim: int, size: tuple[int, int],
                  device: Any = None, dtype: Any = None):

@@ -10,13 +10,14 @@ A :class:`FusedBlock` is a whole residual block with its own wiring (ResNet
 bottleneck, MBConv, ConvNeXt, EfficientViT's sandwich); it reads ``norm``,
 ``ffn`` and ``layer_scale`` from the :class:`~nas.arch.Block` itself.
 
-Both declare the tensor ``layout`` they work in; the builder inserts layout
-conversions between units, so no module guesses its input layout.
+The mixer's config declares the tensor ``layout`` the block works in
+(:attr:`nas.arch.Component.layout`); the builder inserts layout conversions
+between units, so no module guesses its input layout.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,15 +47,13 @@ class TokenMixer(nn.Module):
     """Base of mixers that fit the MetaFormer template.
 
     Subclasses take ``(cfg, *, dim, size, prefix_tokens, device, dtype)`` and
-    map a tensor of ``layout`` to one of the same shape.
+    map a tensor of their config's ``layout`` to one of the same shape.
     """
-
-    layout: ClassVar[Layout] = "nchw"
 
     @classmethod
     def make_block(cls, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None) -> nn.Module:
         dd = factory_kwargs(device, dtype)
-        dim, layout = context.dim, cls.layout
+        dim, layout = context.dim, block.mixer.layout
         mixer = cls(block.mixer, dim=dim, size=context.size, prefix_tokens=context.prefix_tokens, **dd)
         first = Residual(create_norm(block.norm, dim, layout, **dd), mixer,
                          create_layer_scale(dim, block.layer_scale, layout, **dd), context.drop_path)
@@ -68,8 +67,6 @@ class TokenMixer(nn.Module):
 
 class FusedBlock(nn.Module):
     """Base of mixers that are a whole block; subclasses take ``(block, context, *, device, dtype)``."""
-
-    layout: ClassVar[Layout] = "nchw"
 
     @classmethod
     def make_block(cls, block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None) -> nn.Module:
@@ -102,11 +99,6 @@ def create_ffn(cfg: Component, dim: int, layout: Layout, *, size: tuple[int, int
                dtype: Any = None) -> nn.Module:
     """The FFN of kind ``cfg.kind``, working in ``layout``."""
     return module_class("ffn", cfg)(cfg, dim=dim, layout=layout, size=size, device=device, dtype=dtype)
-
-
-def block_layout(block: Block) -> Layout:
-    """The layout a block works in: its mixer's."""
-    return module_class("mixer", block.mixer).layout
 
 
 def create_block(block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None) -> nn.Module:

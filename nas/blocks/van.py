@@ -38,6 +38,8 @@ __all__ = ["LkaCfg", "LargeKernelAttention", "Lka"]
 class LkaCfg(Component):
     """A decomposed ``kernel x kernel`` attention with ``dilation``, between two 1x1 projections."""
 
+    layout = "nchw"
+
     kernel: int = 21
     dilation: int = 3
     act: Activation = "gelu"
@@ -89,8 +91,6 @@ class Lka(TokenMixer):
     residual around it, the block computes ``x + ls * (mixer(norm(x)))`` where the
     mixer already contains ``norm(x)``.
     """
-
-    layout = "nchw"
 
     def __init__(self, cfg: LkaCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
                  device: Any = None, dtype: Any = None):

@@ -9,11 +9,11 @@ per unit *signature*, so an Arch whose units have all been seen is priced by
 summing cached numbers, exactly as :func:`nas.latency.predict` would price it
 (same ops, same fusion segments, same coefficients).
 
-Signatures are cheap on purpose. ``plan()`` costs about 40 us per unit (it
-builds JSON signatures and closures), which would cap throughput near 1k
-Archs/s; instead :class:`UnitSignatures` walks the Arch mirroring ``plan``'s
-bookkeeping (channels, feature size, layout, class tokens) and keys a unit by
-``(component token, context)``. The token is a small int assigned once per
+Signatures are cheap on purpose. ``plan()`` builds JSON signatures and
+closures for every unit, which would cap throughput far below what a search
+needs; instead :class:`UnitSignatures` walks the Arch with the same steps as
+``plan`` (:mod:`nas.walk`), each step computed once per component object and
+site and then looked up, and keys a unit by ``(component token, site)``. The token is a small int assigned once per
 distinct component *value*; it is looked up by the component object's ``id``
 first (sampled Archs share block objects), hashing the frozen dataclass only
 for objects not seen before. On a miss the Arch is planned and traced once
@@ -34,19 +34,18 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.blocks.registry import module_class
-from nas.blocks.template import block_layout
+from nas.arch import Arch, Site
 from nas.cost import profile, unit_counts
 from nas.errors import NasError
 from nas.latency.opmodel import combine, features, params_of, row_parts, transfer_seconds
 from nas.latency.optable import build_table
 from nas.latency.targets import Setting
+from nas.walk import enter_stage, image_site, past, past_block
 
 __all__ = ["BatchPredictor", "CostTable", "UnitSignatures", "batch_predictor", "cost_table"]
 
@@ -58,17 +57,23 @@ _RECENT = 4096  # Archs whose signatures are remembered (one batch of every obje
 class UnitSignatures:
     """Cheap unit signatures of Archs, shared by every cache keyed by unit (see the module docstring).
 
-    A signature is ``(role, token, context...)``: the token is a small int per distinct component value, the
-    context what the unit takes in (channels, width, feature size, layout, class tokens). Two units with equal
-    signatures build equal modules for equal inputs, so anything traced from one holds for the other.
+    A signature is ``(role, token, site)``: the token is a small int per distinct component value, the site a
+    small int per distinct :class:`~nas.arch.Site` (channels in, stage width, feature size, layout, class
+    tokens) the unit takes in. Two units with equal signatures build equal modules for equal inputs, so
+    anything traced from one holds for the other. Sites are moved by the walk's own steps (:mod:`nas.walk`),
+    each computed once per component object and site, then looked up.
 
-    Thread safety: tokens are assigned under a lock; the other tables are only ever extended (or cleared
-    whole), and an entry computed twice by two threads is equal.
+    Thread safety: tokens and sites are assigned under a lock; the other tables are only ever extended (or
+    cleared whole), and an entry computed twice by two threads is equal.
     """
 
     def __init__(self) -> None:
         self._tokens: dict[Any, int] = {}
-        self._by_id: dict[int, list[Any]] = {}
+        self._site_ids: dict[Site, int] = {}
+        self._sites: list[Site] = []
+        self._images: dict[tuple[int, int, int], int] = {}  # (channels, resolution, stem width) -> site
+        self._stages: dict[tuple[int, int], int] = {}  # (site, stage width) -> site at the stage's start
+        self._by_id: dict[int, tuple[Any, int, dict[int, int], Callable[[Any, Site], Site]]] = {}
         self._recent: dict[int, tuple[Arch, list[tuple[Any, ...]]]] = {}
         self._lock = threading.Lock()
 
@@ -79,30 +84,36 @@ class UnitSignatures:
                 token = self._tokens.setdefault(component, len(self._tokens))
         return token
 
-    def _static(self, component: Any, role: str) -> list[Any]:
-        """``[component, token, layout, output_size, sizes seen]`` of a stem, downsampler or block, by object id."""
+    def _site(self, site: Site) -> int:
+        found = self._site_ids.get(site)
+        if found is None:
+            with self._lock:
+                found = self._site_ids.get(site)
+                if found is None:
+                    found = self._site_ids[site] = len(self._sites)
+                    self._sites.append(site)
+        return found
+
+    def site(self, site: int) -> Site:
+        """The site a signature's last entry (or a stage end of :meth:`walk`) stands for."""
+        return self._sites[site]
+
+    def _static(self, component: Any, step: Callable[[Any, Site], Site]) -> tuple[Any, int, dict[int, int],
+                                                                                   Callable[[Any, Site], Site]]:
+        """``(component, token, sites after it by site, step)`` of a stem, downsampler or block, by object id."""
         entry = self._by_id.get(id(component))
         if entry is not None and entry[0] is component:
             return entry
-        if role == "block":
-            layout = block_layout(component)
-            output_size = component.mixer.output_size
-        else:
-            layout = module_class(role, component).layout_of(component)
-            output_size = component.output_size
-        entry = [component, self._token(component), layout, output_size, {}]
+        entry = (component, self._token(component), {}, step)
         if len(self._by_id) > _MAX_OBJECTS:
             self._by_id.clear()
         self._by_id[id(component)] = entry
         return entry
 
-    @staticmethod
-    def _size_after(entry: list[Any], size: tuple[int, int]) -> tuple[int, int]:
-        sizes = entry[4]
-        out = sizes.get(size)
-        if out is None:
-            out = sizes[size] = entry[3](*size)
-        return out
+    def _after(self, entry: tuple[Any, int, dict[int, int], Callable[[Any, Site], Site]], site: int) -> int:
+        """The site after ``entry``'s component at ``site`` (a cache miss of :meth:`walk`)."""
+        after = entry[2][site] = self._site(entry[3](entry[0], self._sites[site]))
+        return after
 
     def keys(self, arch: Arch) -> list[tuple[Any, ...]]:
         """The unit signatures of ``arch`` in execution order: stem, per stage downsampler and blocks, head.
@@ -119,43 +130,45 @@ class UnitSignatures:
         self._recent[id(arch)] = (arch, keys)
         return keys
 
-    def walk(self, arch: Arch, ends: list[tuple[int, tuple[Any, ...]]] | None = None) -> list[tuple[Any, ...]]:
+    def walk(self, arch: Arch, ends: list[tuple[int, int]] | None = None) -> list[tuple[Any, ...]]:
         """The signatures (as :meth:`keys`); with ``ends``, also appends per stage ``(number of signatures so
-        far, context after the stage)``, the context being what the next stage's signatures start from.
+        far, site after the stage)``, the site being what the next stage's signatures start from.
 
-        Mirrors :func:`nas.build.plan` (a layout conversion belongs to the unit it precedes).
+        Follows :func:`nas.walk.steps` (a layout conversion belongs to the unit it precedes: its site is the one
+        before the conversion).
         """
-        channels = arch.input.channels
-        size = (arch.input.resolution, arch.input.resolution)
-        stem = self._static(arch.stem, "stem")
-        keys: list[tuple[Any, ...]] = [(0, stem[1], channels, size)]
-        layout = stem[2]
-        prefix = getattr(arch.stem, "prefix_tokens", 0)
-        size = self._size_after(stem, size)
-        channels = arch.stem.dim  # type: ignore[attr-defined]
-        static = self._static
-        size_after = self._size_after
+        spec = arch.input
+        image = (spec.channels, spec.resolution, arch.stem.dim)  # type: ignore[attr-defined]
+        site = self._images.get(image)
+        if site is None:
+            site = self._images[image] = self._site(image_site(spec, arch.stem))
+        stem = self._static(arch.stem, past)
+        keys: list[tuple[Any, ...]] = [(0, stem[1], site)]
+        moved = stem[2].get(site)
+        site = self._after(stem, site) if moved is None else moved
+        static, after, stages = self._static, self._after, self._stages
         for stage in arch.stages:
-            dim = stage.dim
+            entered = stages.get((site, stage.dim))
+            if entered is None:
+                entered = stages[(site, stage.dim)] = self._site(enter_stage(self._sites[site], stage.dim))
+            site = entered
             if stage.downsample is not None:
-                down = static(stage.downsample, "downsample")
-                keys.append((1, down[1], channels, dim, size, layout, prefix))
-                layout = down[2]
-                size = size_after(down, size)
-                channels = dim
+                down = static(stage.downsample, past)
+                keys.append((1, down[1], site))
+                moved = down[2].get(site)
+                site = after(down, site) if moved is None else moved
             previous = None
-            entry: list[Any] = []
+            entry: Any = None
             for block in stage.blocks:
                 if block is not previous:
-                    entry = static(block, "block")
+                    entry = static(block, past_block)
                     previous = block
-                keys.append((2, entry[1], channels, dim, size, prefix, layout))
-                layout = entry[2]
-                size = size_after(entry, size)
-                channels = dim
+                keys.append((2, entry[1], site))
+                moved = entry[2].get(site)
+                site = after(entry, site) if moved is None else moved
             if ends is not None:
-                ends.append((len(keys), (channels, size, layout, prefix)))
-        keys.append((3, self._token(arch.head), channels, size, layout, prefix))
+                ends.append((len(keys), site))
+        keys.append((3, self._token(arch.head), site))
         return keys
 
 

@@ -106,7 +106,7 @@ class VectorScorer:
         arch = self.space.decode(vector)
         if len(arch.stages) + 1 != len(self._parts):
             raise NasError(f"internal: {len(self._parts)} parts for {len(arch.stages)} stages in {self.space.name}")
-        ends: list[tuple[int, Any]] = []
+        ends: list[tuple[int, int]] = []
         units = self._costs.signatures.walk(arch, ends)
         counts = self._costs.unit_values(arch, units)
         seconds = self._predictor.unit_values(arch, units) if self._predictor is not None else None

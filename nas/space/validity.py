@@ -1,10 +1,11 @@
 """Batch validity of point vectors: Arch's own rules, evaluated with numpy over tables filled on first use.
 
-A point is valid when its Arch constructs. ``Arch._validate`` walks the stem,
+A point is valid when its Arch constructs. Arch validation walks the stem,
 every stage (its width and downsample, then each block's mixer, FFN, norm,
 layer scale and precision) and the head, carrying a *site*: the incoming width,
-the stage width, the feature-map size and the prefix tokens. A component's
-verdict depends only on its own configuration and its site, so the check
+the stage width, the feature-map size, the layout and the prefix tokens
+(:mod:`nas.walk`). A component's verdict depends only on its own configuration
+and its site, so the check
 
 * interns sites as small integers;
 * numbers each part's configurations (:class:`~nas.space.tables.Code`), so a
@@ -12,9 +13,9 @@ verdict depends only on its own configuration and its site, so the check
 * keeps per part a table from ``(code, site)`` to the site after the part
   (a mixer may shrink the map; other parts keep it), or -1 where Arch rejects
   it (:class:`~nas.space.tables.Verdicts`). A cell is computed the first time a
-  row of a batch needs it, by the components' own ``check`` and
-  ``output_size`` in ``Arch._validate``'s order, and a component's verdict at
-  a site is computed once for the whole space: no rule is restated here.
+  row of a batch needs it, by the walk's own steps (:func:`nas.walk.past` and
+  its siblings), and a component's verdict at a site is computed once for the
+  whole space: no rule is restated here.
 
 A batch flows through plans compiled from the space's tree: a choice splits
 the rows by option, a run repeats its unit while the site changes (a unit that
@@ -39,12 +40,12 @@ from nas.errors import ConfigError
 from nas.space.compiler import CompiledSpace
 from nas.space.tables import DIRECT, Code, Codebook, Verdicts, signature
 from nas.space.tree import Const, Node, Pick, Record, Run, Same, Single, component_types, resolve
+from nas.walk import check_block_settings, enter_stage, image_site, past
 
 __all__ = ["Validity"]
 
 _MEMORY_LIMIT = 1 << 22  # table cells, codebook entries, sites and verdicts in all, before everything is cleared
 
-SiteTuple = tuple[int, int, int, int, int]  # in_dim, dim, height, width, prefix_tokens
 Result = tuple[np.ndarray, np.ndarray]  # positions of the rows that survive a plan, and their new sites
 
 
@@ -61,8 +62,8 @@ class Validity:
     def __init__(self, compiled: CompiledSpace, card: np.ndarray):
         self.card = card
         self.vectors = np.zeros((0, len(card)), dtype=np.int16)  # the batch being checked
-        self.sites: dict[SiteTuple, int] = {}
-        self.site_list: list[SiteTuple] = []
+        self.sites: dict[Site, int] = {}  # sites without a block, interned
+        self.site_list: list[Site] = []
         self.verdicts: dict[tuple[Component, Block | None, int], int] = {}  # a component at a site
         self._shared: dict[Hashable, tuple[Codebook, Verdicts]] = {}
         self._codes: list[Code] = []
@@ -74,8 +75,11 @@ class Validity:
         self._stages = [_plan_stage(self, node) for node in compiled.stages]
         self._head_code, (self._head_part,) = self.parts([("head", [compiled.head])])
 
-    def site(self, site: SiteTuple) -> int:
-        """The id of a site, interned."""
+    def site(self, site: Site) -> int:
+        """The id of a site, interned without its layout: no check reads it (:meth:`nas.arch.Component.check`),
+        and sites that differ only by layout would multiply the tables."""
+        if site.layout != "nchw":
+            site = site._replace(layout="nchw")
         found = self.sites.get(site)
         if found is None:
             found = self.sites[site] = len(self.site_list)
@@ -102,14 +106,15 @@ class Validity:
         key = (component, block, site)
         found = self.verdicts.get(key)
         if found is None:
-            in_dim, dim, height, width, prefix = self.site_list[site]
-            if not _fits(component, Site(in_dim, dim, height, width, block, prefix)):
+            at = self.site_list[site]
+            if block is not None:
+                at = at._replace(block=block)
+            try:
+                after = past(component, at)
+            except ConfigError:
                 found = -1
-            elif component.role != "mixer":
-                found = site
             else:
-                height, width = component.output_size(height, width)
-                found = self.site((dim, dim, height, width, prefix)) if height >= 1 and width >= 1 else -1
+                found = site if after is at else self.site(after)
             self.verdicts[key] = found
         return found
 
@@ -150,29 +155,25 @@ class Validity:
             self.site_list.clear()
             self.verdicts.clear()
 
-    # -- table cells: Arch._validate's steps, on one representative row ------------------------
+    # -- table cells: the walk's steps, on one representative row -----------------------------
 
     def _stem_site(self, row: int) -> int:
         v = self.vectors[row]
-        spec = self._input.value(v)
         stem = self._stem.value(v)
-        if spec.resolution < 1 or spec.channels < 1:
-            return -1
         if stem.dim is None:  # as Arch.__post_init__: an unset stem width is the first stage's
             width = resolve(self._first_stage, v).fields["dim"].value(v)  # type: ignore[attr-defined]
             stem = dataclasses.replace(stem, dim=width)
-        size = spec.resolution
-        if not _fits(stem, Site(spec.channels, stem.dim, size, size)):
+        try:
+            return self.site(past(stem, image_site(self._input.value(v), stem)))
+        except ConfigError:
             return -1
-        height, width = stem.output_size(size, size)
-        if height < 1 or width < 1:
-            return -1
-        return self.site((stem.dim, stem.dim, height, width, getattr(stem, "prefix_tokens", 0)))
 
     def _head_fits(self, row: int, site: int) -> int:
-        in_dim, _, height, width, prefix = self.site_list[site]
-        at = Site(in_dim, in_dim, height, width, prefix_tokens=prefix)
-        return site if _fits(self._head.value(self.vectors[row]), at) else -1
+        try:
+            past(self._head.value(self.vectors[row]), self.site_list[site])
+        except ConfigError:
+            return -1
+        return site
 
 
 class _Interned:
@@ -187,14 +188,6 @@ class _Interned:
 
     def clear(self) -> None:
         self.codes.clear()
-
-
-def _fits(component: Component, site: Site) -> bool:
-    try:
-        component.check(site)
-    except ConfigError:
-        return False
-    return True
 
 
 def _width_of(node: Node) -> Node:
@@ -322,17 +315,12 @@ class _Stage(_Plan):
 
     def _enter(self, ev: Validity, row: int, site: int) -> int:
         v = ev.vectors[row]
-        in_dim, _, height, width, prefix = ev.site_list[site]
-        dim = self.dim.value(v)
-        if dim < 1:
-            return -1
         downsample = self.downsample.value(v)
-        if downsample is None:
-            return ev.site((in_dim, dim, height, width, prefix))
-        if not _fits(downsample, Site(in_dim, dim, height, width, prefix_tokens=prefix)):
+        try:
+            at = enter_stage(ev.site_list[site], self.dim.value(v))
+            return ev.site(at if downsample is None else past(downsample, at))
+        except ConfigError:
             return -1
-        height, width = downsample.output_size(height, width)
-        return ev.site((dim, dim, height, width, prefix)) if height >= 1 and width >= 1 else -1
 
 
 class _Run(_Plan):
@@ -413,11 +401,8 @@ class _Block(_Plan):
         return ev.placed(self.ffn.value(v), self._block(v), site)
 
     def _norm_site(self, ev: Validity, v: np.ndarray, site: int) -> int:
-        layer_scale = self.layer_scale.value(v)
-        if layer_scale is not None and layer_scale <= 0:
-            return -1
         try:
-            self.precision.value(v).check("precision")
+            check_block_settings(self.layer_scale.value(v), self.precision.value(v))
         except ConfigError:
             return -1
         return ev.placed(self.norm.value(v), self._block(v), site)

@@ -1,0 +1,217 @@
+"""One walk through an Arch: a :class:`~nas.component.Site` moved past one component at a time.
+
+A site is what a component sees: the channels coming in, the stage width,
+the feature-map size, the tensor layout and the prefix (class) tokens. Each
+component is checked against its site, and says what it hands on: a stem
+sets the width, size, layout and prefix tokens; a downsampler or a mixer
+brings the site to the stage width, its own layout and the size it puts out;
+an FFN, a norm or a head keeps it. Where a component's layout differs from
+the site's, a layout conversion comes first.
+
+Arch validation, ``nas.build.plan``, the batch latency walk
+(``nas.latency.batch.UnitSignatures``), space validity (``nas.space.validity``)
+and through it the vector scorer all move sites with these functions, so a
+new kind of component (or of rule) is taught to the walk once. The hot paths
+call the step functions only on a cache miss and keep their own caches (by
+component object, by interned site).
+
+Errors are :class:`~nas.errors.ConfigError` with the field path relative to
+what was stepped past (``heads`` for a mixer, ``mixer.heads`` for a block);
+:func:`steps` places them in the Arch (``stages[2].blocks[0].mixer.heads``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from nas.component import Component, Layout, Site
+from nas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nas.arch import Arch, Block, InputSpec, Precision
+
+__all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "steps"]
+
+
+class Step(NamedTuple):
+    """One component of an Arch with the site it takes in and the site it hands on.
+
+    Attributes:
+        role: ``stem``, ``convert`` (a layout conversion), ``downsample``, ``block`` or ``head``.
+        stage: index of its stage; -1 for the stem, ``len(stages)`` for the head.
+        index: the block's number within its stage (None for other roles).
+        path: where it is in the Arch (``stages[1].blocks[0]``); a conversion has the path of the component
+            it comes before.
+        component: the stem, downsample or head config, the :class:`~nas.arch.Block`, or None for a conversion.
+        site: what it takes in (in the component's own layout: a conversion, if any, came before it).
+        after: what it hands on.
+    """
+
+    role: str
+    stage: int
+    index: int | None
+    path: str
+    component: Any
+    site: Site
+    after: Site
+
+
+def image_site(spec: InputSpec, stem: Component) -> Site:
+    """The site the stem sees: the input image (paths in errors are the Arch's: ``input.resolution``)."""
+    if spec.resolution < 1:
+        raise ConfigError(f"must be >= 1, got {spec.resolution}", path="input.resolution")
+    if spec.channels < 1:
+        raise ConfigError(f"must be >= 1, got {spec.channels}", path="input.channels")
+    return Site(spec.channels, stem.dim, spec.resolution, spec.resolution)  # type: ignore[attr-defined]
+
+
+def enter_stage(site: Site, dim: int) -> Site:
+    """The site at the start of a stage of width ``dim`` (before its downsampler)."""
+    if dim < 1:
+        raise ConfigError(f"must be >= 1, got {dim}", path="dim")
+    return Site(site.in_dim, dim, site.height, site.width, None, site.prefix_tokens, site.layout)
+
+
+def past(component: Component, site: Site) -> Site:
+    """The site after ``component`` at ``site``: its check, then what it hands on.
+
+    Raises:
+        ConfigError: the component does not fit its site (path relative to the component).
+    """
+    component.check(site)
+    return _MOVES.get(component.role, _keeps)(component, site)
+
+
+def moved(component: Component, site: Site) -> Site:
+    """What ``component`` hands on at ``site``, without its check (for an Arch that checked itself)."""
+    return _MOVES.get(component.role, _keeps)(component, site)
+
+
+def check_block_settings(layer_scale: float | None, precision: Precision) -> None:
+    """A block's own fields beside its components: layer scale and precision (paths relative to the block)."""
+    if layer_scale is not None and layer_scale <= 0:
+        raise ConfigError(f"must be > 0 or null, got {layer_scale}", path="layer_scale")
+    precision.check("precision")
+
+
+def past_block(block: Block, site: Site) -> Site:
+    """The site after ``block``: its mixer, FFN and norm checked at ``site`` (with the block, for mixers that
+    read it), its settings, then what its mixer hands on.
+
+    Raises:
+        ConfigError: the block does not fit its site (path relative to the block: ``mixer.heads``).
+    """
+    at = Site(site.in_dim, site.dim, site.height, site.width, block, site.prefix_tokens, site.layout)
+    for role, component in (("mixer", block.mixer), ("ffn", block.ffn), ("norm", block.norm)):
+        try:
+            component.check(at)
+        except ConfigError as exc:
+            raise exc.located(prefix=role) from None
+    check_block_settings(block.layer_scale, block.precision)
+    return _moved_block(block, site)
+
+
+def steps(arch: Arch, *, check: bool = True) -> Iterator[Step]:
+    """The components of ``arch`` in execution order, each with its sites; raises where one does not fit.
+
+    Args:
+        arch: the architecture.
+        check: False skips the components' checks, for an Arch that was checked on construction (the sites
+            are the same).
+
+    Raises:
+        ConfigError: the Arch is invalid (the path is the Arch's, ``stages[2].blocks[0].mixer.heads``).
+    """
+    component_step, block_step = (past, past_block) if check else (moved, _moved_block)
+    site = image_site(arch.input, arch.stem)
+    if not arch.stages:
+        raise ConfigError("an arch needs at least one stage", path="stages")
+    after = _located(component_step, arch.stem, site, "stem")
+    yield Step("stem", -1, None, "stem", arch.stem, site, after)
+    site = after
+    for index, stage in enumerate(arch.stages):
+        path = f"stages[{index}]"
+        site = _located(enter_stage, site, stage.dim, path)
+        if not stage.blocks:
+            raise ConfigError("a stage needs at least one block", path=f"{path}.blocks")
+        if stage.downsample is not None:
+            down_path = f"{path}.downsample"
+            after = _located(component_step, stage.downsample, site, down_path)
+            convert = _conversion(site, stage.downsample.layout, index, None, down_path)
+            if convert is not None:
+                yield convert
+                site = convert.after
+            yield Step("downsample", index, None, down_path, stage.downsample, site, after)
+            site = after
+        for number, block in enumerate(stage.blocks):
+            block_path = f"{path}.blocks[{number}]"
+            try:
+                after = block_step(block, site)
+            except ConfigError as exc:
+                raise exc.located(prefix=block_path) from None
+            convert = _conversion(site, block.mixer.layout, index, number, block_path)
+            if convert is not None:
+                yield convert
+                site = convert.after
+            yield Step("block", index, number, block_path, block, site, after)
+            site = after
+    after = _located(component_step, arch.head, site, "head")
+    yield Step("head", len(arch.stages), None, "head", arch.head, site, after)
+
+
+# ---------------------------------------------------------------------------
+# what each role hands on
+
+
+def _keeps(component: Component, site: Site) -> Site:
+    """FFNs, norms and heads keep the site."""
+    return site
+
+
+def _resized(component: Component, site: Site) -> tuple[int, int]:
+    height, width = component.output_size(site.height, site.width)
+    if height < 1 or width < 1:
+        raise ConfigError(f"reduces the feature map to {height}x{width}; the input resolution is too small")
+    return height, width
+
+
+def _to_stage(component: Component, site: Site) -> Site:
+    """Downsamplers and mixers put out the stage width, in their layout, at the size they make."""
+    height, width = _resized(component, site)
+    layout = component.layout
+    if site.in_dim == site.dim and (height, width) == (site.height, site.width) and layout == site.layout:
+        return site if site.block is None else site._replace(block=None)
+    return Site(site.dim, site.dim, height, width, None, site.prefix_tokens, layout)
+
+
+def _from_stem(component: Component, site: Site) -> Site:
+    """A stem puts out its own width, layout and prefix tokens."""
+    height, width = _resized(component, site)
+    dim = component.dim  # type: ignore[attr-defined]
+    return Site(dim, dim, height, width, None, component.prefix_tokens, component.layout)
+
+
+_MOVES = {"stem": _from_stem, "downsample": _to_stage, "mixer": _to_stage}
+
+
+def _moved_block(block: Block, site: Site) -> Site:
+    """A block hands on what its mixer does."""
+    try:
+        return _to_stage(block.mixer, site)
+    except ConfigError as exc:
+        raise exc.located(prefix="mixer") from None
+
+
+def _located(step: Any, component: Any, site: Any, path: str) -> Site:
+    try:
+        return step(component, site)  # type: ignore[no-any-return]
+    except ConfigError as exc:
+        raise exc.located(prefix=path) from None
+
+
+def _conversion(site: Site, layout: Layout, stage: int, index: int | None, path: str) -> Step | None:
+    """The layout conversion before a component of ``layout`` at ``site``, if the layouts differ."""
+    if layout == site.layout:
+        return None
+    return Step("convert", stage, index, path, None, site, site._replace(layout=layout))
