@@ -28,20 +28,22 @@ window keeps half its window as shift). Without this, a third of the points
 with a Swin stage could not be scored at all. Like width rounding, it is part
 of the proxy's approximation: two points that differ only there share one
 proxy. A point that still does not fit raises :class:`ProxyError` naming the
-field. Which field failed is read from the Arch's own validation error, by
-the field path it names (``stages[0].blocks[1].mixer.window``): validity stays
-the Arch's, not a second copy of its rules here.
+field. Both steps follow the one walk (:mod:`nas.walk`): each mixer is checked
+at the site the walk gives it, a declared field its check names is lowered,
+and a width is judged by how far the walk gets, so validity stays the
+components' own and no error path is parsed here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from nas.arch import Arch, Component, Stage
+from nas.arch import Arch, Block, Component, InputSpec, Stage
 from nas.blocks.contract import FitsMap
 from nas.errors import ConfigError, NasError
+from nas.walk import Site, Step, steps
 
 __all__ = ["ProxyError", "ProxyScale", "proxy"]
 
@@ -137,35 +139,81 @@ def _lowered(mixer: Component, name: str) -> Component | None:
     return _with(mixer, **changes)
 
 
-def _bounded_fields(stages: list[Stage]) -> dict[str, tuple[int, int, str]]:
-    """``(stage, block, field)`` of every resolution-bound mixer field, by the path an Arch error names it with."""
-    return {f"stages[{stage_index}].blocks[{block_index}].mixer.{name}": (stage_index, block_index, name)
-            for stage_index, stage in enumerate(stages) for block_index, block in enumerate(stage.blocks)
-            for name in block.mixer.resolution_fields}
+class _Draft(NamedTuple):
+    """The parts of an Arch that :func:`nas.walk.steps` reads, for a point not yet known to be valid."""
+
+    input: InputSpec
+    stem: Component
+    stages: tuple[Stage, ...]
+    head: Component
+
+
+def _fit_mixer(block: Block, site: Site, budget: list[int]) -> Block:
+    """``block`` with its mixer's resolution-bound fields lowered until the mixer's check passes at ``site``.
+
+    Stops where the check fails on a field the mixer does not declare, or on one that cannot go lower: the
+    Arch's own validation then reports it. ``budget`` counts the adjustments left to the whole point.
+    """
+    mixer = block.mixer
+    while budget[0] > 0:
+        try:
+            mixer.check(site._replace(block=dataclasses.replace(block, mixer=mixer)))
+            break
+        except ConfigError as exc:
+            lowered = _lowered(mixer, exc.path) if exc.path in mixer.resolution_fields else None
+            if lowered is None:
+                break
+            budget[0] -= 1
+            mixer = lowered
+    return block if mixer is block.mixer else dataclasses.replace(block, mixer=mixer)
 
 
 def _fit_resolution(arch: Arch, input_spec: Any, head: Component) -> Arch:
-    """``arch`` at the new input, with the mixers' resolution-bound fields lowered until every block fits its map."""
-    stages = list(arch.stages)
-    bounded = _bounded_fields(stages)
-    for _ in range(_MAX_FITS):
-        try:
-            return Arch(input=input_spec, stem=arch.stem, stages=tuple(stages), head=head, name=arch.name)
-        except ConfigError as exc:
-            found = bounded.get(exc.path)
-            if found is None:
-                raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
-                                 f"{input_spec.resolution}: {exc}") from None
-            stage_index, block_index, name = found
-            blocks = list(stages[stage_index].blocks)
-            lowered = _lowered(blocks[block_index].mixer, name)
-            if lowered is None:
-                raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
-                                 f"{input_spec.resolution}: {exc}") from None
-            blocks[block_index] = dataclasses.replace(blocks[block_index], mixer=lowered)
-            stages[stage_index] = dataclasses.replace(stages[stage_index], blocks=tuple(blocks))
-    raise ProxyError(f"{arch.name or arch.id}: no fit at the proxy resolution {input_spec.resolution} "
-                     f"after {_MAX_FITS} adjustments")
+    """``arch`` at the new input, with the mixers' resolution-bound fields lowered until every block fits its map.
+
+    Lowering a field keeps the map's size, so the sites of the walk do not depend on it. Where the walk
+    cannot go on (the map vanished), the Arch's validation names the first component that does not fit.
+    """
+    stages = [list(stage.blocks) for stage in arch.stages]
+    budget = [_MAX_FITS]
+    try:
+        for step in steps(_Draft(input_spec, arch.stem, arch.stages, head), check=False):  # type: ignore[arg-type]
+            if step.role == "block":
+                stages[step.stage][step.index] = _fit_mixer(step.component, step.site, budget)
+    except ConfigError:
+        pass
+    try:
+        return Arch(input=input_spec, stem=arch.stem, name=arch.name, head=head,
+                    stages=tuple(dataclasses.replace(stage, blocks=tuple(blocks))
+                                 for stage, blocks in zip(arch.stages, stages, strict=True)))
+    except ConfigError as exc:
+        if budget[0] <= 0:
+            raise ProxyError(f"{arch.name or arch.id}: no fit at the proxy resolution {input_spec.resolution} "
+                             f"after {_MAX_FITS} adjustments") from None
+        raise ProxyError(f"{arch.name or arch.id} does not fit the proxy resolution "
+                         f"{input_spec.resolution}: {exc}") from None
+
+
+def _next_stage(draft: _Draft, last: Step | None) -> int:
+    """The stage of the component after ``last`` (the last step the walk got past); -1 for the stem."""
+    if last is None:
+        return -1
+    if last.role == "stem" or (last.role == "block" and last.index == len(draft.stages[last.stage].blocks) - 1):
+        return last.stage + 1
+    return last.stage
+
+
+def _stage_error(draft: _Draft, index: int) -> ConfigError | None:
+    """The error that stops the walk inside stage ``index`` of ``draft``, if it stops there."""
+    last = None
+    try:
+        for step in steps(draft):  # type: ignore[arg-type]
+            if step.stage > index:
+                return None
+            last = step
+    except ConfigError as exc:
+        return exc if _next_stage(draft, last) == index else None
+    return None
 
 
 def proxy(arch: Arch, *, width: float = 0.25, resolution: int | None = 32, divisor: int = 4,
@@ -211,27 +259,24 @@ def proxy(arch: Arch, *, width: float = 0.25, resolution: int | None = 32, divis
     if not follows:
         stem = _with(stem, dim=_round(arch.stem.dim * width, divisor))  # type: ignore[attr-defined]
 
-    def make(chosen: list[Stage]) -> Arch:
-        stem_now = _with(stem, dim=chosen[0].dim) if follows else stem
-        return Arch(input=input_spec, stem=stem_now, stages=tuple(chosen), head=head, name=arch.name)
+    def draft(chosen: list[Stage]) -> _Draft:
+        return _Draft(input_spec, _with(stem, dim=chosen[0].dim) if follows else stem, tuple(chosen), head)
 
     error: ConfigError | None = None
     for index, stage in enumerate(base.stages):
-        prefix = f"stages[{index}]"
         for candidate in _candidates(stage.dim * width, divisor):
             trial = [*stages[:index], dataclasses.replace(stages[index], dim=candidate), *stages[index + 1:]]
-            try:
-                make(trial)
-            except ConfigError as exc:
-                if exc.path == prefix or exc.path.startswith((f"{prefix}.", f"{prefix}[")):
-                    error = exc
-                    continue
+            found = _stage_error(draft(trial), index)
+            if found is not None:
+                error = found
+                continue
             stages = trial
             break
         else:
             raise ProxyError(f"{arch.name or arch.id}: no width near {stage.dim * width:g} (multiples of {divisor}) "
                              f"keeps stage {index} valid; last error: {error}")
+    chosen = draft(stages)
     try:
-        return make(stages)
+        return Arch(input=input_spec, stem=chosen.stem, stages=chosen.stages, head=head, name=arch.name)
     except ConfigError as exc:
         raise ProxyError(f"{arch.name or arch.id} at width {width}: {exc}") from None
