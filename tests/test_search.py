@@ -31,7 +31,7 @@ from nas.search import (
     replay,
     select_survivors,
 )
-from nas.search.objectives import Constraint, parse_quantity
+from nas.search.constraints import Constraint, parse_quantity
 from nas.search.strategies import nni_evolution
 from nas.search.strategies.optuna_samplers import decision_names
 
@@ -384,7 +384,7 @@ def test_short_train_source_trains_candidates_at_the_default_supernets_scale_onc
     import nas.supernet
     from nas.runs.supernets import DEFAULT_RECIPE
     from nas.search import make_scorer
-    from nas.search.objectives import PROXY_RESOLUTION, PROXY_WIDTH
+    from nas.search.accuracy import PROXY_RESOLUTION, PROXY_WIDTH
 
     monkeypatch.setenv("NAS_HOME", str(tmp_path))
     archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(0), 2)]

@@ -104,7 +104,7 @@ def start_search(root: str | os.PathLike[str] = "runs", *, extra: dict[str, Any]
         (and everything :func:`plan_search` and :meth:`Run.create` raise)
     """
     from nas.runs.supernets import ensure_default_supernet
-    from nas.search.objectives import check_feasible
+    from nas.search.constraints import check_feasible
 
     settings, space, scorer = plan_search(**{**options, "accuracy": "proxy", "supernet": None})
     check_feasible(space, scorer, target=settings.target, samples=probe, seed=settings.seed)
