@@ -20,6 +20,7 @@ from nas.runs import (
     Run,
     RunError,
     RunSettings,
+    SearchRequest,
     check_storage_url,
     run_search,
     start_search,
@@ -166,8 +167,9 @@ def test_a_search_goes_on_past_candidates_the_zero_cost_proxy_cannot_score(tmp_p
         return real(archs, batch=batch, seed=seed)
 
     monkeypatch.setattr(zero_cost, "score_many", every_third_overflows)
-    run = start_search(tmp_path / "runs", space=str(write_tiny_space(tmp_path)), target="iphone12", budget=9,
-                       population=6, accuracy="zero-cost", probe=4)
+    request = SearchRequest(space=str(write_tiny_space(tmp_path)), target="iphone12", budget=9, population=6,
+                            accuracy="zero-cost")
+    run = start_search(request, root=tmp_path / "runs", probe=4)
     assert len(run_search(run)) == 9
     scores = Run.open(run.path).history()["zero_cost_score"].to_numpy()
     assert np.isneginf(scores).sum() >= 2 and np.isfinite(scores).sum() >= 5
@@ -180,8 +182,9 @@ def test_a_search_goes_on_past_candidates_the_zero_cost_proxy_cannot_score(tmp_p
 
 def test_a_small_search_end_to_end(tmp_path: Path) -> None:
     space = write_tiny_space(tmp_path)
-    run = start_search(tmp_path / "runs", space=str(space), target="iphone12", budget=12, population=6, seed=1,
-                       accuracy="proxy", constraints={"max_latency": "50ms"}, probe=8)
+    request = SearchRequest(space=str(space), target="iphone12", budget=12, population=6, seed=1, accuracy="proxy",
+                            constraints={"max_latency": "50ms"})
+    run = start_search(request, root=tmp_path / "runs", probe=8)
     records = run_search(run)
     assert len(records) == 12 and [r.number for r in records] == list(range(12))
     opened = Run.open(run.path)
