@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import nas
 from nas.errors import ConfigError, UnknownKindError
@@ -118,6 +119,22 @@ def test_missing_and_corrupt_run_files(tmp_path: Path, filled_run: Run) -> None:
         Run.open(filled_run.path)
     source.write_text("schema: 1\nsettings: {space: tiny}\n")
     with pytest.raises(RunError, match=r"run\.yaml: invalid settings"):
+        Run.open(filled_run.path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"budget": "3"}, r"run\.yaml: invalid settings: budget: must be an integer, got '3'"),
+    ({"zoo_start": "yes"}, r"zoo_start: must be true or false"),
+    ({"objectives": [{"name": "latency", "column": "latency_ms", "direction": "up"}]},
+     r"objectives\[0\]\.direction: must be 'maximize' or 'minimize', got 'up'"),
+    ({"constraints": [{"name": "max_latency", "column": "latency_ms", "limit": "fast"}]},
+     r"constraints\[0\]\.limit: must be a number"),
+])
+def test_a_bad_setting_in_run_yaml_is_named_by_its_path(filled_run: Run, change: dict, message: str) -> None:
+    source = filled_run.path / RUN_FILE
+    document = yaml.safe_load(source.read_text())
+    source.write_text(yaml.safe_dump({**document, "settings": {**document["settings"], **change}}))
+    with pytest.raises(RunError, match=message):
         Run.open(filled_run.path)
 
 

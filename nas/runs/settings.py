@@ -148,11 +148,9 @@ class RunSettings:
             unknown = sorted(set(data) - known)
             if unknown:
                 raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
-            values = _coerced(cls, data, "", specs={"objectives": ObjectiveSpec, "constraints": ConstraintSpec})
-            return cls(**values)
+            return cls(**_coerced(cls, data, spec_lists=_SPEC_LISTS))
         except ConfigError as exc:
             raise RunError(f"{source}: invalid settings: {exc}") from None
-
 
 
 @dataclass(frozen=True)
@@ -194,36 +192,44 @@ class SearchRequest:
 
 
 _DEFAULTS = {item.name: item.default for item in dataclasses.fields(RunSettings)}
+_SPEC_LISTS: dict[str, type] = {"objectives": ObjectiveSpec, "constraints": ConstraintSpec}  # RunSettings' lists
 
-def _coerced(cls: type, data: Mapping[str, Any], path: str,
-             specs: Mapping[str, type] | None = None) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` present in ``data``, each through :func:`nas.arch.coerce_field`; ``specs``
-    names the fields that hold a list of another dataclass (coerced field by field, the same way).
+
+def _coerced(cls: type, data: Mapping[str, Any], path: str = "", *,
+             spec_lists: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` present in ``data``, each through :func:`nas.arch.coerce_field`; a field
+    named in ``spec_lists`` is a list of that dataclass, coerced spec by spec the same way.
 
     Raises:
-        ConfigError: a missing required field, a field of ``specs`` that is not a list of mappings, or a value
-            that does not fit its annotation; the path names the field (``objectives[1].direction``).
+        ConfigError: a missing required field, or a value that does not fit its annotation; the path names the
+            field (``objectives[1].direction``).
     """
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for item in dataclasses.fields(cls):
         where = f"{path}.{item.name}" if path else item.name
-        if item.name not in data:
-            if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"missing required key {item.name!r}", path=path)
-            continue
-        value = data[item.name]
-        if specs and item.name in specs:
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"must be a list, got {value!r}", path=where)
-            for index, entry in enumerate(value):
-                if not isinstance(entry, Mapping):
-                    raise ConfigError(f"must be a mapping, got {entry!r}", path=f"{where}[{index}]")
-                unknown = sorted(set(entry) - {spec.name for spec in dataclasses.fields(specs[item.name])})
-                if unknown:
-                    raise ConfigError(f"unknown key(s) {', '.join(unknown)}", path=f"{where}[{index}]")
-            values[item.name] = tuple(specs[item.name](**_coerced(specs[item.name], entry, f"{where}[{index}]"))
-                                      for index, entry in enumerate(value))
-        else:
-            values[item.name] = coerce_field(value, hints[item.name], where)
+        if item.name in data:
+            spec = (spec_lists or {}).get(item.name)
+            value = data[item.name]
+            values[item.name] = coerce_field(value, hints[item.name], where) if spec is None else \
+                _specs(spec, value, where)
+        elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {item.name!r}", path=path)
     return values
+
+
+def _specs(spec: type, value: Any, path: str) -> tuple[Any, ...]:
+    """A list of mappings as a tuple of ``spec`` dataclasses, each coerced field by field."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"must be a list, got {value!r}", path=path)
+    known = {item.name for item in dataclasses.fields(spec)}
+    out = []
+    for index, entry in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"must be a mapping, got {entry!r}", path=where)
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}", path=where)
+        out.append(spec(**_coerced(spec, entry, where)))
+    return tuple(out)
