@@ -1,7 +1,7 @@
 """Search strategies compared by hypervolume, and the scoring throughput of evolution's inner loop.
 
 Objectives (predictor-based, no training): the proxy score ``log10 MACs`` (maximised; the stand-in for
-accuracy of ``nas.search.objectives``) and the predicted latency on the target (minimised). The real
+accuracy of ``nas.search.accuracy``) and the predicted latency on the target (minimised). The real
 predictors price a point by summing per-unit numbers, and a unit never seen before must be traced
 (``nas.cost``, ~20 ms each); fresh random points of the MetaFormer space bring several new units each, so
 they cost 0.1-0.3 s apiece, and the ~75,000 evaluations of the comparison (random search alone takes 5 x 10,000)

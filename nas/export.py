@@ -49,17 +49,20 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.build import build
-from nas.errors import NasError, UnknownKindError, closest_first
+from nas.errors import NasError
 from nas.quiet import quiet_exporters
+from nas.registry import Registry
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram
 
 __all__ = [
+    "EXPORT_FORMATS",
     "FORMATS",
     "MODEL_FORMATS",
     "ONNX_TOLERANCE",
     "Checkpoint",
+    "ExportFormat",
     "ExportResult",
     "export",
     "export_many",
@@ -67,7 +70,6 @@ __all__ = [
     "require",
 ]
 
-FORMATS = ("yaml", "json", "torch", "onnx", "coreml")
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - torch| on the check input
 TORCH_TOLERANCE = 1e-5  # max |reloaded program - eager module|
 ONNX_OPSET = 18
@@ -141,12 +143,6 @@ def require(module: str) -> Any:
         hint = _INSTALL_HINTS.get(module, f"pip install {module}")
         raise NasError(f"this export needs the optional package {module!r}, which is not installed "
                        f"({exc}); install it with: {hint}") from None
-
-
-def _check_format(format: str) -> None:
-    if format not in FORMATS:
-        close = closest_first(str(format), FORMATS)
-        raise UnknownKindError(f"unknown export format {format!r}; known: {', '.join(close)}")
 
 
 def _stem_of(arch: Arch, name: str | None) -> str:
@@ -338,14 +334,30 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-_WRITERS: dict[str, Callable[[_Job], None]] = {
-    "yaml": _export_yaml,
-    "json": _export_json,
-    "torch": _export_torch,
-    "onnx": _export_onnx,
-    "coreml": _export_coreml,
-}
-MODEL_FORMATS = ("torch", "onnx", "coreml")
+@dataclass
+class ExportFormat:
+    """One export format, registered in :data:`EXPORT_FORMATS`.
+
+    Attributes:
+        name: what ``--format`` takes.
+        write: stages the format's files for one job.
+        model: whether it is a runnable model (it takes trained weights; without them it holds a seeded random
+            initialisation, and the result says so) rather than a config file.
+    """
+
+    name: str
+    write: Callable[[_Job], None]
+    model: bool
+
+
+EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format")
+_IN_HELP_ORDER = (ExportFormat("yaml", _export_yaml, model=False), ExportFormat("json", _export_json, model=False),
+                  ExportFormat("torch", _export_torch, model=True), ExportFormat("onnx", _export_onnx, model=True),
+                  ExportFormat("coreml", _export_coreml, model=True))
+for _format in _IN_HELP_ORDER:
+    EXPORT_FORMATS.register(_format.name)(_format)
+FORMATS = tuple(kind.name for kind in _IN_HELP_ORDER)  # config files first, then models: the order help lists them
+MODEL_FORMATS = tuple(kind.name for kind in _IN_HELP_ORDER if kind.model)
 
 
 def _move_into(job: _Job, out_dir: Path) -> tuple[Path, ...]:
@@ -404,7 +416,7 @@ def export_many(archs: Sequence[Arch], out_dir: str | os.PathLike[str], *, forma
     Raises:
         as :func:`export`; also a repeated stem or lists of different lengths.
     """
-    _check_format(format)
+    kind = EXPORT_FORMATS.get(str(format))
     archs = list(archs)
     names = [None] * len(archs) if names is None else list(names)
     checkpoints = [None] * len(archs) if checkpoints is None else list(checkpoints)
@@ -421,7 +433,7 @@ def export_many(archs: Sequence[Arch], out_dir: str | os.PathLike[str], *, forma
     if out.exists() and not out.is_dir():
         raise NasError(f"{out}: exists and is not a folder")
     # a bad checkpoint fails here, before anything is created
-    trained = [None if checkpoint is None or format not in MODEL_FORMATS else load_checkpoint(arch, checkpoint)
+    trained = [None if checkpoint is None or not kind.model else load_checkpoint(arch, checkpoint)
                for arch, checkpoint in zip(archs, checkpoints, strict=True)]
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -429,9 +441,9 @@ def export_many(archs: Sequence[Arch], out_dir: str | os.PathLike[str], *, forma
     try:
         jobs = []
         for arch, stem, model in zip(archs, stems, trained, strict=True):
-            notes = [RANDOM_INIT_NOTE] if format in MODEL_FORMATS and model is None else []
+            notes = [RANDOM_INIT_NOTE] if kind.model and model is None else []
             job = _Job(arch, stem, staging, _model_factory(arch, model), model is not None, notes=notes)
-            _WRITERS[format](job)
+            kind.write(job)
             jobs.append(job)
         results = [ExportResult(format, job.arch.id, _move_into(job, out), tuple(job.notes), job.max_abs_diff)
                    for job in jobs]

@@ -92,7 +92,7 @@ def test_search_scores_one_shot_accuracy_by_default(trained: tuple[Path, list[st
 
 def test_a_search_reads_its_supernet_checkpoint_once(trained: tuple[Path, list[str]], space_file: str,
                                                      monkeypatch) -> None:
-    from nas.search.objectives import SupernetAccuracy, _load_supernet_version
+    from nas.search.accuracy import SupernetAccuracy, _load_supernet_version
     from nas.supernet import Supernet
 
     root, _ = trained
@@ -115,7 +115,7 @@ def test_an_arch_the_supernet_cannot_run_is_not_measured(trained: tuple[Path, li
     import numpy as np
 
     from nas.arch import Arch
-    from nas.search.objectives import SupernetAccuracy
+    from nas.search.accuracy import SupernetAccuracy
 
     root, _ = trained
     source = SupernetAccuracy(space=space_file, checkpoint=str(default_supernet_dir(root, space_file, TINY)))

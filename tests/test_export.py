@@ -96,7 +96,7 @@ def test_failure_midway_leaves_the_folder_as_it_was(tmp_path: Path, monkeypatch)
         if len(calls) == 2:
             raise NasError("second export failed")
 
-    monkeypatch.setitem(export_module._WRITERS, "json", failing_json)
+    monkeypatch.setattr(export_module.EXPORT_FORMATS.get("json"), "write", failing_json)
     with pytest.raises(NasError, match="second export failed"):
         export_many([_arch(POOLING), _arch(ATTENTION)], out, format="json")
     assert calls == ["tiny_pooling", "tiny_attention"]

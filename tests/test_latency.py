@@ -17,10 +17,12 @@ from nas.latency import UnsupportedOpError, get_target, list_targets, predict, p
 from nas.latency.calibration.dataset import rows_for
 from nas.latency.calibration.validate import figures_from_stored, is_close
 from nas.latency.kinds import KINDS
-from nas.latency.targets import load_target
+from nas.latency.targets import LOCAL, load_target
 from tests.conftest import TINY_DIR
 
-TARGETS = ("iphone12", "v100", "xeon", "zcu104")
+# Every packaged target, so a new one is tested as it lands. Read at collection, before conftest points NAS_HOME
+# at a temporary folder: a ``local`` target the user profiled is left out.
+TARGETS = tuple(name for name in list_targets() if name != LOCAL)
 SETTINGS = [(target, setting) for target in TARGETS for setting in get_target(target).settings]
 
 
@@ -39,7 +41,7 @@ def _with_stage(arch: nas.Arch, index: int, **changes: object) -> nas.Arch:
 
 
 def test_the_four_targets_are_packaged() -> None:
-    assert set(TARGETS) <= set(list_targets())
+    assert {"iphone12", "v100", "xeon", "zcu104"} <= set(TARGETS)
 
 
 @pytest.mark.parametrize("name", TARGETS)

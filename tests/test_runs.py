@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import nas
 from nas.errors import ConfigError, UnknownKindError
@@ -20,6 +21,7 @@ from nas.runs import (
     Run,
     RunError,
     RunSettings,
+    SearchRequest,
     check_storage_url,
     run_search,
     start_search,
@@ -120,6 +122,22 @@ def test_missing_and_corrupt_run_files(tmp_path: Path, filled_run: Run) -> None:
         Run.open(filled_run.path)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"budget": "3"}, r"run\.yaml: invalid settings: budget: must be an integer, got '3'"),
+    ({"zoo_start": "yes"}, r"zoo_start: must be true or false"),
+    ({"objectives": [{"name": "latency", "column": "latency_ms", "direction": "up"}]},
+     r"objectives\[0\]\.direction: must be 'maximize' or 'minimize', got 'up'"),
+    ({"constraints": [{"name": "max_latency", "column": "latency_ms", "limit": "fast"}]},
+     r"constraints\[0\]\.limit: must be a number"),
+])
+def test_a_bad_setting_in_run_yaml_is_named_by_its_path(filled_run: Run, change: dict, message: str) -> None:
+    source = filled_run.path / RUN_FILE
+    document = yaml.safe_load(source.read_text())
+    source.write_text(yaml.safe_dump({**document, "settings": {**document["settings"], **change}}))
+    with pytest.raises(RunError, match=message):
+        Run.open(filled_run.path)
+
+
 def test_corrupt_journal_is_named(filled_run: Run) -> None:
     journal = filled_run.path / JOURNAL_FILE
     lines = journal.read_bytes().splitlines(keepends=True)
@@ -166,8 +184,9 @@ def test_a_search_goes_on_past_candidates_the_zero_cost_proxy_cannot_score(tmp_p
         return real(archs, batch=batch, seed=seed)
 
     monkeypatch.setattr(zero_cost, "score_many", every_third_overflows)
-    run = start_search(tmp_path / "runs", space=str(write_tiny_space(tmp_path)), target="iphone12", budget=9,
-                       population=6, accuracy="zero-cost", probe=4)
+    request = SearchRequest(space=str(write_tiny_space(tmp_path)), target="iphone12", budget=9, population=6,
+                            accuracy="zero-cost")
+    run = start_search(request, root=tmp_path / "runs", probe=4)
     assert len(run_search(run)) == 9
     scores = Run.open(run.path).history()["zero_cost_score"].to_numpy()
     assert np.isneginf(scores).sum() >= 2 and np.isfinite(scores).sum() >= 5
@@ -180,8 +199,9 @@ def test_a_search_goes_on_past_candidates_the_zero_cost_proxy_cannot_score(tmp_p
 
 def test_a_small_search_end_to_end(tmp_path: Path) -> None:
     space = write_tiny_space(tmp_path)
-    run = start_search(tmp_path / "runs", space=str(space), target="iphone12", budget=12, population=6, seed=1,
-                       accuracy="proxy", constraints={"max_latency": "50ms"}, probe=8)
+    request = SearchRequest(space=str(space), target="iphone12", budget=12, population=6, seed=1, accuracy="proxy",
+                            constraints={"max_latency": "50ms"})
+    run = start_search(request, root=tmp_path / "runs", probe=8)
     records = run_search(run)
     assert len(records) == 12 and [r.number for r in records] == list(range(12))
     opened = Run.open(run.path)

@@ -36,12 +36,12 @@ def _at_32(path: Path) -> tuple[nas.Arch, tuple[torch.Tensor, torch.Tensor]]:
 def test_every_proxy_is_finite_on_tiny_mixers(path):
     arch, batch = _at_32(path)
     scores = score_archs([arch], batch)
-    assert set(scores) == set(PROXIES)
+    assert set(scores) == set(PROXIES.names())
     for name, (value,) in scores.items():
         assert math.isfinite(value), f"{name} on {path.stem}: {value}"
 
 
-@pytest.mark.parametrize("proxy", list(PROXIES))
+@pytest.mark.parametrize("proxy", PROXIES.names())
 def test_deterministic_for_a_seed_and_leaves_the_rng_alone(proxy):
     arch, batch = _at_32(TINY / "mixer_pooling.yaml")
     state = torch.random.get_rng_state()
@@ -51,7 +51,7 @@ def test_deterministic_for_a_seed_and_leaves_the_rng_alone(proxy):
     assert score(arch, batch, proxy=proxy, seed=1) != first  # another initialisation
 
 
-@pytest.mark.parametrize("proxy", list(PROXIES))
+@pytest.mark.parametrize("proxy", PROXIES.names())
 def test_scores_differ_between_clearly_different_nets(proxy):
     batch = _batch()
     pooling = score(_at_32(TINY / "mixer_pooling.yaml")[0], batch, proxy=proxy)
@@ -85,10 +85,10 @@ def test_module_is_not_changed_and_matches_score_archs():
         torch.manual_seed(0)
         model = nas.build(arch)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    values = {name: score(model, batch, proxy=name) for name in PROXIES}
+    values = {name: score(model, batch, proxy=name) for name in PROXIES.names()}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
-    assert score_archs([model, arch], batch) == {name: [values[name], values[name]] for name in PROXIES}
+    assert score_archs([model, arch], batch) == {name: [values[name], values[name]] for name in PROXIES.names()}
 
 
 def test_grey_batch_builds_the_arch_with_one_channel():

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from nas.runs.run import JOURNAL_FILE, OWNER_FILE, PARETO_FILE, PLOT_FILE, TOP_DIR, Run, list_runs
 from nas.runs.session import default_study_name, plan_search, resolve_accuracy, run_search, start_search
-from nas.runs.settings import RUN_FILE, ConstraintSpec, ObjectiveSpec, RunError, RunSettings
+from nas.runs.settings import RUN_FILE, ConstraintSpec, ObjectiveSpec, RunError, RunSettings, SearchRequest
 from nas.runs.storage import check_storage_url, open_storage
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "Run",
     "RunError",
     "RunSettings",
+    "SearchRequest",
     "TOP_DIR",
     "check_storage_url",
     "default_study_name",

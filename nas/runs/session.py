@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nas.runs.run import Run, _safe_name
-from nas.runs.settings import ConstraintSpec, ObjectiveSpec, RunSettings
+from nas.runs.settings import ConstraintSpec, ObjectiveSpec, RunSettings, SearchRequest
 from nas.runs.storage import check_storage_url
 from nas.search.records import Record
 
@@ -45,11 +44,7 @@ def default_study_name(space: str, target: str, strategy: str, seed: int) -> str
     return f"{_safe_name(space)}-{_safe_name(target)}-{strategy}-seed{seed}"
 
 
-def plan_search(*, space: str, target: str, strategy: str = "evolution", budget: int = 300, population: int = 32,
-                seed: int = 0, accuracy: str = "auto", constraints: Mapping[str, str] | None = None,
-                storage: str | None = None, study: str | None = None, top_k: int = 5, latency_batch: int = 1,
-                objectives: Sequence[str] = ("accuracy", "latency"), supernet: str | None = None,
-                zoo_start: bool = True) -> tuple[RunSettings, Any, Any]:
+def plan_search(request: SearchRequest) -> tuple[RunSettings, Any, Any]:
     """Check every setting of a search without side effects; returns ``(settings, space, scorer)``.
 
     Raises:
@@ -60,32 +55,36 @@ def plan_search(*, space: str, target: str, strategy: str = "evolution", budget:
     from nas.search import create_strategy, make_scorer, parse_constraint
     from nas.space import load_space
 
-    loaded = load_space(space)
-    space = _absolute(space, is_file=space.endswith((".yaml", ".yml")) or "/" in space)
-    supernet = None if supernet is None else _absolute(supernet, is_file=True)
+    loaded = load_space(request.space)
+    space = _absolute(request.space, is_file=request.space.endswith((".yaml", ".yml")) or "/" in request.space)
+    supernet = None if request.supernet is None else _absolute(request.supernet, is_file=True)
+    storage = request.storage
     if storage is not None:
         storage = _absolute(storage, is_file="://" not in storage)
-    accuracy = resolve_accuracy(accuracy)
-    parsed = [parse_constraint(name, text) for name, text in (constraints or {}).items() if text is not None]
+    accuracy = resolve_accuracy(request.value("accuracy"))
+    parsed = [parse_constraint(name, text) for name, text in request.constraints.items() if text is not None]
     if storage is not None:
         check_storage_url(storage)
-    scorer = make_scorer(target=target, accuracy=accuracy, objectives=objectives, constraints=parsed, space=space,
-                         seed=seed, latency_batch=latency_batch, supernet=supernet)
+    strategy, seed, latency_batch = request.value("strategy"), request.value("seed"), request.value("latency_batch")
+    scorer = make_scorer(target=request.target, accuracy=accuracy, objectives=request.objectives, constraints=parsed,
+                         space=space, seed=seed, latency_batch=latency_batch, supernet=supernet)
     specs = tuple(ObjectiveSpec(o.kind, o.column, o.direction, o.label) for o in scorer.objectives)
+    study = request.study or (default_study_name(space, request.target, strategy, seed) if storage else
+                              RunSettings.study)
     settings = RunSettings(
-        space=space, target=target, strategy=strategy, budget=budget, population=population, seed=seed,
-        accuracy=accuracy, objectives=specs,
+        space=space, target=request.target, strategy=strategy, budget=request.value("budget"),
+        population=request.value("population"), seed=seed, accuracy=accuracy, objectives=specs,
         constraints=tuple(ConstraintSpec(c.name, c.column, c.limit, c.text) for c in parsed),
-        storage=storage, study=study or (default_study_name(space, target, strategy, seed) if storage else "nas"),
-        top_k=top_k, latency_batch=latency_batch, supernet=supernet, zoo_start=zoo_start)
-    create_strategy(strategy, loaded, directions=settings.directions, seed=seed, population_size=population,
+        storage=storage, study=study, top_k=request.value("top_k"),
+        latency_batch=latency_batch, supernet=supernet, zoo_start=request.value("zoo_start"))
+    create_strategy(strategy, loaded, directions=settings.directions, seed=seed, population_size=settings.population,
                     constrained=bool(parsed))
     return settings, loaded, scorer
 
 
-def start_search(root: str | os.PathLike[str] = "runs", *, extra: dict[str, Any] | None = None,
-                 probe: int = 64, log: Any = None, progress: bool = True, **options: Any) -> Run:
-    """Plan a search (:func:`plan_search` takes ``options``), probe its constraints, create its run directory.
+def start_search(request: SearchRequest, *, root: str | os.PathLike[str] = "runs", extra: dict[str, Any] | None = None,
+                 probe: int = 64, log: Any = None, progress: bool = True) -> Run:
+    """Plan a search (:func:`plan_search`), probe its constraints, create its run directory.
 
     One-shot accuracy without a given ``supernet`` uses the default supernet of the space
     (:mod:`nas.runs.supernets`), trained first if there is none yet; every other setting is checked
@@ -93,6 +92,7 @@ def start_search(root: str | os.PathLike[str] = "runs", *, extra: dict[str, Any]
     Constraints are probed with the cheap ``proxy`` source: they bound latency, params and MACs, never accuracy.
 
     Args:
+        request: what to search.
         root: the folder of run directories.
         extra: stored in run.yaml as is (e.g. the command line).
         probe: points drawn to check that the constraints can be met.
@@ -104,13 +104,14 @@ def start_search(root: str | os.PathLike[str] = "runs", *, extra: dict[str, Any]
         (and everything :func:`plan_search` and :meth:`Run.create` raise)
     """
     from nas.runs.supernets import ensure_default_supernet
-    from nas.search.objectives import check_feasible
+    from nas.search.constraints import check_feasible
 
-    settings, space, scorer = plan_search(**{**options, "accuracy": "proxy", "supernet": None})
+    settings, space, scorer = plan_search(dataclasses.replace(request, accuracy="proxy", supernet=None))
     check_feasible(space, scorer, target=settings.target, samples=probe, seed=settings.seed)
-    if resolve_accuracy(options.get("accuracy", "auto")) == "supernet" and options.get("supernet") is None:
-        options["supernet"] = str(ensure_default_supernet(root, options["space"], progress=progress, log=log))
-    settings, _, _ = plan_search(**options)
+    if resolve_accuracy(request.value("accuracy")) == "supernet" and request.supernet is None:
+        default = ensure_default_supernet(root, request.space, progress=progress, log=log)
+        request = dataclasses.replace(request, supernet=str(default))
+    settings, _, _ = plan_search(request)
     return Run.create(root, settings, extra=extra)
 
 

@@ -1,19 +1,28 @@
-"""The typed settings of a run (``run.yaml``) and the run errors."""
+"""The typed settings of a run (``run.yaml``), the search request they are planned from, and the run errors.
+
+:class:`RunSettings` holds every default of a search; :class:`SearchRequest` is what a user asks for
+(``nas search``'s flags), ``None`` where RunSettings' default applies, and :func:`nas.runs.plan_search`
+turns one into the other.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from nas.arch import coerce_field
 from nas.errors import ConfigError, NasError
 
-__all__ = ["RunError", "ObjectiveSpec", "ConstraintSpec", "RunSettings", "RUN_FILE"]
+__all__ = ["RunError", "ObjectiveSpec", "ConstraintSpec", "RunSettings", "SearchRequest", "DEFAULT_OBJECTIVES",
+           "RUN_FILE"]
 
 RUN_FILE = "run.yaml"
+DEFAULT_OBJECTIVES = ("accuracy", "latency")  # the objective kinds of a search that names none
 
 
 class RunError(NasError):
@@ -70,7 +79,8 @@ class RunSettings:
         budget: candidates to evaluate in total (all workers together).
         population: the strategy's batch (population) size.
         seed: the seed every random choice of the search derives from.
-        accuracy: the accuracy source (``supernet``, ``zero-cost``, ``short-train``, ``proxy``).
+        accuracy: the accuracy source (``supernet``, ``zero-cost``, ``short-train``, ``proxy``); ``supernet``
+            without a ``supernet`` checkpoint uses the space's default supernet (:mod:`nas.runs.supernets`).
         objectives: what is optimised, in study order.
         constraints: bounds on metrics.
         storage: an Optuna storage URL or journal file shared with other workers; None for the run's own journal.
@@ -88,7 +98,7 @@ class RunSettings:
     budget: int = 300
     population: int = 32
     seed: int = 0
-    accuracy: str = "proxy"
+    accuracy: str = "supernet"
     objectives: tuple[ObjectiveSpec, ...] = ()
     constraints: tuple[ConstraintSpec, ...] = ()
     storage: str | None = None
@@ -96,7 +106,7 @@ class RunSettings:
     top_k: int = 5
     latency_batch: int = 1
     supernet: str | None = None
-    zoo_start: bool = False
+    zoo_start: bool = True
 
     def __post_init__(self) -> None:
         for name in ("budget", "population", "top_k", "latency_batch"):
@@ -134,13 +144,92 @@ class RunSettings:
         if not isinstance(data, Mapping):
             raise RunError(f"{source}: settings must be a mapping, got {type(data).__name__}")
         try:
-            known = {field.name for field in dataclasses.fields(cls)}
+            known = {item.name for item in dataclasses.fields(cls)}
             unknown = sorted(set(data) - known)
             if unknown:
                 raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
-            values = dict(data)
-            values["objectives"] = tuple(ObjectiveSpec(**dict(item)) for item in data.get("objectives", ()))
-            values["constraints"] = tuple(ConstraintSpec(**dict(item)) for item in data.get("constraints", ()))
-            return cls(**values)
-        except (TypeError, ValueError, ConfigError) as exc:
+            return cls(**_coerced(cls, data, spec_lists=_SPEC_LISTS))
+        except ConfigError as exc:
             raise RunError(f"{source}: invalid settings: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search as a user asks for it (``nas search``'s flags, or a library call); :func:`nas.runs.plan_search`
+    checks it and completes it into :class:`RunSettings`.
+
+    A field left ``None`` takes RunSettings' default (:meth:`value`). Where RunSettings stores a field in another
+    form, the request has the user's: ``accuracy`` may be ``auto`` (the default source); ``constraints`` are
+    the texts as written, by option name (``{"max_latency": "2ms"}``; a None text is no bound); ``objectives``
+    are kinds; ``study`` None names a shared study after the search (:func:`nas.runs.default_study_name`); paths
+    may be relative.
+
+    Example:
+        >>> SearchRequest(space="metaformer", target="iphone12").value("budget") == RunSettings.budget
+        True
+    """
+
+    space: str
+    target: str
+    strategy: str | None = None
+    budget: int | None = None
+    population: int | None = None
+    seed: int | None = None
+    accuracy: str | None = None
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
+    constraints: Mapping[str, str | None] = field(default_factory=dict)
+    storage: str | None = None
+    study: str | None = None
+    top_k: int | None = None
+    latency_batch: int | None = None
+    supernet: str | None = None
+    zoo_start: bool | None = None
+
+    def value(self, name: str) -> Any:
+        """The field ``name`` as given, or RunSettings' default where it is None."""
+        given = getattr(self, name)
+        return _DEFAULTS[name] if given is None else given
+
+
+_DEFAULTS = {item.name: item.default for item in dataclasses.fields(RunSettings)}
+_SPEC_LISTS: dict[str, type] = {"objectives": ObjectiveSpec, "constraints": ConstraintSpec}  # RunSettings' lists
+
+
+def _coerced(cls: type, data: Mapping[str, Any], path: str = "", *,
+             spec_lists: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` present in ``data``, each through :func:`nas.arch.coerce_field`; a field
+    named in ``spec_lists`` is a list of that dataclass, coerced spec by spec the same way.
+
+    Raises:
+        ConfigError: a missing required field, or a value that does not fit its annotation; the path names the
+            field (``objectives[1].direction``).
+    """
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        where = f"{path}.{item.name}" if path else item.name
+        if item.name in data:
+            spec = (spec_lists or {}).get(item.name)
+            value = data[item.name]
+            values[item.name] = coerce_field(value, hints[item.name], where) if spec is None else \
+                _specs(spec, value, where)
+        elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {item.name!r}", path=path)
+    return values
+
+
+def _specs(spec: type, value: Any, path: str) -> tuple[Any, ...]:
+    """A list of mappings as a tuple of ``spec`` dataclasses, each coerced field by field."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"must be a list, got {value!r}", path=path)
+    known = {item.name for item in dataclasses.fields(spec)}
+    out = []
+    for index, entry in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"must be a mapping, got {entry!r}", path=where)
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}", path=where)
+        out.append(spec(**_coerced(spec, entry, where)))
+    return tuple(out)

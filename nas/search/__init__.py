@@ -2,8 +2,10 @@
 
 The pieces, each with its own module:
 
-* :mod:`nas.search.objectives`: objective kinds (``accuracy`` from a source, ``latency``, ``params``,
-  ``macs``), constraints (``--max-latency 2ms``) and the batch :class:`Scorer`;
+* :mod:`nas.search.objectives`: objective kinds (``accuracy``, ``latency``, ``params``, ``macs``);
+* :mod:`nas.search.accuracy`: the accuracy sources (``supernet``, ``zero-cost``, ``short-train``, ``proxy``);
+* :mod:`nas.search.constraints`: bounds on a metric (``--max-latency 2ms``) and the early feasibility probe;
+* :mod:`nas.search.scorer`: the batch :class:`Scorer`, measuring every objective and constraint once per Arch;
 * :mod:`nas.search.strategies`: :class:`BaseStrategy` (ask/tell life cycle) and the registry
   (``evolution``, ``random``, ``optuna-tpe``, ``optuna-nsga2``, ``optuna-gp``, ``nni-evolution``);
 * :mod:`nas.search.evolution`: NSGA-II with the space's mutation and crossover;
@@ -19,20 +21,11 @@ Example:
 
 from __future__ import annotations
 
+from nas.search.accuracy import list_accuracy_sources
+from nas.search.constraints import Constraint, parse_constraint, parse_quantity
 from nas.search.evolution import Crossover, Mutation, NSGA2Strategy, SpaceCrossover, SpaceMutation
 from nas.search.loop import HistoryStore, MemoryStore, ReplayError, evaluate, optimize, replay
-from nas.search.objectives import (
-    Constraint,
-    Objective,
-    Scorer,
-    Scores,
-    list_accuracy_sources,
-    list_objectives,
-    make_objective,
-    make_scorer,
-    parse_constraint,
-    parse_quantity,
-)
+from nas.search.objectives import Objective, list_objectives, make_objective
 from nas.search.pareto import (
     crowding_distance,
     hypervolume,
@@ -44,6 +37,7 @@ from nas.search.pareto import (
     select_survivors,
 )
 from nas.search.records import Proposal, Record
+from nas.search.scorer import Scorer, Scores, make_scorer
 from nas.search.strategies import BaseStrategy, create_strategy, get_strategy, list_strategies
 
 __all__ = [

@@ -63,6 +63,8 @@ class BaseStrategy(ABC):
         seed: root of every random draw.
         population_size: the batch (generation) size.
         worker: this process's worker index (0 unless several processes share a study).
+        constrained: whether the run has constraints (its records carry violations); every strategy is told, and
+            those that must act on it read :attr:`constrained` (Optuna's ``constraints_func``, NNI's reward).
 
     Subclasses implement :meth:`_next_batch` (and, if they keep a model, :meth:`_observe`).
     """
@@ -73,10 +75,11 @@ class BaseStrategy(ABC):
     warm_start: ClassVar[bool] = False
 
     def __init__(self, space: Space, *, directions: Sequence[str], seed: int = 0, population_size: int = 32,
-                 worker: int = 0):
+                 worker: int = 0, constrained: bool = False):
         self.seed = check_int("seed", seed, minimum=0)
         self.population_size = check_int("population_size", population_size, minimum=2)
         self.worker = check_int("worker", worker, minimum=0)
+        self.constrained = bool(constrained)
         directions = list(directions)
         if not directions or any(d not in ("maximize", "minimize") for d in directions):
             raise ConfigError(f"directions must be a non-empty list of 'maximize'/'minimize', got {directions!r}")

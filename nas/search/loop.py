@@ -29,7 +29,7 @@ from nas.search.records import Proposal, Record
 if TYPE_CHECKING:
     import optuna
 
-    from nas.search.objectives import Scorer
+    from nas.search.scorer import Scorer
     from nas.space import Space
 
 __all__ = ["HistoryStore", "MemoryStore", "ReplayError", "optimize", "replay", "evaluate"]

@@ -1,6 +1,6 @@
 """Scoring point vectors with the predictor objectives, without building their Archs.
 
-Why: a :class:`~nas.search.objectives.Scorer` needs each candidate's Arch, and decoding a point, hashing
+Why: a :class:`~nas.search.scorer.Scorer` needs each candidate's Arch, and decoding a point, hashing
 its id and walking its units costs about a millisecond, which caps evolution's inner loop near 1k
 candidates/s however warm the unit caches are. The predictor objectives (latency on a target, parameters,
 MACs and the ``proxy`` score ``log10 MACs``) are sums over an Arch's units, and the units of one *part* of
@@ -40,15 +40,9 @@ import numpy as np
 from nas.errors import NasError
 from nas.latency.batch import batch_predictor, cost_table
 from nas.latency.predict import resolve_setting
-from nas.search.objectives import (
-    AccuracyObjective,
-    LatencyObjective,
-    MacsObjective,
-    ParamsObjective,
-    Scorer,
-    Scores,
-    proxy_score,
-)
+from nas.search.accuracy import proxy_score
+from nas.search.objectives import AccuracyObjective, LatencyObjective, MacsObjective, ParamsObjective
+from nas.search.scorer import Scorer, Scores
 
 if TYPE_CHECKING:
     from nas.space import Space

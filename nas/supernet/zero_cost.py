@@ -51,7 +51,8 @@ from nas.arch import Arch
 from nas.blocks.common import StarReLU
 from nas.build import build
 from nas.data import Dataset, load_dataset, loaders
-from nas.errors import NasError, UnknownKindError, closest_first
+from nas.errors import NasError, UnknownKindError
+from nas.registry import Registry
 
 __all__ = [
     "PROXIES",
@@ -71,7 +72,7 @@ ProxyFn = Callable[[nn.Module, Tensor, "Tensor | None"], float]
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, StarReLU)
 
-PROXIES: dict[str, ProxyFn] = {}
+PROXIES: Registry[ProxyFn] = Registry("zero-cost proxy")
 # NASWOT: on the rank bench's 24 metaformer archs (bench/supernet_rank.py) it ranks at Kendall tau +0.22 at the proxy
 # scale, where synflow, the strongest of the three on NAS-Bench-201 (Abdelfattah et al. 2021), ranks at -0.17 at full
 # scale and overflows float64 on 2 of the 24 (LayerNorm flattens its all-ones input, so many archs tie).
@@ -82,21 +83,11 @@ class ZeroCostError(NasError):
     """A proxy cannot score this network or batch (the message says why)."""
 
 
-def _register(name: str) -> Callable[[ProxyFn], ProxyFn]:
-    def decorate(function: ProxyFn) -> ProxyFn:
-        if name in PROXIES:
-            raise ValueError(f"zero-cost proxy '{name}' is registered twice")
-        PROXIES[name] = function
-        return function
-
-    return decorate
-
-
 def _weights(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
 
 
-@_register("naswot")
+@PROXIES.register("naswot")
 def naswot(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
     """Mellor et al. 2021: log-determinant of the activation-code kernel over the batch (``B >= 2``).
 
@@ -129,7 +120,7 @@ def naswot(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
     return float(logdet) if sign > 0 else float("-inf")
 
 
-@_register("synflow")
+@PROXIES.register("synflow")
 def synflow(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
     """Tanaka et al. 2020: log of the synaptic flow through ``|theta|`` from an all-ones input (float64)."""
     model.double().eval()
@@ -145,7 +136,7 @@ def synflow(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
     return math.log(total) if total > 0 else float("-inf")
 
 
-@_register("grad_norm")
+@PROXIES.register("grad_norm")
 def grad_norm(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
     """Abdelfattah et al. 2021: sum of the weight tensors' cross-entropy gradient norms on the batch."""
     if labels is None:
@@ -160,11 +151,10 @@ def grad_norm(model: nn.Module, images: Tensor, labels: Tensor | None) -> float:
 
 
 def _proxy(name: str) -> ProxyFn:
-    if name not in PROXIES:
-        known = list(PROXIES)
-        close = closest_first(name, known)
-        raise UnknownKindError(f"unknown zero-cost proxy '{name}'; known: {', '.join(close)}", path="proxy")
-    return PROXIES[name]
+    try:
+        return PROXIES.get(name)
+    except UnknownKindError as exc:
+        raise UnknownKindError(exc.message, path="proxy") from None
 
 
 def _split_batch(batch: Batch) -> tuple[Tensor, Tensor | None]:
@@ -221,15 +211,18 @@ def score(model_or_arch: nn.Module | Arch, batch: Batch, *, proxy: str, seed: in
 
 
 def score_archs(
-    archs: Sequence[nn.Module | Arch], batch: Batch, *, proxies: Sequence[str] = tuple(PROXIES), seed: int = 0,
+    archs: Sequence[nn.Module | Arch], batch: Batch, *, proxies: Sequence[str] | None = None, seed: int = 0,
 ) -> dict[str, list[float]]:
     """Several proxies over many networks, each built once.
+
+    Args:
+        proxies: names in :data:`PROXIES`; None: every one (sorted by name).
 
     Returns:
         ``{proxy: [score of archs[0], score of archs[1], ...]}``, equal to
         calling :func:`score` for every pair.
     """
-    functions = {name: _proxy(name) for name in proxies}
+    functions = {name: _proxy(name) for name in (PROXIES.names() if proxies is None else proxies)}
     images, labels = _split_batch(batch)
     scores: dict[str, list[float]] = {name: [] for name in functions}
     for item in archs:

@@ -40,7 +40,7 @@ class NSGA2Strategy(BaseStrategy):
     """NSGA-II with the space's mutation and crossover (see the module docstring).
 
     Args:
-        space, directions, seed, population_size, worker: see :class:`BaseStrategy`.
+        space, directions, seed, population_size, worker, constrained: see :class:`BaseStrategy`.
         crossover_prob: probability that a child comes from crossing its two tournament winners.
         mutation_prob: probability that a child is mutated (a child identical to a known point always is).
         mutation: the mutation operator (default: one move of ``Space.mutate_vectors``).
@@ -62,9 +62,10 @@ class NSGA2Strategy(BaseStrategy):
     warm_start = True
 
     def __init__(self, space: Space, *, directions: Sequence[str], seed: int = 0, population_size: int = 32,
-                 worker: int = 0, crossover_prob: float = 0.9, mutation_prob: float = 1.0,
+                 worker: int = 0, constrained: bool = False, crossover_prob: float = 0.9, mutation_prob: float = 1.0,
                  mutation: Mutation | None = None, crossover: Crossover | None = None):
-        super().__init__(space, directions=directions, seed=seed, population_size=population_size, worker=worker)
+        super().__init__(space, directions=directions, seed=seed, population_size=population_size, worker=worker,
+                         constrained=constrained)
         for name, value in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")

@@ -15,7 +15,7 @@ from nas.registry import Registry
 from nas.search.base import BaseStrategy
 from nas.search.evolution.nsga2 import NSGA2Strategy
 from nas.search.strategies.nni_evolution import NNIEvolutionStrategy
-from nas.search.strategies.optuna_samplers import GPStrategy, NSGA2SamplerStrategy, OptunaStrategy, TPEStrategy
+from nas.search.strategies.optuna_samplers import GPStrategy, NSGA2SamplerStrategy, TPEStrategy
 from nas.search.strategies.random import RandomStrategy
 
 if TYPE_CHECKING:
@@ -61,8 +61,5 @@ def create_strategy(name: str, space: Space, *, directions: Sequence[str], seed:
         >>> strategy.name
         'random'
     """
-    cls = get_strategy(name)
-    if issubclass(cls, (OptunaStrategy, NNIEvolutionStrategy)):
-        return cls(space, directions=directions, seed=seed, population_size=population_size, worker=worker,
-                   constrained=constrained)
-    return cls(space, directions=directions, seed=seed, population_size=population_size, worker=worker)
+    return get_strategy(name)(space, directions=directions, seed=seed, population_size=population_size, worker=worker,
+                              constrained=constrained)

@@ -64,8 +64,8 @@ class NNIEvolutionStrategy(BaseStrategy):
     """NNI's regularized evolution behind the ask/tell base (see the module docstring).
 
     Args:
-        space, directions, seed, population_size, worker: see :class:`BaseStrategy`.
-        constrained: whether records carry constraint violations (they lower the reward).
+        space, directions, seed, population_size, worker, constrained: see :class:`BaseStrategy` (constraint
+            violations lower the reward).
         sample_size: NNI's tournament size (default: a quarter of the population, at least 2).
 
     Call :meth:`close` when done to end NNI's thread (it is a daemon thread, so a process may also just exit).
@@ -77,8 +77,8 @@ class NNIEvolutionStrategy(BaseStrategy):
                  worker: int = 0, constrained: bool = False, sample_size: int | None = None):
         if not nni_available():
             raise NasError(f"strategy 'nni-evolution' needs NNI, which is not installed: {INSTALL_HINT}")
-        super().__init__(space, directions=directions, seed=seed, population_size=population_size, worker=worker)
-        self.constrained = constrained
+        super().__init__(space, directions=directions, seed=seed, population_size=population_size, worker=worker,
+                         constrained=constrained)
         self.sample_size = sample_size or max(2, population_size // 4)
         self._requests: queue.Queue[np.ndarray] = queue.Queue()
         self._replies: queue.Queue[float | None] = queue.Queue()

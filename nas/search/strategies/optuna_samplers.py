@@ -65,8 +65,8 @@ class OptunaStrategy(BaseStrategy):
     """Base of the strategies that run an Optuna sampler inside the run's study.
 
     Args:
-        space, directions, seed, population_size, worker: see :class:`BaseStrategy`.
-        constrained: whether the run has constraints (passes ``constraints_func`` to the sampler).
+        space, directions, seed, population_size, worker, constrained: see :class:`BaseStrategy` (a constrained
+            run passes ``constraints_func`` to the sampler).
         max_rejections: invalid suggestions in a row before the next one is repaired.
     """
 
@@ -74,8 +74,8 @@ class OptunaStrategy(BaseStrategy):
 
     def __init__(self, space: Space, *, directions: Sequence[str], seed: int = 0, population_size: int = 32,
                  worker: int = 0, constrained: bool = False, max_rejections: int = 10):
-        super().__init__(space, directions=directions, seed=seed, population_size=population_size, worker=worker)
-        self.constrained = bool(constrained)
+        super().__init__(space, directions=directions, seed=seed, population_size=population_size, worker=worker,
+                         constrained=constrained)
         self.max_rejections = check_int("max_rejections", max_rejections, minimum=1)
         self.names = decision_names(space)
         self._choices = [list(range(len(decision.options))) for decision in space.decisions]

@@ -1,0 +1,156 @@
+"""Latency commands: ``nas predict``, ``nas targets`` and ``nas profile`` (measure this machine)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from nas.commands.base import Command, positive, print_json, print_table, resolve_arch
+
+__all__ = ["PredictCommand", "TargetsCommand", "ProfileCommand"]
+
+
+def _figures_text(validation: dict[str, Any] | None) -> str:
+    """One line of a predictor's validation figures."""
+    if not validation:
+        return "not validated (coefficients are the priors; run python -m nas.latency.calibration.fit --write)"
+    lofo = validation.get("lofo")
+    families = ", ".join(validation.get("families", {}))
+    held = validation.get("held_out")
+    if held:
+        return (f"held out {held.get('rows')} models never fitted ({families}): Spearman rho "
+                f"{held.get('spearman_rho')}, MAPE {held.get('mape_pct')}%, within 10% {held.get('within_10_pct')}%, "
+                f"within 20% {held.get('within_20_pct')}%")
+    if not lofo:
+        inside = validation.get("in_sample", {})
+        return (f"in-sample only (one family: {families}): MAPE {inside.get('mape_pct')}%, "
+                f"{validation.get('rows')} rows")
+    return (f"leave-one-family-out over {validation.get('rows')} rows, {len(validation.get('families', {}))} "
+            f"families: Spearman rho {lofo.get('spearman_rho')}, MAPE {lofo.get('mape_pct')}%, within 10% "
+            f"{lofo.get('within_10_pct')}%, within 20% {lofo.get('within_20_pct')}% ({families})")
+
+
+class PredictCommand(Command):
+    """Predict the latency of a zoo model or an arch file on a hardware target, with a per-op breakdown."""
+
+    name = "predict"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("arch", help="a zoo model name (see `nas zoo`) or a YAML/JSON arch file")
+        parser.add_argument("--target", required=True, help="hardware target (see `nas targets`)")
+        parser.add_argument("--setting", help="the target's measurement setting (default: its default setting)")
+        parser.add_argument("--batch", type=positive, default=1, help="inputs per forward pass (default 1)")
+        parser.add_argument("--resolution", type=positive, help="input resolution (default: the arch's)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        import nas.latency
+
+        arch = resolve_arch(args.arch, args.resolution)
+        result = nas.latency.predict(arch, target=args.target, setting=args.setting, batch=args.batch)
+        if args.json:
+            print_json({**result.to_dict(), "arch": arch.name or args.arch})
+            return 0
+        print(f"{arch.name or args.arch} on {result.target}/{result.setting}, batch {result.batch}: "
+              f"{result.latency_ms:.3f} ms")
+        for kind, value in sorted(result.breakdown.items(), key=lambda item: -item[1]):
+            print(f"  {kind:<14} {value:9.3f} ms  {100 * value / result.latency_ms:5.1f}%")
+        print(f"  predictor: {_figures_text(result.validation)}")
+        return 0
+
+
+class TargetsCommand(Command):
+    """List the hardware targets: each setting (runtime, precision, batch) and its validation figures."""
+
+    name = "targets"
+
+    def run(self, args: argparse.Namespace) -> int:
+        import nas.latency
+        from nas.latency.predict import validation_summary
+
+        rows = []
+        for name in nas.latency.list_targets():
+            target = nas.latency.get_target(name)
+            for setting in target.settings.values():
+                summary = validation_summary(setting)
+                lofo = (summary or {}).get("lofo") or (summary or {}).get("held_out") or {}
+                rows.append({
+                    "target": name,
+                    "setting": setting.name,
+                    "default": setting.name == target.default_setting,
+                    "device": setting.device.title,
+                    "runtime": setting.runtime,
+                    "precision": setting.precision,
+                    "batch_sizes": list(setting.batch_sizes),
+                    "fitted": setting.coefficients is not None,
+                    "validation": summary,
+                    "rho": lofo.get("spearman_rho"),
+                    "mape_pct": lofo.get("mape_pct"),
+                    "within_20_pct": lofo.get("within_20_pct"),
+                    "families": len((summary or {}).get("families", {})),
+                })
+        if args.json:
+            print_json([{key: value for key, value in row.items()
+                          if key not in ("rho", "mape_pct", "within_20_pct", "families")} for row in rows])
+        else:
+            print_table([{"target": row["target"], "setting": row["setting"] + (" *" if row["default"] else ""),
+                           "precision": row["precision"], "batch": ",".join(map(str, row["batch_sizes"])),
+                           "LOFO rho": row["rho"], "MAPE %": row["mape_pct"], "within 20 %": row["within_20_pct"],
+                           "families": row["families"]} for row in rows])
+            print("* default setting; figures: leave-one-family-out over the calibration rows (predictors/*.yaml); "
+                  "local: held-out models measured here (nas profile --target local)")
+        return 0
+
+
+def _profile_options(args: argparse.Namespace) -> Any:
+    from nas.latency.local import ProfileOptions
+    from nas.latency.measure import Protocol
+
+    protocol = Protocol(runtime=args.runtime, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                        chunk=args.chunk, statistic=args.statistic)
+    return ProfileOptions(protocol=protocol, fit_archs=args.fit_archs, held_out_archs=args.held_out,
+                          resolution=args.resolution, seed=args.seed, resume=not args.fresh)
+
+
+class ProfileCommand(Command):
+    """Measure this machine (random metaformer models, end to end), fit its latency predictor, validate it."""
+
+    name = "profile"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--target", required=True, choices=("local",), help="the target to measure: local")
+        parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                            help="what runs the models (default torch eager)")
+        parser.add_argument("--threads", type=positive, default=1, help="intra-op threads (default 1)")
+        parser.add_argument("--fit-archs", type=positive, default=60, help="random models to fit on (default 60)")
+        parser.add_argument("--held-out", type=positive, default=60,
+                            help="further random models to validate on, never fitted (default 60)")
+        parser.add_argument("--resolution", type=positive, default=128,
+                            help="input resolution (the nearest valid one per model; default 128)")
+        parser.add_argument("--repeats", type=positive, default=7, help="timed runs per model (default 7)")
+        parser.add_argument("--statistic", choices=("min", "median"), default="min",
+                            help="a model's latency from its timed runs (default min: load only slows runs down)")
+        parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model first (default 2)")
+        parser.add_argument("--chunk", type=positive, default=4, help="models timed round-robin (default 4)")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the random models (default 0)")
+        parser.add_argument("--fresh", action="store_true", help="ignore timings cached by an earlier profile")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from nas.latency.local import profile_local
+
+        command = "nas " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["profile"] else "nas profile --target local"
+        result = profile_local(_profile_options(args), progress=not args.json, command=command)
+        if args.json:
+            print_json(result.to_dict())
+            return 0
+        fit, held = result.fit, result.held_out
+        print(f"local/{result.setting} written to {result.path} ({result.wall_s:.0f} s; {result.measured} models "
+              f"timed now; 1-min load {result.load['min']}-{result.load['max']})")
+        print(f"  fit on {fit.rows} models: MAPE {fit.mape_pct:.1f}%")
+        print(f"  held out {held.rows} models: Spearman rho {held.spearman_rho:.3f}, MAPE {held.mape_pct:.1f}%, "
+              f"within 10% {held.within_10_pct:.1f}%, within 20% {held.within_20_pct:.1f}%")
+        for name, figures in result.xeon.items():
+            print(f"  xeon/{name} vs these measurements: rho {figures['spearman_rho']}, MAPE {figures['mape_pct']}%; "
+                  f"after scale x{figures['scale']}: MAPE {figures['scaled_mape_pct']}%, within 10% "
+                  f"{figures['scaled_within_10_pct']}%")
+        return 0

@@ -1,0 +1,141 @@
+"""Training commands: ``nas supernet train`` (a weight-sharing supernet) and ``nas train`` (one Arch alone)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from nas.commands.base import Command, positive, print_json, resolve_arch, set_threads, threads_option
+from nas.errors import NasError
+
+__all__ = ["SupernetCommand", "TrainCommand"]
+
+
+def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    """Arguments shared by `nas supernet train` and `nas train`."""
+    parser.add_argument("--data", metavar="PATH", help="dataset: a folder of class folders, CIFAR python batches or "
+                                                       "an .npz file (default: the bundled Animal-MNIST)")
+    parser.add_argument("--epochs", type=positive, default=epochs, help=f"passes over the data (default {epochs})")
+    parser.add_argument("--proxy-width", type=float, default=0.25, metavar="W",
+                        help="multiplier on every width (default 0.25)")
+    parser.add_argument("--resolution", type=positive, default=32, metavar="R",
+                        help="input resolution in pixels (default 32)")
+    parser.add_argument("--batch-size", type=positive, default=64, help="images per step and process (default 64)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and sampling")
+    parser.add_argument("--sam", action="store_true", help="sharpness-aware minimisation (twice the compute)")
+    parser.add_argument("--sigma-reparam", action="store_true", help="sigmaReparam on linear weights")
+    parser.add_argument("--patch-mixing", action="store_true", help="Patch Mixing augmentation")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="run directory (default runs/<kind>-<name>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--checkpoint-every", type=positive, default=100, metavar="STEPS",
+                        help="steps between checkpoints (default 100)")
+    parser.add_argument("--max-steps", type=positive, metavar="STEPS",
+                        help="stop after this many steps in total (resume later with --resume)")
+    threads_option(parser)
+
+
+def _train_run(args: argparse.Namespace, kind: str, name: str, **extra: Any) -> tuple[Any, Any, Path]:
+    """Dataset, settings and run directory from the shared arguments."""
+    import time
+
+    from nas.data import load_dataset
+    from nas.supernet import TrainSettings
+
+    if args.resume and args.out is None:
+        raise NasError("--resume needs --out DIR, the run directory to continue")
+    set_threads(args)
+    dataset = load_dataset(args.data)
+    settings_values = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                       "sam": args.sam, "sigma_reparam": args.sigma_reparam, "patch_mixing": args.patch_mixing}
+    settings_values.update(extra)
+    out = args.out or Path("runs") / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return dataset, TrainSettings(**settings_values), out
+
+
+def _print_training(args: argparse.Namespace, result: Any) -> int:
+    summary = {"out": str(result.out), "steps": result.steps, "total_steps": result.total_steps,
+               "completed": result.completed, "metrics": result.metrics, "seconds": round(result.seconds, 2),
+               "images_per_second": round(result.images_per_second, 1),
+               "final_losses": result.history[-1]["losses"] if result.history else []}
+    if args.json:
+        print_json(summary)
+        return 0
+    state = "done" if result.completed else f"stopped at step {result.steps} of {result.total_steps}"
+    print(f"{state}: {result.images_per_second:.0f} images/s; run directory {result.out}")
+    for key, value in result.metrics.items():
+        print(f"  {key:<20} {value:.4f}")
+    if not result.completed:
+        print(f"  continue with --resume --out {result.out}")
+    return 0
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+class SupernetCommand(Command):
+    """Train a weight-sharing supernet over a space (`nas supernet train --space NAME`); torchrun scales it out."""
+
+    name = "supernet"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        train = actions.add_parser("train", help="train with the sandwich rule and in-place distillation",
+                                   description="Train a supernet at a proxy scale; writes checkpoint.pt and "
+                                               "result.json in the run directory.")
+        train.add_argument("--space", required=True, help="a space name (see `nas spaces`) or a space YAML file")
+        _train_options(train, epochs=10)
+        train.add_argument("--num-random", type=int, default=2, metavar="K",
+                           help="random subnets per step besides the largest and smallest (default 2)")
+        train.add_argument("--ends", choices=("fixed", "varied"), default="fixed",
+                           help="sandwich ends: the same largest and smallest points every step (default), or drawn "
+                                "each step with extreme sizes and random kinds")
+        train.add_argument("--no-distill", action="store_true", help="train every subnet on the labels")
+        train.add_argument("--scan", type=positive, default=1000, metavar="N",
+                           help="sampled points that size the shared weights (default 1000)")
+        train.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from tqdm import tqdm
+
+        from nas.supernet import train_supernet
+
+        space_name = Path(args.space).stem if args.space.endswith((".yaml", ".yml")) else args.space
+        dataset, settings, out = _train_run(args, "supernet", space_name, num_random=args.num_random,
+                                            ends=args.ends, distill=not args.no_distill)
+        show = not args.json and _is_rank_zero()
+        result = train_supernet(args.space, dataset, settings, width=args.proxy_width, resolution=args.resolution,
+                                scan=args.scan, data_spec=args.data, out=out, resume=args.resume,
+                                checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, progress=show,
+                                log=tqdm.write if show else None)
+        return _print_training(args, result) if _is_rank_zero() else 0
+
+
+class TrainCommand(Command):
+    """Train one architecture stand-alone (a zoo name or an arch file), at the proxy scale unless --full-scale."""
+
+    name = "train"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("arch", help="a zoo model name (see `nas zoo`) or a YAML/JSON arch file")
+        _train_options(parser, epochs=10)
+        parser.add_argument("--full-scale", action="store_true",
+                            help="the arch's own widths and resolution (ignores --proxy-width/--resolution)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from tqdm import tqdm
+
+        from nas.supernet import train_model
+
+        arch = resolve_arch(args.arch)
+        dataset, settings, out = _train_run(args, "train", arch.name or arch.id)
+        show = not args.json and _is_rank_zero()
+        result = train_model(arch, dataset, settings, width=1.0 if args.full_scale else args.proxy_width,
+                             resolution=None if args.full_scale else args.resolution, data_spec=args.data, out=out,
+                             resume=args.resume, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                             progress=show, log=tqdm.write if show else None)
+        return _print_training(args, result) if _is_rank_zero() else 0
