@@ -19,6 +19,7 @@ def test_drops_the_least_recently_used_and_counts() -> None:
     cache.put("c", 3)
     assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
     assert cache.info() == CacheInfo(hits=3, misses=1, size=2, maxsize=2)
+    assert "a" in cache and "b" not in cache and cache.info().hits == 3  # membership counts nothing
     cache.clear()
     assert len(cache) == 0 and cache.info() == CacheInfo(0, 0, 0, 2)
 
