@@ -13,8 +13,9 @@ may be shared, so:
   a loaded shared machine the wall-clock repeats of one model spread by more
   than the +-10% the predictor aims for, so that noise alone would put held-out
   models outside it (a profile records the spread under ``noise``). The wall
-  time of every run is recorded too, and their ratio says how loaded the machine was. With more threads, work
-  runs on other threads, so the clock is the wall clock;
+  time of every run is recorded too, and their ratio says how loaded the
+  machine was. With more threads, work runs on other threads, so the clock is
+  the wall clock;
 * runs are *interleaved*: a chunk of models is prepared together and each
   round times every model of the chunk once, so a burst of load elsewhere
   spreads over several models' runs instead of hitting every run of one model;
