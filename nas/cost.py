@@ -40,8 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -55,6 +53,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from nas.arch import Arch
 from nas.build import Unit, plan
 from nas.errors import NasError
+from nas.lru import CacheInfo, LruCache
 from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
 
 if TYPE_CHECKING:
@@ -67,7 +66,6 @@ __all__ = [
     "CacheInfo",
     "CostReport",
     "Op",
-    "TraceCache",
     "op_class",
     "profile",
     "profile_module",
@@ -348,74 +346,9 @@ def _summarise(records: Sequence[_Record], output: int, params: int) -> _UnitCos
                      sum(record[7] for record in records), sum(record[8] for record in records))
 
 
-@dataclass(frozen=True)
-class CacheInfo:
-    """Counters of a :class:`TraceCache`: lookups answered, units traced, entries held, capacity."""
-
-    hits: int
-    misses: int
-    size: int
-    maxsize: int
-
-
-class TraceCache:
-    """Least-recently-used store of traced units, keyed by ``(unit signature, batch, dtype)``.
-
-    Safe to share between threads: lookups and inserts hold a lock; two threads
-    missing the same key at once both trace it, and the results are equal.
-
-    Args:
-        maxsize: most entries held; the least recently used goes first.
-    """
-
-    def __init__(self, *, maxsize: int = 4096):
-        if maxsize < 1:
-            raise NasError(f"maxsize must be >= 1, got {maxsize}")
-        self.maxsize = maxsize
-        self._entries: OrderedDict[tuple[str, int, torch.dtype], _UnitCost] = OrderedDict()
-        self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
-
-    def get(self, key: tuple[str, int, torch.dtype]) -> _UnitCost | None:
-        """The entry for ``key``, counting a hit or a miss."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-                self._entries.move_to_end(key)
-            return entry
-
-    def put(self, key: tuple[str, int, torch.dtype], entry: _UnitCost) -> None:
-        """Store ``entry``, evicting the least recently used beyond ``maxsize``."""
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        """Drop every entry and reset the counters (for cold-start measurements)."""
-        with self._lock:
-            self._entries.clear()
-            self._hits = self._misses = 0
-
-    def info(self) -> CacheInfo:
-        """Hits, misses, size and capacity."""
-        with self._lock:
-            return CacheInfo(self._hits, self._misses, len(self._entries), self.maxsize)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-
-CACHE = TraceCache()
-"""The process-wide cache :func:`profile` uses."""
+CACHE = LruCache[tuple[str, int, torch.dtype], _UnitCost](maxsize=4096)
+"""The process-wide cache :func:`profile` uses: traced units by ``(unit signature, batch, dtype)``, the least
+recently used dropped first."""
 
 
 # -- public entry points -------------------------------------------------------------
@@ -427,17 +360,16 @@ def _check_batch(batch: int) -> None:
 
 
 def _unit_cost(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
-    key = (unit.key, batch, dtype)
-    entry = CACHE.get(key)
-    if entry is None:
-        try:
-            module = unit.make(device="meta", dtype=dtype)
-        except (NotImplementedError, RuntimeError):
-            module = unit.make(device="cpu", dtype=dtype)
-        records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
-        entry = _summarise(records, output, sum(p.numel() for p in module.parameters()))
-        CACHE.put(key, entry)
-    return entry
+    return CACHE.get_or_make((unit.key, batch, dtype), lambda: _trace_unit(unit, batch, dtype))
+
+
+def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
+    try:
+        module = unit.make(device="meta", dtype=dtype)
+    except (NotImplementedError, RuntimeError):
+        module = unit.make(device="cpu", dtype=dtype)
+    records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
+    return _summarise(records, output, sum(p.numel() for p in module.parameters()))
 
 
 def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> CostReport:

@@ -105,6 +105,11 @@ class LruCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is held; unlike :meth:`get`, counts nothing and leaves the order alone."""
+        with self._lock:
+            return key in self._entries
+
     def clear(self) -> None:
         """Drop every entry and reset the counters (for cold-start measurements)."""
         with self._lock:

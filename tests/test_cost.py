@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 import nas
 from nas import cost
 from nas.build import plan
+from nas.lru import LruCache
 from tests.conftest import TINY_DIR, tiny_files
 
 
@@ -126,7 +127,7 @@ def test_cache_is_keyed_by_dtype_and_batch(tiny_pooling: nas.Arch) -> None:
 
 
 def test_cache_evicts_least_recently_used() -> None:
-    cache = cost.TraceCache(maxsize=2)
+    cache = LruCache[tuple[str, int, torch.dtype], cost._UnitCost](maxsize=2)
     entry = cost._summarise([], -1, 0)
     for name in ("a", "b"):
         cache.put((name, 1, torch.float32), entry)

@@ -75,8 +75,8 @@ _LAUNCH_US = {"torch": {"conv": 10.0, "matmul": 6.0, "vector": 4.0, "movement": 
               "onnxruntime": {"conv": 3.0, "matmul": 2.0, "vector": 1.0, "movement": 1.0}}
 _FIXED_MS = {"torch": 0.05, "onnxruntime": 0.02}
 _FREE = ["compute_efficiency.*", "memory_efficiency.*", "launch_us.*", "saturation_parallelism", "fixed_ms"]
-# Weak pull to the priors: a profile has many rows and the priors are guesses (measured on this project's
-# machine, 60 fit / 60 held-out models: prior weight 0.1 put 28% of the held-out models within +-10%, 0.003 50%).
+# Weak pull to the priors: a profile has many rows and the priors are guesses (a stronger pull, such as 0.1, put
+# far fewer of the held-out models within +-10%).
 _PRIOR_WEIGHT = 0.003
 
 

@@ -10,11 +10,12 @@ may be shared, so:
   (``time.thread_time``): eager PyTorch and onnxruntime with one intra-op
   thread compute on the calling thread, and its CPU time leaves out the time
   the scheduler gave to other processes, which wall-clock time does not. On
-  this project's shared 2-core machine at a load of 3.5, the wall-clock repeats
-  of one model spread by a median 23% (up to 2x); that noise alone would put
-  held-out models outside +-10%. The wall time of every run is recorded too,
-  and their ratio says how loaded the machine was. With more threads, work
-  runs on other threads, so the clock is the wall clock;
+  a loaded shared machine the wall-clock repeats of one model spread by more
+  than the +-10% the predictor aims for, so that noise alone would put held-out
+  models outside it (a profile records the spread under ``noise``). The wall
+  time of every run is recorded too, and their ratio says how loaded the
+  machine was. With more threads, work runs on other threads, so the clock is
+  the wall clock;
 * runs are *interleaved*: a chunk of models is prepared together and each
   round times every model of the chunk once, so a burst of load elsewhere
   spreads over several models' runs instead of hitting every run of one model;
@@ -22,10 +23,9 @@ may be shared, so:
 * the statistic is the *minimum* of the repeats by default: other processes
   only ever slow a run down (even its CPU time, through the caches and memory
   bandwidth they share), so the fastest run is the best estimate of the
-  latency on an idle machine. Measured on this project's machine at a load of
-  about 4 on 2 cores (60 fit and 60 held-out metaformer models, CPU clock,
-  5 repeats, eager PyTorch): fitting and validating on medians put 50% of the
-  held-out models within +-10%, on minima 72% (onnxruntime: 77% and 82%).
+  latency on an idle machine. On a loaded machine, fitting and validating on
+  minima puts more of the held-out models within +-10% than on medians, with
+  either runtime (``nas profile --statistic median`` compares).
   ``statistic="median"`` keeps the median.
 
 Runtimes:

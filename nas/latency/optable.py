@@ -20,8 +20,8 @@
    output in the same segment (DenseNet's and PeleeNet's growing feature maps): a runtime removes a
    concatenation by having its producers write into slices of its buffer, but an input that is itself a
    concatenation already lives in that concatenation's buffer, so TensorRT copies it. Priced as a copy,
-   DenseNet's held-out V100 MAPE fell from 28.2% to 19.6%, PeleeNet's from 99.6% to 57.7%, and the
-   setting's from 22.4% to 21.7%;
+   DenseNet's and PeleeNet's held-out V100 errors drop sharply (the target's validation block lists the
+   held-out MAPE per family, ``lofo_mape_pct_by_family``; ``bench/predictors.py`` reruns the validation);
 5. applies the setting's fusion rules. A *head* op (a convolution, a linear
    layer, ...) absorbs the ops that directly follow it when their kind is listed
    under the head's kind, they consume the previous op's output (same number of
@@ -32,9 +32,9 @@
    longer reads it), so its bytes become ``read + written - 2 x intermediate``.
    An op the setting lists under ``plugins`` neither fuses nor heads: Paddle
    Inference hands hardswish to a TensorRT plugin, which TensorRT cannot fuse
-   into the convolution before it. Priced so, V100's held-out MAPE fell from
-   21.7% to 19.7% (MobileNetV3 16.8 -> 13.5%, PP-LCNet 21.6 -> 15.7%,
-   EfficientNet 33.8 -> 15.9%);
+   into the convolution before it. Priced so, the V100 setting predicts the
+   hardswish families (MobileNetV3, PP-LCNet, EfficientNet) markedly better
+   on held-out data (same validation block);
 6. counts the switches between processors and the bytes they move.
 
 Fusion only looks inside a *segment*: for an Arch, one unit of

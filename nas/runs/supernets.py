@@ -2,12 +2,12 @@
 
 ``nas search`` without ``--supernet`` scores accuracy one-shot under a small
 supernet trained on the bundled dataset: width x0.125, 32 px, one epoch of
-the sandwich rule with one random subnet per step. That is a few minutes on 2
-CPU cores, so the main job (training included) stays within its 10-minute
-budget. It is a coarse accuracy signal: on the rank bench's 24 metaformer archs
-it ranked them at Kendall tau +0.05 to +0.15 against 2 epochs of training alone
-(``bench/supernet_rank.py``), 3-epoch supernets at +0.17 to +0.40 (pass one with
-``--supernet``), and ``--accuracy short-train`` at +0.57 to +0.72.
+the sandwich rule with one random subnet per step. It is kept that small so
+the main job, its training included, stays within its time budget on a few
+CPU cores. It is a coarse accuracy signal: supernets trained longer (pass one
+with ``--supernet``) and ``--accuracy short-train`` rank archs more like
+training alone does, at a higher cost (``bench/supernet_rank.py`` measures
+each).
 
 The supernet lives under the runs folder, ``<runs>/supernets/<space>-<key>/``,
 where ``key`` hashes the space file's bytes, every training setting and the

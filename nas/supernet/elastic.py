@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +58,7 @@ from nas.blocks.contract import Sharing, declared_sharing
 from nas.blocks.registry import module_class
 from nas.build import Unit, plan
 from nas.errors import NasError
+from nas.lru import LruCache
 from nas.supernet.sigma import spectral_step
 from nas.supernet.slicing import Rule, canonical, pad, rule_for
 
@@ -281,53 +281,33 @@ class Layouts:
 
     def __init__(self, *, max_units: int = 8192, max_archs: int = 512, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self._units: OrderedDict[tuple[str, str], UnitLayout] = OrderedDict()
-        self._skeletons: OrderedDict[str, tuple[nn.Module, list[Slot]]] = OrderedDict()
-        self._archs: OrderedDict[str, list[UnitLayout]] = OrderedDict()
-        self.max_units = max_units
-        self.max_archs = max_archs
+        self._units = LruCache[tuple[str, str], UnitLayout](maxsize=max_units)
+        self._skeletons = LruCache[str, tuple[nn.Module, list[Slot]]](maxsize=max_units)
+        self._archs = LruCache[str, list[UnitLayout]](maxsize=max_archs)
 
     def of(self, arch: Arch) -> list[UnitLayout]:
         """The layouts of ``arch``'s units in execution order (``arch`` at the scale it is built at)."""
-        found = self._archs.get(arch.id)
-        if found is not None:
-            self._archs.move_to_end(arch.id)
-            return found
-        layouts = [self._unit(unit) for unit in plan(arch).units]
-        self._archs[arch.id] = layouts
-        if len(self._archs) > self.max_archs:
-            self._archs.popitem(last=False)
-        return layouts
+        return self._archs.get_or_make(arch.id, lambda: [self._unit(unit) for unit in plan(arch).units])
 
     def _unit(self, unit: Unit) -> UnitLayout:
-        cache_key = (unit.path, unit.key)
-        found = self._units.get(cache_key)
-        if found is not None:
-            self._units.move_to_end(cache_key)
-            return found
-        built = self._skeletons.get(unit.key)
-        if built is None:
-            with torch.random.fork_rng(devices=[]):  # the init values only give statistics; keep them fixed
-                torch.manual_seed(0)
-                module = unit.make()
-            raw = _raw_slots(unit, module)
-            _to_meta(module)
-            if self.device.type != "cpu":
-                _move_derived(module, self.device)
-            built = self._skeletons[unit.key] = (module, raw)
-            if len(self._skeletons) > self.max_units:
-                self._skeletons.popitem(last=False)
-        else:
-            self._skeletons.move_to_end(unit.key)
-        module, raw = built
+        return self._units.get_or_make((unit.path, unit.key), lambda: self._layout(unit))
+
+    def _layout(self, unit: Unit) -> UnitLayout:
+        module, raw = self._skeletons.get_or_make(unit.key, lambda: self._skeleton(unit))
         scope, position = _place(unit)
         slots = [dataclasses.replace(slot, scope=scope, key=_storage_key(position, slot.entry)) for slot in raw]
         count = sum(slot_numel(slot) for slot in slots if slot.parameter)
-        layout = self._units[cache_key] = UnitLayout(unit.path, unit.stage, module, slots, count, unit.role,
-                                                     unit.index)
-        if len(self._units) > self.max_units:
-            self._units.popitem(last=False)
-        return layout
+        return UnitLayout(unit.path, unit.stage, module, slots, count, unit.role, unit.index)
+
+    def _skeleton(self, unit: Unit) -> tuple[nn.Module, list[Slot]]:
+        with torch.random.fork_rng(devices=[]):  # the init values only give statistics; keep them fixed
+            torch.manual_seed(0)
+            module = unit.make()
+        raw = _raw_slots(unit, module)
+        _to_meta(module)
+        if self.device.type != "cpu":
+            _move_derived(module, self.device)
+        return module, raw
 
 
 def slot_numel(slot: Slot) -> int:

@@ -1,13 +1,11 @@
 """Short-training scores: each arch trained alone for a few dozen steps, then evaluated.
 
 Where a ranking matters more than seconds per candidate, a short training run
-is the better accuracy signal at this project's proxy budgets. On the rank
-bench's 24 metaformer archs (``bench/supernet_rank.py``: width x0.125, 32 px,
-the bundled data, stand-alone accuracy after 2 epochs as the truth), 60 steps
-from a random start ranked them at Kendall tau +0.57 and +0.72 (two seeds),
-against +0.17 to +0.40 for one-shot scores under 3-epoch supernets, about +0.1
-under the search's default 1-epoch supernet, and +0.22 for NASWOT. It costs
-about 20 s per arch on one CPU core.
+is the better accuracy signal at this project's proxy budgets: a few dozen
+steps from a random start order archs more like stand-alone training than
+one-shot scores under the search's supernets or NASWOT do, at a far higher
+cost per candidate. ``bench/supernet_rank.py`` measures both, against
+stand-alone training at the proxy scale.
 
 Each arch is built at the proxy scale with weights drawn from ``seed`` (or
 copied from a supernet, to measure what inherited weights add), trained with

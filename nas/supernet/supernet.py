@@ -98,9 +98,10 @@ class Supernet(nn.Module):
     choice per block (a tensor set per kind and position; the FFN at a
     position is shared by all kinds).
 
-    Trade-offs: running plain modules through ``functional_call`` costs a few
-    milliseconds of Python per forward against a hand-written elastic layer,
-    and buys kind-independence; capacity is fixed from a scan of the space
+    Trade-offs: running plain modules through ``functional_call`` costs
+    Python time per forward against a hand-written elastic layer
+    (``bench/supernet_rank.py`` measures what sharing costs a pass), and buys
+    kind-independence; capacity is fixed from a scan of the space
     before training (see :class:`~nas.supernet.elastic.Capacity`), so a point
     outside what the scan covered raises :class:`CapacityError` (:meth:`sample`
     never draws one). Points invalid at the proxy resolution raise

@@ -33,9 +33,9 @@ class TrainSettings:
         num_random: random subnets per step besides the largest and smallest (supernet only).
         ends: the sandwich ends (supernet only): ``fixed`` uses the same two points every step; ``varied`` draws
             each step's largest and smallest with every size decision at its extreme and every kind decision at
-            random (:meth:`Supernet.sample_end`). On metaformer, one epoch at the default recipe, ``varied`` lifted
-            random subnets' one-shot accuracy from ~0.10 to ~0.15 but dropped the fixed ends' from 0.79/0.44 to
-            0.47/0.16 (some extreme points overflow): not the default.
+            random (:meth:`Supernet.sample_end`). Not the default: ``varied`` lifts random subnets' one-shot accuracy
+            a little but costs the ends far more (some extreme points overflow); ``bench/supernet_rank.py
+            --ends varied`` measures it.
         distill: in-place distillation from the largest subnet (supernet only).
         sam: sharpness-aware minimisation.
         sam_rho: SAM's neighbourhood radius.

@@ -73,9 +73,9 @@ ProxyFn = Callable[[nn.Module, Tensor, "Tensor | None"], float]
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, StarReLU)
 
 PROXIES: Registry[ProxyFn] = Registry("zero-cost proxy")
-# NASWOT: on the rank bench's 24 metaformer archs (bench/supernet_rank.py) it ranks at Kendall tau +0.22 at the proxy
-# scale, where synflow, the strongest of the three on NAS-Bench-201 (Abdelfattah et al. 2021), ranks at -0.17 at full
-# scale and overflows float64 on 2 of the 24 (LayerNorm flattens its all-ones input, so many archs tie).
+# NASWOT is the default: it ranks the rank bench's archs best of the three (bench/supernet_rank.py prints each
+# proxy's Kendall tau), while synflow, the strongest on NAS-Bench-201 (Abdelfattah et al. 2021), ranks them worse
+# and overflows float64 on some (LayerNorm flattens its all-ones input, so many archs tie).
 DEFAULT_PROXY = "naswot"
 
 

@@ -167,8 +167,8 @@ def _levenberg_marquardt(problem: _Problem, theta: np.ndarray, lower: np.ndarray
                          data_rows: int, scale: float | None, iterations: int = 200) -> np.ndarray:
     """Minimise the robust cost by damped Gauss-Newton steps on re-weighted residuals, clipped to the bounds.
 
-    NOTE: scipy's least_squares (trf) gave the same optimum but spent 85% of its time in a multi-threaded SVD
-    of a 400 x 26 matrix (6 s per fit on two cores); the normal equations here are 26 x 26.
+    NOTE: scipy's least_squares (trf) gives the same optimum but spends most of its time in a multi-threaded SVD
+    of the whole rows x coefficients Jacobian; the normal equations here are only coefficients x coefficients.
     """
     residuals = problem.residuals(theta)
     cost, weights = _robust(residuals, data_rows, scale)
