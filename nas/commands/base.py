@@ -53,8 +53,8 @@ def positive(text: str) -> int:
 
 def threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive, default=1, metavar="N",
-                        help="torch intra-op threads (default 1: proxy-scale networks are small, and two threads ran "
-                             "5x slower than one on a busy 2-core machine)")
+                        help="torch intra-op threads (default 1: proxy-scale networks are too small to gain from more, "
+                             "and extra threads slow down on a busy machine)")
 
 
 def set_threads(args: argparse.Namespace) -> None:

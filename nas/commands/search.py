@@ -41,7 +41,7 @@ class SearchCommand(Command):
         parser.add_argument("--accuracy", help="accuracy source: supernet (default: one-shot accuracy under "
                                                "--supernet, or under a small supernet trained once per space on "
                                                "the bundled data and reused), zero-cost, short-train (60 "
-                                               "training steps per candidate: ~20 s each, ranks best), proxy "
+                                               "training steps per candidate: slow, ranks best), proxy "
                                                "(log10 MACs, a stand-in)")
         parser.add_argument("--supernet", metavar="CHECKPOINT", help="a trained supernet (`nas supernet train`) "
                                                                      "for one-shot accuracy")
