@@ -1,11 +1,11 @@
 """Scoring point vectors with the predictor objectives, without building their Archs.
 
-Why: a :class:`~nas.search.scorer.Scorer` needs each candidate's Arch, and decoding a point, hashing
-its id and walking its units dominates evolution's inner loop however warm the unit caches are
-(``bench/search.py`` prints the scoring throughput of both paths). The predictor objectives (latency on a
-target, parameters, MACs and the ``proxy`` score ``log10 MACs``) are sums over an Arch's units, and the units of one *part* of
-a point (a stage, the head) depend only on that part's decisions and on what the part before hands on
-(channels, feature size, layout, class tokens). So :class:`VectorScorer` keeps per part
+Why: a :class:`~nas.search.scorer.Scorer` needs each candidate's Arch, and decoding a point, hashing its id
+and walking its units dominates evolution's inner loop however warm the unit caches are (``bench/search.py``
+prints the scoring throughput of both paths). The predictor objectives (latency on a target, parameters, MACs
+and the ``proxy`` score ``log10 MACs``) are sums over an Arch's units, and the units of one *part* of a point
+(a stage, the head) depend only on that part's decisions and on what the part before hands on (channels,
+feature size, layout, class tokens). So :class:`VectorScorer` keeps per part
 
     (part, the contents of its slots, context in) -> (its units' sums, context out)
 
