@@ -306,3 +306,11 @@ def test_a_subnet_that_overflows_is_left_out_of_the_step(files: dict[str, str], 
                             options=TrainOptions(max_steps=3, progress=False, evaluate=False), **COMMON)
     assert all(np.isnan(losses[1]) and np.isfinite(losses[0]) for losses in result.losses)
     assert result.losses[0][0] != result.losses[2][0], "the other subnets still trained"
+
+
+def test_train_options_refuse_a_checkpoint_interval_or_step_limit_out_of_range() -> None:
+    with pytest.raises(nas.NasError, match="checkpoint_every must be >= 1, got 0"):
+        TrainOptions(checkpoint_every=0)
+    with pytest.raises(nas.NasError, match="max_steps must be >= 0, got -1"):
+        TrainOptions(max_steps=-1)
+    assert TrainOptions(max_steps=0).max_steps == 0

@@ -23,9 +23,10 @@ learning rate serves both jobs.
   global generator, so every DDP rank samples the same subnets and a resumed
   run repeats an uninterrupted one exactly.
 * Checkpoints (:mod:`nas.supernet.checkpoint`) every
-  :attr:`TrainOptions.checkpoint_every` steps and at the end, atomically; ``resume`` continues from the last one
-  with the same loss trajectory. A run refuses to resume under other
-  settings, naming the file and the fields that differ.
+  :attr:`TrainOptions.checkpoint_every` steps and at the end, atomically;
+  ``resume`` continues from the last one with the same loss trajectory. A
+  run refuses to resume under other settings, naming the file and the
+  fields that differ.
 * Scale-out: under ``torchrun`` (``WORLD_SIZE > 1``) the module is wrapped in
   DistributedDataParallel (gloo on CPU, NCCL on GPU) with
   ``find_unused_parameters`` (each subnet uses a subset of the shared
@@ -90,9 +91,10 @@ class TrainOptions:
 
     These are apart from the settings because they do not change the loss
     trajectory or the trained weights: a run stopped at ``max_steps`` and
-    resumed, with checkpoints at other steps and without a progress bar, ends
-    with the weights of an uninterrupted one. So they are not recorded in the
-    checkpoint nor checked on resume, and a resumed run may choose them anew.
+    resumed, checkpointed at other steps, with or without a progress bar,
+    ends with the weights of an uninterrupted run. So they are not recorded
+    in the checkpoint nor checked on resume, and a resumed run may choose
+    them anew.
     ``evaluate`` and ``eval_calibration`` shape only the final evaluation.
 
     Attributes:
