@@ -100,6 +100,7 @@ from nas.supernet import (
     Supernet,
     SupernetJob,
     Trainer,
+    TrainOptions,
     TrainSettings,
     evaluate,
     kendall_tau,
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          f"{supernet.num_parameters(supernet.smallest) / 1e6:.3f}M ({create_seconds:.0f} s to size)")
     job = SupernetJob(supernet, num_random=args.num_random, seed=args.seed, ends=settings.ends)
     tick = time.perf_counter()
-    trained = Trainer(job, dataset, settings, progress=not args.quiet, log=_log, evaluate=True).run()
+    trained = Trainer(job, dataset, settings, options=TrainOptions(progress=not args.quiet, log=_log)).run()
     supernet_seconds = time.perf_counter() - tick
     supernet_step = _median_step(trained.history)
     supernet.eval()
@@ -208,8 +209,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     standalone, alone_seconds = [], []
     for index, arch in enumerate(archs):
         tick = time.perf_counter()
-        result = Trainer(ModelJob(arch, scale, seed=args.seed), dataset, alone_settings, progress=False,
-                         evaluate=True).run()
+        result = Trainer(ModelJob(arch, scale, seed=args.seed), dataset, alone_settings,
+                         options=TrainOptions(progress=False)).run()
         standalone.append(result.metrics["accuracy"])
         alone_seconds.append(time.perf_counter() - tick)
         _log(f"stand-alone {index + 1}/{len(archs)} {arch.id}: accuracy {standalone[-1]:.4f}, one-shot "
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # 4. the largest subnet alone, for the step-time ratio
     largest = Trainer(ModelJob(supernet.largest, scale, seed=args.seed), dataset, alone_settings,
-                      max_steps=args.timing_steps, progress=False, evaluate=False).run()
+                      options=TrainOptions(max_steps=args.timing_steps, progress=False, evaluate=False)).run()
     largest_step = _median_step(largest.history)
     train_loader, _ = loaders(dataset, batch_size=args.batch_size, resolution=args.resolution, channels=3,
                               augment=False, seed=args.seed)

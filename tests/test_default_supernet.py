@@ -13,7 +13,7 @@ from nas.data import load_dataset
 from nas.runs import RUN_FILE, Run
 from nas.runs import supernets as default
 from nas.runs.supernets import Recipe, default_supernet_dir, ensure_default_supernet
-from nas.supernet import TrainSettings, train_supernet
+from nas.supernet import TrainOptions, TrainSettings, train_supernet
 from tests.test_supernet_train import SPACE
 
 TINY = Recipe(width=1.0, resolution=16, scan=12, epochs=1, batch_size=256, num_random=0, warmup_epochs=0.1)
@@ -65,7 +65,7 @@ def test_a_killed_training_is_finished_by_the_next_search(tmp_path: Path, space_
     folder.parent.mkdir(parents=True)
     settings = TrainSettings(epochs=1, batch_size=256, num_random=0, warmup_epochs=0.1, seed=0)
     stopped = train_supernet(space_file, load_dataset(None), settings, width=1.0, resolution=16, scan=12,
-                             out=folder, max_steps=5, progress=False)
+                             out=folder, options=TrainOptions(max_steps=5, progress=False))
     assert stopped.steps == 5 and not (folder / "result.json").exists()
     lines: list[str] = []
     ensure_default_supernet(tmp_path, space_file, recipe=TINY, progress=False, log=lines.append)

@@ -15,7 +15,7 @@ import torch
 import nas
 from nas.cli import main
 from nas.data import Dataset, load_dataset
-from nas.supernet import CheckpointError, Supernet, Trainer, TrainSettings, train_model, train_supernet
+from nas.supernet import CheckpointError, Supernet, Trainer, TrainOptions, TrainSettings, train_model, train_supernet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,10 @@ stages:
 head: {kind: linear, pool: avg, norm: layernorm, num_classes: 10}
 """
 
-COMMON: dict[str, Any] = {"width": 1.0, "resolution": 16, "scan": 12, "progress": False}
+COMMON: dict[str, Any] = {"width": 1.0, "resolution": 16, "scan": 12}
+QUIET = TrainOptions(progress=False)
+EVERY_FOUR = TrainOptions(checkpoint_every=4, progress=False, evaluate=False)
+STOP_EARLY = TrainOptions(max_steps=2, progress=False, evaluate=False)
 
 
 
@@ -73,8 +76,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_kill_and_resume_repeats_the_uninterrupted_run(files: dict[str, str], dataset: Dataset, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    full = train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "full", checkpoint_every=4,
-                          evaluate=False, **COMMON)
+    full = train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "full", options=EVERY_FOUR, **COMMON)
     assert full.completed and full.total_steps == 12 and len(full.losses) == 12
     assert all(len(losses) == 3 for losses in full.losses)  # largest, smallest, one random
 
@@ -89,12 +91,11 @@ def test_kill_and_resume_repeats_the_uninterrupted_run(files: dict[str, str], da
 
     monkeypatch.setattr(Trainer, "_step", killed_at_seven)
     with pytest.raises(KeyboardInterrupt):
-        train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "killed", checkpoint_every=4,
-                       evaluate=False, **COMMON)
+        train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "killed", options=EVERY_FOUR, **COMMON)
     monkeypatch.setattr(Trainer, "_step", step)
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"] == 4
     resumed = train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "killed", resume=True,
-                             checkpoint_every=4, evaluate=False, **COMMON)
+                             options=EVERY_FOUR, **COMMON)
     assert resumed.losses == full.losses
     full_weights, resumed_weights = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
     assert full_weights.keys() == resumed_weights.keys()
@@ -105,14 +106,15 @@ def test_kill_and_resume_repeats_the_uninterrupted_run(files: dict[str, str], da
 def test_corrupt_or_mismatched_checkpoints_are_one_clear_error(files: dict[str, str], dataset: Dataset,
                                                                tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train_supernet(files["space"], dataset, SETTINGS, out=out, max_steps=2, evaluate=False, **COMMON)
+    train_supernet(files["space"], dataset, SETTINGS, out=out, options=STOP_EARLY, **COMMON)
     with pytest.raises(CheckpointError, match="lr"):
         train_supernet(files["space"], dataset, TrainSettings(**{**SETTINGS.to_dict(), "lr": 1e-2}), out=out,
-                       resume=True, **COMMON)
+                       resume=True, options=QUIET, **COMMON)
     with pytest.raises(CheckpointError, match="scale"):
-        train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, **{**COMMON, "width": 0.5})
+        train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, options=QUIET,
+                       **{**COMMON, "width": 0.5})
     with pytest.raises(nas.NasError, match="already holds a run"):
-        train_supernet(files["space"], dataset, SETTINGS, out=out, **COMMON)
+        train_supernet(files["space"], dataset, SETTINGS, out=out, options=QUIET, **COMMON)
     checkpoint = out / "checkpoint.pt"
     saved = torch.load(checkpoint, weights_only=False)
     del saved["job"]["spec"]["sharing"]  # as written before the version was recorded: taken as version 2
@@ -124,9 +126,10 @@ def test_corrupt_or_mismatched_checkpoints_are_one_clear_error(files: dict[str, 
         Supernet.load(tmp_path / "older.pt")
     torch.save(saved, checkpoint)
     with pytest.raises(CheckpointError, match="sharing: checkpoint 1, requested 2"):
-        train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, **COMMON)
+        train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, options=QUIET, **COMMON)
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # torn write
-    for attempt in (lambda: train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, **COMMON),
+    for attempt in (lambda: train_supernet(files["space"], dataset, SETTINGS, out=out, resume=True, options=QUIET,
+                                           **COMMON),
                     lambda: Supernet.load(out)):
         with pytest.raises(CheckpointError, match=str(checkpoint)):
             attempt()
@@ -134,7 +137,7 @@ def test_corrupt_or_mismatched_checkpoints_are_one_clear_error(files: dict[str, 
     with pytest.raises(CheckpointError, match="corrupt"):
         Supernet.load(checkpoint)
     with pytest.raises(CheckpointError, match="no checkpoint there"):
-        train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "empty", resume=True, **COMMON)
+        train_supernet(files["space"], dataset, SETTINGS, out=tmp_path / "empty", resume=True, options=QUIET, **COMMON)
 
 
 def _free_port() -> int:
@@ -175,7 +178,7 @@ def _ddp_worker(rank: int, world: int, port: int, space: str, data: str, out: st
                 parameter.add_(1.0)
     job = SupernetJob(supernet, num_random=1, seed=settings.seed)
     subnets = [[arch.id for arch in job.subnets(0, step)] for step in range(3)]
-    trainer = Trainer(job, dataset, settings, max_steps=3, progress=False, evaluate=False)
+    trainer = Trainer(job, dataset, settings, options=TrainOptions(max_steps=3, progress=False, evaluate=False))
     initial = {key: value.clone() for key, value in supernet.state_dict().items()}
     result = trainer.run()
     torch.save({"model": supernet.state_dict(), "initial": initial, "steps": result.steps, "subnets": subnets,
@@ -227,7 +230,7 @@ def test_standalone_training_equals_the_supernets_subnet_architecture(files: dic
                                                                              num_classes=dataset.num_classes), scan=12)
     arch = supernet.sample(np.random.default_rng(0))
     result = train_model(arch, dataset, TrainSettings(epochs=1, batch_size=16, sigma_reparam=True, sam=True),
-                         width=1.0, resolution=16, progress=False, evaluate=False, max_steps=2)
+                         width=1.0, resolution=16, options=STOP_EARLY)
     assert result.steps == 2 and all(np.isfinite(losses).all() for losses in result.losses)
     assert supernet.extract(arch).arch == supernet.proxy(arch)
 
@@ -299,6 +302,15 @@ def test_a_subnet_that_overflows_is_left_out_of_the_step(files: dict[str, str], 
         return logits * float("inf") if subnet is self.supernet.smallest else logits
 
     monkeypatch.setattr(SupernetJob, "forward", smallest_overflows)
-    result = train_supernet(files["space"], dataset, SETTINGS, max_steps=3, evaluate=False, **COMMON)
+    result = train_supernet(files["space"], dataset, SETTINGS,
+                            options=TrainOptions(max_steps=3, progress=False, evaluate=False), **COMMON)
     assert all(np.isnan(losses[1]) and np.isfinite(losses[0]) for losses in result.losses)
     assert result.losses[0][0] != result.losses[2][0], "the other subnets still trained"
+
+
+def test_train_options_refuse_a_checkpoint_interval_or_step_limit_out_of_range() -> None:
+    with pytest.raises(nas.NasError, match="checkpoint_every must be >= 1, got 0"):
+        TrainOptions(checkpoint_every=0)
+    with pytest.raises(nas.NasError, match="max_steps must be >= 0, got -1"):
+        TrainOptions(max_steps=-1)
+    assert TrainOptions(max_steps=0).max_steps == 0

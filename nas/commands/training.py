@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nas.commands.base import Command, positive, print_json, resolve_arch, set_threads, threads_option
 from nas.errors import NasError
+
+if TYPE_CHECKING:
+    from nas.data import Dataset
+    from nas.supernet import TrainOptions, TrainResult, TrainSettings
 
 __all__ = ["SupernetCommand", "TrainCommand"]
 
@@ -36,8 +40,12 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     threads_option(parser)
 
 
-def _train_run(args: argparse.Namespace, kind: str, name: str, **extra: Any) -> tuple[Any, Any, Path]:
-    """Dataset, settings and run directory from the shared arguments."""
+def _train_run(args: argparse.Namespace, kind: str, name: str) -> tuple[Dataset, TrainSettings, Path]:
+    """Dataset, settings and run directory from the shared arguments.
+
+    The settings hold the shared flags; `nas supernet train` adds its sandwich flags with
+    :func:`dataclasses.replace`, which checks them as :class:`TrainSettings` checks every field.
+    """
     import time
 
     from nas.data import load_dataset
@@ -47,14 +55,24 @@ def _train_run(args: argparse.Namespace, kind: str, name: str, **extra: Any) -> 
         raise NasError("--resume needs --out DIR, the run directory to continue")
     set_threads(args)
     dataset = load_dataset(args.data)
-    settings_values = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                       "sam": args.sam, "sigma_reparam": args.sigma_reparam, "patch_mixing": args.patch_mixing}
-    settings_values.update(extra)
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, sam=args.sam,
+                             sigma_reparam=args.sigma_reparam, patch_mixing=args.patch_mixing)
     out = args.out or Path("runs") / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return dataset, TrainSettings(**settings_values), out
+    return dataset, settings, out
 
 
-def _print_training(args: argparse.Namespace, result: Any) -> int:
+def _train_options_of(args: argparse.Namespace) -> TrainOptions:
+    """Checkpoints and early stop from the shared arguments; the bar and log lines on rank 0 unless --json."""
+    from tqdm import tqdm
+
+    from nas.supernet import TrainOptions
+
+    show = not args.json and _is_rank_zero()
+    return TrainOptions(checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, progress=show,
+                        log=tqdm.write if show else None)
+
+
+def _print_training(args: argparse.Namespace, result: TrainResult) -> int:
     summary = {"out": str(result.out), "steps": result.steps, "total_steps": result.total_steps,
                "completed": result.completed, "metrics": result.metrics, "seconds": round(result.seconds, 2),
                "images_per_second": round(result.images_per_second, 1),
@@ -100,18 +118,16 @@ class SupernetCommand(Command):
         train.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tqdm import tqdm
+        from dataclasses import replace
 
         from nas.supernet import train_supernet
 
         space_name = Path(args.space).stem if args.space.endswith((".yaml", ".yml")) else args.space
-        dataset, settings, out = _train_run(args, "supernet", space_name, num_random=args.num_random,
-                                            ends=args.ends, distill=not args.no_distill)
-        show = not args.json and _is_rank_zero()
+        dataset, shared, out = _train_run(args, "supernet", space_name)
+        settings = replace(shared, num_random=args.num_random, ends=args.ends, distill=not args.no_distill)
         result = train_supernet(args.space, dataset, settings, width=args.proxy_width, resolution=args.resolution,
                                 scan=args.scan, data_spec=args.data, out=out, resume=args.resume,
-                                checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, progress=show,
-                                log=tqdm.write if show else None)
+                                options=_train_options_of(args))
         return _print_training(args, result) if _is_rank_zero() else 0
 
 
@@ -127,15 +143,11 @@ class TrainCommand(Command):
                             help="the arch's own widths and resolution (ignores --proxy-width/--resolution)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from tqdm import tqdm
-
         from nas.supernet import train_model
 
         arch = resolve_arch(args.arch)
         dataset, settings, out = _train_run(args, "train", arch.name or arch.id)
-        show = not args.json and _is_rank_zero()
         result = train_model(arch, dataset, settings, width=1.0 if args.full_scale else args.proxy_width,
                              resolution=None if args.full_scale else args.resolution, data_spec=args.data, out=out,
-                             resume=args.resume, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
-                             progress=show, log=tqdm.write if show else None)
+                             resume=args.resume, options=_train_options_of(args))
         return _print_training(args, result) if _is_rank_zero() else 0

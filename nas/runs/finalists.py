@@ -56,7 +56,7 @@ def train_finalists(run: Run, *, count: int, epochs: int, data: str | None = Non
         CheckpointError: a finalist folder from another setting (e.g. other epochs) cannot be resumed.
     """
     from nas.data import load_dataset
-    from nas.supernet import TrainSettings, train_model
+    from nas.supernet import TrainOptions, TrainSettings, train_model
 
     if count < 1 or epochs < 1:
         raise NasError(f"finalists: count and epochs must be >= 1, got {count} and {epochs}")
@@ -66,6 +66,7 @@ def train_finalists(run: Run, *, count: int, epochs: int, data: str | None = Non
     width, resolution = proxy_scale_of(run)
     dataset = load_dataset(data)
     settings = TrainSettings(epochs=epochs, seed=run.settings.seed)
+    options = TrainOptions(progress=progress, log=log)
     columns = [spec.column for spec in run.settings.objectives]
     rows = []
     for rank, (record, arch) in enumerate(chosen, start=1):
@@ -76,7 +77,7 @@ def train_finalists(run: Run, *, count: int, epochs: int, data: str | None = Non
                     f"{resolution} px")
             out.parent.mkdir(parents=True, exist_ok=True)
             train_model(arch, dataset, settings, width=width, resolution=resolution, data_spec=data, out=out,
-                        resume=(out / CHECKPOINT).is_file(), progress=progress, log=log)
+                        resume=(out / CHECKPOINT).is_file(), options=options)
         summary = json.loads((out / RESULT).read_text())
         if summary["settings"]["epochs"] != epochs:
             raise NasError(f"{out}: trained for {summary['settings']['epochs']} epoch(s), not {epochs}; "

@@ -84,7 +84,7 @@ def ensure_default_supernet(root: str | os.PathLike[str], space: str, *, recipe:
         CheckpointError: the folder holds a checkpoint that cannot be resumed (the message names it).
     """
     from nas.data import load_dataset
-    from nas.supernet import TrainSettings, train_supernet
+    from nas.supernet import TrainOptions, TrainSettings, train_supernet
 
     recipe = recipe or DEFAULT_RECIPE
     folder = default_supernet_dir(root, space, recipe)
@@ -103,8 +103,8 @@ def ensure_default_supernet(root: str | os.PathLike[str], space: str, *, recipe:
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         train_supernet(space, load_dataset(recipe.data), settings, width=recipe.width, resolution=recipe.resolution,
-                       scan=recipe.scan, data_spec=recipe.data, out=folder, resume=resume, progress=progress,
-                       log=log)
+                       scan=recipe.scan, data_spec=recipe.data, out=folder, resume=resume,
+                       options=TrainOptions(progress=progress, log=log))
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}; delete {folder} to train the default supernet again") from None
     return folder

@@ -29,7 +29,7 @@ from nas.supernet.short_train import short_train_scores
 from nas.supernet.slicing import ChunkRule, ConvKernel, PrefixRule, RelativeTableRule
 from nas.supernet.supernet import Supernet, SupernetSpec
 from nas.supernet.train_settings import TrainResult, TrainSettings
-from nas.supernet.trainer import Trainer, train_model, train_supernet
+from nas.supernet.trainer import Trainer, TrainOptions, train_model, train_supernet
 
 __all__ = [
     "CapacityError",
@@ -45,6 +45,7 @@ __all__ = [
     "Supernet",
     "SupernetJob",
     "SupernetSpec",
+    "TrainOptions",
     "TrainResult",
     "TrainSettings",
     "Trainer",

@@ -27,7 +27,7 @@ from nas.supernet.jobs import ModelJob
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.supernet import Supernet
 from nas.supernet.train_settings import TrainSettings
-from nas.supernet.trainer import Trainer
+from nas.supernet.trainer import Trainer, TrainOptions
 
 __all__ = ["DEFAULT_SHORT_STEPS", "RECIPE_VERSION", "short_train_scores"]
 
@@ -60,11 +60,12 @@ def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBat
                        f"{dataset.num_train} images at batch {batch_size}), got {steps}")
     settings = TrainSettings(epochs=1, batch_size=batch_size, num_random=0, distill=False, seed=seed, lr=lr,
                              warmup_epochs=0.0)
+    options = TrainOptions(max_steps=steps, progress=False, evaluate=False)
     out = np.empty(len(archs), dtype=np.float64)
     for index, arch in enumerate(archs):
         job = ModelJob(arch, scale, seed=seed)
         if inherit_from is not None:
             job.module.load_state_dict(inherit_from.extract(arch).state_dict())
-        Trainer(job, dataset, settings, max_steps=steps, progress=False, evaluate=False).run()
+        Trainer(job, dataset, settings, options=options).run()
         out[index] = job.metrics(batches)["accuracy"]
     return out

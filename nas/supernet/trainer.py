@@ -22,10 +22,11 @@ learning rate serves both jobs.
   seeded by ``(seed, epoch, batch)`` in :mod:`nas.data`. Nothing reads a
   global generator, so every DDP rank samples the same subnets and a resumed
   run repeats an uninterrupted one exactly.
-* Checkpoints (:mod:`nas.supernet.checkpoint`) every ``checkpoint_every``
-  steps and at the end, atomically; ``resume`` continues from the last one
-  with the same loss trajectory. A run refuses to resume under other
-  settings, naming the file and the fields that differ.
+* Checkpoints (:mod:`nas.supernet.checkpoint`) every
+  :attr:`TrainOptions.checkpoint_every` steps and at the end, atomically;
+  ``resume`` continues from the last one with the same loss trajectory. A
+  run refuses to resume under other settings, naming the file and the
+  fields that differ.
 * Scale-out: under ``torchrun`` (``WORLD_SIZE > 1``) the module is wrapped in
   DistributedDataParallel (gloo on CPU, NCCL on GPU) with
   ``find_unused_parameters`` (each subnet uses a subset of the shared
@@ -51,6 +52,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +75,49 @@ from nas.supernet.supernet import Supernet, SupernetSpec
 from nas.supernet.train_settings import TrainResult, TrainSettings
 from nas.yamlio import dump_json
 
-__all__ = ["CHECKPOINT", "RESULT", "MODEL", "Trainer", "train_supernet", "train_model"]
+__all__ = ["CHECKPOINT", "RESULT", "MODEL", "TrainOptions", "Trainer", "train_supernet", "train_model"]
 
 RESULT = "result.json"
 MODEL = "model.pt"
+
+
+# ---------------------------------------------------------------------------
+# the options
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a run is carried out, as opposed to what it computes (:class:`TrainSettings`).
+
+    These are apart from the settings because they do not change the loss
+    trajectory or the trained weights: a run stopped at ``max_steps`` and
+    resumed, checkpointed at other steps, with or without a progress bar,
+    ends with the weights of an uninterrupted run. So they are not recorded
+    in the checkpoint nor checked on resume, and a resumed run may choose
+    them anew.
+    ``evaluate`` and ``eval_calibration`` shape only the final evaluation.
+
+    Attributes:
+        checkpoint_every: steps between checkpoints.
+        max_steps: stop after this many steps in total (a checkpoint is written); None: train to the end.
+        progress: show a tqdm bar (rank 0).
+        log: receives log lines (rank 0); default: ``tqdm.write`` when the bar is shown, else nothing.
+        eval_calibration: training batches for BatchNorm recalibration in the final evaluation.
+        evaluate: evaluate on the validation split when training completes.
+    """
+
+    checkpoint_every: int = 100
+    max_steps: int | None = None
+    progress: bool = True
+    log: Callable[[str], None] | None = None
+    eval_calibration: int = 8
+    evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise NasError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise NasError(f"max_steps must be >= 0, got {self.max_steps}")
 
 
 # ---------------------------------------------------------------------------
@@ -120,34 +161,19 @@ class Trainer:
         data_spec: how the dataset was named (recorded; a resumed run must use the same).
         out: run directory; None writes nothing (no checkpoints, no resume).
         checkpoint: a loaded checkpoint to resume from (see :func:`train_supernet`).
-        checkpoint_every: steps between checkpoints.
-        max_steps: stop after this many steps in total (a checkpoint is written); None: train to the end.
-        progress: show a tqdm bar (rank 0).
-        log: receives log lines (rank 0); default: ``tqdm.write`` when the bar is shown, else nothing.
-        eval_calibration: training batches for BatchNorm recalibration in the final evaluation.
-        evaluate: evaluate on the validation split when training completes.
+        options: checkpoints, early stop, progress, log and final evaluation (:class:`TrainOptions`).
     """
 
     def __init__(self, job: Job, dataset: Dataset, settings: TrainSettings, *, data_spec: str | None = None,
                  out: str | os.PathLike[str] | None = None, checkpoint: dict[str, Any] | None = None,
-                 checkpoint_every: int = 100, max_steps: int | None = None, progress: bool = True,
-                 log: Callable[[str], None] | None = None, eval_calibration: int = 8, evaluate: bool = True):
-        if checkpoint_every < 1:
-            raise NasError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-        if max_steps is not None and max_steps < 0:
-            raise NasError(f"max_steps must be >= 0, got {max_steps}")
+                 options: TrainOptions = TrainOptions()):
         self.job = job
         self.dataset = dataset
         self.settings = settings
         self.data_spec = data_spec or dataset.name
         self.out = None if out is None else Path(out)
         self.checkpoint = checkpoint
-        self.checkpoint_every = checkpoint_every
-        self.max_steps = max_steps
-        self.progress = progress
-        self.log = log
-        self.eval_calibration = eval_calibration
-        self.evaluate = evaluate
+        self.options = options
         if checkpoint is None and self.out is not None and (self.out / CHECKPOINT).exists():
             raise NasError(f"{self.out}: already holds a run ({CHECKPOINT}); resume it or choose another --out")
 
@@ -240,7 +266,7 @@ class Trainer:
         """Train (or resume) to the end or to ``max_steps``; see the module docstring."""
         from tqdm import tqdm
 
-        settings = self.settings
+        settings, options = self.settings, self.options
         rank, world, owned = _distributed()
         try:
             policy: bool | Augment = False
@@ -260,9 +286,9 @@ class Trainer:
             model: nn.Module = module
             if world > 1:
                 model = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
-            stop = total if self.max_steps is None else min(total, self.max_steps)
-            show = self.progress and rank == 0
-            log = self.log or (tqdm.write if show else None)
+            stop = total if options.max_steps is None else min(total, options.max_steps)
+            show = options.progress and rank == 0
+            log = options.log or (tqdm.write if show else None)
             bar = tqdm(total=total, initial=start, disable=not show, unit="step", dynamic_ncols=True,
                        desc=f"train {self.job.kind}")
             module.train()
@@ -293,7 +319,7 @@ class Trainer:
                     rate = done * settings.batch_size * world / max(time.perf_counter() - began, 1e-9)
                     bar.set_postfix(loss=f"{losses[0]:.3f}", img_s=f"{rate:.0f}", refresh=False)
                     bar.update(1)
-                    if step % self.checkpoint_every == 0 or step == stop:
+                    if step % options.checkpoint_every == 0 or step == stop:
                         self._save(rank, step, module, optimizer, scheduler, history)
                     if log is not None and index == steps_per_epoch - 1:
                         mean = np.mean([record["losses"][0] for record in history[-steps_per_epoch:]])
@@ -309,10 +335,10 @@ class Trainer:
             result = TrainResult(steps=step, total_steps=total, history=history, seconds=seconds,
                                  images_per_second=done * settings.batch_size * world / max(seconds, 1e-9),
                                  out=self.out)
-            if step >= total and rank == 0 and self.evaluate:
+            if step >= total and rank == 0 and options.evaluate:
                 batches_eval = EvalBatches.from_dataset(self.dataset, resolution=self.job.resolution,
                                                         channels=self.job.channels,
-                                                        calibration_batches=self.eval_calibration,
+                                                        calibration_batches=options.eval_calibration,
                                                         batch_size=max(settings.batch_size, 128), seed=settings.seed)
                 result.metrics = self.job.metrics(batches_eval)
                 if log is not None:
@@ -357,7 +383,8 @@ def _resume_checkpoint(out: Path | None, kind: str, settings: TrainSettings, dat
 
 def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, width: float = 0.25,
                    resolution: int = 32, scan: int = 1000, data_spec: str | None = None,
-                   out: str | os.PathLike[str] | None = None, resume: bool = False, **options: Any) -> TrainResult:
+                   out: str | os.PathLike[str] | None = None, resume: bool = False,
+                   options: TrainOptions = TrainOptions()) -> TrainResult:
     """Train a supernet over ``space`` on ``dataset`` at the proxy scale ``(width, resolution)``.
 
     Args:
@@ -369,7 +396,8 @@ def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, wid
         data_spec: the dataset's name as given (recorded in checkpoints).
         out: run directory.
         resume: continue from ``out/checkpoint.pt``; the supernet's tensors come from the checkpoint.
-        options: passed to :class:`Trainer` (checkpoint_every, max_steps, progress, log, ...).
+        options: how the run is carried out (:class:`TrainOptions`); its ``log`` also receives the lines of
+            sizing the shared tensors.
 
     Example:
         >>> from nas.data import load_dataset
@@ -391,17 +419,16 @@ def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, wid
         check_matches(path, spec.settings(), wanted, "supernet settings")
         supernet = Supernet(spec)
     else:
-        log = options.get("log")
         supernet = Supernet.create(space, scale=scale, seed=settings.seed, scan=scan,
-                                   sigma_reparam=settings.sigma_reparam, progress=log)
+                                   sigma_reparam=settings.sigma_reparam, progress=options.log)
     job = SupernetJob(supernet, num_random=settings.num_random, seed=settings.seed, ends=settings.ends)
     return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
-                   **options).run()
+                   options=options).run()
 
 
 def train_model(arch: Arch, dataset: Dataset, settings: TrainSettings, *, width: float = 0.25,
                 resolution: int | None = 32, data_spec: str | None = None, out: str | os.PathLike[str] | None = None,
-                resume: bool = False, **options: Any) -> TrainResult:
+                resume: bool = False, options: TrainOptions = TrainOptions()) -> TrainResult:
     """Train ``arch`` alone at the proxy scale ``(width, resolution)`` (``width=1, resolution=None``: full scale).
 
     The head is resized to the dataset's classes. At the default scale the
@@ -414,4 +441,4 @@ def train_model(arch: Arch, dataset: Dataset, settings: TrainSettings, *, width:
     checkpoint = _resume_checkpoint(out_path, "model", settings, data_spec) if resume else None
     job = ModelJob(arch, scale, seed=settings.seed, sigma_reparam=settings.sigma_reparam)
     return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
-                   **options).run()
+                   options=options).run()
