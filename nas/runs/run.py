@@ -11,9 +11,9 @@ import re
 import secrets
 import shutil
 import socket
+import types
 import warnings
-from collections.abc import Iterator, Mapping
-from functools import cached_property
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +23,9 @@ import numpy as np
 from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.errors import ConfigError
+from nas.runs.journal import JournalScan, JournalWarning, checked_arch, keep_backup, scan_journal
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
-from nas.runs.storage import open_storage, repair_journal_tail
+from nas.runs.storage import journal_path, open_storage
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
 from nas.yamlio import dump_yaml, load_yaml
@@ -66,28 +67,6 @@ def list_runs(root: str | os.PathLike[str] = "runs") -> list[Path]:
     return sorted(path for path in root.iterdir() if (path / RUN_FILE).is_file())
 
 
-class _ArchLookup(Mapping[str, Arch]):
-    """Arch id -> Arch over a run's history, parsed on first access."""
-
-    def __init__(self, texts: dict[str, str], source: str):
-        self._texts = texts
-        self._source = source
-        self._parsed: dict[str, Arch] = {}
-
-    def __getitem__(self, arch_id: str) -> Arch:
-        if arch_id not in self._parsed:
-            if arch_id not in self._texts:
-                raise KeyError(arch_id)
-            self._parsed[arch_id] = Arch.from_json(self._texts[arch_id], source=f"{self._source} (arch {arch_id})")
-        return self._parsed[arch_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._texts)
-
-    def __len__(self) -> int:
-        return len(self._texts)
-
-
 class Run:
     """A run directory: settings, history (an Optuna study), outputs.
 
@@ -118,6 +97,8 @@ class Run:
         self._seen = 0
         self._records: list[Record] = []
         self._known: set[int] = set()
+        self._scan: JournalScan | None = None
+        self._archs: dict[str, Arch] = {}
 
     # -- creation and opening -----------------------------------------------------------------
 
@@ -234,6 +215,7 @@ class Run:
         import optuna
 
         if self._storage is None:
+            self._scan = self._check_journal(create=create)
             self._storage = open_storage(self.storage_url)
         names = {summary.study_name: summary for summary in optuna.get_all_study_summaries(self._storage)}
         wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
@@ -259,10 +241,13 @@ class Run:
         """Before resuming a run's own journal: refuse if a live process still runs it, then drop what a
         killed one left: its journal lock file and a last line cut short. True if a line was dropped.
 
+        Every record is checked first (:meth:`records`), so a journal that cannot be resumed is refused
+        unchanged; the cut line is dropped only after the original journal is kept as a backup
+        (``history.journal.<time>.bak``, named in a :class:`~nas.runs.journal.JournalWarning`).
         A shared storage (``settings.storage``) is left alone: other workers may be writing.
 
         Raises:
-            RunError: another live process on this machine is running this run.
+            RunError: another live process on this machine is running this run, or a record is malformed.
         """
         if self.settings.storage is not None:
             return False
@@ -270,11 +255,23 @@ class Run:
         if owner is not None and owner != os.getpid():
             raise RunError(f"{self.path}: in use by process {owner}; wait for it or stop it before resuming")
         self._close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JournalWarning)  # the cut line is reported below, once dropped
+            self.records()
+        scan = self._scan
+        self._close()
         journal = self.path / JOURNAL_FILE
         lock = journal.with_name(journal.name + ".lock")
         if os.path.lexists(lock):
             os.unlink(lock)
-        return repair_journal_tail(journal)
+        if scan is None or not scan.cut_tail:
+            return False
+        backup = keep_backup(journal)
+        with journal.open("rb+") as handle:
+            handle.truncate(scan.whole_bytes)
+        warnings.warn(f"{journal}:{scan.cut_line}: dropped the last record, cut short by a kill; the journal as it "
+                      f"was is kept as {backup.name}", JournalWarning, stacklevel=2)
+        return True
 
     def _owner(self) -> int | None:
         """The pid of a live process on this host that claimed the run, if any."""
@@ -338,20 +335,34 @@ class Run:
     # -- the history ----------------------------------------------------------------------------
 
     def _parse(self, trial: optuna.trial.FrozenTrial) -> Record:
+        """A stored trial as a Record, checked as user data: the fields, their counts and the Arch (re-validated,
+        its id recomputed), so an edited or foreign trial is refused by number instead of shown."""
         attrs = trial.user_attrs
         try:
-            return Record(
+            arch_json = attrs.get("arch")
+            if arch_json is not None and not isinstance(arch_json, str):
+                raise TypeError(f"arch: a JSON string expected, got {type(arch_json).__name__}")
+            record = Record(
                 number=trial.number, key=str(attrs["key"]), worker=int(attrs["worker"]),
                 vector=np.asarray(attrs["vector"], dtype=np.int16), arch_id=str(attrs["arch_id"]),
                 generation=int(attrs["generation"]), parents=tuple(str(p) for p in attrs["parents"]),
                 values=tuple(float(v) for v in trial.values),
                 violations=tuple(float(v) for v in attrs.get("violations", ())),
                 metrics={str(k): float(v) for k, v in dict(attrs.get("metrics", {})).items()},
-                arch_json=attrs.get("arch"),
+                arch_json=arch_json,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise RunError(f"{self.storage_url}: trial {trial.number} is not a nas record "
                            f"({type(exc).__name__}: {exc})") from None
+        counts = {"values": (len(record.values), len(self.settings.objectives)),
+                  "violations": (len(record.violations), len(self.settings.constraints))}
+        for name, (found, wanted) in counts.items():
+            if found != wanted:
+                raise RunError(f"{self.storage_url}: trial {trial.number} is not a record of this run: {name}: "
+                               f"{found} stored, the run's settings have {wanted}")
+        if record.arch_json is not None:
+            self._archs.setdefault(record.arch_id, checked_arch(record, self._where(trial)))
+        return record
 
     def refresh(self) -> list[Record]:
         """Records completed since the last call (all workers), in trial order; they also join :meth:`records`."""
@@ -420,6 +431,37 @@ class Run:
                 return trial.number
         return guess
 
+    # -- reading a run defensively: its files are user data, checked before use ---------------
+
+    def _check_journal(self, *, create: bool) -> JournalScan | None:
+        """Scan the journal the history is in (none for a database) before Optuna replays it, reading only.
+
+        A missing journal is an error unless ``create`` (opening would create an empty file). A last line
+        cut short is ignored by Optuna; for the run's own journal that is said in a :class:`JournalWarning`.
+
+        Raises:
+            RunError: the journal is missing or a line is malformed (see :func:`~nas.runs.journal.scan_journal`).
+        """
+        path = journal_path(self.storage_url)
+        if path is None or path.is_dir():
+            return None  # a database, or a directory open_storage refuses
+        if not os.path.lexists(path):
+            if create:
+                return None
+            raise RunError(f"{path}: missing (the run's history is gone)")
+        scan = scan_journal(path)
+        if scan.cut_tail and not self.shared:
+            warnings.warn(f"{path}:{scan.cut_line}: the last record is cut short (a write stopped by a kill) and is "
+                          f"ignored; `nas search --resume {self.path}` drops it, keeping a backup", JournalWarning,
+                          stacklevel=3)
+        return scan
+
+    def _where(self, trial: optuna.trial.FrozenTrial) -> str:
+        """``journal:line`` of the line that stored the trial's Arch, or the storage URL."""
+        path = journal_path(self.storage_url)
+        line = self._scan.arch_lines.get(trial._trial_id) if self._scan is not None else None  # noqa: SLF001
+        return f"{path}:{line}" if path is not None and line is not None else self.storage_url
+
     # -- readers ------------------------------------------------------------------------------
 
     def history(self) -> pandas.DataFrame:
@@ -446,11 +488,13 @@ class Run:
         columns = ["number", "arch_id", "generation", "parents", "worker", "feasible", *objective_columns]
         return pd.DataFrame(rows, columns=None if rows else columns)
 
-    @cached_property
+    @property
     def archs(self) -> Mapping[str, Arch]:
-        """Arch id -> Arch for every evaluated candidate (parsed on first access)."""
-        texts = {record.arch_id: record.arch_json for record in self.records() if record.arch_json}
-        return _ArchLookup(texts, self.storage_url)
+        """Arch id -> Arch for every evaluated candidate, each validated against its id (see :func:`checked_arch`)."""
+        for record in self.records():
+            if record.arch_json is not None and record.arch_id not in self._archs:
+                self._archs[record.arch_id] = checked_arch(record, self.storage_url)
+        return types.MappingProxyType(self._archs)
 
     def arch(self, arch_id: str) -> Arch:
         """The Arch of one candidate.
