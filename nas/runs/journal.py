@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ from nas.runs.settings import RunError
 if TYPE_CHECKING:
     from nas.search.records import Record
 
-__all__ = ["JournalScan", "JournalWarning", "checked_arch", "keep_backup", "scan_journal"]
+__all__ = ["JournalScan", "JournalWarning", "checked_arch", "drop_cut_tail", "keep_backup", "scan_history",
+           "scan_journal"]
 
 _STATES = range(5)  # optuna.trial.TrialState: RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 _DIRECTIONS = range(3)  # optuna.study.StudyDirection: NOT_SET, MINIMIZE, MAXIMIZE
@@ -235,6 +237,45 @@ def scan_journal(path: Path) -> JournalScan:
             trial = replay.trials - 1 if record["op_code"] == _CREATE_TRIAL else record["trial_id"]
             scan.arch_lines[trial] = number
     return scan
+
+
+def scan_history(path: Path, *, create: bool, resume: Path | None) -> JournalScan | None:
+    """:func:`scan_journal` for a run about to open its history; None where there is nothing to scan.
+
+    Args:
+        path: the journal file.
+        create: the caller may create the journal: a missing one is no error (opening would create it, so a
+            reader must not get that far).
+        resume: the run directory whose own journal this is: a cut last line (which Optuna ignores) is then
+            reported in a :class:`JournalWarning` with the command that repairs it. None for a shared journal,
+            whose last line may be another worker's write in progress.
+
+    Raises:
+        RunError: the journal is missing (and not ``create``) or malformed.
+    """
+    if path.is_dir():
+        return None  # open_storage refuses it with its own message
+    if not os.path.lexists(path):
+        if create:
+            return None
+        raise RunError(f"{path}: missing (the run's history is gone)")
+    scan = scan_journal(path)
+    if scan.cut_tail and resume is not None:
+        warnings.warn(f"{path}:{scan.cut_line}: the last record is cut short (a write stopped by a kill) and is "
+                      f"ignored; `nas search --resume {resume}` drops it, keeping a backup", JournalWarning,
+                      stacklevel=4)
+    return scan
+
+
+def drop_cut_tail(scan: JournalScan) -> Path:
+    """Cut the journal back to its whole lines, after keeping it as it was (:func:`keep_backup`); returns
+    the backup, also named in a :class:`JournalWarning`."""
+    backup = keep_backup(scan.path)
+    with scan.path.open("rb+") as handle:
+        handle.truncate(scan.whole_bytes)
+    warnings.warn(f"{scan.path}:{scan.cut_line}: dropped the last record, cut short by a kill; the journal as it "
+                  f"was is kept as {backup.name}", JournalWarning, stacklevel=3)
+    return backup
 
 
 def keep_backup(path: Path) -> Path:

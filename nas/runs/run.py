@@ -23,7 +23,7 @@ import numpy as np
 from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.errors import ConfigError
-from nas.runs.journal import JournalScan, JournalWarning, checked_arch, keep_backup, scan_journal
+from nas.runs.journal import JournalScan, JournalWarning, checked_arch, drop_cut_tail, scan_history
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
 from nas.runs.storage import journal_path, open_storage
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
@@ -266,11 +266,7 @@ class Run:
             os.unlink(lock)
         if scan is None or not scan.cut_tail:
             return False
-        backup = keep_backup(journal)
-        with journal.open("rb+") as handle:
-            handle.truncate(scan.whole_bytes)
-        warnings.warn(f"{journal}:{scan.cut_line}: dropped the last record, cut short by a kill; the journal as it "
-                      f"was is kept as {backup.name}", JournalWarning, stacklevel=2)
+        drop_cut_tail(scan)
         return True
 
     def _owner(self) -> int | None:
@@ -434,33 +430,30 @@ class Run:
     # -- reading a run defensively: its files are user data, checked before use ---------------
 
     def _check_journal(self, *, create: bool) -> JournalScan | None:
-        """Scan the journal the history is in (none for a database) before Optuna replays it, reading only.
-
-        A missing journal is an error unless ``create`` (opening would create an empty file). A last line
-        cut short is ignored by Optuna; for the run's own journal that is said in a :class:`JournalWarning`.
-
-        Raises:
-            RunError: the journal is missing or a line is malformed (see :func:`~nas.runs.journal.scan_journal`).
-        """
+        """Scan the journal the history is in (none for a database) before Optuna replays it, reading only;
+        a cut last line of the run's own journal is reported (see :func:`~nas.runs.journal.scan_history`)."""
         path = journal_path(self.storage_url)
-        if path is None or path.is_dir():
-            return None  # a database, or a directory open_storage refuses
-        if not os.path.lexists(path):
-            if create:
-                return None
-            raise RunError(f"{path}: missing (the run's history is gone)")
-        scan = scan_journal(path)
-        if scan.cut_tail and not self.shared:
-            warnings.warn(f"{path}:{scan.cut_line}: the last record is cut short (a write stopped by a kill) and is "
-                          f"ignored; `nas search --resume {self.path}` drops it, keeping a backup", JournalWarning,
-                          stacklevel=3)
-        return scan
+        return None if path is None else scan_history(path, create=create, resume=None if self.shared else self.path)
 
     def _where(self, trial: optuna.trial.FrozenTrial) -> str:
         """``journal:line`` of the line that stored the trial's Arch, or the storage URL."""
         path = journal_path(self.storage_url)
         line = self._scan.arch_lines.get(trial._trial_id) if self._scan is not None else None  # noqa: SLF001
         return f"{path}:{line}" if path is not None and line is not None else self.storage_url
+
+    def check(self) -> None:
+        """Read the whole history and check the output paths, changing nothing: what a resume does first, so
+        a run that cannot continue is refused before any work.
+
+        Raises:
+            RunError: a malformed record (see :meth:`records`), or ``pareto.csv`` / ``top`` of the wrong kind.
+        """
+        self.records()
+        for name, is_dir in ((PARETO_FILE, False), (TOP_DIR, True)):
+            path = self.path / name
+            if os.path.lexists(path) and path.is_dir() != is_dir:
+                raise RunError(f"{path}: {'not a directory' if is_dir else 'a directory'}, where the run writes its "
+                               f"{'top Archs' if is_dir else 'Pareto front'}; move it away")
 
     # -- readers ------------------------------------------------------------------------------
 
@@ -564,7 +557,18 @@ class Run:
         """Write ``pareto.csv`` and ``top/NN-<arch id>.yaml`` (atomically); returns the paths written.
 
         ``top/`` is replaced as a whole, so it never mixes two calls' files.
+
+        Raises:
+            RunError: an output path is of the wrong kind (see :meth:`check`) or cannot be written.
         """
+        self.check()
+        try:
+            return self._write_outputs(top_k)
+        except OSError as exc:
+            raise RunError(f"{exc.filename or self.path}: cannot write the run's outputs: {exc.strerror or exc}") \
+                from None
+
+    def _write_outputs(self, top_k: int | None) -> list[Path]:
         written = [self.path / PARETO_FILE]
         front = self.pareto().drop(columns=["arch"], errors="ignore")
         write_atomic(written[0], front.to_csv(index=False))

@@ -133,6 +133,7 @@ def run_search(run: Run, *, on_record: Any = None, on_start: Any = None) -> list
     from nas.search import create_strategy, make_scorer, optimize, parse_constraint
     from nas.space import load_space
 
+    run.check()
     settings = run.settings
     space = load_space(settings.space)
     constraints = [parse_constraint(spec.name, spec.text or str(spec.limit)) for spec in settings.constraints]
