@@ -29,8 +29,9 @@ than the journal are written atomically (``nas.atomic.write_atomic``), so a
 reader sees the old file or the new one.
 
 Modules: :mod:`~nas.runs.settings` (``RunSettings``, ``RunError``), :mod:`~nas.runs.storage` (storage URLs),
-:mod:`~nas.runs.run` (:class:`Run`), :mod:`~nas.runs.session` (``start_search``, ``run_search``: what
-``nas search`` calls).
+:mod:`~nas.runs.journal` (a journal checked line by line before Optuna replays it),
+:mod:`~nas.runs.trials` (a trial read back as a checked Record), :mod:`~nas.runs.run` (:class:`Run`),
+:mod:`~nas.runs.session` (``start_search``, ``run_search``: what ``nas search`` calls).
 
 Example:
     >>> from nas.runs import Run

@@ -10,8 +10,8 @@ the file, the line and the field (``history.journal:12: trial_id: ...``).
 
 The checks are structural (the fields Optuna's replay reads, their types, ids
 that refer to a study or trial created on an earlier line); what a trial
-holds (the nas record) is checked by :class:`nas.runs.Run` when it reads the
-trial back, its Arch by :func:`checked_arch`.
+holds (the nas record and its Arch) is checked when it is read back
+(:mod:`nas.runs.trials`).
 """
 
 from __future__ import annotations
@@ -24,17 +24,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from nas.arch import Arch
-from nas.errors import ConfigError, NasWarning
+from nas.errors import NasWarning
 from nas.runs.settings import RunError
 
-if TYPE_CHECKING:
-    from nas.search.records import Record
-
-__all__ = ["JournalScan", "JournalWarning", "checked_arch", "drop_cut_tail", "keep_backup", "scan_history",
-           "scan_journal"]
+__all__ = ["JournalScan", "JournalWarning", "drop_cut_tail", "keep_backup", "scan_history", "scan_journal"]
 
 _STATES = range(5)  # optuna.trial.TrialState: RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 _DIRECTIONS = range(3)  # optuna.study.StudyDirection: NOT_SET, MINIMIZE, MAXIMIZE
@@ -287,19 +282,3 @@ def keep_backup(path: Path) -> Path:
             shutil.copy2(path, backup)
             return backup
     raise RunError(f"{path}: no free backup name beside it")
-
-
-def checked_arch(record: Record, where: str) -> Arch:
-    """The Arch a record stores, validated as any Arch file is and checked to be the one its id names.
-
-    Raises:
-        RunError: ``<where>: trial N: arch.<field>: ...`` for an invalid Arch, or an id that does not match.
-    """
-    try:
-        arch = Arch.from_json(record.arch_json or "", source=where)
-    except ConfigError as exc:
-        raise RunError(f"{where}: trial {record.number}: {exc.located(prefix='arch').path}: {exc.message}") from None
-    if arch.id != record.arch_id:
-        raise RunError(f"{where}: trial {record.number}: arch_id: {record.arch_id!r} is not the id of the stored "
-                       f"arch ({arch.id!r}); the record was changed after it was written")
-    return arch

@@ -23,9 +23,10 @@ import numpy as np
 from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.errors import ConfigError
-from nas.runs.journal import JournalScan, JournalWarning, checked_arch, drop_cut_tail, scan_history
+from nas.runs.journal import JournalScan, JournalWarning, drop_cut_tail, scan_history
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
 from nas.runs.storage import journal_path, open_storage
+from nas.runs.trials import checked_arch, parse_record
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
 from nas.yamlio import dump_yaml, load_yaml
@@ -98,6 +99,8 @@ class Run:
         self._records: list[Record] = []
         self._known: set[int] = set()
         self._scan: JournalScan | None = None
+        self._made: tuple[Path, ...] = ()  # what Run.create made (run directory, runs folder), for discard_unrecorded
+        self._recorded = 0
         self._archs: dict[str, Arch] = {}
 
     # -- creation and opening -----------------------------------------------------------------
@@ -145,6 +148,7 @@ class Run:
                     root.rmdir()  # only if still empty: another worker may have started a run there
             raise
         run.path = final
+        run._made = (final, root) if made_root else (final,)
         return run
 
     @classmethod
@@ -331,33 +335,10 @@ class Run:
     # -- the history ----------------------------------------------------------------------------
 
     def _parse(self, trial: optuna.trial.FrozenTrial) -> Record:
-        """A stored trial as a Record, checked as user data: the fields, their counts and the Arch (re-validated,
-        its id recomputed), so an edited or foreign trial is refused by number instead of shown."""
-        attrs = trial.user_attrs
-        try:
-            arch_json = attrs.get("arch")
-            if arch_json is not None and not isinstance(arch_json, str):
-                raise TypeError(f"arch: a JSON string expected, got {type(arch_json).__name__}")
-            record = Record(
-                number=trial.number, key=str(attrs["key"]), worker=int(attrs["worker"]),
-                vector=np.asarray(attrs["vector"], dtype=np.int16), arch_id=str(attrs["arch_id"]),
-                generation=int(attrs["generation"]), parents=tuple(str(p) for p in attrs["parents"]),
-                values=tuple(float(v) for v in trial.values),
-                violations=tuple(float(v) for v in attrs.get("violations", ())),
-                metrics={str(k): float(v) for k, v in dict(attrs.get("metrics", {})).items()},
-                arch_json=arch_json,
-            )
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise RunError(f"{self.storage_url}: trial {trial.number} is not a nas record "
-                           f"({type(exc).__name__}: {exc})") from None
-        counts = {"values": (len(record.values), len(self.settings.objectives)),
-                  "violations": (len(record.violations), len(self.settings.constraints))}
-        for name, (found, wanted) in counts.items():
-            if found != wanted:
-                raise RunError(f"{self.storage_url}: trial {trial.number} is not a record of this run: {name}: "
-                               f"{found} stored, the run's settings have {wanted}")
-        if record.arch_json is not None:
-            self._archs.setdefault(record.arch_id, checked_arch(record, self._where(trial)))
+        """A stored trial as a Record, checked as user data (see :func:`~nas.runs.trials.parse_record`)."""
+        record, arch = parse_record(trial, self.settings, source=self.storage_url, where=self._where(trial))
+        if arch is not None:
+            self._archs.setdefault(record.arch_id, arch)
         return record
 
     def refresh(self) -> list[Record]:
@@ -416,6 +397,7 @@ class Run:
             study.tell(proposal.trial, list(record.values))
             number = proposal.trial.number
         stored = dataclasses.replace(record, number=number)
+        self._recorded += 1
         self._known.add(number)
         self._records.append(stored)
         return stored
@@ -454,6 +436,22 @@ class Run:
             if os.path.lexists(path) and path.is_dir() != is_dir:
                 raise RunError(f"{path}: {'not a directory' if is_dir else 'a directory'}, where the run writes its "
                                f"{'top Archs' if is_dir else 'Pareto front'}; move it away")
+
+    def discard_unrecorded(self) -> bool:
+        """Remove the directory this object's :meth:`create` made if nothing was recorded through it, so a
+        search that fails before its first record leaves no trace. True if it was removed.
+
+        The runs folder goes too if ``create`` made it and it is empty; a shared storage is not touched.
+        """
+        if not self._made or self._recorded:
+            return False
+        self._close()
+        shutil.rmtree(self._made[0], ignore_errors=True)
+        for folder in self._made[1:]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty: another worker may have started a run there
+        self._made = ()
+        return True
 
     # -- readers ------------------------------------------------------------------------------
 
