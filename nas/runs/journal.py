@@ -211,7 +211,7 @@ def scan_journal(path: Path) -> JournalScan:
     scan = JournalScan(path, whole_bytes=whole, cut_tail=data[whole:])
     replay = _Replay()
     created: dict[bytes, int] = {}
-    for number, line in enumerate(data[:whole].splitlines(), start=1):
+    for number, line in enumerate(data[:whole].split(b"\n")[:-1], start=1):  # lines as Optuna reads them
         scan.lines = number
         try:
             record = json.loads(line)

@@ -430,7 +430,9 @@ class Run:
         Raises:
             RunError: a malformed record (see :meth:`records`), or ``pareto.csv`` / ``top`` of the wrong kind.
         """
-        self.records()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JournalWarning)  # a cut last line: repair() drops and reports it
+            self.records()
         for name, is_dir in ((PARETO_FILE, False), (TOP_DIR, True)):
             path = self.path / name
             if os.path.lexists(path) and path.is_dir() != is_dir:
