@@ -269,3 +269,17 @@ def test_a_run_yaml_left_alone_by_readers(pristine: Path, tmp_path: Path, capsys
     assert {name: data for name, data in after.items() if name == RUN_FILE or name.startswith(JOURNAL_FILE)} == \
         {name: data for name, data in before.items() if name == RUN_FILE or name.startswith(JOURNAL_FILE)}
     assert {name.split("/")[0] for name in set(after) - set(before)} <= {"pareto.png", "export"}
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "journal"])
+def test_readers_of_a_run_whose_shared_storage_is_gone_create_nothing(
+        pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], scheme: str) -> None:
+    storage = tmp_path / f"shared.{'db' if scheme == 'sqlite' else 'journal'}"
+    url = f"sqlite:///{storage}" if scheme == "sqlite" else str(storage)
+    assert main(["search", "--space", Run.open(pristine).settings.space, "--target", "iphone12", "--budget", "3",
+                 "--population", "3", "--accuracy", "proxy", "--no-plot", "--json", "--storage", url,
+                 "--out", str(tmp_path / "runs")]) == 0
+    storage.unlink()
+    (run,) = (tmp_path / "runs").iterdir()
+    message = refused(["history", str(run)], tmp_path, capsys)
+    assert f"{storage}: missing" in message

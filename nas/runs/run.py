@@ -25,7 +25,7 @@ from nas.atomic import write_atomic
 from nas.errors import ConfigError
 from nas.runs.journal import JournalScan, JournalWarning, drop_cut_tail, scan_history
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
-from nas.runs.storage import journal_path, open_storage
+from nas.runs.storage import journal_path, open_storage, sqlite_file
 from nas.runs.trials import checked_arch, parse_record
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
@@ -415,6 +415,9 @@ class Run:
         """Scan the journal the history is in (none for a database) before Optuna replays it, reading only;
         a cut last line of the run's own journal is reported (see :func:`~nas.runs.journal.scan_history`)."""
         path = journal_path(self.storage_url)
+        database = sqlite_file(self.storage_url)
+        if database is not None and not create and not database.exists():
+            raise RunError(f"{database}: missing (the run's history is gone)")  # opening would create it
         return None if path is None else scan_history(path, create=create, resume=None if self.shared else self.path)
 
     def _where(self, trial: optuna.trial.FrozenTrial) -> str:

@@ -13,7 +13,7 @@ from nas.runs.settings import RunError
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["check_storage_url", "journal_path", "open_storage"]
+__all__ = ["check_storage_url", "journal_path", "open_storage", "sqlite_file"]
 
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
@@ -44,6 +44,13 @@ def journal_path(url: str) -> Path | None:
     if _is_url(url) and not url.lower().startswith("journal://"):
         return None
     return Path(url[len("journal://"):] if url.lower().startswith("journal://") else url)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None for another URL or an in-memory database): opening
+    a missing one would create it, which a reader must not do."""
+    match = re.match(r"^sqlite(\+\w+)?:///([^?]+)", url, flags=re.IGNORECASE)
+    return None if match is None or match.group(2) == ":memory:" else Path(match.group(2))
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
