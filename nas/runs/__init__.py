@@ -8,6 +8,13 @@ A run lives in ``runs/<YYYYmmdd-HHMMSS>-<space>-<target>-<6 hex>/``::
     top/              the top-k Archs as YAML: ``01-<arch id>.yaml`` ... (write_outputs)
     pareto.png        drawn by nas.report
     .owner            "<host> <pid>" of the process running the search (removed when it ends)
+    history.journal.<YYYYmmdd-HHMMSS>.bak
+                      the journal as it was before ``--resume`` dropped a last line cut short by a kill
+
+The directory and its history are user data, read defensively: each journal
+line is checked before Optuna replays it and each record's Arch is validated
+against its id, and a command that fails changes nothing (see
+:mod:`~nas.runs.journal`, :mod:`~nas.runs.trials`).
 
 The history is one multi-objective Optuna study whatever the strategy: every
 evaluated candidate is a COMPLETE trial whose values are the objectives (in
