@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from nas.commands.base import Command
 from nas.commands.catalog import BuildCommand, SpaceCommand, SpacesCommand, ZooCommand
@@ -19,7 +21,7 @@ from nas.commands.export import ExportCommand
 from nas.commands.latency import PredictCommand, ProfileCommand, TargetsCommand
 from nas.commands.search import FinalistsCommand, HistoryCommand, PlotCommand, SearchCommand
 from nas.commands.training import SupernetCommand, TrainCommand
-from nas.errors import NasError
+from nas.errors import NasError, NasWarning
 
 __all__ = ["main", "COMMANDS"]
 
@@ -44,14 +46,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(default: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints a :class:`NasWarning` as one line on stderr, like an error, and
+    hands any other warning to ``default``."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, NasWarning):
+            print(f"nas: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nas`` console script."""
     args = _parser().parse_args(argv)
-    try:
-        return args.handler.run(args)
-    except NasError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        try:
+            return args.handler.run(args)
+        except NasError as exc:
+            print(f"nas: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
 
 if __name__ == "__main__":

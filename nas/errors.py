@@ -9,11 +9,18 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["NasError", "ConfigError", "UnknownKindError", "closest_first"]
+__all__ = ["NasError", "NasWarning", "ConfigError", "UnknownKindError", "closest_first"]
 
 
 class NasError(Exception):
     """Root of every error ``nas`` raises on purpose."""
+
+
+class NasWarning(UserWarning):
+    """Root of the warnings ``nas`` gives on purpose: something read past that the user should hear about.
+
+    The ``nas`` command prints each as one line (``nas: warning: ...``) on stderr.
+    """
 
 
 class ConfigError(NasError):

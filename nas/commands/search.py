@@ -78,6 +78,7 @@ class SearchCommand(Command):
                 raise NasError(f"--resume continues a run with the settings in its run.yaml; do not pass "
                                f"{', '.join(given)}")
             run = Run.open(args.resume)
+            run.check()  # refused before the progress bar shows, so the error is the one line on stderr
         else:
             missing = [f"--{name}" for name in ("space", "target") if getattr(args, name) is None]
             if missing:

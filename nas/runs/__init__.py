@@ -8,6 +8,13 @@ A run lives in ``runs/<YYYYmmdd-HHMMSS>-<space>-<target>-<6 hex>/``::
     top/              the top-k Archs as YAML: ``01-<arch id>.yaml`` ... (write_outputs)
     pareto.png        drawn by nas.report
     .owner            "<host> <pid>" of the process running the search (removed when it ends)
+    history.journal.<YYYYmmdd-HHMMSS>.bak
+                      the journal as it was before ``--resume`` dropped a last line cut short by a kill
+
+The directory and its history are user data, read defensively: each journal
+line is checked before Optuna replays it and each record's Arch is validated
+against its id, and a command that fails changes nothing (see
+:mod:`~nas.runs.journal`, :mod:`~nas.runs.trials`).
 
 The history is one multi-objective Optuna study whatever the strategy: every
 evaluated candidate is a COMPLETE trial whose values are the objectives (in
@@ -29,8 +36,9 @@ than the journal are written atomically (``nas.atomic.write_atomic``), so a
 reader sees the old file or the new one.
 
 Modules: :mod:`~nas.runs.settings` (``RunSettings``, ``RunError``), :mod:`~nas.runs.storage` (storage URLs),
-:mod:`~nas.runs.run` (:class:`Run`), :mod:`~nas.runs.session` (``start_search``, ``run_search``: what
-``nas search`` calls).
+:mod:`~nas.runs.journal` (a journal checked line by line before Optuna replays it),
+:mod:`~nas.runs.trials` (a trial read back as a checked Record), :mod:`~nas.runs.run` (:class:`Run`),
+:mod:`~nas.runs.session` (``start_search``, ``run_search``: what ``nas search`` calls).
 
 Example:
     >>> from nas.runs import Run

@@ -11,9 +11,9 @@ import re
 import secrets
 import shutil
 import socket
+import types
 import warnings
-from collections.abc import Iterator, Mapping
-from functools import cached_property
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +23,10 @@ import numpy as np
 from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.errors import ConfigError
+from nas.runs.journal import JournalScan, JournalWarning, drop_cut_tail, scan_history
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
-from nas.runs.storage import open_storage, repair_journal_tail
+from nas.runs.storage import journal_path, open_storage, sqlite_file
+from nas.runs.trials import checked_arch, parse_record
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
 from nas.yamlio import dump_yaml, load_yaml
@@ -66,28 +68,6 @@ def list_runs(root: str | os.PathLike[str] = "runs") -> list[Path]:
     return sorted(path for path in root.iterdir() if (path / RUN_FILE).is_file())
 
 
-class _ArchLookup(Mapping[str, Arch]):
-    """Arch id -> Arch over a run's history, parsed on first access."""
-
-    def __init__(self, texts: dict[str, str], source: str):
-        self._texts = texts
-        self._source = source
-        self._parsed: dict[str, Arch] = {}
-
-    def __getitem__(self, arch_id: str) -> Arch:
-        if arch_id not in self._parsed:
-            if arch_id not in self._texts:
-                raise KeyError(arch_id)
-            self._parsed[arch_id] = Arch.from_json(self._texts[arch_id], source=f"{self._source} (arch {arch_id})")
-        return self._parsed[arch_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._texts)
-
-    def __len__(self) -> int:
-        return len(self._texts)
-
-
 class Run:
     """A run directory: settings, history (an Optuna study), outputs.
 
@@ -118,6 +98,10 @@ class Run:
         self._seen = 0
         self._records: list[Record] = []
         self._known: set[int] = set()
+        self._scan: JournalScan | None = None
+        self._made: tuple[Path, ...] = ()  # what Run.create made (run directory, runs folder), for discard_unrecorded
+        self._recorded = 0
+        self._archs: dict[str, Arch] = {}
 
     # -- creation and opening -----------------------------------------------------------------
 
@@ -164,6 +148,7 @@ class Run:
                     root.rmdir()  # only if still empty: another worker may have started a run there
             raise
         run.path = final
+        run._made = (final, root) if made_root else (final,)
         return run
 
     @classmethod
@@ -234,6 +219,7 @@ class Run:
         import optuna
 
         if self._storage is None:
+            self._scan = self._check_journal(create=create)
             self._storage = open_storage(self.storage_url)
         names = {summary.study_name: summary for summary in optuna.get_all_study_summaries(self._storage)}
         wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
@@ -259,10 +245,13 @@ class Run:
         """Before resuming a run's own journal: refuse if a live process still runs it, then drop what a
         killed one left: its journal lock file and a last line cut short. True if a line was dropped.
 
+        Every record is checked first (:meth:`records`), so a journal that cannot be resumed is refused
+        unchanged; the cut line is dropped only after the original journal is kept as a backup
+        (``history.journal.<time>.bak``, named in a :class:`~nas.runs.journal.JournalWarning`).
         A shared storage (``settings.storage``) is left alone: other workers may be writing.
 
         Raises:
-            RunError: another live process on this machine is running this run.
+            RunError: another live process on this machine is running this run, or a record is malformed.
         """
         if self.settings.storage is not None:
             return False
@@ -270,11 +259,19 @@ class Run:
         if owner is not None and owner != os.getpid():
             raise RunError(f"{self.path}: in use by process {owner}; wait for it or stop it before resuming")
         self._close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JournalWarning)  # the cut line is reported below, once dropped
+            self.records()
+        scan = self._scan
+        self._close()
         journal = self.path / JOURNAL_FILE
         lock = journal.with_name(journal.name + ".lock")
         if os.path.lexists(lock):
             os.unlink(lock)
-        return repair_journal_tail(journal)
+        if scan is None or not scan.cut_tail:
+            return False
+        drop_cut_tail(scan)
+        return True
 
     def _owner(self) -> int | None:
         """The pid of a live process on this host that claimed the run, if any."""
@@ -338,20 +335,11 @@ class Run:
     # -- the history ----------------------------------------------------------------------------
 
     def _parse(self, trial: optuna.trial.FrozenTrial) -> Record:
-        attrs = trial.user_attrs
-        try:
-            return Record(
-                number=trial.number, key=str(attrs["key"]), worker=int(attrs["worker"]),
-                vector=np.asarray(attrs["vector"], dtype=np.int16), arch_id=str(attrs["arch_id"]),
-                generation=int(attrs["generation"]), parents=tuple(str(p) for p in attrs["parents"]),
-                values=tuple(float(v) for v in trial.values),
-                violations=tuple(float(v) for v in attrs.get("violations", ())),
-                metrics={str(k): float(v) for k, v in dict(attrs.get("metrics", {})).items()},
-                arch_json=attrs.get("arch"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(f"{self.storage_url}: trial {trial.number} is not a nas record "
-                           f"({type(exc).__name__}: {exc})") from None
+        """A stored trial as a Record, checked as user data (see :func:`~nas.runs.trials.parse_record`)."""
+        record, arch = parse_record(trial, self.settings, source=self.storage_url, where=self._where(trial))
+        if arch is not None:
+            self._archs.setdefault(record.arch_id, arch)
+        return record
 
     def refresh(self) -> list[Record]:
         """Records completed since the last call (all workers), in trial order; they also join :meth:`records`."""
@@ -409,6 +397,7 @@ class Run:
             study.tell(proposal.trial, list(record.values))
             number = proposal.trial.number
         stored = dataclasses.replace(record, number=number)
+        self._recorded += 1
         self._known.add(number)
         self._records.append(stored)
         return stored
@@ -419,6 +408,55 @@ class Run:
             if trial.user_attrs.get("key") == key:
                 return trial.number
         return guess
+
+    # -- reading a run defensively: its files are user data, checked before use ---------------
+
+    def _check_journal(self, *, create: bool) -> JournalScan | None:
+        """Scan the journal the history is in (none for a database) before Optuna replays it, reading only;
+        a cut last line of the run's own journal is reported (see :func:`~nas.runs.journal.scan_history`)."""
+        path = journal_path(self.storage_url)
+        database = sqlite_file(self.storage_url)
+        if database is not None and not create and not database.exists():
+            raise RunError(f"{database}: missing (the run's history is gone)")  # opening would create it
+        return None if path is None else scan_history(path, create=create, resume=None if self.shared else self.path)
+
+    def _where(self, trial: optuna.trial.FrozenTrial) -> str:
+        """``journal:line`` of the line that stored the trial's Arch, or the storage URL."""
+        path = journal_path(self.storage_url)
+        line = self._scan.arch_lines.get(trial._trial_id) if self._scan is not None else None  # noqa: SLF001
+        return f"{path}:{line}" if path is not None and line is not None else self.storage_url
+
+    def check(self) -> None:
+        """Read the whole history and check the output paths, changing nothing: what a resume does first, so
+        a run that cannot continue is refused before any work.
+
+        Raises:
+            RunError: a malformed record (see :meth:`records`), or ``pareto.csv`` / ``top`` of the wrong kind.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JournalWarning)  # a cut last line: repair() drops and reports it
+            self.records()
+        for name, is_dir in ((PARETO_FILE, False), (TOP_DIR, True)):
+            path = self.path / name
+            if os.path.lexists(path) and path.is_dir() != is_dir:
+                raise RunError(f"{path}: {'not a directory' if is_dir else 'a directory'}, where the run writes its "
+                               f"{'top Archs' if is_dir else 'Pareto front'}; move it away")
+
+    def discard_unrecorded(self) -> bool:
+        """Remove the directory this object's :meth:`create` made if nothing was recorded through it, so a
+        search that fails before its first record leaves no trace. True if it was removed.
+
+        The runs folder goes too if ``create`` made it and it is empty; a shared storage is not touched.
+        """
+        if not self._made or self._recorded:
+            return False
+        self._close()
+        shutil.rmtree(self._made[0], ignore_errors=True)
+        for folder in self._made[1:]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty: another worker may have started a run there
+        self._made = ()
+        return True
 
     # -- readers ------------------------------------------------------------------------------
 
@@ -446,11 +484,13 @@ class Run:
         columns = ["number", "arch_id", "generation", "parents", "worker", "feasible", *objective_columns]
         return pd.DataFrame(rows, columns=None if rows else columns)
 
-    @cached_property
+    @property
     def archs(self) -> Mapping[str, Arch]:
-        """Arch id -> Arch for every evaluated candidate (parsed on first access)."""
-        texts = {record.arch_id: record.arch_json for record in self.records() if record.arch_json}
-        return _ArchLookup(texts, self.storage_url)
+        """Arch id -> Arch for every evaluated candidate, each validated against its id (see :func:`checked_arch`)."""
+        for record in self.records():
+            if record.arch_json is not None and record.arch_id not in self._archs:
+                self._archs[record.arch_id] = checked_arch(record, self.storage_url)
+        return types.MappingProxyType(self._archs)
 
     def arch(self, arch_id: str) -> Arch:
         """The Arch of one candidate.
@@ -520,7 +560,18 @@ class Run:
         """Write ``pareto.csv`` and ``top/NN-<arch id>.yaml`` (atomically); returns the paths written.
 
         ``top/`` is replaced as a whole, so it never mixes two calls' files.
+
+        Raises:
+            RunError: an output path is of the wrong kind (see :meth:`check`) or cannot be written.
         """
+        self.check()
+        try:
+            return self._write_outputs(top_k)
+        except OSError as exc:
+            raise RunError(f"{exc.filename or self.path}: cannot write the run's outputs: {exc.strerror or exc}") \
+                from None
+
+    def _write_outputs(self, top_k: int | None) -> list[Path]:
         written = [self.path / PARETO_FILE]
         front = self.pareto().drop(columns=["arch"], errors="ignore")
         write_atomic(written[0], front.to_csv(index=False))

@@ -130,9 +130,19 @@ def run_search(run: Run, *, on_record: Any = None, on_start: Any = None) -> list
     Returns:
         Every record of the run's study.
     """
+    try:
+        return _search(run, on_record=on_record, on_start=on_start)
+    except Exception:
+        run.discard_unrecorded()  # a run this process created, failed before its first record: no trace
+        raise
+
+
+def _search(run: Run, *, on_record: Any, on_start: Any) -> list[Record]:
+    """:func:`run_search` without the clean-up of a failed new run."""
     from nas.search import create_strategy, make_scorer, optimize, parse_constraint
     from nas.space import load_space
 
+    run.check()
     settings = run.settings
     space = load_space(settings.space)
     constraints = [parse_constraint(spec.name, spec.text or str(spec.limit)) for spec in settings.constraints]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
@@ -14,7 +13,7 @@ from nas.runs.settings import RunError
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["check_storage_url", "open_storage", "repair_journal_tail"]
+__all__ = ["check_storage_url", "journal_path", "open_storage", "sqlite_file"]
 
 _RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
@@ -40,6 +39,20 @@ def check_storage_url(url: str) -> None:
                                f"{', '.join(_RDB_SCHEMES)}, journal:///PATH, or a journal file path")
 
 
+def journal_path(url: str) -> Path | None:
+    """The journal file a storage URL names (``journal:///PATH`` or a plain path); None for a database URL."""
+    if _is_url(url) and not url.lower().startswith("journal://"):
+        return None
+    return Path(url[len("journal://"):] if url.lower().startswith("journal://") else url)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None for another URL or an in-memory database): opening
+    a missing one would create it, which a reader must not do."""
+    match = re.match(r"^sqlite(\+\w+)?:///([^?]+)", url, flags=re.IGNORECASE)
+    return None if match is None or match.group(2) == ":memory:" else Path(match.group(2))
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (see :func:`check_storage_url`): RDBStorage, or JournalStorage on a file.
 
@@ -50,7 +63,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     import optuna
 
     check_storage_url(url)
-    if _is_url(url) and not url.lower().startswith("journal://"):
+    path = journal_path(url)
+    if path is None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -58,7 +72,6 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         except Exception as exc:  # noqa: BLE001  (sqlalchemy raises many types; the message is what matters)
             reason = (str(exc).strip().splitlines() or [""])[0]
             raise RunError(f"cannot open storage {url!r}: {type(exc).__name__}: {reason}") from None
-    path = Path(url[len("journal://"):] if url.lower().startswith("journal://") else url)
     if path.is_dir():
         raise RunError(f"{path}: is a directory, not a journal file")
     try:
@@ -68,21 +81,3 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{path}: not a readable Optuna journal ({type(exc).__name__}: {exc})") from None
-
-
-def repair_journal_tail(path: Path) -> bool:
-    """Drop a last line without its newline (a write cut by kill -9); True if something was dropped."""
-    if not path.is_file():
-        return False
-    with path.open("rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return False
-        handle.seek(max(0, size - 1))
-        if handle.read(1) == b"\n":
-            return False
-        handle.seek(0)
-        data = handle.read()
-        keep = data.rfind(b"\n") + 1
-        handle.truncate(keep)
-        return True
