@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,12 @@ def run_search(run: Run, *, on_record: Any = None, on_start: Any = None) -> list
         clock = _BatchClock(on_record)
         records = optimize(space, strategy, scorer, run, budget=settings.budget, batch=settings.population,
                            on_record=clock)
-        run.wait_for_others(patience=max(MIN_PATIENCE_S, 3 * clock.longest))
+        patience = max(MIN_PATIENCE_S, 3 * clock.longest)
+        running = run.wait_for_others(patience=patience)
+        if running:
+            warnings.warn(f"{run.storage_url}: {running} candidates of other workers still running after "
+                          f"{patience:.0f} s without progress; {run.path}'s outputs leave them out (once they "
+                          f"finish, `nas search --resume {run.path}` rewrites them)", stacklevel=2)
         run.write_outputs()
         records = run.records()
     finally:
