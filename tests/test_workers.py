@@ -55,6 +55,13 @@ def test_worker_ids_are_claimed_once_each_and_kept_on_resume(tmp_path: Path, kin
     assert Run.open(tmp_path / "runs" / "a").count() == 0, "claims are not candidates"
 
 
+def test_a_run_from_before_claims_keeps_its_id_and_new_workers_come_after(tmp_path: Path) -> None:
+    storage = str(tmp_path / "study.journal")
+    old, new = (Run.create(tmp_path / "runs", shared_settings(storage), name=name) for name in ("old", "new"))
+    old.study().set_user_attr("worker:old", "2025-01-01T00:00:00")  # what attach wrote before claims
+    assert (new.attach(), old.attach()) == (1, 0)
+
+
 def test_admission_keeps_the_study_within_its_budget(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     first, second = (Run.create(tmp_path / "runs", shared_settings(storage), name=name) for name in ("a", "b"))

@@ -35,6 +35,7 @@ __all__ = ["CLAIM_ATTR", "OVER_BUDGET_ATTR", "claim_worker", "admit", "wait_for_
 
 CLAIM_ATTR = "worker_claim"
 OVER_BUDGET_ATTR = "over_budget"
+_LEGACY_PREFIX = "worker:"  # the study attribute that gave worker ids before claims (it raced)
 _KEY_ATTR = "key"  # every candidate trial carries its proposal key (see Record.to_attrs)
 
 
@@ -48,13 +49,20 @@ def _claims(study: optuna.Study) -> list[str]:
 
 
 def claim_worker(study: optuna.Study, run_name: str) -> int:
-    """This run's worker id in ``study``: the rank of its claim trial, added now unless it has one (resume)."""
+    """This run's worker id in ``study``: the rank of its claim trial, added now unless it has one (resume).
+
+    Studies written before claims gave ids by the order of ``worker:<run name>`` study attributes: such a run
+    keeps its id, and claimed ids come after them.
+    """
     import optuna
 
+    legacy = [name for name in study.user_attrs if name.startswith(_LEGACY_PREFIX)]
+    if _LEGACY_PREFIX + run_name in legacy:
+        return legacy.index(_LEGACY_PREFIX + run_name)
     if run_name not in _claims(study):
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
                                                   user_attrs={CLAIM_ATTR: run_name}))
-    return _claims(study).index(run_name)
+    return len(legacy) + _claims(study).index(run_name)
 
 
 def _candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
