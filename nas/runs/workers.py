@@ -15,8 +15,9 @@ which is how two workers started together both became worker 0.
   batch, and the worker stops. So the completed candidates never exceed the budget, however many workers.
   A killed worker's RUNNING trials keep their slots until it resumes (resuming marks them FAIL).
 - **Outputs.** A worker that stops waits for the other workers' admitted candidates to finish
-  (:func:`wait_for_running`) before it writes ``pareto.csv``, ``top/`` and the plot, so every worker's run
-  directory describes the whole study.
+  (:func:`wait_for_running`) before it writes ``pareto.csv``, ``top/`` and (``nas search``) ``pareto.png``,
+  so every worker's run directory describes the whole study. Candidates that make no progress for a while (a
+  killed worker's) are left out with a warning; ``nas search --resume RUN`` rewrites the outputs later.
 """
 
 from __future__ import annotations
