@@ -3,9 +3,13 @@ twice, and outputs that cover every trial, with two processes released at the sa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from nas.cli import main
 from nas.runs import PARETO_FILE, PLOT_FILE, TOP_DIR, Run, open_storage
 from nas.runs.workers import OVER_BUDGET_ATTR
 from nas.search.records import Proposal
@@ -132,3 +137,40 @@ def test_two_workers_started_at_once_share_the_budget_and_the_outputs(space_file
         assert sorted(path.name for path in (run_dir / TOP_DIR).iterdir()) == expected
         outputs = [run_dir / PARETO_FILE, run_dir / TOP_DIR, *([run_dir / PLOT_FILE] if plot else [])]
         assert all(path.stat().st_mtime >= last_trial for path in outputs), "written after the last trial"
+
+
+def test_waiting_for_other_workers_gives_up_on_a_candidate_that_makes_no_progress(tmp_path: Path) -> None:
+    storage = str(tmp_path / "study.journal")
+    stuck, waiting = (Run.create(tmp_path / "runs", shared_settings(storage), name=name) for name in ("a", "b"))
+    for run in (stuck, waiting):
+        run.attach()
+    stuck.admit([Proposal("0:0:0", np.array([0], dtype=np.int16))], 4)  # then killed: RUNNING for good
+    assert waiting.wait_for_others(patience=0.3) == 1
+    assert Run.open(tmp_path / "runs" / "a").wait_for_others(patience=0.3) == 1
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_into_its_own_places(space_file: str, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    budget = BUDGET
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", *search_args(space_file, "--out", str(tmp_path / "a"), "--storage", storage,
+                                                        "--study", STUDY, budget=budget)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    done = 0
+    while done < budget // 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with contextlib.suppress(Exception):  # the database may not exist yet
+            study = optuna.load_study(study_name=STUDY, storage=open_storage(storage))
+            done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL and 0 < done < budget, "killed mid-run"
+
+    assert main(["search", "--resume", str(the_run(tmp_path / "a")), "--no-plot"]) == 0
+    study = optuna.load_study(study_name=STUDY, storage=open_storage(storage))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    keys = [trial.user_attrs["key"] for trial in complete]
+    assert len(complete) == budget and len(set(keys)) == budget
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)), "its interrupted places were freed"
