@@ -34,7 +34,8 @@ class SearchCommand(Command):
         parser.add_argument("--target", help="the latency target (see `nas targets`)")
         parser.add_argument("--strategy", help="evolution (default), random, optuna-tpe, optuna-nsga2, optuna-gp, "
                                                "nni-evolution")
-        parser.add_argument("--budget", type=positive, help=f"candidates to evaluate (default {RunSettings.budget})")
+        parser.add_argument("--budget", type=positive, help=f"candidates to evaluate, by all workers of a --storage "
+                                                              f"study together (default {RunSettings.budget})")
         parser.add_argument("--population", type=positive,
                             help=f"population / batch size (default {RunSettings.population})")
         parser.add_argument("--seed", type=int, help=f"seed of every random choice (default {RunSettings.seed})")

@@ -24,13 +24,17 @@ ids), measured metrics, constraint violations and the Arch itself as compact
 JSON; constraint values are also Optuna trial constraints, so
 ``optuna-dashboard`` and ``optuna.visualization`` work on the journal as is.
 Trials in other states are not candidates: FAIL marks a point an Optuna
-sampler proposed that the space rejects (user attr ``rejected``) or a trial
-left RUNNING by a killed process (``interrupted``).
+sampler proposed that the space rejects (user attr ``rejected``), a trial
+left RUNNING by a killed process (``interrupted``), a worker's id claim
+(``worker_claim``) or a candidate refused by the study-wide budget
+(``over_budget``; see :mod:`~nas.runs.workers`).
 
 Storage and concurrency: Optuna's JournalFileBackend appends each operation
 as one line under a file lock, so several processes may share a journal (one
 machine or a shared file system with working locks); an RDB URL
 (``sqlite:///x.db``, ``postgresql://...``) goes through Optuna's RDBStorage.
+Parallel workers on one ``storage`` get unique worker ids and share one
+budget through trials the storage serialises (:mod:`~nas.runs.workers`).
 A ``Run`` object is not thread-safe; each process opens its own. Files other
 than the journal are written atomically (``nas.atomic.write_atomic``), so a
 reader sees the old file or the new one.
@@ -38,7 +42,8 @@ reader sees the old file or the new one.
 Modules: :mod:`~nas.runs.settings` (``RunSettings``, ``RunError``), :mod:`~nas.runs.storage` (storage URLs),
 :mod:`~nas.runs.journal` (a journal checked line by line before Optuna replays it),
 :mod:`~nas.runs.trials` (a trial read back as a checked Record), :mod:`~nas.runs.run` (:class:`Run`),
-:mod:`~nas.runs.session` (``start_search``, ``run_search``: what ``nas search`` calls).
+:mod:`~nas.runs.workers` (parallel workers), :mod:`~nas.runs.session` (``start_search``, ``run_search``: what
+``nas search`` calls).
 
 Example:
     >>> from nas.runs import Run

@@ -13,7 +13,7 @@ import shutil
 import socket
 import types
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from nas.runs.journal import JournalScan, JournalWarning, drop_cut_tail, scan_hi
 from nas.runs.settings import RUN_FILE, RunError, RunSettings
 from nas.runs.storage import journal_path, open_storage, sqlite_file
 from nas.runs.trials import checked_arch, parse_record
+from nas.runs.workers import admit, claim_worker, wait_for_running
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
 from nas.yamlio import dump_yaml, load_yaml
@@ -102,6 +103,7 @@ class Run:
         self._made: tuple[Path, ...] = ()  # what Run.create made (run directory, runs folder), for discard_unrecorded
         self._recorded = 0
         self._archs: dict[str, Arch] = {}
+        self._slots: dict[str, int] = {}  # proposal key -> its admitted RUNNING trial (shared storages)
 
     # -- creation and opening -----------------------------------------------------------------
 
@@ -303,21 +305,34 @@ class Run:
     def attach(self) -> int:
         """Register this run as a worker of its study; returns and stores the worker index.
 
-        The index is the position of this run's name among the study's ``worker:<run name>``
-        user attributes (in the storage's order), so the first run of a study is worker 0
-        and a resumed run keeps its index.
+        On a shared storage the index is claimed through the study (:func:`nas.runs.workers.claim_worker`):
+        unique however many workers start at once, kept by a resumed run. A run's own journal has one
+        worker, 0, whose run name is kept as a study attribute.
         """
-        study = self.study(create=self.settings.storage is not None)
+        study = self.study(create=self.shared)
+        if self.shared:
+            self.worker = claim_worker(study, self.name)
+            return self.worker
         key = f"worker:{self.name}"
         if key not in study.user_attrs:
             study.set_user_attr(key, datetime.datetime.now().isoformat(timespec="microseconds"))
-        names = [name for name in self._study_attrs() if name.startswith("worker:")]
-        self.worker = names.index(key)
+        self.worker = 0
         return self.worker
 
-    def _study_attrs(self) -> dict[str, Any]:
-        study = self.study()
-        return study._storage.get_study_user_attrs(study._study_id)  # noqa: SLF001 (fresh read, no cache)
+    def admit(self, proposals: Sequence[Proposal], budget: int) -> list[Proposal]:
+        """The proposals this worker may evaluate: on a shared storage those within the study-wide ``budget``
+        (each then holds a RUNNING trial that :meth:`record` completes; see :func:`nas.runs.workers.admit`),
+        else all of them."""
+        if not self.shared:
+            return list(proposals)
+        slots = admit(self.study(), proposals, budget=budget, worker=self.worker)
+        self._slots.update(slots)
+        return [proposal for proposal in proposals if proposal.key in slots]
+
+    def wait_for_others(self, *, patience: float) -> int:
+        """On a shared storage, wait for the other workers' running candidates (see
+        :func:`nas.runs.workers.wait_for_running`); returns how many are still running."""
+        return wait_for_running(self.study(), patience=patience) if self.shared else 0
 
     def fail_interrupted(self) -> int:
         """Mark this worker's trials left RUNNING (by a killed process) as FAIL; returns how many."""
@@ -375,8 +390,8 @@ class Run:
 
         A proposal without a trial becomes one COMPLETE trial written in a single
         journal line (``study.add_trial``), so a kill leaves it whole or absent; a
-        proposal holding a RUNNING trial (Optuna strategies) gets its attributes
-        and is told its values.
+        proposal holding a RUNNING trial (Optuna strategies, or one :meth:`admit`
+        gave it on a shared storage) gets its attributes and is told its values.
         """
         import optuna
 
@@ -384,7 +399,10 @@ class Run:
         attrs = record.to_attrs()
         constraints = {spec.name: value for spec, value in zip(self.settings.constraints, record.violations,
                                                                   strict=True)}
-        if proposal.trial is None:
+        slot = self._slots.pop(proposal.key, None)
+        if proposal.trial is None and slot is not None:
+            number = self._complete_slot(slot, record, attrs, constraints)
+        elif proposal.trial is None:
             trial = optuna.trial.create_trial(values=list(record.values), user_attrs=attrs,
                                               constraints=constraints or None)
             study.add_trial(trial)
@@ -401,6 +419,24 @@ class Run:
         self._known.add(number)
         self._records.append(stored)
         return stored
+
+    def _complete_slot(self, trial_id: int, record: Record, attrs: dict[str, Any],
+                       constraints: dict[str, float]) -> int:
+        """Write a record into the RUNNING trial :meth:`admit` gave its proposal; returns the trial number.
+
+        A kill part-way leaves the trial RUNNING: the worker's resume marks it FAIL (:meth:`fail_interrupted`).
+        """
+        import optuna
+
+        storage = self.study()._storage  # noqa: SLF001 (the trial is ours, addressed by id)
+        for name, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, name, value)
+        if constraints:  # stored as create_trial(constraints=...) stores them, for Optuna's readers
+            whole = optuna.trial.create_trial(values=list(record.values), constraints=constraints)
+            for name, value in whole.system_attrs.items():
+                storage.set_trial_system_attr(trial_id, name, value)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, list(record.values))
+        return storage.get_trial_number_from_id(trial_id)
 
     def _find_number(self, key: str, guess: int) -> int:
         study = self.study()

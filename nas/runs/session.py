@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +117,30 @@ def start_search(request: SearchRequest, *, root: str | os.PathLike[str] = "runs
     return Run.create(root, settings, extra=extra)
 
 
+MIN_PATIENCE_S = 30.0  # the least wait for another worker's last batch, before outputs are written without it
+
+
+class _BatchClock:
+    """Passes records on and keeps the longest time between two of them: about one batch's evaluation, the
+    measure of how long another worker's last batch may still take."""
+
+    def __init__(self, on_record: Any):
+        self._on_record = on_record
+        self._last = time.monotonic()
+        self.longest = 0.0
+
+    def __call__(self, record: Record) -> None:
+        now = time.monotonic()
+        self.longest, self._last = max(self.longest, now - self._last), now
+        if self._on_record is not None:
+            self._on_record(record)
+
+
 def run_search(run: Run, *, on_record: Any = None, on_start: Any = None) -> list[Record]:
     """Run or resume the search of ``run`` until its budget is reached, then write its outputs.
+
+    On a shared storage the outputs wait for the other workers' running candidates (see
+    :mod:`nas.runs.workers`), so they describe the whole study.
 
     Resuming rebuilds the strategy from the stored history (see :class:`nas.search.base.BaseStrategy`):
     a journal line cut by a kill is dropped, this worker's trials left RUNNING are marked FAIL, and the
@@ -164,9 +188,17 @@ def _search(run: Run, *, on_record: Any, on_start: Any) -> list[Record]:
             strategy.start_with(zoo_vectors(space))
         if on_start is not None:
             on_start(run.count())
+        clock = _BatchClock(on_record)
         records = optimize(space, strategy, scorer, run, budget=settings.budget, batch=settings.population,
-                           on_record=on_record)
+                           on_record=clock)
+        patience = max(MIN_PATIENCE_S, 3 * clock.longest)
+        running = run.wait_for_others(patience=patience)
+        if running:
+            warnings.warn(f"{run.storage_url}: {running} candidates of other workers still running after "
+                          f"{patience:.0f} s without progress; {run.path}'s outputs leave them out (once they "
+                          f"finish, `nas search --resume {run.path}` rewrites them)", stacklevel=2)
         run.write_outputs()
+        records = run.records()
     finally:
         run.release()
     return records

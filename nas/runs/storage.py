@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,9 +67,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     path = journal_path(url)
     if path is None:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return optuna.storages.RDBStorage(url)
+            return _open_rdb(url)
         except Exception as exc:  # noqa: BLE001  (sqlalchemy raises many types; the message is what matters)
             reason = (str(exc).strip().splitlines() or [""])[0]
             raise RunError(f"cannot open storage {url!r}: {type(exc).__name__}: {reason}") from None
@@ -81,3 +80,32 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{path}: not a readable Optuna journal ({type(exc).__name__}: {exc})") from None
+
+
+# -- parallel workers: several processes opening one new database at once ----------------------------------
+
+# Another worker is creating the same tables or stamping their schema version (SQLite, PostgreSQL wording).
+_RACE_MESSAGES = ("already exists", "database is locked", "alembic_version", "duplicate key")
+_RACE_TRIES = 8
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, tried again while another process is creating the same tables.
+
+    Optuna creates the schema table by table on first open; two workers opening one new database at the
+    same instant make the second one fail with "table ... already exists" (SQLite) or a lock. Once the
+    first has finished, opening succeeds, so a few short retries cover it; any other error is raised at once.
+    """
+    import optuna
+
+    for attempt in range(1, _RACE_TRIES + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(url)
+        except Exception as exc:
+            if attempt == _RACE_TRIES or not any(text in str(exc) for text in _RACE_MESSAGES):
+                raise
+            time.sleep(0.1 * attempt)
+    raise RunError(f"cannot open storage {url!r}")  # not reached: the last try returns or raises
+

@@ -3,7 +3,9 @@
 :func:`optimize` works on any :class:`HistoryStore`: a run directory
 (:class:`nas.runs.Run`, an Optuna study on disk or in a database) or
 :class:`MemoryStore` (benchmarks, tests). It stops when the store holds
-``budget`` completed candidates, counting every worker that shares the store.
+``budget`` completed candidates, counting every worker that shares the store; a
+shared store admits each batch within that budget first, so the workers together
+never exceed it.
 
 Example:
     >>> import nas
@@ -43,6 +45,8 @@ class HistoryStore(Protocol):
     """Where a search keeps its records.
 
     ``refresh`` returns the records completed since its last call (by any worker), in order;
+    ``admit`` returns the proposals this worker may evaluate before a study-wide ``budget`` is spent (a store
+    other workers share reserves their places; the others return all of them);
     ``record`` stores one evaluated proposal and returns the record with its number;
     ``count`` is the number of completed records of every worker; ``records`` all of them (which
     also counts as read for ``refresh``); ``study`` is the Optuna
@@ -61,6 +65,8 @@ class HistoryStore(Protocol):
     def count(self) -> int: ...
 
     def records(self) -> list[Record]: ...
+
+    def admit(self, proposals: Sequence[Proposal], budget: int) -> list[Proposal]: ...
 
     def record(self, proposal: Proposal, record: Record) -> Record: ...
 
@@ -100,6 +106,9 @@ class MemoryStore:
     def records(self) -> list[Record]:
         self._read = len(self._records)
         return list(self._records)
+
+    def admit(self, proposals: Sequence[Proposal], budget: int) -> list[Proposal]:
+        return list(proposals)
 
     def record(self, proposal: Proposal, record: Record) -> Record:
         stored = Record(len(self._records), record.key, record.worker, record.vector, record.arch_id,
@@ -210,13 +219,17 @@ def optimize(space: Space, strategy: BaseStrategy, scorer: Scorer, store: Histor
                 todo = strategy.ask(min(batch, budget - done))
                 if not todo:
                     raise NasError(f"strategy {strategy.name!r} proposed nothing (with {done} of {budget} evaluated)")
-            records = evaluate(space, scorer, todo, keep_arch=keep_arch)
-            stored = []
-            for proposal, record in zip(todo, records, strict=True):
-                stored.append(store.record(proposal, record))
-                if on_record is not None:
-                    on_record(stored[-1])
-            strategy.tell(stored)
+            admitted = store.admit(todo, budget)
+            if admitted:
+                records = evaluate(space, scorer, admitted, keep_arch=keep_arch)
+                stored = []
+                for proposal, record in zip(admitted, records, strict=True):
+                    stored.append(store.record(proposal, record))
+                    if on_record is not None:
+                        on_record(stored[-1])
+                strategy.tell(stored)
+            if len(admitted) < len(todo):  # other workers' running candidates hold the rest of the budget
+                break
             todo = []
     finally:
         strategy.close()
