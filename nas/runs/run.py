@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import datetime
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -14,7 +13,6 @@ import socket
 import types
 import warnings
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +22,10 @@ from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.errors import ConfigError
 from nas.runs.journal import JournalScan, JournalWarning, drop_cut_tail, scan_history
-from nas.runs.settings import RUN_FILE, RunError, RunSettings
+from nas.runs.settings import RUN_FILE, RunError, RunSettings, package_versions
 from nas.runs.storage import journal_path, open_storage, sqlite_file
 from nas.runs.trials import checked_arch, parse_record
-from nas.runs.workers import admit, claim_worker, wait_for_running
+from nas.runs.workers import admit, claim_worker, complete_slot, find_number, wait_for_running
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
 from nas.yamlio import dump_yaml, load_yaml
@@ -44,19 +42,6 @@ TOP_DIR = "top"
 PLOT_FILE = "pareto.png"
 OWNER_FILE = ".owner"
 RUN_SCHEMA = 1
-_VERSIONED = ("nas", "torch", "numpy", "optuna", "pandas", "pyyaml")
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in _VERSIONED:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", Path(text).stem if text.endswith((".yaml", ".yml")) else text)[:40]
 
@@ -135,7 +120,8 @@ class Run:
             raise RunError(f"{final}: already exists")
         staging = root / f".{name}.tmp"
         made_root = not root.exists()
-        run = cls(staging, settings, created=stamp.isoformat(timespec="seconds"), versions=_versions(), extra=extra)
+        run = cls(staging, settings, created=stamp.isoformat(timespec="seconds"), versions=package_versions(),
+                  extra=extra)
         try:
             staging.mkdir(parents=True)
             run._write_settings()
@@ -401,14 +387,14 @@ class Run:
                                                                   strict=True)}
         slot = self._slots.pop(proposal.key, None)
         if proposal.trial is None and slot is not None:
-            number = self._complete_slot(slot, record, attrs, constraints)
+            number = complete_slot(study, slot, list(record.values), attrs, constraints)
         elif proposal.trial is None:
             trial = optuna.trial.create_trial(values=list(record.values), user_attrs=attrs,
                                               constraints=constraints or None)
             study.add_trial(trial)
             number = study._storage.get_n_trials(study._study_id) - 1  # noqa: SLF001
             if self.settings.storage is not None:  # another worker may have written in between
-                number = self._find_number(record.key, number)
+                number = find_number(study, record.key, number)
         else:
             for name, value in attrs.items():
                 proposal.trial.set_user_attr(name, value)
@@ -419,31 +405,6 @@ class Run:
         self._known.add(number)
         self._records.append(stored)
         return stored
-
-    def _complete_slot(self, trial_id: int, record: Record, attrs: dict[str, Any],
-                       constraints: dict[str, float]) -> int:
-        """Write a record into the RUNNING trial :meth:`admit` gave its proposal; returns the trial number.
-
-        A kill part-way leaves the trial RUNNING: the worker's resume marks it FAIL (:meth:`fail_interrupted`).
-        """
-        import optuna
-
-        storage = self.study()._storage  # noqa: SLF001 (the trial is ours, addressed by id)
-        for name, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, name, value)
-        if constraints:  # stored as create_trial(constraints=...) stores them, for Optuna's readers
-            whole = optuna.trial.create_trial(values=list(record.values), constraints=constraints)
-            for name, value in whole.system_attrs.items():
-                storage.set_trial_system_attr(trial_id, name, value)
-        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, list(record.values))
-        return storage.get_trial_number_from_id(trial_id)
-
-    def _find_number(self, key: str, guess: int) -> int:
-        study = self.study()
-        for trial in reversed(study.get_trials(deepcopy=False)):
-            if trial.user_attrs.get("key") == key:
-                return trial.number
-        return guess
 
     # -- reading a run defensively: its files are user data, checked before use ---------------
 

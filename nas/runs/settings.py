@@ -8,9 +8,11 @@ turns one into the other.
 from __future__ import annotations
 
 import dataclasses
+import platform
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from nas.arch import coerce_field
 from nas.errors import ConfigError, NasError
 
 __all__ = ["RunError", "ObjectiveSpec", "ConstraintSpec", "RunSettings", "SearchRequest", "DEFAULT_OBJECTIVES",
-           "RUN_FILE"]
+           "RUN_FILE", "package_versions"]
 
 RUN_FILE = "run.yaml"
 DEFAULT_OBJECTIVES = ("accuracy", "latency")  # the objective kinds of a search that names none
@@ -233,3 +235,17 @@ def _specs(spec: type, value: Any, path: str) -> tuple[Any, ...]:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)}", path=where)
         out.append(spec(**_coerced(spec, entry, where)))
     return tuple(out)
+
+
+_VERSIONED = ("nas", "torch", "numpy", "optuna", "pandas", "pyyaml")
+
+
+def package_versions() -> dict[str, str]:
+    """The versions a run was made with (recorded in its ``run.yaml``, for whoever reads the results later)."""
+    versions = {"python": platform.python_version()}
+    for package in _VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

@@ -25,14 +25,15 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
 
     from nas.search.records import Proposal
 
-__all__ = ["CLAIM_ATTR", "OVER_BUDGET_ATTR", "claim_worker", "admit", "wait_for_running"]
+__all__ = ["CLAIM_ATTR", "OVER_BUDGET_ATTR", "claim_worker", "admit", "complete_slot", "find_number",
+           "wait_for_running"]
 
 CLAIM_ATTR = "worker_claim"
 OVER_BUDGET_ATTR = "over_budget"
@@ -126,3 +127,30 @@ def wait_for_running(study: optuna.Study, *, patience: float, poll: float = 0.2)
         if time.monotonic() - last_change > patience:
             return running
         time.sleep(poll)
+
+
+def complete_slot(study: optuna.Study, trial_id: int, values: list[float], attrs: dict[str, Any],
+                  constraints: dict[str, float]) -> int:
+    """Write a record into the RUNNING trial :func:`admit` gave its proposal; returns the trial number.
+
+    A kill part-way leaves the trial RUNNING: the worker's resume marks it FAIL (``Run.fail_interrupted``).
+    """
+    import optuna
+
+    storage = study._storage  # noqa: SLF001 (the trial is ours, addressed by id)
+    for name, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, name, value)
+    if constraints:  # stored as create_trial(constraints=...) stores them, for Optuna's readers
+        whole = optuna.trial.create_trial(values=values, constraints=constraints)
+        for name, value in whole.system_attrs.items():
+            storage.set_trial_system_attr(trial_id, name, value)
+    storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, values)
+    return storage.get_trial_number_from_id(trial_id)
+
+
+def find_number(study: optuna.Study, key: str, guess: int) -> int:
+    """The number of the trial holding proposal ``key`` (another worker may have added trials since ``guess``)."""
+    for trial in reversed(study.get_trials(deepcopy=False)):
+        if trial.user_attrs.get(_KEY_ATTR) == key:
+            return trial.number
+    return guess
