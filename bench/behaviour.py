@@ -8,10 +8,11 @@ and compares them:
 * every zoo model's arch id, parameters and MACs (exactly equal);
 * the ids of ``--points`` metaformer points sampled with the same seed
   (exactly equal, so sampling itself is checked);
-* predicted latency on every target, every setting and every batch size the
-  setting was measured at, for the zoo (:func:`nas.latency.predict` and
-  :func:`nas.latency.predict_many`) and the points (``predict_many``), within
-  ``--rtol`` relative;
+* predicted latency on every target and setting, within ``--rtol`` relative:
+  the zoo through :func:`nas.latency.predict` and
+  :func:`nas.latency.predict_many` at every batch size the setting was
+  measured at, the points through ``predict_many`` at batch 1 (tracing a
+  point's new units dominates the run, and each batch size traces them anew);
 * the history of ``nas search --accuracy proxy`` for the same seed: every
   evaluated candidate in order (arch id, objective values within ``--rtol``,
   every other column exactly).
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,9 +61,14 @@ SMOKE_ZOO = 5
 FULL = {"points": 1000, "budget": 300}
 SMOKE = {"points": 20, "budget": 20}
 HISTORY_OBJECTIVES = ("proxy_score", "latency_ms")
+SNAPSHOT_FORMAT = 2  # part of the cache file name: bump when a snapshot's content changes
 
 
 # --- snapshot (runs inside one tree's interpreter) -----------------------------------------------------
+
+
+def _progress(step: str, started: float) -> None:
+    print(f"  {step}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 def _error(exc: Exception) -> str:
@@ -79,16 +86,12 @@ def _zoo_snapshot(names: list[str]) -> dict[str, Any]:
     return out
 
 
-def _settings() -> list[tuple[str, str, int]]:
-    """Every (target, setting, batch) the targets declare."""
+def _settings() -> list[tuple[str, str, tuple[int, ...]]]:
+    """Every (target, setting, batch sizes) the targets declare."""
     from nas.latency import get_target, list_targets
 
-    combos = []
-    for target_name in list_targets():
-        target = get_target(target_name)
-        for setting_name, setting in target.settings.items():
-            combos.extend((target_name, setting_name, batch) for batch in setting.batch_sizes)
-    return combos
+    return [(target_name, setting_name, setting.batch_sizes) for target_name in list_targets()
+            for setting_name, setting in get_target(target_name).settings.items()]
 
 
 def _predict_many(archs: list, target: str, setting: str, batch: int) -> list[float] | str:
@@ -111,12 +114,15 @@ def _predict_one(arch, target: str, setting: str, batch: int) -> float | str:
 
 def _latency_snapshot(zoo: list, points: list) -> dict[str, Any]:
     out = {}
-    for target, setting, batch in _settings():
-        out[f"{target}/{setting}/b{batch}"] = {
-            "zoo_predict": [_predict_one(arch, target, setting, batch) for arch in zoo],
-            "zoo_predict_many": _predict_many(zoo, target, setting, batch),
-            "points_predict_many": _predict_many(points, target, setting, batch),
-        }
+    for target, setting, batches in _settings():
+        started = time.perf_counter()
+        for batch in sorted({1, *batches}):
+            out[f"{target}/{setting}/b{batch}"] = {
+                "zoo_predict": [_predict_one(arch, target, setting, batch) for arch in zoo],
+                "zoo_predict_many": _predict_many(zoo, target, setting, batch),
+                "points_predict_many": _predict_many(points, target, setting, batch) if batch == 1 else [],
+            }
+        _progress(f"latency {target}/{setting}", started)
     return out
 
 
@@ -149,14 +155,15 @@ def snapshot(args: argparse.Namespace) -> dict[str, Any]:
     points = [space.sample(rng) for _ in range(args.points)]
     zoo = [nas.zoo.get(name) for name in names]
     nas_command = str(Path(sys.executable).with_name("nas"))
-    return {
-        "nas": str(Path(nas.__file__).parent),
-        "zoo_names": names,
-        "zoo": _zoo_snapshot(names),
-        "point_ids": [point.id for point in points],
-        "latency": _latency_snapshot(zoo, points),
-        "search": _search_snapshot(nas_command, args.budget, args.seed),
-    }
+    started = time.perf_counter()
+    zoo_costs = _zoo_snapshot(names)
+    _progress("zoo params and MACs", started)
+    latency = _latency_snapshot(zoo, points)
+    started = time.perf_counter()
+    search = _search_snapshot(nas_command, args.budget, args.seed)
+    _progress("search", started)
+    return {"nas": str(Path(nas.__file__).parent), "zoo_names": names, "zoo": zoo_costs,
+            "point_ids": [point.id for point in points], "latency": latency, "search": search}
 
 
 # --- comparison -----------------------------------------------------------------------------------------
@@ -264,7 +271,7 @@ def _snapshot_in(python: Path, out: Path, args: argparse.Namespace, cwd: Path) -
 
 def _base_snapshot(commit: str, args: argparse.Namespace, cache: Path, scratch: Path) -> dict[str, Any]:
     """The base commit's snapshot, from the cache or from a temporary worktree and venv."""
-    cached = cache / f"behaviour-{commit[:12]}-seed{args.seed}-p{args.points}-b{args.budget}" \
+    cached = cache / f"behaviour-v{SNAPSHOT_FORMAT}-{commit[:12]}-seed{args.seed}-p{args.points}-b{args.budget}" \
                      f"{'-smoke' if args.smoke else ''}.json"
     if cached.is_file():
         print(f"base {commit[:12]}: cached {cached}")
@@ -309,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         args.snapshot.write_text(json.dumps(snapshot(args)))
         return 0
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a kill still removes the temporary worktree
     started = time.perf_counter()
     commit = _git("rev-parse", "--verify", f"{args.base}^{{commit}}")
     with tempfile.TemporaryDirectory(prefix="behaviour-") as folder:
