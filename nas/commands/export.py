@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nas.commands.base import Command, positive, print_json, resolve_arch
+from nas.commands.base import Command, output_dir, positive, print_json, resolve_arch
 from nas.errors import NasError
 
 __all__ = ["ExportCommand"]
@@ -36,7 +36,7 @@ class ExportCommand(Command):
         parser.add_argument("--top", type=positive, metavar="K",
                             help="for a run: export the K best (the Pareto front first, in the run's NSGA-II "
                                  "order, as in RUN/top/); default 1")
-        parser.add_argument("--out", type=Path, metavar="DIR",
+        parser.add_argument("--out", type=output_dir, metavar="DIR",
                             help="destination folder (default: RUN/export for a run, else the current folder)")
         parser.add_argument("--checkpoint", type=Path, metavar="FILE",
                             help="trained weights (a state_dict file) for one exported model")

@@ -8,7 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.commands.base import Command, positive, print_json, print_table, set_threads, threads_option
+from nas.commands.base import (
+    MAX_SEED,
+    MAX_STEPS,
+    Command,
+    count,
+    output_dir,
+    output_file,
+    positive,
+    print_json,
+    print_table,
+    set_threads,
+    threads_option,
+)
 from nas.errors import NasError
 
 __all__ = ["SearchCommand", "HistoryCommand", "PlotCommand", "FinalistsCommand"]
@@ -37,7 +49,8 @@ class SearchCommand(Command):
         parser.add_argument("--budget", type=positive, help=f"candidates to evaluate (default {RunSettings.budget})")
         parser.add_argument("--population", type=positive,
                             help=f"population / batch size (default {RunSettings.population})")
-        parser.add_argument("--seed", type=int, help=f"seed of every random choice (default {RunSettings.seed})")
+        parser.add_argument("--seed", type=count(MAX_SEED, minimum=0),
+                            help=f"seed of every random choice (default {RunSettings.seed})")
         parser.add_argument("--accuracy", help="accuracy source: supernet (default: one-shot accuracy under "
                                                "--supernet, or under a small supernet trained once per space on "
                                                "the bundled data and reused), zero-cost, short-train (60 "
@@ -56,7 +69,8 @@ class SearchCommand(Command):
                             help=f"Archs saved as YAML under <run>/top (default {RunSettings.top_k})")
         parser.add_argument("--resume", type=_run_path, metavar="RUN", help="continue a run directory (after a kill); "
                                                                             "its run.yaml holds every setting")
-        parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default runs/)")
+        parser.add_argument("--out", type=output_dir, default=Path("runs"),
+                            help="folder of run directories (default runs/)")
         parser.add_argument("--no-plot", action="store_true", help="do not draw pareto.png at the end")
         threads_option(parser)
         parser.add_argument("--no-zoo-start", action="store_true",
@@ -188,7 +202,8 @@ class PlotCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run", help="a run directory (runs/<id>)")
-        parser.add_argument("--out", type=Path, metavar="FILE", help="the PNG to write (default: RUN/pareto.png)")
+        parser.add_argument("--out", type=output_file, metavar="FILE",
+                            help="the PNG to write (default: RUN/pareto.png)")
         parser.add_argument("--no-zoo", action="store_true",
                             help="leave out the zoo's models of the run's space (pricing them takes seconds)")
 
@@ -224,7 +239,7 @@ class FinalistsCommand(Command):
         parser.add_argument("run", type=Path, help="a run directory")
         parser.add_argument("--count", type=positive, default=3,
                             help="finalists, spread along the front (default 3)")
-        parser.add_argument("--epochs", type=positive, default=3, help="training epochs each (default 3)")
+        parser.add_argument("--epochs", type=count(MAX_STEPS), default=3, help="training epochs each (default 3)")
         parser.add_argument("--data", metavar="PATH", help="dataset (default: the bundled Animal-MNIST)")
         threads_option(parser)
 
