@@ -6,6 +6,9 @@ one is refused before any work, in one line with exit status 2 (see :mod:`nas.cl
 * :func:`output_file`: a file to write; its folder must exist (it is not created) and be writable;
 * :func:`output_dir`: a folder to write into, created if missing; what exists of it must be a writable folder;
 * :func:`count`: an int within bounds, the bound named in the error (the ``MAX_*`` constants below).
+
+They raise :class:`BadArgument`, which argparse reports for a given argument and :mod:`nas.cli` for a default
+path a command checks itself, so both read the same.
 """
 
 from __future__ import annotations
@@ -19,9 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Command", "print_json", "print_table", "resolve_arch", "count", "positive", "positive_float",
+from nas.errors import NasError
+
+__all__ = ["BadArgument", "Command", "print_json", "print_table", "resolve_arch", "count", "positive", "positive_float",
            "output_file", "output_dir", "threads_option", "set_threads", "max_threads", "MAX_CANDIDATES",
            "MAX_STEPS", "MAX_RESOLUTION", "MAX_BATCH", "MAX_SEED"]
+
+
+class BadArgument(NasError, argparse.ArgumentTypeError):
+    """A command-line value (or a command's default path) that cannot be used; argparse and the CLI both print it."""
+
 
 MAX_CANDIDATES = 1_000_000
 """Most candidates, points or models one command evaluates, samples, trains or exports (``--budget``, ``--top``)."""
@@ -85,12 +95,12 @@ def count(maximum: int | Callable[[], int], *, minimum: int = 1, bound: str = ""
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise BadArgument(f"expected an integer, got {text!r}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+            raise BadArgument(f"must be >= {minimum}, got {value}")
         largest = maximum() if callable(maximum) else maximum
         if value > largest:
-            raise argparse.ArgumentTypeError(f"must be <= {largest}{f' ({bound})' if bound else ''}, got {value}")
+            raise BadArgument(f"must be <= {largest}{f' ({bound})' if bound else ''}, got {value}")
         return value
 
     return parse
@@ -105,9 +115,9 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise BadArgument(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        raise BadArgument(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -117,7 +127,7 @@ def _check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{folder}: cannot create a file there ({exc.strerror or exc})") from None
+        raise BadArgument(f"{folder}: cannot create a file there ({exc.strerror or exc})") from None
 
 
 def output_file(text: str) -> Path:
@@ -125,11 +135,11 @@ def output_file(text: str) -> Path:
     folders) and be writable, and the path must not be a folder."""
     path = Path(text)
     if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: is a folder; give the path of a file")
+        raise BadArgument(f"{path}: is a folder; give the path of a file")
     folder = path.parent
     if not folder.is_dir():
         problem = "not a folder" if folder.exists() else "no such folder (create it first)"
-        raise argparse.ArgumentTypeError(f"{folder}: {problem}")
+        raise BadArgument(f"{folder}: {problem}")
     _check_writable(folder)
     return path
 
@@ -140,7 +150,7 @@ def output_dir(text: str) -> Path:
     path = Path(text)
     existing = next(part for part in (path, *path.parents) if part.exists())
     if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"{existing}: exists and is not a folder")
+        raise BadArgument(f"{existing}: exists and is not a folder")
     _check_writable(existing)
     return path
 

@@ -60,7 +60,7 @@ class ExportCommand(Command):
                      for rank, (record, arch) in enumerate(top, start=1)]
         if args.checkpoint is not None and len(items) != 1:
             raise NasError(f"--checkpoint holds the weights of one model; {len(items)} would be exported")
-        out = args.out if args.out is not None else (run.path / "export" if run is not None else Path("."))
+        out = args.out if args.out is not None else output_dir(str(run.path / "export" if run is not None else "."))
         results = export_many([arch for arch, _ in items], out, format=args.format,
                               names=[stem for _, stem in items],
                               checkpoints=[args.checkpoint] * len(items))

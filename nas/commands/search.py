@@ -69,7 +69,7 @@ class SearchCommand(Command):
                             help=f"Archs saved as YAML under <run>/top (default {RunSettings.top_k})")
         parser.add_argument("--resume", type=_run_path, metavar="RUN", help="continue a run directory (after a kill); "
                                                                             "its run.yaml holds every setting")
-        parser.add_argument("--out", type=output_dir, default=Path("runs"),
+        parser.add_argument("--out", type=output_dir, default="runs",
                             help="folder of run directories (default runs/)")
         parser.add_argument("--no-plot", action="store_true", help="do not draw pareto.png at the end")
         threads_option(parser)
@@ -209,10 +209,10 @@ class PlotCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from nas.report import plot
-        from nas.runs import Run
+        from nas.runs import PLOT_FILE, Run
 
         run = Run.open(args.run)
-        path, info = plot(run, args.out, zoo_space=not args.no_zoo)
+        path, info = plot(run, args.out or output_file(str(run.path / PLOT_FILE)), zoo_space=not args.no_zoo)
         if args.json:
             print_json({"path": str(path), "evaluated": len(info.numbers), "front": int(info.front.sum()),
                          "infeasible": int(info.infeasible.sum()),

@@ -68,7 +68,7 @@ def _train_run(args: argparse.Namespace, kind: str, name: str, **extra: Any) -> 
     settings_values = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                        "sam": args.sam, "sigma_reparam": args.sigma_reparam, "patch_mixing": args.patch_mixing}
     settings_values.update(extra)
-    out = args.out or Path("runs") / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or output_dir(f"runs/{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return dataset, TrainSettings(**settings_values), out
 
 
