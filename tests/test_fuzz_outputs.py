@@ -180,6 +180,7 @@ OUTPUT_ARGUMENTS = [
     (["plot", "runs/none"], "--out", "file"),
     (["export", str(POOLING), "--format", "yaml"], "--out", "dir"),
     (["search", "--space", "tiny", "--target", "iphone12"], "--out", "dir"),
+    (["search", "--space", "tiny", "--target", "iphone12"], "--storage", "file"),
     (["train", str(POOLING)], "--out", "dir"),
     (["supernet", "train", "--space", "tiny"], "--out", "dir"),
 ]
@@ -214,10 +215,11 @@ def test_bad_output_paths_are_one_line_and_create_nothing(capsys, case, pick: in
         assert not UNWRITABLE.exists()
 
 
-def test_output_file_refuses_to_create_folders_and_output_dir_creates_nothing_when_parsing(tmp_path: Path) -> None:
+def test_output_file_refuses_a_tree_of_new_folders_and_parsing_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(nas.NasError, match="no such folder"):
         output_file(str(tmp_path / "nonexistent" / "dir" / "x.yaml"))
     assert output_file(str(tmp_path / "x.yaml")) == tmp_path / "x.yaml"
+    assert output_file(str(tmp_path / "new" / "x.yaml")) == tmp_path / "new" / "x.yaml"  # one new folder: made
     assert output_dir(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
     assert list(tmp_path.iterdir()) == []
 

@@ -3,7 +3,8 @@
 Every path a command writes to and every count it takes is parsed by one of the argparse types here, so a bad
 one is refused before any work, in one line with exit status 2 (see :mod:`nas.cli`):
 
-* :func:`output_file`: a file to write; its folder must exist (it is not created) and be writable;
+* :func:`output_file`: a file to write; its folder is created if its parent exists (like ``mkdir``, not
+  ``mkdir -p``: a typo does not become a tree of new folders), and must be writable;
 * :func:`output_dir`: a folder to write into, created if missing; what exists of it must be a writable folder;
 * :func:`count`: an int within bounds, the bound named in the error (the ``MAX_*`` constants below).
 
@@ -131,16 +132,18 @@ def _check_writable(folder: Path) -> None:
 
 
 def output_file(text: str) -> Path:
-    """An argparse type: a file to write. Its folder must exist (a typo does not become a tree of new
-    folders) and be writable, and the path must not be a folder."""
+    """An argparse type: a file to write, not a folder. Its folder may be missing if the folder's parent exists
+    (the writer creates that one folder); what exists must be a writable folder."""
     path = Path(text)
     if path.is_dir():
         raise BadArgument(f"{path}: is a folder; give the path of a file")
     folder = path.parent
-    if not folder.is_dir():
-        problem = "not a folder" if folder.exists() else "no such folder (create it first)"
-        raise BadArgument(f"{folder}: {problem}")
-    _check_writable(folder)
+    existing = folder if folder.exists() else folder.parent
+    if not existing.exists():
+        raise BadArgument(f"{folder}: no such folder, nor its parent {existing} (create them first)")
+    if not existing.is_dir():
+        raise BadArgument(f"{existing}: not a folder")
+    _check_writable(existing)
     return path
 
 

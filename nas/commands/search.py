@@ -30,6 +30,14 @@ def _run_path(text: str) -> Path:
     return Path(text)
 
 
+def _storage(text: str) -> str:
+    """``--storage``: an RDB URL as given; a journal file (a path or ``journal:///path``) is an output file."""
+    journal = text[len("journal://"):] if text.lower().startswith("journal://") else None if "://" in text else text
+    if journal is not None:
+        output_file(journal)
+    return text
+
+
 class SearchCommand(Command):
     """Search a space for the accuracy/latency Pareto front on a target; writes a run directory."""
 
@@ -61,8 +69,9 @@ class SearchCommand(Command):
         parser.add_argument("--max-latency", metavar="TIME", help="latency bound, e.g. 2ms, 500us")
         parser.add_argument("--max-params", metavar="COUNT", help="parameter bound, e.g. 10M")
         parser.add_argument("--max-macs", metavar="COUNT", help="MAC bound, e.g. 1G")
-        parser.add_argument("--storage", metavar="URL", help="an Optuna storage shared by parallel workers: a journal "
-                                                             "file path or an RDB URL (sqlite:///x.db)")
+        parser.add_argument("--storage", type=_storage, metavar="URL",
+                            help="an Optuna storage shared by parallel workers: a journal file path or an RDB URL "
+                                 "(sqlite:///x.db)")
         parser.add_argument("--study", help="the study name in --storage (default: <space>-<target>-<strategy>-"
                                             "seed<seed>, so identical commands share it)")
         parser.add_argument("--top", type=positive,
