@@ -43,7 +43,7 @@ MAX_RESOLUTION = 8192
 MAX_BATCH = 65536
 """Largest batch."""
 MAX_SEED = 2**32 - 1
-"""Largest seed (the range every generator nas seeds accepts)."""
+"""Largest seed: 32 bits, which numpy, torch and ``random`` all accept."""
 
 
 class Command:
@@ -85,7 +85,7 @@ def count(maximum: int | Callable[[], int], *, minimum: int = 1, bound: str = ""
     Args:
         maximum: the largest value, or a function giving it when an argument is parsed.
         minimum: the smallest value.
-        bound: what the maximum is, for the error (default: its constant's value).
+        bound: what the maximum stands for, shown after it in the error (``the CPUs of this machine``).
 
     Example:
         >>> count(10)("3")
@@ -169,8 +169,7 @@ def max_threads() -> int:
 
 def threads_option(parser: argparse.ArgumentParser, *, help_text: str | None = None) -> None:
     parser.add_argument("--threads", type=count(max_threads, bound="the CPUs of this machine"), default=1,
-                        metavar="N",
-                                        help=help_text or _THREADS_HELP)
+                        metavar="N", help=help_text or _THREADS_HELP)
 
 
 def set_threads(args: argparse.Namespace) -> None:
