@@ -67,7 +67,7 @@ def checkpoint_file(path: str | os.PathLike[str]) -> Path:
 
 
 def _tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor inside nested dicts, lists and tuples, with its path, in storage order."""
+    """Every tensor inside nested dicts, lists and tuples, with its path, in insertion order."""
     if isinstance(value, torch.Tensor):
         yield name, value
     elif isinstance(value, dict):
