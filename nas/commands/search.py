@@ -78,7 +78,7 @@ class SearchCommand(Command):
                             help=f"Archs saved as YAML under <run>/top (default {RunSettings.top_k})")
         parser.add_argument("--resume", type=_run_path, metavar="RUN", help="continue a run directory (after a kill); "
                                                                             "its run.yaml holds every setting")
-        parser.add_argument("--out", type=output_dir, default="runs",
+        parser.add_argument("--out", type=output_dir,
                             help="folder of run directories (default runs/)")
         parser.add_argument("--no-plot", action="store_true", help="do not draw pareto.png at the end")
         threads_option(parser)
@@ -169,7 +169,8 @@ class SearchCommand(Command):
             constraints={"max_latency": args.max_latency, "max_params": args.max_params, "max_macs": args.max_macs},
             storage=args.storage, study=args.study, top_k=args.top, supernet=args.supernet,
             zoo_start=False if args.no_zoo_start else None)
-        return start_search(request, root=args.out, extra={"command": ["nas", *sys.argv[1:]]}, progress=not args.json,
+        root = args.out or output_dir("runs")  # checked here: --resume does not use it
+        return start_search(request, root=root, extra={"command": ["nas", *sys.argv[1:]]}, progress=not args.json,
                             log=None if args.json else print)
 
 
