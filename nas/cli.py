@@ -13,7 +13,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from nas.commands.base import Command
 from nas.commands.catalog import BuildCommand, SpaceCommand, SpacesCommand, ZooCommand
@@ -34,8 +34,19 @@ COMMANDS: tuple[Command, ...] = (ZooCommand(), BuildCommand(), SpacesCommand(), 
                                  SupernetCommand(), TrainCommand())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a bad argument reported like every other bad input: one line on stderr, exit status 2.
+
+    argparse's own ``error`` prints the usage block first; the line alone names the argument and the rule
+    (``nas search: error: argument --budget: must be <= 1000000, got ...``), and ``--help`` shows the usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="Neural-architecture search for vision backbones.")
+    parser = _Parser(prog="nas", description="Neural-architecture search for vision backbones.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         help_line = (command.__doc__ or "").strip().splitlines()[0]

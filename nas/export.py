@@ -165,18 +165,20 @@ def load_checkpoint(arch: Arch, checkpoint: Checkpoint) -> nn.Module:
             (what ``nas.supernet`` extracts for an Arch).
 
     Raises:
-        NasError: the file cannot be read, or its keys or shapes do not match the Arch's model.
+        NasError: the file cannot be read or is damaged (its recorded hash does not match), or its keys or
+            shapes do not match the Arch's model.
     """
     if isinstance(checkpoint, nn.Module):
         state = checkpoint.state_dict()
     elif isinstance(checkpoint, Mapping):
         state = dict(checkpoint)
     else:
+        from nas.supernet.checkpoint import read_torch_file  # the one safe torch.load; the import is heavy
+
         path = Path(checkpoint)
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError) as exc:
-            raise NasError(f"{path}: cannot read checkpoint ({exc})") from None
+        if not path.is_file():
+            raise NasError(f"{path}: cannot read checkpoint (no such file)")
+        loaded = read_torch_file(path)
         if isinstance(loaded, Mapping) and not any(isinstance(value, torch.Tensor) for value in loaded.values()):
             loaded = loaded.get("state_dict", loaded.get("model", loaded))
         if not isinstance(loaded, Mapping):

@@ -1,13 +1,49 @@
-"""What every ``nas`` subcommand shares: the :class:`Command` base and the helpers that print and parse."""
+"""What every ``nas`` subcommand shares: the :class:`Command` base and the helpers that print and parse.
+
+Every path a command writes to and every count it takes is parsed by one of the argparse types here, so a bad
+one is refused before any work, in one line with exit status 2 (see :mod:`nas.cli`):
+
+* :func:`output_file`: a file to write; its folder is created if its parent exists (like ``mkdir``, not
+  ``mkdir -p``: a typo does not become a tree of new folders), and must be writable;
+* :func:`output_dir`: a folder to write into, created if missing; what exists of it must be a writable folder;
+* :func:`count`: an int within bounds, the bound named in the error (the ``MAX_*`` constants below).
+
+They raise :class:`BadArgument`, which argparse reports for a given argument and :mod:`nas.cli` for a default
+path a command checks itself, so both read the same.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Command", "print_json", "print_table", "resolve_arch", "positive", "threads_option", "set_threads"]
+from nas.errors import NasError
+
+__all__ = ["BadArgument", "Command", "print_json", "print_table", "resolve_arch", "count", "positive", "positive_float",
+           "output_file", "output_dir", "threads_option", "set_threads", "max_threads", "MAX_CANDIDATES",
+           "MAX_STEPS", "MAX_RESOLUTION", "MAX_BATCH", "MAX_SEED"]
+
+
+class BadArgument(NasError, argparse.ArgumentTypeError):
+    """A command-line value (or a command's default path) that cannot be used; argparse and the CLI both print it."""
+
+
+MAX_CANDIDATES = 1_000_000
+"""Most candidates, points or models one command evaluates, samples, trains or exports (``--budget``, ``--top``)."""
+MAX_STEPS = 1_000_000_000
+"""Most epochs, steps or timed repeats."""
+MAX_RESOLUTION = 8192
+"""Largest input resolution in pixels."""
+MAX_BATCH = 65536
+"""Largest batch."""
+MAX_SEED = 2**32 - 1
+"""Largest seed: 32 bits, which numpy, torch and ``random`` all accept."""
 
 
 class Command:
@@ -43,18 +79,97 @@ def resolve_arch(reference: str, resolution: int | None = None) -> Any:
     return arch if resolution is None else arch.with_resolution(resolution)
 
 
-def positive(text: str) -> int:
-    """An argparse type: an int >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+def count(maximum: int | Callable[[], int], *, minimum: int = 1, bound: str = "") -> Callable[[str], int]:
+    """An argparse type: an int in ``[minimum, maximum]``.
+
+    Args:
+        maximum: the largest value, or a function giving it when an argument is parsed.
+        minimum: the smallest value.
+        bound: what the maximum stands for, shown after it in the error (``the CPUs of this machine``).
+
+    Example:
+        >>> count(10)("3")
+        3
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise BadArgument(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise BadArgument(f"must be >= {minimum}, got {value}")
+        largest = maximum() if callable(maximum) else maximum
+        if value > largest:
+            raise BadArgument(f"must be <= {largest}{f' ({bound})' if bound else ''}, got {value}")
+        return value
+
+    return parse
+
+
+positive = count(MAX_CANDIDATES)
+"""An argparse type: an int in ``[1, MAX_CANDIDATES]``, for counts of candidates, points and models."""
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadArgument(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BadArgument(f"must be a finite number > 0, got {text}")
     return value
 
 
-def threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=positive, default=1, metavar="N",
-                        help="torch intra-op threads (default 1: proxy-scale networks are too small to gain from more, "
-                             "and extra threads slow down on a busy machine)")
+def _check_writable(folder: Path) -> None:
+    """Refuse a folder where no file can be created; the probe is an unnamed temporary file, gone at once."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BadArgument(f"{folder}: cannot create a file there ({exc.strerror or exc})") from None
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file to write, not a folder. Its folder may be missing if the folder's parent exists
+    (the writer creates that one folder); what exists must be a writable folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise BadArgument(f"{path}: is a folder; give the path of a file")
+    folder = path.parent
+    existing = folder if folder.exists() else folder.parent
+    if not existing.exists():
+        raise BadArgument(f"{folder}: no such folder, nor its parent {existing} (create them first)")
+    if not existing.is_dir():
+        raise BadArgument(f"{existing}: not a folder")
+    _check_writable(existing)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """An argparse type: a folder to write into, created if missing; what exists of the path must be a writable
+    folder."""
+    path = Path(text)
+    existing = next(part for part in (path, *path.parents) if part.exists())
+    if not existing.is_dir():
+        raise BadArgument(f"{existing}: exists and is not a folder")
+    _check_writable(existing)
+    return path
+
+
+_THREADS_HELP = ("torch intra-op threads (default 1: proxy-scale networks are too small to gain from more, and "
+                 "extra threads slow down on a busy machine)")
+
+
+def max_threads() -> int:
+    """The most ``--threads`` can ask for: the machine's CPUs."""
+    return os.cpu_count() or 1
+
+
+def threads_option(parser: argparse.ArgumentParser, *, help_text: str | None = None) -> None:
+    parser.add_argument("--threads", type=count(max_threads, bound="the CPUs of this machine"), default=1,
+                        metavar="N", help=help_text or _THREADS_HELP)
 
 
 def set_threads(args: argparse.Namespace) -> None:

@@ -4,10 +4,19 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from nas.commands.base import Command, positive, print_json, print_table, resolve_arch
+from nas.commands.base import (
+    MAX_RESOLUTION,
+    MAX_SEED,
+    Command,
+    count,
+    output_file,
+    positive,
+    print_json,
+    print_table,
+    resolve_arch,
+)
 
 __all__ = ["ZooCommand", "BuildCommand", "SpacesCommand", "SpaceCommand"]
 
@@ -57,8 +66,9 @@ class BuildCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("arch", help="a zoo model name (see `nas zoo`) or a YAML/JSON arch file")
-        parser.add_argument("--resolution", type=int, help="input resolution to build at (default: the arch's)")
-        parser.add_argument("--export", type=Path, metavar="FILE",
+        parser.add_argument("--resolution", type=count(MAX_RESOLUTION),
+                            help="input resolution to build at (default: the arch's)")
+        parser.add_argument("--export", type=output_file, metavar="FILE",
                             help="write the arch as YAML (or JSON for a .json path) after a successful build")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -139,7 +149,8 @@ class SpaceCommand(Command):
             action.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                                 help="machine-readable output")
         sample.add_argument("-n", "--count", type=positive, default=1, help="number of points (default 1)")
-        sample.add_argument("--seed", type=int, default=0, help="seed of the random generator (default 0)")
+        sample.add_argument("--seed", type=count(MAX_SEED, minimum=0), default=0,
+                            help="seed of the random generator (default 0)")
 
     def run(self, args: argparse.Namespace) -> int:
         import numpy as np

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nas.commands.base import Command, positive, print_json, resolve_arch
+from nas.commands.base import Command, output_dir, positive, print_json, resolve_arch
 from nas.errors import NasError
 
 __all__ = ["ExportCommand"]
@@ -36,7 +36,7 @@ class ExportCommand(Command):
         parser.add_argument("--top", type=positive, metavar="K",
                             help="for a run: export the K best (the Pareto front first, in the run's NSGA-II "
                                  "order, as in RUN/top/); default 1")
-        parser.add_argument("--out", type=Path, metavar="DIR",
+        parser.add_argument("--out", type=output_dir, metavar="DIR",
                             help="destination folder (default: RUN/export for a run, else the current folder)")
         parser.add_argument("--checkpoint", type=Path, metavar="FILE",
                             help="trained weights (a state_dict file) for one exported model")
@@ -60,7 +60,7 @@ class ExportCommand(Command):
                      for rank, (record, arch) in enumerate(top, start=1)]
         if args.checkpoint is not None and len(items) != 1:
             raise NasError(f"--checkpoint holds the weights of one model; {len(items)} would be exported")
-        out = args.out if args.out is not None else (run.path / "export" if run is not None else Path("."))
+        out = args.out if args.out is not None else output_dir(str(run.path / "export" if run is not None else "."))
         results = export_many([arch for arch, _ in items], out, format=args.format,
                               names=[stem for _, stem in items],
                               checkpoints=[args.checkpoint] * len(items))

@@ -6,7 +6,19 @@ import argparse
 import sys
 from typing import Any
 
-from nas.commands.base import Command, positive, print_json, print_table, resolve_arch
+from nas.commands.base import (
+    MAX_BATCH,
+    MAX_RESOLUTION,
+    MAX_SEED,
+    MAX_STEPS,
+    Command,
+    count,
+    positive,
+    print_json,
+    print_table,
+    resolve_arch,
+    threads_option,
+)
 
 __all__ = ["PredictCommand", "TargetsCommand", "ProfileCommand"]
 
@@ -40,8 +52,8 @@ class PredictCommand(Command):
         parser.add_argument("arch", help="a zoo model name (see `nas zoo`) or a YAML/JSON arch file")
         parser.add_argument("--target", required=True, help="hardware target (see `nas targets`)")
         parser.add_argument("--setting", help="the target's measurement setting (default: its default setting)")
-        parser.add_argument("--batch", type=positive, default=1, help="inputs per forward pass (default 1)")
-        parser.add_argument("--resolution", type=positive, help="input resolution (default: the arch's)")
+        parser.add_argument("--batch", type=count(MAX_BATCH), default=1, help="inputs per forward pass (default 1)")
+        parser.add_argument("--resolution", type=count(MAX_RESOLUTION), help="input resolution (default: the arch's)")
 
     def run(self, args: argparse.Namespace) -> int:
         import nas.latency
@@ -121,18 +133,20 @@ class ProfileCommand(Command):
         parser.add_argument("--target", required=True, choices=("local",), help="the target to measure: local")
         parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                             help="what runs the models (default torch eager)")
-        parser.add_argument("--threads", type=positive, default=1, help="intra-op threads (default 1)")
+        threads_option(parser, help_text="intra-op threads (default 1)")
         parser.add_argument("--fit-archs", type=positive, default=60, help="random models to fit on (default 60)")
         parser.add_argument("--held-out", type=positive, default=60,
                             help="further random models to validate on, never fitted (default 60)")
-        parser.add_argument("--resolution", type=positive, default=128,
+        parser.add_argument("--resolution", type=count(MAX_RESOLUTION), default=128,
                             help="input resolution (the nearest valid one per model; default 128)")
-        parser.add_argument("--repeats", type=positive, default=7, help="timed runs per model (default 7)")
+        parser.add_argument("--repeats", type=count(MAX_STEPS), default=7, help="timed runs per model (default 7)")
         parser.add_argument("--statistic", choices=("min", "median"), default="min",
                             help="a model's latency from its timed runs (default min: load only slows runs down)")
-        parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model first (default 2)")
+        parser.add_argument("--warmup", type=count(MAX_STEPS, minimum=0), default=2,
+                            help="untimed runs per model first (default 2)")
         parser.add_argument("--chunk", type=positive, default=4, help="models timed round-robin (default 4)")
-        parser.add_argument("--seed", type=int, default=0, help="seed of the random models (default 0)")
+        parser.add_argument("--seed", type=count(MAX_SEED, minimum=0), default=0,
+                            help="seed of the random models (default 0)")
         parser.add_argument("--fresh", action="store_true", help="ignore timings cached by an earlier profile")
 
     def run(self, args: argparse.Namespace) -> int:

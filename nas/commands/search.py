@@ -8,7 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.commands.base import Command, positive, print_json, print_table, set_threads, threads_option
+from nas.commands.base import (
+    MAX_SEED,
+    MAX_STEPS,
+    Command,
+    count,
+    output_dir,
+    output_file,
+    positive,
+    print_json,
+    print_table,
+    set_threads,
+    threads_option,
+)
 from nas.errors import NasError
 
 __all__ = ["SearchCommand", "HistoryCommand", "PlotCommand", "FinalistsCommand"]
@@ -16,6 +28,14 @@ __all__ = ["SearchCommand", "HistoryCommand", "PlotCommand", "FinalistsCommand"]
 
 def _run_path(text: str) -> Path:
     return Path(text)
+
+
+def _storage(text: str) -> str:
+    """``--storage``: an RDB URL as given; a journal file (a path or ``journal:///path``) is an output file."""
+    journal = text[len("journal://"):] if text.lower().startswith("journal://") else None if "://" in text else text
+    if journal is not None:
+        output_file(journal)
+    return text
 
 
 class SearchCommand(Command):
@@ -38,7 +58,8 @@ class SearchCommand(Command):
                                                               f"study together (default {RunSettings.budget})")
         parser.add_argument("--population", type=positive,
                             help=f"population / batch size (default {RunSettings.population})")
-        parser.add_argument("--seed", type=int, help=f"seed of every random choice (default {RunSettings.seed})")
+        parser.add_argument("--seed", type=count(MAX_SEED, minimum=0),
+                            help=f"seed of every random choice (default {RunSettings.seed})")
         parser.add_argument("--accuracy", help="accuracy source: supernet (default: one-shot accuracy under "
                                                "--supernet, or under a small supernet trained once per space on "
                                                "the bundled data and reused), zero-cost, short-train (60 "
@@ -49,15 +70,17 @@ class SearchCommand(Command):
         parser.add_argument("--max-latency", metavar="TIME", help="latency bound, e.g. 2ms, 500us")
         parser.add_argument("--max-params", metavar="COUNT", help="parameter bound, e.g. 10M")
         parser.add_argument("--max-macs", metavar="COUNT", help="MAC bound, e.g. 1G")
-        parser.add_argument("--storage", metavar="URL", help="an Optuna storage shared by parallel workers: a journal "
-                                                             "file path or an RDB URL (sqlite:///x.db)")
+        parser.add_argument("--storage", type=_storage, metavar="URL",
+                            help="an Optuna storage shared by parallel workers: a journal file path or an RDB URL "
+                                 "(sqlite:///x.db)")
         parser.add_argument("--study", help="the study name in --storage (default: <space>-<target>-<strategy>-"
                                             "seed<seed>, so identical commands share it)")
         parser.add_argument("--top", type=positive,
                             help=f"Archs saved as YAML under <run>/top (default {RunSettings.top_k})")
         parser.add_argument("--resume", type=_run_path, metavar="RUN", help="continue a run directory (after a kill); "
                                                                             "its run.yaml holds every setting")
-        parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of run directories (default runs/)")
+        parser.add_argument("--out", type=output_dir,
+                            help="folder of run directories (default runs/)")
         parser.add_argument("--no-plot", action="store_true", help="do not draw pareto.png at the end")
         threads_option(parser)
         parser.add_argument("--no-zoo-start", action="store_true",
@@ -148,7 +171,8 @@ class SearchCommand(Command):
             constraints={"max_latency": args.max_latency, "max_params": args.max_params, "max_macs": args.max_macs},
             storage=args.storage, study=args.study, top_k=args.top, supernet=args.supernet,
             zoo_start=False if args.no_zoo_start else None)
-        return start_search(request, root=args.out, extra={"command": ["nas", *sys.argv[1:]]}, progress=not args.json,
+        root = args.out or output_dir("runs")  # checked here: --resume does not use it
+        return start_search(request, root=root, extra={"command": ["nas", *sys.argv[1:]]}, progress=not args.json,
                             log=None if args.json else print)
 
 
@@ -190,16 +214,17 @@ class PlotCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run", help="a run directory (runs/<id>)")
-        parser.add_argument("--out", type=Path, metavar="FILE", help="the PNG to write (default: RUN/pareto.png)")
+        parser.add_argument("--out", type=output_file, metavar="FILE",
+                            help="the PNG to write (default: RUN/pareto.png)")
         parser.add_argument("--no-zoo", action="store_true",
                             help="leave out the zoo's models of the run's space (pricing them takes seconds)")
 
     def run(self, args: argparse.Namespace) -> int:
         from nas.report import plot
-        from nas.runs import Run
+        from nas.runs import PLOT_FILE, Run
 
         run = Run.open(args.run)
-        path, info = plot(run, args.out, zoo_space=not args.no_zoo)
+        path, info = plot(run, args.out or output_file(str(run.path / PLOT_FILE)), zoo_space=not args.no_zoo)
         if args.json:
             print_json({"path": str(path), "evaluated": len(info.numbers), "front": int(info.front.sum()),
                          "infeasible": int(info.infeasible.sum()),
@@ -226,7 +251,7 @@ class FinalistsCommand(Command):
         parser.add_argument("run", type=Path, help="a run directory")
         parser.add_argument("--count", type=positive, default=3,
                             help="finalists, spread along the front (default 3)")
-        parser.add_argument("--epochs", type=positive, default=3, help="training epochs each (default 3)")
+        parser.add_argument("--epochs", type=count(MAX_STEPS), default=3, help="training epochs each (default 3)")
         parser.add_argument("--data", metavar="PATH", help="dataset (default: the bundled Animal-MNIST)")
         threads_option(parser)
 

@@ -6,7 +6,21 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas.commands.base import Command, positive, print_json, resolve_arch, set_threads, threads_option
+from nas.commands.base import (
+    MAX_BATCH,
+    MAX_RESOLUTION,
+    MAX_SEED,
+    MAX_STEPS,
+    Command,
+    count,
+    output_dir,
+    positive,
+    positive_float,
+    print_json,
+    resolve_arch,
+    set_threads,
+    threads_option,
+)
 from nas.errors import NasError
 
 if TYPE_CHECKING:
@@ -20,22 +34,26 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     """Arguments shared by `nas supernet train` and `nas train`."""
     parser.add_argument("--data", metavar="PATH", help="dataset: a folder of class folders, CIFAR python batches or "
                                                        "an .npz file (default: the bundled Animal-MNIST)")
-    parser.add_argument("--epochs", type=positive, default=epochs, help=f"passes over the data (default {epochs})")
-    parser.add_argument("--proxy-width", type=float, default=0.25, metavar="W",
+    parser.add_argument("--epochs", type=count(MAX_STEPS), default=epochs,
+                        help=f"passes over the data (default {epochs})")
+    parser.add_argument("--proxy-width", type=positive_float, default=0.25, metavar="W",
                         help="multiplier on every width (default 0.25)")
-    parser.add_argument("--resolution", type=positive, default=32, metavar="R",
+    parser.add_argument("--resolution", type=count(MAX_RESOLUTION), default=32, metavar="R",
                         help="input resolution in pixels (default 32)")
-    parser.add_argument("--batch-size", type=positive, default=64, help="images per step and process (default 64)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and sampling")
+    parser.add_argument("--batch-size", type=count(MAX_BATCH), default=64,
+                        help="images per step and process (default 64)")
+    parser.add_argument("--lr", type=positive_float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
+    parser.add_argument("--seed", type=count(MAX_SEED, minimum=0), default=0,
+                        help="seed of data order, augmentation and sampling")
     parser.add_argument("--sam", action="store_true", help="sharpness-aware minimisation (twice the compute)")
     parser.add_argument("--sigma-reparam", action="store_true", help="sigmaReparam on linear weights")
     parser.add_argument("--patch-mixing", action="store_true", help="Patch Mixing augmentation")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="run directory (default runs/<kind>-<name>-<time>)")
+    parser.add_argument("--out", type=output_dir, metavar="DIR",
+                        help="run directory (default runs/<kind>-<name>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--checkpoint-every", type=positive, default=100, metavar="STEPS",
+    parser.add_argument("--checkpoint-every", type=count(MAX_STEPS), default=100, metavar="STEPS",
                         help="steps between checkpoints (default 100)")
-    parser.add_argument("--max-steps", type=positive, metavar="STEPS",
+    parser.add_argument("--max-steps", type=count(MAX_STEPS), metavar="STEPS",
                         help="stop after this many steps in total (resume later with --resume)")
     threads_option(parser)
 
@@ -57,7 +75,7 @@ def _train_run(args: argparse.Namespace, kind: str, name: str) -> tuple[Dataset,
     dataset = load_dataset(args.data)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, sam=args.sam,
                              sigma_reparam=args.sigma_reparam, patch_mixing=args.patch_mixing)
-    out = args.out or Path("runs") / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or output_dir(f"runs/{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return dataset, settings, out
 
 
@@ -107,7 +125,7 @@ class SupernetCommand(Command):
                                                "result.json in the run directory.")
         train.add_argument("--space", required=True, help="a space name (see `nas spaces`) or a space YAML file")
         _train_options(train, epochs=10)
-        train.add_argument("--num-random", type=int, default=2, metavar="K",
+        train.add_argument("--num-random", type=count(MAX_BATCH, minimum=0), default=2, metavar="K",
                            help="random subnets per step besides the largest and smallest (default 2)")
         train.add_argument("--ends", choices=("fixed", "varied"), default="fixed",
                            help="sandwich ends: the same largest and smallest points every step (default), or drawn "
