@@ -51,8 +51,9 @@ from nas.component import (
     register_config,
 )
 from nas.errors import ConfigError
+from nas.limits import current as current_limits
 from nas.walk import steps
-from nas.yamlio import dump_json, dump_yaml, line_of, load_yaml, loads_yaml
+from nas.yamlio import dump_json, dump_yaml, line_of, load_yaml, loads_yaml, read_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -275,6 +276,8 @@ class Arch:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from None
+        except RecursionError:
+            raise ConfigError("not valid JSON: nested too deeply", source=source) from None
         return cls.from_dict(data, source=source)
 
     @classmethod
@@ -282,11 +285,7 @@ class Arch:
         """Read an Arch from a YAML or JSON file."""
         path = Path(path)
         if path.suffix == ".json":
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"cannot read file ({exc.strerror})", source=str(path)) from None
-            return cls.from_json(text, source=str(path))
+            return cls.from_json(read_text(path), source=str(path))
         return cls.from_dict(load_yaml(path), source=str(path))
 
     def replace(self, **changes: Any) -> Arch:
@@ -411,10 +410,12 @@ def _parse_stage(data: Any, path: str) -> Stage:
 
 def _expand_blocks(data: Any, path: str) -> list[Block]:
     """Blocks as written: a block, ``{repeat, block}``, ``{repeat, pattern}``, or a list of these."""
+    limits = current_limits()
     if isinstance(data, list):
         blocks: list[Block] = []
         for index, item in enumerate(data):
             blocks.extend(_expand_blocks(item, join_path(path, index)))
+            limits.check("blocks", len(blocks), join_path(path, index))
         return blocks
     data = mapping(data, path, "blocks")
     if "repeat" not in data:
@@ -422,6 +423,7 @@ def _expand_blocks(data: Any, path: str) -> list[Block]:
     repeat = coerce_field(data["repeat"], int, join_path(path, "repeat"))
     if repeat < 1:
         raise ConfigError(f"must be >= 1, got {repeat}", path=join_path(path, "repeat"))
+    limits.check("blocks", repeat, join_path(path, "repeat"))
     keys = set(data) - {"repeat"}
     if keys == {"block"}:
         unit = [_parse_block(data["block"], join_path(path, "block"))]
@@ -432,6 +434,7 @@ def _expand_blocks(data: Any, path: str) -> list[Block]:
         unit = [_parse_block(item, join_path(join_path(path, "pattern"), index)) for index, item in enumerate(pattern)]
     else:
         raise ConfigError("a repeat needs exactly one of 'block' or 'pattern' beside it", path=path)
+    limits.check("blocks", repeat * len(unit), join_path(path, "repeat"))
     return unit * repeat
 
 

@@ -22,16 +22,19 @@ what was stepped past (``heads`` for a mixer, ``mixer.heads`` for a block);
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nas.component import Component, Layout, Site
 from nas.errors import ConfigError
+from nas.limits import current as current_limits
 
 if TYPE_CHECKING:
     from nas.arch import Arch, Block, InputSpec, Precision
 
-__all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "steps"]
+__all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "check_numbers",
+           "steps"]
 
 
 class Step(NamedTuple):
@@ -63,6 +66,9 @@ def image_site(spec: InputSpec, stem: Component) -> Site:
         raise ConfigError(f"must be >= 1, got {spec.resolution}", path="input.resolution")
     if spec.channels < 1:
         raise ConfigError(f"must be >= 1, got {spec.channels}", path="input.channels")
+    limits = current_limits()
+    limits.check("resolution", spec.resolution, "input.resolution")
+    limits.check("width", spec.channels, "input.channels")
     return Site(spec.channels, stem.dim, spec.resolution, spec.resolution)  # type: ignore[attr-defined]
 
 
@@ -70,15 +76,32 @@ def enter_stage(site: Site, dim: int) -> Site:
     """The site at the start of a stage of width ``dim`` (before its downsampler)."""
     if dim < 1:
         raise ConfigError(f"must be >= 1, got {dim}", path="dim")
+    current_limits().check("width", dim, "dim")
     return Site(site.in_dim, dim, site.height, site.width, None, site.prefix_tokens, site.layout)
 
 
+def check_numbers(component: Component) -> None:
+    """Every number a component holds within the size limits (:mod:`nas.limits`), before its own check.
+
+    A head's ``num_classes`` is bounded by the class limit; every other number (a width, a kernel, heads,
+    a ratio) by the width limit, so no field can make a module too large to build even on ``meta``.
+    """
+    limits = current_limits()
+    for item in dataclasses.fields(component):
+        value = getattr(component, item.name)
+        limit = "classes" if item.name == "num_classes" else "width"
+        for index, number in enumerate(value if isinstance(value, tuple) else (value,)):
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                limits.check(limit, number, f"{item.name}[{index}]" if isinstance(value, tuple) else item.name)
+
+
 def past(component: Component, site: Site) -> Site:
-    """The site after ``component`` at ``site``: its check, then what it hands on.
+    """The site after ``component`` at ``site``: its numbers and its check, then what it hands on.
 
     Raises:
         ConfigError: the component does not fit its site (path relative to the component).
     """
+    check_numbers(component)
     component.check(site)
     return _MOVES.get(component.role, _keeps)(component, site)
 
@@ -105,6 +128,7 @@ def past_block(block: Block, site: Site) -> Site:
     at = Site(site.in_dim, site.dim, site.height, site.width, block, site.prefix_tokens, site.layout)
     for role, component in (("mixer", block.mixer), ("ffn", block.ffn), ("norm", block.norm)):
         try:
+            check_numbers(component)
             component.check(at)
         except ConfigError as exc:
             raise exc.located(prefix=role) from None
@@ -177,9 +201,16 @@ def _resized(component: Component, site: Site) -> tuple[int, int]:
 
 
 def _to_stage(component: Component, site: Site) -> Site:
-    """Downsamplers and mixers put out the stage width, in their layout, at the size they make."""
-    height, width = _resized(component, site)
+    """Downsamplers and mixers put out the stage width, in their layout, at the size they make.
+
+    One that works on a feature map cannot follow a class token: folding tokens into a map has no place
+    for it.
+    """
     layout = component.layout
+    if site.prefix_tokens and layout == "nchw":
+        raise ConfigError("needs a feature map, but the stem adds a class token; "
+                          "class-token models must keep tokens (nlc) throughout")
+    height, width = _resized(component, site)
     if site.in_dim == site.dim and (height, width) == (site.height, site.width) and layout == site.layout:
         return site if site.block is None else site._replace(block=None)
     return Site(site.dim, site.dim, height, width, None, site.prefix_tokens, layout)

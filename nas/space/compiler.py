@@ -146,10 +146,10 @@ class Compiler:
         low, high = bounds
         if low > high:
             raise self.error(f"low <= high must hold, but got (low={low}, high={high})", range_where)
-        values = list(range(low, high + 1, step))
-        if len(values) > _MAX_OPTIONS:
-            raise self.error(f"at most {_MAX_OPTIONS} values, got {len(values)}", range_where)
-        return values, range_where
+        count = (high - low) // step + 1  # counted before it is listed: a range may be 10^30 wide
+        if count > _MAX_OPTIONS:
+            raise self.error(f"at most {_MAX_OPTIONS} values, got {count}", range_where)
+        return list(range(low, high + 1, step)), range_where
 
     def _not_a_pick(self, data: Any, where: Where, expected: str) -> ConfigError:
         keys = ", ".join(map(str, data)) if isinstance(data, dict) else ""
