@@ -52,7 +52,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.arch import Arch
 from nas.build import Unit, plan
-from nas.errors import NasError
+from nas.errors import ConfigError, NasError
+from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
 from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
 
@@ -66,6 +67,7 @@ __all__ = [
     "CacheInfo",
     "CostReport",
     "Op",
+    "check_limits",
     "op_class",
     "profile",
     "profile_module",
@@ -368,8 +370,10 @@ def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
         module = unit.make(device="meta", dtype=dtype)
     except (NotImplementedError, RuntimeError):
         module = unit.make(device="cpu", dtype=dtype)
+    params = sum(p.numel() for p in module.parameters())
+    current_limits().check("params", params, f"{unit.path}.params")  # before a trace that may fall back to the CPU
     records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
-    return _summarise(records, output, sum(p.numel() for p in module.parameters()))
+    return _summarise(records, output, params)
 
 
 def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> CostReport:
@@ -407,6 +411,25 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
     return CostReport(tuple(ops), sum(c.params for c in costs), sum(c.macs for c in costs),
                       sum(c.flops for c in costs),
                       sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+
+
+def check_limits(arch: Arch, *, source: str | None = None) -> CostReport:
+    """``arch``'s cost at batch 1, after checking its parameters and MACs against the limits (:mod:`nas.limits`).
+
+    Counted on ``meta`` (:func:`profile`), so a model too large to build is refused before anything is
+    allocated: commands call this before they build or price a point.
+
+    Raises:
+        ConfigError: the parameters or MACs exceed ``NAS_MAX_PARAMS`` or ``NAS_MAX_MACS`` (naming the file).
+    """
+    try:
+        report = profile(arch)
+        limits = current_limits()
+        limits.check("params", report.params, "params")
+        limits.check("macs", report.macs, "macs")
+    except ConfigError as exc:
+        raise exc.located(source=source) from None
+    return report
 
 
 def unit_counts(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> list[tuple[str, int, int]]:

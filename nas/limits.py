@@ -52,8 +52,8 @@ class Limits:
     resolution: int = 4_096
     blocks: int = 1_024
     classes: int = 1_000_000
-    params: int = 10_000_000_000
-    macs: int = 10_000_000_000_000
+    params: int = 1_000_000_000
+    macs: int = 1_000_000_000_000
     yaml_depth: int = 100
     yaml_nodes: int = 1_000_000
 

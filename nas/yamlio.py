@@ -29,10 +29,11 @@ from typing import Any
 import yaml
 
 from nas.errors import ConfigError
-from nas.limits import current as current_limits, variable
+from nas.limits import current as current_limits
+from nas.limits import variable
 
-__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "read_text", "line_of", "plain", "YamlStyle", "CONFIG_STYLE",
-           "TABLE_STYLE", "dump_yaml", "dump_json"]
+__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "read_text", "line_of", "plain", "YamlStyle",
+           "CONFIG_STYLE", "TABLE_STYLE", "dump_yaml", "dump_json"]
 
 
 class LocatedDict(dict):

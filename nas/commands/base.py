@@ -35,12 +35,20 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def resolve_arch(reference: str, resolution: int | None = None) -> Any:
-    """An Arch from a zoo name or a YAML/JSON file path, optionally at another resolution."""
+    """An Arch from a zoo name or a YAML/JSON file path, optionally at another resolution.
+
+    Every command that reads an arch gets it here, validated the same way: the Arch's own checks, then its
+    parameters and MACs against the limits (:func:`nas.cost.check_limits`, on ``meta``) before anything is
+    built or priced.
+    """
     import nas
 
     looks_like_file = reference.endswith((".yaml", ".yml", ".json")) or "/" in reference
     arch = nas.Arch.load(Path(reference)) if looks_like_file else nas.zoo.get(reference)
-    return arch if resolution is None else arch.with_resolution(resolution)
+    if resolution is not None:
+        arch = arch.with_resolution(resolution)
+    nas.cost.check_limits(arch, source=reference if looks_like_file else None)
+    return arch
 
 
 def positive(text: str) -> int:
