@@ -27,7 +27,7 @@ from functools import lru_cache
 
 from nas.errors import ConfigError
 
-__all__ = ["Limits", "current", "ENV_PREFIX"]
+__all__ = ["Limits", "current", "variable", "ENV_PREFIX"]
 
 ENV_PREFIX = "NAS_MAX_"
 
@@ -57,11 +57,16 @@ class Limits:
     yaml_depth: int = 100
     yaml_nodes: int = 1_000_000
 
+    def exceeded(self, name: str, value: float) -> str | None:
+        """The message if ``value`` exceeds the limit ``name``, else None."""
+        limit = getattr(self, name)
+        return f"{value} exceeds the limit {variable(name)}={limit}" if value > limit else None
+
     def check(self, name: str, value: float, path: str) -> None:
         """Raise a :class:`ConfigError` at ``path`` if ``value`` exceeds the limit ``name``."""
-        limit = getattr(self, name)
-        if value > limit:
-            raise ConfigError(f"{value} exceeds the limit {variable(name)}={limit}", path=path)
+        problem = self.exceeded(name, value)
+        if problem:
+            raise ConfigError(problem, path=path)
 
 
 def variable(name: str) -> str:

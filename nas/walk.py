@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nas.component import Component, Layout, Site
 from nas.errors import ConfigError
+from nas.limits import Limits
 from nas.limits import current as current_limits
 
 if TYPE_CHECKING:
     from nas.arch import Arch, Block, InputSpec, Precision
 
 __all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "check_numbers",
-           "steps"]
+           "number_problem", "steps"]
 
 
 class Step(NamedTuple):
@@ -89,10 +90,20 @@ def check_numbers(component: Component) -> None:
     limits = current_limits()
     for item in dataclasses.fields(component):
         value = getattr(component, item.name)
-        limit = "classes" if item.name == "num_classes" else "width"
         for index, number in enumerate(value if isinstance(value, tuple) else (value,)):
-            if isinstance(number, (int, float)) and not isinstance(number, bool):
-                limits.check(limit, number, f"{item.name}[{index}]" if isinstance(value, tuple) else item.name)
+            problem = number_problem(limits, item.name, number)
+            if problem:
+                raise ConfigError(problem, path=f"{item.name}[{index}]" if isinstance(value, tuple) else item.name)
+
+
+def number_problem(limits: Limits, field: str, value: Any) -> str | None:
+    """Why a component's ``field`` cannot hold ``value`` under ``limits`` (:func:`check_numbers`), or None.
+
+    Space files check each option with it as they are read.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return limits.exceeded("classes" if field == "num_classes" else "width", value)
 
 
 def past(component: Component, site: Site) -> Site:
