@@ -278,7 +278,10 @@ class Arch:
             raise ConfigError(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from None
         except RecursionError:
             raise ConfigError("not valid JSON: nested too deeply", source=source) from None
-        return cls.from_dict(data, source=source)
+        try:
+            return cls.from_dict(data, source=source)
+        except ConfigError as exc:
+            raise exc.located(line=_json_line(text, exc.path)) from None
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:
@@ -299,6 +302,15 @@ class Arch:
     @property
     def num_blocks(self) -> int:
         return sum(len(stage.blocks) for stage in self.stages)
+
+
+def _json_line(text: str, path: str) -> int | None:
+    """The line of ``path`` in JSON text, read again as YAML (which locates values) for the error only."""
+    try:
+        document = loads_yaml(text)
+    except ConfigError:
+        return None
+    return line_of(document, _document_path(document, _path_parts(path)))
 
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

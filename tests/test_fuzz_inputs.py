@@ -91,8 +91,8 @@ SIZE_FIELDS = [
     ("kernel: 7", "stem.kernel", LIMITS.width),
     ("- dim: 24", "stages[1].dim", LIMITS.width),
     ("repeat: 2", "stages[0].blocks.repeat", LIMITS.blocks),
-    ("pool_size: 3", "stages[0].blocks.block.mixer.pool_size", LIMITS.width),
-    ("ratio: 2}", "stages[0].blocks.block.ffn.ratio", LIMITS.width),
+    ("pool_size: 3", "stages[0].blocks[0].mixer.pool_size", LIMITS.width),
+    ("ratio: 2}", "stages[0].blocks[0].ffn.ratio", LIMITS.width),
     ("num_classes: 10", "head.num_classes", LIMITS.classes),
 ]
 
