@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.arch import Arch
 from nas.build import Unit, plan
+from nas.component import join_path
 from nas.errors import ConfigError, NasError
 from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
@@ -320,11 +322,17 @@ def _run(module: nn.Module, shape: Shape, dtype: torch.dtype, device: str, param
 
 
 def _trace(module: nn.Module, shape: Shape, dtype: torch.dtype, param_dtype: torch.dtype | None,
-           track: bool) -> tuple[list[_Record], int]:
-    """Trace on meta (CPU with zeros for data-dependent ops); the records and the output's producer."""
+           track: bool, path: str = "") -> tuple[list[_Record], int]:
+    """Trace on meta (CPU with zeros for data-dependent ops); the records and the output's producer.
+
+    The CPU fallback allocates the weights and the input, so both are held to ``NAS_MAX_PARAMS`` first.
+    """
     try:
         return _run(module, shape, dtype, "meta", param_dtype, track)
     except (NotImplementedError, RuntimeError):
+        limits = current_limits()
+        limits.check("params", sum(p.numel() for p in module.parameters()), join_path(path, "params"))
+        limits.check("params", math.prod(shape), join_path(path, "input"))
         return _run(module, shape, dtype, "cpu", param_dtype, track)
 
 
@@ -370,10 +378,8 @@ def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
         module = unit.make(device="meta", dtype=dtype)
     except (NotImplementedError, RuntimeError):
         module = unit.make(device="cpu", dtype=dtype)
-    params = sum(p.numel() for p in module.parameters())
-    current_limits().check("params", params, f"{unit.path}.params")  # before a trace that may fall back to the CPU
-    records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
-    return _summarise(records, output, params)
+    records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False, path=unit.path)
+    return _summarise(records, output, sum(p.numel() for p in module.parameters()))
 
 
 def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> CostReport:
