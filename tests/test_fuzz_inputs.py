@@ -335,3 +335,13 @@ def test_a_block_style_stem_error_names_the_line_of_its_field(capsys) -> None:
         path = write(root, text)
         bad_input(capsys, root, "build", str(path), source=str(path), line=line_of(text, "kernel: 0"),
                   field="stem.kernel")
+
+
+@FUZZ
+@given(resolution=st.integers(LIMITS.resolution + 1, 10**30), command=st.sampled_from(["build", "predict"]))
+def test_an_oversized_resolution_argument_is_refused(capsys, resolution, command) -> None:
+    extra = ["--target", "v100"] if command == "predict" else []
+    with folder() as root:
+        message = bad_input(capsys, root, command, "poolformer_s12", "--resolution", str(resolution), *extra,
+                            source="--resolution", field="input.resolution")
+    assert "NAS_MAX_RESOLUTION" in message

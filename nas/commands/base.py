@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nas.errors import ConfigError
+
 __all__ = ["Command", "print_json", "print_table", "resolve_arch", "positive", "threads_option", "set_threads"]
 
 
@@ -44,10 +46,14 @@ def resolve_arch(reference: str, resolution: int | None = None) -> Any:
     import nas
 
     looks_like_file = reference.endswith((".yaml", ".yml", ".json")) or "/" in reference
+    source = reference if looks_like_file else None
     arch = nas.Arch.load(Path(reference)) if looks_like_file else nas.zoo.get(reference)
     if resolution is not None:
-        arch = arch.with_resolution(resolution)
-    nas.cost.check_limits(arch, source=reference if looks_like_file else None)
+        try:
+            arch = arch.with_resolution(resolution)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc.message} (at --resolution {resolution})", path=exc.path, source=source) from None
+    nas.cost.check_limits(arch, source=source)
     return arch
 
 
