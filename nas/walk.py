@@ -227,30 +227,20 @@ def _to_stage(component: Component, site: Site) -> Site:
     return Site(site.dim, site.dim, height, width, None, site.prefix_tokens, layout)
 
 
-def _mixer_to_stage(component: Component, site: Site) -> Site:
-    """A mixer keeps the width coming in, unless its block projects (``changes_width``)."""
-    if site.in_dim != site.dim and not component.changes_width:
-        raise ConfigError(f"keeps its width, but gets {site.in_dim} channels in a stage of width {site.dim}; "
-                          "a downsample (or the stem's dim) must bring the width to the stage's")
-    return _to_stage(component, site)
-
-
 def _from_stem(component: Component, site: Site) -> Site:
     """A stem puts out its own width, layout and prefix tokens."""
-    dim = component.dim  # type: ignore[attr-defined]
-    if dim < 1:
-        raise ConfigError(f"must be >= 1, got {dim}", path="dim")
     height, width = _resized(component, site)
+    dim = component.dim  # type: ignore[attr-defined]
     return Site(dim, dim, height, width, None, component.prefix_tokens, component.layout)
 
 
-_MOVES = {"stem": _from_stem, "downsample": _to_stage, "mixer": _mixer_to_stage}
+_MOVES = {"stem": _from_stem, "downsample": _to_stage, "mixer": _to_stage}
 
 
 def _moved_block(block: Block, site: Site) -> Site:
     """A block hands on what its mixer does."""
     try:
-        return _mixer_to_stage(block.mixer, site)
+        return _to_stage(block.mixer, site)
     except ConfigError as exc:
         raise exc.located(prefix="mixer") from None
 

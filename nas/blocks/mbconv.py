@@ -43,7 +43,6 @@ class MBConvCfg(Component):
     layout = "nchw"
 
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
-    changes_width: ClassVar[bool] = True  # a block of in_dim != dim projects and drops the residual
     # expand_ratio x in_dim independent hidden channels
     sharing = {"expand": Prefix(), "dwconv": Prefix(), "se": Prefix(), "project": Prefix()}
 

@@ -50,7 +50,6 @@ class BottleneckCfg(Component):
     layout = "nchw"
 
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
-    changes_width: ClassVar[bool] = True  # a block of in_dim != dim gets a projection shortcut
 
     stride: int = 1
     expansion: int = 4
