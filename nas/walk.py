@@ -229,8 +229,10 @@ def _to_stage(component: Component, site: Site) -> Site:
 
 def _from_stem(component: Component, site: Site) -> Site:
     """A stem puts out its own width, layout and prefix tokens."""
-    height, width = _resized(component, site)
     dim = component.dim  # type: ignore[attr-defined]
+    if dim < 1:
+        raise ConfigError(f"must be >= 1, got {dim}", path="dim")
+    height, width = _resized(component, site)
     return Site(dim, dim, height, width, None, component.prefix_tokens, component.layout)
 
 

@@ -72,9 +72,15 @@ class _Loader(yaml.SafeLoader):
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as exc:  # a tag's constructor refusing the text (a bad date)
-            raise ConfigError(f"not valid YAML: {node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]} "
-                              f"({exc})", source=self.name, line=node.start_mark.line + 1) from None
+        except (ValueError, OverflowError, TypeError, AttributeError, IndexError) as exc:
+            # a tag's constructor refusing what it is given (a bad date, ``!!seq`` on a scalar)
+            what = _shown(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise ConfigError(f"not valid YAML: {what} is not a valid {node.tag.rsplit(':', 1)[-1]} ({exc})",
+                              source=self.name, line=node.start_mark.line + 1) from None
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
 
 
 def _expanded_size(root: yaml.Node, limit: int, source: str) -> int:
@@ -122,10 +128,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedDict:
     result.line = node.start_mark.line + 1
     result.lines = {}
     for key_node, value_node in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
+        key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key_node, yaml.ScalarNode) or isinstance(key, (list, dict, set)):
             raise ConfigError("a mapping key must be a plain value, not a list or mapping",
                               source=loader.name, line=key_node.start_mark.line + 1)
-        key = loader.construct_object(key_node, deep=True)
         if key in result:
             raise ConfigError(
                 f"duplicate key {key!r} (first on line {result.lines[key]})",

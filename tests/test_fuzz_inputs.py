@@ -25,6 +25,7 @@ from nas.cli import main
 from nas.component import coerce_field
 from nas.errors import ConfigError
 from nas.limits import Limits
+from nas.yamlio import loads_yaml
 from tests.conftest import TINY_DIR
 
 BASE = (TINY_DIR / "mixer_pooling.yaml").read_text()
@@ -265,6 +266,22 @@ def test_a_bad_timestamp_is_a_yaml_error(capsys) -> None:
         bad_input(capsys, root, "build", str(path), source=str(path), line=3)
 
 
+YAML_PIECES = st.sampled_from([*"[]{}:,-?&*!|>'\"#%@` \n\tab01.~", "\x00", "\x85", "\ufeff", "&a ", "*a", "<<: ",
+                               "---\n",
+                               "? ", "%YAML 1.1\n", "!!int ", "!!float ", "!!timestamp ", "!!binary ", "!!set ",
+                               "!!omap ", "!!map ", "!!seq ", "!!python/object ", "!<tag:yaml.org,2002:int> "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(YAML_PIECES, max_size=40))
+def test_the_loader_raises_only_config_errors(pieces) -> None:
+    text = "".join(pieces)
+    try:
+        loads_yaml(text, source="fuzz.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml") and "\n" not in str(exc)
+
+
 @FUZZ
 @given(value=st.sampled_from([".nan", ".NaN", ".inf", ".Inf", "-.inf", "-.INF", "1e999", "-1e999", "nan"]),
        field=st.sampled_from([("layer_scale: 1.0e-5", "stages[0].blocks.block.layer_scale"),
@@ -345,3 +362,13 @@ def test_an_oversized_resolution_argument_is_refused(capsys, resolution, command
         message = bad_input(capsys, root, command, "poolformer_s12", "--resolution", str(resolution), *extra,
                             source="--resolution", field="input.resolution")
     assert "NAS_MAX_RESOLUTION" in message
+
+
+
+@FUZZ
+@given(width=st.integers(-10**6, 0), command=st.sampled_from(["build", "predict"]))
+def test_a_stem_width_below_one_is_refused(capsys, width, command) -> None:
+    extra = ["--target", "v100"] if command == "predict" else []
+    with folder() as root:
+        path = write(root, BASE.replace("stride: 4, dim: 16}", f"stride: 4, dim: {width}}}"))
+        bad_input(capsys, root, command, str(path), *extra, source=str(path), line=5, field="stem.dim")
