@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -260,11 +261,7 @@ class Arch:
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> Arch:
         """Parse plain data; errors carry the field path and, for located data, the line."""
-        try:
-            return _parse_arch(data)
-        except ConfigError as exc:
-            line = line_of(data, _document_path(data, _path_parts(exc.path)))
-            raise exc.located(source=source, line=line) from None
+        return _arch_from(data, source, lambda: data)
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<string>") -> Arch:
@@ -278,10 +275,7 @@ class Arch:
             raise ConfigError(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from None
         except RecursionError:
             raise ConfigError("not valid JSON: nested too deeply", source=source) from None
-        try:
-            return cls.from_dict(data, source=source)
-        except ConfigError as exc:
-            raise exc.located(line=_json_line(text, exc.path)) from None
+        return _arch_from(data, source, lambda: _located_json(text))
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:
@@ -304,13 +298,31 @@ class Arch:
         return sum(len(stage.blocks) for stage in self.stages)
 
 
-def _json_line(text: str, path: str) -> int | None:
-    """The line of ``path`` in JSON text, read again as YAML (which locates values) for the error only."""
+def _arch_from(data: Any, source: str | None, document: Callable[[], Any]) -> Arch:
+    """An Arch from plain data; an error gets ``source`` and the line of its field in ``document()``.
+
+    Errors from reading the data carry the document's own path (``blocks[1].repeat``: the second run as
+    written); errors from validating the Arch carry the expanded path (``blocks[5].mixer``: the sixth block),
+    which :func:`_document_path` translates back.
+    """
     try:
-        document = loads_yaml(text)
+        fields = _parse_arch(data)
+    except ConfigError as exc:
+        raise exc.located(source=source, line=line_of(document(), _path_parts(exc.path))) from None
+    try:
+        return Arch(**fields)
+    except ConfigError as exc:
+        located = document()
+        line = line_of(located, _document_path(located, _path_parts(exc.path)))
+        raise exc.located(source=source, line=line) from None
+
+
+def _located_json(text: str) -> Any:
+    """JSON text read again as YAML, which locates values: for an error's line only."""
+    try:
+        return loads_yaml(text)
     except ConfigError:
         return None
-    return line_of(document, _document_path(document, _path_parts(path)))
 
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -373,7 +385,8 @@ def _block_in_document(blocks: Any, number: int) -> list[str | int]:
     return []
 
 
-def _parse_arch(data: Any) -> Arch:
+def _parse_arch(data: Any) -> dict[str, Any]:
+    """The fields of an Arch from plain data (checked by type and key; the Arch checks the rest)."""
     data = mapping(data, "", "an arch")
     allowed = {"schema", "name", "input", "stem", "stages", "head", "published"}
     for key in data:
@@ -393,14 +406,14 @@ def _parse_arch(data: Any) -> Arch:
     published = None
     if data.get("published") is not None:
         published = fill_dataclass(Published, mapping(data["published"], "published", "published"), "published")
-    return Arch(
-        input=fill_dataclass(InputSpec, mapping(data["input"], "input", "input"), "input"),
-        stem=parse_component("stem", data["stem"], "stem"),
-        stages=tuple(_parse_stage(stage, f"stages[{index}]") for index, stage in enumerate(stages_data)),
-        head=parse_component("head", data["head"], "head"),
-        name=name,
-        published=published,
-    )
+    return {
+        "input": fill_dataclass(InputSpec, mapping(data["input"], "input", "input"), "input"),
+        "stem": parse_component("stem", data["stem"], "stem"),
+        "stages": tuple(_parse_stage(stage, f"stages[{index}]") for index, stage in enumerate(stages_data)),
+        "head": parse_component("head", data["head"], "head"),
+        "name": name,
+        "published": published,
+    }
 
 
 def _parse_stage(data: Any, path: str) -> Stage:

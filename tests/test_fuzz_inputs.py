@@ -372,3 +372,23 @@ def test_a_stem_width_below_one_is_refused(capsys, width, command) -> None:
     with folder() as root:
         path = write(root, BASE.replace("stride: 4, dim: 16}", f"stride: 4, dim: {width}}}"))
         bad_input(capsys, root, command, str(path), *extra, source=str(path), line=5, field="stem.dim")
+
+
+
+RUNS = ("blocks:\n      - repeat: {repeat}\n        block: {{mixer: identity}}\n"
+        "      - {{mixer: {{kind: identity}}}}\n      - {{mixer: identity}}")
+
+
+@FUZZ
+@given(repeat=st.integers(1, 5),
+       bad=st.sampled_from([("kind: identity", "kind: bogus", "stages[1].blocks[1].mixer.kind"),
+                            ("{mixer: identity}", "{mixer: identity, extra: 1}", "stages[1].blocks[2].extra")]))
+def test_an_error_after_a_run_of_blocks_names_the_line_as_written(capsys, repeat, bad) -> None:
+    old, new, field = bad
+    second_stage = "blocks: {repeat: 1, block: {mixer: identity, ffn: {kind: conv_mlp, ratio: 2}, norm: batchnorm}}"
+    lines = BASE.replace(second_stage, RUNS.format(repeat=repeat)).splitlines()
+    target = len(lines) - 2 if "kind" in old else len(lines) - 1  # the head is last
+    lines[target - 1] = lines[target - 1].replace(old, new)
+    with folder() as root:
+        path = write(root, "\n".join(lines) + "\n")
+        bad_input(capsys, root, "build", str(path), source=str(path), line=target, field=field)
