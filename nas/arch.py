@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -51,8 +52,9 @@ from nas.component import (
     register_config,
 )
 from nas.errors import ConfigError
+from nas.limits import current as current_limits
 from nas.walk import steps
-from nas.yamlio import dump_json, dump_yaml, line_of, load_yaml, loads_yaml
+from nas.yamlio import dump_json, dump_yaml, line_of, load_yaml, loads_yaml, read_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -259,11 +261,7 @@ class Arch:
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> Arch:
         """Parse plain data; errors carry the field path and, for located data, the line."""
-        try:
-            return _parse_arch(data)
-        except ConfigError as exc:
-            line = line_of(data, _document_path(data, _path_parts(exc.path)))
-            raise exc.located(source=source, line=line) from None
+        return _arch_from(data, source, lambda: data)
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<string>") -> Arch:
@@ -275,18 +273,16 @@ class Arch:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from None
-        return cls.from_dict(data, source=source)
+        except RecursionError:
+            raise ConfigError("not valid JSON: nested too deeply", source=source) from None
+        return _arch_from(data, source, lambda: _located_json(text))
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:
         """Read an Arch from a YAML or JSON file."""
         path = Path(path)
         if path.suffix == ".json":
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"cannot read file ({exc.strerror})", source=str(path)) from None
-            return cls.from_json(text, source=str(path))
+            return cls.from_json(read_text(path), source=str(path))
         return cls.from_dict(load_yaml(path), source=str(path))
 
     def replace(self, **changes: Any) -> Arch:
@@ -300,6 +296,33 @@ class Arch:
     @property
     def num_blocks(self) -> int:
         return sum(len(stage.blocks) for stage in self.stages)
+
+
+def _arch_from(data: Any, source: str | None, document: Callable[[], Any]) -> Arch:
+    """An Arch from plain data; an error gets ``source`` and the line of its field in ``document()``.
+
+    Errors from reading the data carry the document's own path (``blocks[1].repeat``: the second run as
+    written); errors from validating the Arch carry the expanded path (``blocks[5].mixer``: the sixth block),
+    which :func:`_document_path` translates back.
+    """
+    try:
+        fields = _parse_arch(data)
+    except ConfigError as exc:
+        raise exc.located(source=source, line=line_of(document(), _path_parts(exc.path))) from None
+    try:
+        return Arch(**fields)
+    except ConfigError as exc:
+        located = document()
+        line = line_of(located, _document_path(located, _path_parts(exc.path)))
+        raise exc.located(source=source, line=line) from None
+
+
+def _located_json(text: str) -> Any:
+    """JSON text read again as YAML, which locates values: for an error's line only."""
+    try:
+        return loads_yaml(text)
+    except ConfigError:
+        return None
 
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -362,7 +385,8 @@ def _block_in_document(blocks: Any, number: int) -> list[str | int]:
     return []
 
 
-def _parse_arch(data: Any) -> Arch:
+def _parse_arch(data: Any) -> dict[str, Any]:
+    """The fields of an Arch from plain data (checked by type and key; the Arch checks the rest)."""
     data = mapping(data, "", "an arch")
     allowed = {"schema", "name", "input", "stem", "stages", "head", "published"}
     for key in data:
@@ -382,14 +406,14 @@ def _parse_arch(data: Any) -> Arch:
     published = None
     if data.get("published") is not None:
         published = fill_dataclass(Published, mapping(data["published"], "published", "published"), "published")
-    return Arch(
-        input=fill_dataclass(InputSpec, mapping(data["input"], "input", "input"), "input"),
-        stem=parse_component("stem", data["stem"], "stem"),
-        stages=tuple(_parse_stage(stage, f"stages[{index}]") for index, stage in enumerate(stages_data)),
-        head=parse_component("head", data["head"], "head"),
-        name=name,
-        published=published,
-    )
+    return {
+        "input": fill_dataclass(InputSpec, mapping(data["input"], "input", "input"), "input"),
+        "stem": parse_component("stem", data["stem"], "stem"),
+        "stages": tuple(_parse_stage(stage, f"stages[{index}]") for index, stage in enumerate(stages_data)),
+        "head": parse_component("head", data["head"], "head"),
+        "name": name,
+        "published": published,
+    }
 
 
 def _parse_stage(data: Any, path: str) -> Stage:
@@ -411,10 +435,12 @@ def _parse_stage(data: Any, path: str) -> Stage:
 
 def _expand_blocks(data: Any, path: str) -> list[Block]:
     """Blocks as written: a block, ``{repeat, block}``, ``{repeat, pattern}``, or a list of these."""
+    limits = current_limits()
     if isinstance(data, list):
         blocks: list[Block] = []
         for index, item in enumerate(data):
             blocks.extend(_expand_blocks(item, join_path(path, index)))
+            limits.check("blocks", len(blocks), join_path(path, index))
         return blocks
     data = mapping(data, path, "blocks")
     if "repeat" not in data:
@@ -422,6 +448,7 @@ def _expand_blocks(data: Any, path: str) -> list[Block]:
     repeat = coerce_field(data["repeat"], int, join_path(path, "repeat"))
     if repeat < 1:
         raise ConfigError(f"must be >= 1, got {repeat}", path=join_path(path, "repeat"))
+    limits.check("blocks", repeat, join_path(path, "repeat"))
     keys = set(data) - {"repeat"}
     if keys == {"block"}:
         unit = [_parse_block(data["block"], join_path(path, "block"))]
@@ -432,6 +459,7 @@ def _expand_blocks(data: Any, path: str) -> list[Block]:
         unit = [_parse_block(item, join_path(join_path(path, "pattern"), index)) for index, item in enumerate(pattern)]
     else:
         raise ConfigError("a repeat needs exactly one of 'block' or 'pattern' beside it", path=path)
+    limits.check("blocks", repeat * len(unit), join_path(path, "repeat"))
     return unit * repeat
 
 

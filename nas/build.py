@@ -143,10 +143,7 @@ def _stem_unit(step: Step) -> Unit:
 
 
 def _convert_unit(step: Step) -> Unit:
-    site, to = step.site, step.after.layout
-    if site.prefix_tokens and to == "nchw":
-        raise NasError(f"{step.path}: needs a feature map, but the stem adds a class token; "
-                       "class-token models must keep tokens (nlc) throughout")
+    site, to = step.site, step.after.layout  # the walk refuses a map after a class token
     size = (site.height, site.width)
     make = ToNLC if to == "nlc" else (lambda: ToNCHW(size))
     return Unit(f"{step.path}.to_{to}", step.stage, _signature("convert", to, site.in_dim, size), _in_shape(site),

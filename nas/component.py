@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -188,41 +189,56 @@ def coerce_field(value: Any, annotation: Any, path: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:
-            raise ConfigError(f"must be one of {', '.join(map(repr, allowed))}, got {value!r}", path=path)
+            raise ConfigError(f"must be one of {', '.join(map(repr, allowed))}, got {_shown(value)}", path=path)
         return value
     if origin is tuple:
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"must be a list, got {value!r}", path=path)
+            raise ConfigError(f"must be a list, got {_shown(value)}", path=path)
         return tuple(coerce_field(item, item_type, join_path(path, index)) for index, item in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"must be true or false, got {value!r}", path=path)
+            raise ConfigError(f"must be true or false, got {_shown(value)}", path=path)
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"must be an integer, got {value!r}", path=path)
+            raise ConfigError(f"must be an integer, got {_shown(value)}", path=path)
         return value
     if annotation is float:
         if isinstance(value, str):
             try:  # YAML 1.1 reads 1e-5 (no dot) as a string
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"must be a number, got {value!r}", path=path)
-        return float(value)
+            raise ConfigError(f"must be a number, got {_shown(value)}", path=path)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"must be a finite number, got {_shown(value)}", path=path)
+        return number
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"must be a string, got {value!r}", path=path)
+            raise ConfigError(f"must be a string, got {_shown(value)}", path=path)
         return value
     raise TypeError(f"unsupported field annotation {annotation!r} at {path}")
+
+
+_SHOWN_CHARS = 120
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to one readable line: a wrong value may be a huge list (expanded aliases)."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def mapping(value: Any, path: str, what: str) -> dict[str, Any]:
     """``value`` if it is a mapping, else the error saying that ``what`` must be one."""
     if not isinstance(value, dict):
-        raise ConfigError(f"{what} must be a mapping, got {value!r}", path=path)
+        raise ConfigError(f"{what} must be a mapping, got {_shown(value)}", path=path)
     return value
 
 

@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -52,7 +53,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.arch import Arch
 from nas.build import Unit, plan
-from nas.errors import NasError
+from nas.component import join_path
+from nas.errors import ConfigError, NasError
+from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
 from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
 
@@ -66,6 +69,7 @@ __all__ = [
     "CacheInfo",
     "CostReport",
     "Op",
+    "check_limits",
     "op_class",
     "profile",
     "profile_module",
@@ -318,11 +322,17 @@ def _run(module: nn.Module, shape: Shape, dtype: torch.dtype, device: str, param
 
 
 def _trace(module: nn.Module, shape: Shape, dtype: torch.dtype, param_dtype: torch.dtype | None,
-           track: bool) -> tuple[list[_Record], int]:
-    """Trace on meta (CPU with zeros for data-dependent ops); the records and the output's producer."""
+           track: bool, path: str = "") -> tuple[list[_Record], int]:
+    """Trace on meta (CPU with zeros for data-dependent ops); the records and the output's producer.
+
+    The CPU fallback allocates the weights and the input, so both are held to ``NAS_MAX_PARAMS`` first.
+    """
     try:
         return _run(module, shape, dtype, "meta", param_dtype, track)
     except (NotImplementedError, RuntimeError):
+        limits = current_limits()
+        limits.check("params", sum(p.numel() for p in module.parameters()), join_path(path, "params"))
+        limits.check("params", math.prod(shape), join_path(path, "input"))
         return _run(module, shape, dtype, "cpu", param_dtype, track)
 
 
@@ -368,7 +378,7 @@ def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
         module = unit.make(device="meta", dtype=dtype)
     except (NotImplementedError, RuntimeError):
         module = unit.make(device="cpu", dtype=dtype)
-    records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False)
+    records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False, path=unit.path)
     return _summarise(records, output, sum(p.numel() for p in module.parameters()))
 
 
@@ -407,6 +417,25 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
     return CostReport(tuple(ops), sum(c.params for c in costs), sum(c.macs for c in costs),
                       sum(c.flops for c in costs),
                       sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+
+
+def check_limits(arch: Arch, *, source: str | None = None) -> CostReport:
+    """``arch``'s cost at batch 1, after checking its parameters and MACs against the limits (:mod:`nas.limits`).
+
+    Counted on ``meta`` (:func:`profile`), so a model too large to build is refused before anything is
+    allocated: commands call this before they build or price a point.
+
+    Raises:
+        ConfigError: the parameters or MACs exceed ``NAS_MAX_PARAMS`` or ``NAS_MAX_MACS`` (naming the file).
+    """
+    try:
+        report = profile(arch)
+        limits = current_limits()
+        limits.check("params", report.params, "params")
+        limits.check("macs", report.macs, "macs")
+    except ConfigError as exc:
+        raise exc.located(source=source) from None
+    return report
 
 
 def unit_counts(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> list[tuple[str, int, int]]:

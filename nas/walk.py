@@ -22,16 +22,20 @@ what was stepped past (``heads`` for a mixer, ``mixer.heads`` for a block);
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nas.component import Component, Layout, Site
 from nas.errors import ConfigError
+from nas.limits import Limits
+from nas.limits import current as current_limits
 
 if TYPE_CHECKING:
     from nas.arch import Arch, Block, InputSpec, Precision
 
-__all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "steps"]
+__all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "check_numbers",
+           "number_problem", "steps"]
 
 
 class Step(NamedTuple):
@@ -63,6 +67,9 @@ def image_site(spec: InputSpec, stem: Component) -> Site:
         raise ConfigError(f"must be >= 1, got {spec.resolution}", path="input.resolution")
     if spec.channels < 1:
         raise ConfigError(f"must be >= 1, got {spec.channels}", path="input.channels")
+    limits = current_limits()
+    limits.check("resolution", spec.resolution, "input.resolution")
+    limits.check("width", spec.channels, "input.channels")
     return Site(spec.channels, stem.dim, spec.resolution, spec.resolution)  # type: ignore[attr-defined]
 
 
@@ -70,15 +77,42 @@ def enter_stage(site: Site, dim: int) -> Site:
     """The site at the start of a stage of width ``dim`` (before its downsampler)."""
     if dim < 1:
         raise ConfigError(f"must be >= 1, got {dim}", path="dim")
+    current_limits().check("width", dim, "dim")
     return Site(site.in_dim, dim, site.height, site.width, None, site.prefix_tokens, site.layout)
 
 
+def check_numbers(component: Component) -> None:
+    """Every number a component holds within the size limits (:mod:`nas.limits`), before its own check.
+
+    A head's ``num_classes`` is bounded by the class limit; every other number (a width, a kernel, heads,
+    a ratio) by the width limit, so no field can make a module too large to build even on ``meta``.
+    """
+    limits = current_limits()
+    for item in dataclasses.fields(component):
+        value = getattr(component, item.name)
+        for index, number in enumerate(value if isinstance(value, tuple) else (value,)):
+            problem = number_problem(limits, item.name, number)
+            if problem:
+                raise ConfigError(problem, path=f"{item.name}[{index}]" if isinstance(value, tuple) else item.name)
+
+
+def number_problem(limits: Limits, field: str, value: Any) -> str | None:
+    """Why a component's ``field`` cannot hold ``value`` under ``limits`` (:func:`check_numbers`), or None.
+
+    Space files check each option with it as they are read.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return limits.exceeded("classes" if field == "num_classes" else "width", value)
+
+
 def past(component: Component, site: Site) -> Site:
-    """The site after ``component`` at ``site``: its check, then what it hands on.
+    """The site after ``component`` at ``site``: its numbers and its check, then what it hands on.
 
     Raises:
         ConfigError: the component does not fit its site (path relative to the component).
     """
+    check_numbers(component)
     component.check(site)
     return _MOVES.get(component.role, _keeps)(component, site)
 
@@ -105,6 +139,7 @@ def past_block(block: Block, site: Site) -> Site:
     at = Site(site.in_dim, site.dim, site.height, site.width, block, site.prefix_tokens, site.layout)
     for role, component in (("mixer", block.mixer), ("ffn", block.ffn), ("norm", block.norm)):
         try:
+            check_numbers(component)
             component.check(at)
         except ConfigError as exc:
             raise exc.located(prefix=role) from None
@@ -177,9 +212,16 @@ def _resized(component: Component, site: Site) -> tuple[int, int]:
 
 
 def _to_stage(component: Component, site: Site) -> Site:
-    """Downsamplers and mixers put out the stage width, in their layout, at the size they make."""
-    height, width = _resized(component, site)
+    """Downsamplers and mixers put out the stage width, in their layout, at the size they make.
+
+    One that works on a feature map cannot follow a class token: folding tokens into a map has no place
+    for it.
+    """
     layout = component.layout
+    if site.prefix_tokens and layout == "nchw":
+        raise ConfigError("needs a feature map, but the stem adds a class token; "
+                          "class-token models must keep tokens (nlc) throughout")
+    height, width = _resized(component, site)
     if site.in_dim == site.dim and (height, width) == (site.height, site.width) and layout == site.layout:
         return site if site.block is None else site._replace(block=None)
     return Site(site.dim, site.dim, height, width, None, site.prefix_tokens, layout)
@@ -187,8 +229,10 @@ def _to_stage(component: Component, site: Site) -> Site:
 
 def _from_stem(component: Component, site: Site) -> Site:
     """A stem puts out its own width, layout and prefix tokens."""
-    height, width = _resized(component, site)
     dim = component.dim  # type: ignore[attr-defined]
+    if dim < 1:
+        raise ConfigError(f"must be >= 1, got {dim}", path="dim")
+    height, width = _resized(component, site)
     return Site(dim, dim, height, width, None, component.prefix_tokens, component.layout)
 
 

@@ -5,6 +5,13 @@ line numbers. Configs are hand-written, so errors must say ``file:line``: the
 loader here builds ``dict``/``list`` subclasses that carry the line of every key
 and item, and rejects duplicate keys.
 
+It also refuses, with ``file:line``, what would otherwise escape as a Python
+error: nesting deeper than ``NAS_MAX_YAML_DEPTH`` (PyYAML composes recursively),
+a document whose aliases expand to more than ``NAS_MAX_YAML_NODES`` values
+(billion laughs: every later walk over the data expands them), a mapping key
+that is not a scalar (``? [a, b]``), a character YAML does not allow (NUL) and
+a value its tag cannot hold (``2020-13-45``). See :mod:`nas.limits`.
+
 Every YAML file ``nas`` writes goes through :func:`dump_yaml` (laid out by a
 :class:`YamlStyle`), every JSON file through :func:`dump_json`; both take
 :func:`plain` data.
@@ -22,9 +29,11 @@ from typing import Any
 import yaml
 
 from nas.errors import ConfigError
+from nas.limits import current as current_limits
+from nas.limits import variable
 
-__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "line_of", "plain", "YamlStyle", "CONFIG_STYLE",
-           "TABLE_STYLE", "dump_yaml", "dump_json"]
+__all__ = ["LocatedDict", "LocatedList", "load_yaml", "loads_yaml", "read_text", "line_of", "plain", "YamlStyle",
+           "CONFIG_STYLE", "TABLE_STYLE", "dump_yaml", "dump_json"]
 
 
 class LocatedDict(dict):
@@ -42,7 +51,75 @@ class LocatedList(list):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader producing Located containers and refusing duplicate keys."""
+    """Safe loader producing Located containers, refusing duplicate keys, deep nesting and alias bombs."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+        self.max_depth = current_limits().yaml_depth
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > self.max_depth:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"nested deeper than the limit {variable('yaml_depth')}={self.max_depth}",
+                                  source=self.name, line=mark.line + 1)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError, TypeError, AttributeError, IndexError) as exc:
+            # a tag's constructor refusing what it is given (a bad date, ``!!seq`` on a scalar)
+            what = _shown(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise ConfigError(f"not valid YAML: {what} is not a valid {node.tag.rsplit(':', 1)[-1]} ({exc})",
+                              source=self.name, line=node.start_mark.line + 1) from None
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
+
+def _expanded_size(root: yaml.Node, limit: int, source: str) -> int:
+    """The number of nodes of ``root`` with every alias expanded; raises once it exceeds ``limit``.
+
+    Each distinct node is counted once and its size memoised, so a billion-laughs document costs as
+    much as its text.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current path: an alias to one of them is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if children_done or not children:
+            open_nodes.discard(id(node))
+            size = 1 + sum(sizes[id(child)] for child in children)
+            if size > limit:
+                raise ConfigError(f"expands to more than the limit {variable('yaml_nodes')}={limit} values "
+                                  "(aliases repeated inside aliases)", source=source, line=node.start_mark.line + 1)
+            sizes[id(node)] = size
+            continue
+        if id(node) in open_nodes:
+            raise ConfigError("an alias refers to a value that contains it", source=source,
+                              line=node.start_mark.line + 1)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedDict:
@@ -51,7 +128,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedDict:
     result.line = node.start_mark.line + 1
     result.lines = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key_node, yaml.ScalarNode) or isinstance(key, (list, dict, set)):
+            raise ConfigError("a mapping key must be a plain value, not a list or mapping",
+                              source=loader.name, line=key_node.start_mark.line + 1)
         if key in result:
             raise ConfigError(
                 f"duplicate key {key!r} (first on line {result.lines[key]})",
@@ -80,30 +160,56 @@ def load_yaml(path: str | os.PathLike[str]) -> Any:
     Raises:
         ConfigError: the file is missing, unreadable, not YAML, or has a duplicate key.
     """
+    return loads_yaml(read_text(path), source=str(path))
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A config file's text, decoded as UTF-8.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or has bytes that are not UTF-8 (with their line).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read file ({exc})", source=str(path)) from None
-    return loads_yaml(text, source=str(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({exc.strerror or exc})", source=str(path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded", source=str(path),
+                          line=data.count(b"\n", 0, exc.start) + 1) from None
 
 
 def loads_yaml(text: str, *, source: str = "<string>") -> Any:
     """Parse YAML text (see :func:`load_yaml`)."""
-    loader = _Loader(text)
-    loader.name = source
+    loader = None
     try:
-        return loader.get_single_data()
+        loader = _Loader(text)  # the reader refuses a NUL here already
+        loader.name = source
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, current_limits().yaml_nodes, source)
+        return loader.construct_document(node)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        raise ConfigError(f"not valid YAML: character U+{code:04X} is not allowed", source=source,
+                          line=line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError(f"not valid YAML: {exc.problem or exc}", source=source, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    except RecursionError:  # a chain of merge keys (<<) longer than Python's stack
+        raise ConfigError("not valid YAML: nested too deeply", source=source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def line_of(document: Any, path: tuple[str | int, ...]) -> int | None:

@@ -26,10 +26,10 @@ from nas.cli import main
 from nas.commands.base import (
     MAX_BATCH,
     MAX_CANDIDATES,
-    MAX_RESOLUTION,
     MAX_SEED,
     MAX_STEPS,
     count,
+    max_resolution,
     max_threads,
     output_dir,
     output_file,
@@ -239,8 +239,6 @@ COUNT_ARGUMENTS = [
     (["finalists", "runs/none"], "--epochs", 1, MAX_STEPS),
     (["finalists", "runs/none"], "--threads", 1, max_threads()),
     (["predict", "no_such_arch", "--target", "iphone12"], "--batch", 1, MAX_BATCH),
-    (["predict", "no_such_arch", "--target", "iphone12"], "--resolution", 1, MAX_RESOLUTION),
-    (["build", "no_such_arch"], "--resolution", 1, MAX_RESOLUTION),
     (["profile", "--target", "local"], "--threads", 1, max_threads()),
     (["profile", "--target", "local"], "--fit-archs", 1, MAX_CANDIDATES),
     (["profile", "--target", "local"], "--repeats", 1, MAX_STEPS),
@@ -255,7 +253,7 @@ COUNT_ARGUMENTS = [
     (["train", "no_such_arch"], "--threads", 1, max_threads()),
     (["supernet", "train", "--space", "tiny"], "--num-random", 0, MAX_BATCH),
     (["supernet", "train", "--space", "tiny"], "--scan", 1, MAX_CANDIDATES),
-    (["supernet", "train", "--space", "tiny"], "--resolution", 1, MAX_RESOLUTION),
+    (["supernet", "train", "--space", "tiny"], "--resolution", 1, max_resolution()),
 ]
 
 

@@ -75,6 +75,8 @@ class OverlapStemCfg(Component):
 
     def check(self, site: Site) -> None:
         _check_positive(kernel=self.kernel, stride=self.stride)
+        if self.pad < 0:
+            raise ConfigError(f"must be >= 0, got {self.pad}", path="padding")
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return (conv_out(height, self.kernel, self.stride, self.pad),

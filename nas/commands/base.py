@@ -23,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nas.errors import NasError
+from nas.errors import ConfigError, NasError
 
 __all__ = ["BadArgument", "Command", "print_json", "print_table", "resolve_arch", "count", "positive", "positive_float",
            "output_file", "output_dir", "threads_option", "set_threads", "max_threads", "MAX_CANDIDATES",
-           "MAX_STEPS", "MAX_RESOLUTION", "MAX_BATCH", "MAX_SEED"]
+           "MAX_STEPS", "MAX_BATCH", "MAX_SEED", "max_resolution", "resolution", "arch_resolution"]
 
 
 class BadArgument(NasError, argparse.ArgumentTypeError):
@@ -38,8 +38,6 @@ MAX_CANDIDATES = 1_000_000
 """Most candidates, points or models one command evaluates, samples, trains or exports (``--budget``, ``--top``)."""
 MAX_STEPS = 1_000_000_000
 """Most epochs, steps or timed repeats."""
-MAX_RESOLUTION = 8192
-"""Largest input resolution in pixels."""
 MAX_BATCH = 65536
 """Largest batch."""
 MAX_SEED = 2**32 - 1
@@ -71,12 +69,24 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def resolve_arch(reference: str, resolution: int | None = None) -> Any:
-    """An Arch from a zoo name or a YAML/JSON file path, optionally at another resolution."""
+    """An Arch from a zoo name or a YAML/JSON file path, optionally at another resolution.
+
+    Every command that reads an arch gets it here, validated the same way: the Arch's own checks, then its
+    parameters and MACs against the limits (:func:`nas.cost.check_limits`, on ``meta``) before anything is
+    built or priced.
+    """
     import nas
 
     looks_like_file = reference.endswith((".yaml", ".yml", ".json")) or "/" in reference
+    source = reference if looks_like_file else None
     arch = nas.Arch.load(Path(reference)) if looks_like_file else nas.zoo.get(reference)
-    return arch if resolution is None else arch.with_resolution(resolution)
+    if resolution is not None:
+        try:
+            arch = arch.with_resolution(resolution)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc.message} (at --resolution {resolution})", path=exc.path, source=source) from None
+    nas.cost.check_limits(arch, source=source)
+    return arch
 
 
 def count(maximum: int | Callable[[], int], *, minimum: int = 1, bound: str = "") -> Callable[[str], int]:
@@ -109,6 +119,21 @@ def count(maximum: int | Callable[[], int], *, minimum: int = 1, bound: str = ""
 
 positive = count(MAX_CANDIDATES)
 """An argparse type: an int in ``[1, MAX_CANDIDATES]``, for counts of candidates, points and models."""
+
+
+def max_resolution() -> int:
+    """The largest input resolution: the Arch's own limit, so a command refuses at once what an Arch would."""
+    from nas.limits import current
+
+    return current().resolution
+
+
+resolution = count(max_resolution, bound="NAS_MAX_RESOLUTION")
+"""An argparse type: an input resolution for a model this command makes at a proxy scale."""
+
+arch_resolution = count(math.inf)  # type: ignore[arg-type]
+"""An argparse type for ``--resolution`` over an Arch's own (an int >= 1): the Arch applies its limit when it is
+made, so the error names its field (``input.resolution``) like any other bad value of the Arch."""
 
 
 def positive_float(text: str) -> float:

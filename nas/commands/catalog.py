@@ -7,9 +7,9 @@ import argparse
 from typing import Any
 
 from nas.commands.base import (
-    MAX_RESOLUTION,
     MAX_SEED,
     Command,
+    arch_resolution,
     count,
     output_file,
     positive,
@@ -66,7 +66,7 @@ class BuildCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("arch", help="a zoo model name (see `nas zoo`) or a YAML/JSON arch file")
-        parser.add_argument("--resolution", type=count(MAX_RESOLUTION),
+        parser.add_argument("--resolution", type=arch_resolution,
                             help="input resolution to build at (default: the arch's)")
         parser.add_argument("--export", type=output_file, metavar="FILE",
                             help="write the arch as YAML (or JSON for a .json path) after a successful build")

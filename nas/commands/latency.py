@@ -8,14 +8,15 @@ from typing import Any
 
 from nas.commands.base import (
     MAX_BATCH,
-    MAX_RESOLUTION,
     MAX_SEED,
     MAX_STEPS,
     Command,
+    arch_resolution,
     count,
     positive,
     print_json,
     print_table,
+    resolution,
     resolve_arch,
     threads_option,
 )
@@ -53,7 +54,7 @@ class PredictCommand(Command):
         parser.add_argument("--target", required=True, help="hardware target (see `nas targets`)")
         parser.add_argument("--setting", help="the target's measurement setting (default: its default setting)")
         parser.add_argument("--batch", type=count(MAX_BATCH), default=1, help="inputs per forward pass (default 1)")
-        parser.add_argument("--resolution", type=count(MAX_RESOLUTION), help="input resolution (default: the arch's)")
+        parser.add_argument("--resolution", type=arch_resolution, help="input resolution (default: the arch's)")
 
     def run(self, args: argparse.Namespace) -> int:
         import nas.latency
@@ -137,7 +138,7 @@ class ProfileCommand(Command):
         parser.add_argument("--fit-archs", type=positive, default=60, help="random models to fit on (default 60)")
         parser.add_argument("--held-out", type=positive, default=60,
                             help="further random models to validate on, never fitted (default 60)")
-        parser.add_argument("--resolution", type=count(MAX_RESOLUTION), default=128,
+        parser.add_argument("--resolution", type=resolution, default=128,
                             help="input resolution (the nearest valid one per model; default 128)")
         parser.add_argument("--repeats", type=count(MAX_STEPS), default=7, help="timed runs per model (default 7)")
         parser.add_argument("--statistic", choices=("min", "median"), default="min",

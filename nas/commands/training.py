@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from nas.commands.base import (
     MAX_BATCH,
-    MAX_RESOLUTION,
     MAX_SEED,
     MAX_STEPS,
     Command,
@@ -17,6 +16,7 @@ from nas.commands.base import (
     positive,
     positive_float,
     print_json,
+    resolution,
     resolve_arch,
     set_threads,
     threads_option,
@@ -38,7 +38,7 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
                         help=f"passes over the data (default {epochs})")
     parser.add_argument("--proxy-width", type=positive_float, default=0.25, metavar="W",
                         help="multiplier on every width (default 0.25)")
-    parser.add_argument("--resolution", type=count(MAX_RESOLUTION), default=32, metavar="R",
+    parser.add_argument("--resolution", type=resolution, default=32, metavar="R",
                         help="input resolution in pixels (default 32)")
     parser.add_argument("--batch-size", type=count(MAX_BATCH), default=64,
                         help="images per step and process (default 64)")

@@ -21,7 +21,10 @@ import yaml
 
 from nas.arch import SCHEMA_VERSION, Block, InputSpec, Precision, Stage, coerce_field, config_type
 from nas.errors import ConfigError, UnknownKindError
+from nas.limits import Limits
+from nas.limits import current as current_limits
 from nas.space.tree import Cached, Concat, Const, Decision, Node, Pick, Record, Run, Same, Single, Where
+from nas.walk import number_problem
 from nas.yamlio import LocatedDict
 
 __all__ = ["CompiledSpace", "Compiler", "compile_space", "yaml_key_path"]
@@ -47,6 +50,7 @@ class Compiler:
         self._ties: list[tuple[int, int]] = []
         self._parent = -1
         self._when: tuple[int, ...] = ()
+        self.limits = current_limits()
 
     def error(self, message: str, where: Where) -> ConfigError:
         return ConfigError(message, path=where.path, source=self.source, line=where.line)
@@ -146,10 +150,10 @@ class Compiler:
         low, high = bounds
         if low > high:
             raise self.error(f"low <= high must hold, but got (low={low}, high={high})", range_where)
-        values = list(range(low, high + 1, step))
-        if len(values) > _MAX_OPTIONS:
-            raise self.error(f"at most {_MAX_OPTIONS} values, got {len(values)}", range_where)
-        return values, range_where
+        count = (high - low) // step + 1  # counted before it is listed: a range may be 10^30 wide
+        if count > _MAX_OPTIONS:
+            raise self.error(f"at most {_MAX_OPTIONS} values, got {count}", range_where)
+        return list(range(low, high + 1, step)), range_where
 
     def _not_a_pick(self, data: Any, where: Where, expected: str) -> ConfigError:
         keys = ", ".join(map(str, data)) if isinstance(data, dict) else ""
@@ -220,12 +224,20 @@ class Compiler:
                 close = difflib.get_close_matches(str(key), fields, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise self.error(f"unknown key {key!r}{hint}; allowed: {', '.join(fields)}", where.key(data, key))
-            nodes[key] = self.value(value, where.key(data, key), hints[key])
+            nodes[key] = self.value(value, where.key(data, key), hints[key], self._bounded(cls, key))
         for name, item in fields.items():
             required = item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
             if name not in nodes and required:
                 raise self.error(f"missing required key {name!r}", where)
         return nodes
+
+    def _bounded(self, cls: type, field: str) -> Callable[[Any], str | None]:
+        """The size limit of a field (:mod:`nas.limits`), checked on every option as the file is read, so a
+        space whose options cannot exist says so at load time."""
+        limits = self.limits
+        if cls is InputSpec and field == "resolution":
+            return lambda value: limits.exceeded("resolution", value)
+        return lambda value: _numbers_problem(limits, field, value)
 
     def _mapping(self, data: Any, where: Where, what: str, allowed: tuple[str, ...],
                  required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -298,7 +310,8 @@ class Compiler:
             raise self.error("must be true or false, not a choice", where.key(data, "independent"))
         repeat_where = where.key(data, "repeat")
         repeat = self.value(data["repeat"], repeat_where, int,
-                            lambda count: None if count >= 0 else f"must be >= 0, got {count}")
+                            lambda count: f"must be >= 0, got {count}" if count < 0
+                            else self.limits.exceeded("blocks", count))
         if isinstance(repeat, Same) or (isinstance(repeat, Pick) and not repeat.leaf):
             raise self.error("must be an integer or one choice of integers (not nested)", repeat_where)
         counts = [o.constant for o in repeat.options] if isinstance(repeat, Pick) else [repeat.constant]  # type: ignore
@@ -333,7 +346,7 @@ class Compiler:
         start = self._mark()
         data = self._mapping(data, where, "a stage", ("dim", "downsample", "blocks"), required=("dim", "blocks"))
         nodes = {
-            "dim": self.value(data["dim"], where.key(data, "dim"), _HINTS[Stage]["dim"]),
+            "dim": self.value(data["dim"], where.key(data, "dim"), _HINTS[Stage]["dim"], self._bounded(Stage, "dim")),
             "downsample": self.component(data.get("downsample"), where.key(data, "downsample"), "downsample",
                                          optional=True),
             "blocks": self.blocks(data["blocks"], where.key(data, "blocks")),
@@ -341,6 +354,15 @@ class Compiler:
         return self._finish(Record(Stage, nodes, where), start)
 
 
+
+
+def _numbers_problem(limits: Limits, field: str, value: Any) -> str | None:
+    """The first number of ``value`` (a number or a tuple of them) over its limit, as the walk judges it."""
+    for number in value if isinstance(value, tuple) else (value,):
+        problem = number_problem(limits, field, number)
+        if problem:
+            return problem
+    return None
 
 
 @dataclass(frozen=True)
@@ -390,12 +412,17 @@ def yaml_key_path(text: str, line: int) -> str:
     """Key path of the (last) mapping key on ``line``: used to place errors YAML reports by line only."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return ""
     found = ""
 
+    seen: set[int] = set()  # an alias is walked once: a billion-laughs document stays cheap, a cycle ends
+
     def walk(node: yaml.Node, path: str) -> None:
         nonlocal found
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 key_path = f"{path}.{key.value}" if path else str(key.value)
@@ -407,5 +434,8 @@ def yaml_key_path(text: str, line: int) -> str:
                 walk(item, f"{path}[{index}]")
 
     if root is not None:
-        walk(root, "")
+        try:
+            walk(root, "")
+        except RecursionError:
+            return ""
     return found
