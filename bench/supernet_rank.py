@@ -15,63 +15,14 @@ Goals (issue 5): tau >= 0.5 for the supernet; step-time ratio <= 1.5.
 
 The defaults: the ``convnext`` family space, which varies sizes only (widths, depths, kernels, MLP ratios: the
 setting in which OFA, BigNAS and AutoFormer report their rankings), at width x0.125 and 32 px; a 20-epoch
-supernet with one random subnet per step besides the two ends (about 14 minutes on one core); 24 archs, each
-trained alone for 6 epochs (about 45 s each). A full run took 31 minutes on 2 cores.
+supernet with one random subnet per step besides the two ends; 24 archs, each trained alone for 6 epochs (the
+archs lie close together, so fewer epochs let the training seed reorder them).
 
-Measured with the defaults (2026-11-22; one intra-op thread, beside another job; each supernet seed draws its own
-24 archs, and trains them alone with the same seed):
-
-    seed  supernet                                  tau supernet  tau params  step-time ratio
-    0     13.7 min; largest 0.929, smallest 0.871   +0.571        +0.412      1.32
-    1     12.8 min; largest 0.916, smallest 0.829   +0.572        +0.545      1.34
-
-The whole default run with seed 0 printed the same tau (+0.571) and a step-time ratio of 1.43; there the
-zero-cost proxies ranked at naswot +0.39, synflow +0.27, grad_norm +0.22, and 60 training steps from scratch
-at -0.11 (these archs all sit near 0.48 top-1 after 60 steps) but from the inherited weights at +0.59.
-
-With two random subnets per step (the CLI's default) the same archs rank at +0.650 / +0.589, but a step costs
-1.56 / 1.78 times the largest alone, since it runs four subnets. One pass of the largest subnet through the
-supernet costs 1.04 to 1.06 times the same pass built alone: the step-time ratio counts subnets, not sharing
-overhead.
-
-Why 6 stand-alone epochs: convnext's archs lie close together (6-epoch top-1 spread, std 0.015), so the training
-seed reorders them. Seed 1's 24 archs trained with two seeds agree at tau +0.577 after 2 epochs (mean |difference|
-0.019) and +0.640 after 6 (0.007): that agreement is about the most any predictor can score against one seed.
-Against 6 epochs the supernets score +0.56 to +0.65 (either training seed), near that ceiling; against 2 (the
-budget before 2026-11-22) +0.43 to +0.56, with the parameter count at +0.32 / +0.53. Six epochs also compare
-like with like: the supernet trains for twenty. The parameter count is a strong baseline on this space: against the
-mean of the two 6-epoch seeds it ranks seed 1's archs at +0.62, the supernet at +0.62 (one random
-subnet per step) / +0.66 (two).
-
-Over kinds the supernet does not reach the goal. ``metaformer`` (``--space metaformer --supernet-epochs 3
---num-random 2 --standalone-epochs 2``; 3 epochs take 7 to 15 minutes there) also varies mixers, norms, stems
-and downsamplers. One run each, 24 archs:
-
-* 3-epoch supernets rank at +0.26 to +0.40 over seeds; 2, 4 and 6 epochs at +0.15 to +0.23: no trend in
-  length although the sandwich ends improve (largest 0.84 -> 0.91). The ground truth is not the limit there:
-  two stand-alone seeds agree at +0.79, 5 epochs agree with 2 at +0.76, and the supernet scores +0.455
-  against either (on 12 archs). Two supernets agree with each other at only +0.22 to +0.50, while two
-  evaluations of one agree at +0.96 to +0.98: the spread comes from training.
-* Its random subnets score near chance one-shot (mean 0.21 top-1 against 0.73 alone) while the fixed ends
-  reach ~0.8 / ~0.5. A supernet trained on one arch only scores it at 0.68-0.76 (0.75-0.79 alone): the loss
-  comes from sharing between kinds, not from the machinery.
-* Tried, no gain: other sampling rules (no smallest end +0.35, varied ends +0.21, uniform single path +0.08);
-  few-shot splitting by stage-3 block family (arXiv:2006.06863; +0.29 against +0.27 unsplit); norms and layer
-  scales keyed by kind (+0.27 to +0.40); tying a stage's positions (+0.14); an average of the weights over ~40
-  steps (-0.02); a linear probe on inherited features (+0.26); sharing the downsamplers' and stems' kernels
-  across kinds (+0.30 against +0.40: more sharing, less told apart; ``bench/supernet_sharing.py``).
-* Subspaces of metaformer with one arch's kinds pinned tell sizes from kinds apart. Sizes only (17
-  decisions): 3 epochs +0.26 to +0.33 (ordering by depth where training alone orders by width), 9 epochs
-  +0.49 to +0.55. Sizes and mixer kinds (24 decisions), 3 epochs: one-shot mean 0.42, tau +0.31.
-
-What ranks metaformer instead: 60 steps of training alone from a random start (the ``short-train`` source of
-``nas search``) rank its 24 archs at +0.57 to +0.72, about 20 s per arch on one core; from the inherited
-weights +0.51 / +0.65, no better. NASWOT on one 64-image batch at the proxy scale (the ``zero-cost`` source,
-0.2 s per arch) +0.22; the parameter count -0.20; log10 MACs (the ``proxy`` source) -0.03; the default supernet
-that ``nas search`` trains once per space (1 epoch, one random subnet per step) +0.05 to +0.15.
+The figures this bench printed, and what they taught (why 6 epochs, why kinds break weight sharing, what ranks
+``metaformer`` instead), are in bench/README.md.
 
 Usage:
-    python bench/supernet_rank.py                  # the full run (about 30 minutes on 2 cores)
+    python bench/supernet_rank.py                  # the full run (the longest bench)
     python bench/supernet_rank.py --space metaformer --supernet-epochs 3 --num-random 2 --standalone-epochs 2
     python bench/supernet_rank.py --smoke          # seconds: a tiny space and a data subset (CI)
     python bench/supernet_rank.py --json out.json  # also write every figure as JSON
