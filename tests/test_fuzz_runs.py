@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from nas.cli import main
 from nas.runs import JOURNAL_FILE, PARETO_FILE, RUN_FILE, Run
+from nas.runs.run import PLOT_FILE
 from tests.test_search import write_tiny_space
 
 BUDGET = 6
@@ -228,13 +229,13 @@ def test_readers_of_a_run_without_its_journal_create_nothing(pristine: Path, tmp
     assert f"{JOURNAL_FILE}: missing" in message
 
 
-@pytest.mark.parametrize("output", [PARETO_FILE, "top"])
+@pytest.mark.parametrize("output", [PARETO_FILE, PLOT_FILE, "top"])
 def test_an_output_of_the_wrong_kind_is_refused_before_the_resumed_search(
         pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], output: str) -> None:
     run = copy_of(pristine, tmp_path)
     target = run / output
-    shutil.rmtree(target) if target.is_dir() else target.unlink()
-    if output == PARETO_FILE:
+    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    if output != "top":
         target.mkdir()
         (target / "keep.txt").write_text("mine")
     else:

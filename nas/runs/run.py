@@ -428,16 +428,18 @@ class Run:
         a run that cannot continue is refused before any work.
 
         Raises:
-            RunError: a malformed record (see :meth:`records`), or ``pareto.csv`` / ``top`` of the wrong kind.
+            RunError: a malformed record (see :meth:`records`), or ``pareto.csv`` / ``pareto.png`` / ``top`` of
+                the wrong kind.
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", JournalWarning)  # a cut last line: repair() drops and reports it
             self.records()
-        for name, is_dir in ((PARETO_FILE, False), (TOP_DIR, True)):
+        for name, is_dir, what in ((PARETO_FILE, False, "Pareto front"), (PLOT_FILE, False, "Pareto plot"),
+                                   (TOP_DIR, True, "top Archs")):
             path = self.path / name
             if os.path.lexists(path) and path.is_dir() != is_dir:
                 raise RunError(f"{path}: {'not a directory' if is_dir else 'a directory'}, where the run writes its "
-                               f"{'top Archs' if is_dir else 'Pareto front'}; move it away")
+                               f"{what}; move it away")
 
     def discard_unrecorded(self) -> bool:
         """Remove the directory this object's :meth:`create` made if nothing was recorded through it, so a
