@@ -419,6 +419,27 @@ def test_short_train_source_trains_candidates_at_the_default_supernets_scale_onc
     assert not scorer.measures[0].source.cache_file.exists(), "a candidate not measured is not cached"
 
 
+def test_short_train_scores_do_not_depend_on_the_number_of_workers(tiny_space, tmp_path, monkeypatch) -> None:
+    """Worker processes train one candidate each in one thread, as the source does in process with one CPU."""
+    import torch
+
+    from nas.search.accuracy import ShortTrainAccuracy
+
+    archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(3), 3)]
+    scores = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    for workers in (1, 2):
+        monkeypatch.setenv("NAS_HOME", str(tmp_path / f"workers{workers}"))
+        source = ShortTrainAccuracy(steps=3, workers=workers)
+        scores[workers] = source.evaluate(archs)
+        assert source.cache_file.is_file() and (source._pool is not None) == (workers > 1)
+    assert np.isfinite(scores[1]).all() and (scores[1] == scores[2]).all()
+    assert torch.get_num_threads() == 2, "the in-process path trains in one thread, then restores the count"
+    torch.set_num_threads(threads)
+    assert "3 training steps" in source.label
+
+
 def test_warm_start_opens_the_first_generation(tiny_space) -> None:
     seeds = tiny_space.sample_vectors(np.random.default_rng(9), 3)
     strategy = create_strategy("evolution", tiny_space, directions=["maximize", "minimize"], population_size=8)

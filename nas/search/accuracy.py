@@ -25,9 +25,10 @@ import functools
 import hashlib
 import json
 import math
+import os
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -176,27 +177,40 @@ class ShortTrainAccuracy(AccuracySource):
         steps: training steps per candidate.
         seed: initial weights and data order (the same for every candidate).
         width, resolution: the proxy scale.
+        workers: candidates trained side by side, one process and one thread each (:mod:`nas.supernet.
+            training_pool`); None: one per CPU this process may use, at most 8.
     """
 
     column = "accuracy"
-    label = "short-train accuracy (60 steps alone)"
 
     @classmethod
     def from_context(cls, context: ObjectiveContext) -> ShortTrainAccuracy:
         return cls(seed=context.seed)
 
     def __init__(self, *, data: str | None = None, steps: int | None = None, seed: int = 0,
-                 width: float = PROXY_WIDTH, resolution: int = PROXY_RESOLUTION):
+                 width: float = PROXY_WIDTH, resolution: int = PROXY_RESOLUTION, workers: int | None = None):
         from nas.data import load_dataset
         from nas.supernet import EvalBatches, ProxyScale
         from nas.supernet.short_train import DEFAULT_SHORT_STEPS
 
+        self.data = data
         self.dataset = load_dataset(data)
         self.steps = DEFAULT_SHORT_STEPS if steps is None else steps
         self.seed = seed
         self.scale = ProxyScale(width=width, resolution=resolution, num_classes=self.dataset.num_classes)
+        self.workers = min(len(os.sched_getaffinity(0)), 8) if workers is None else workers
+        self._pool: Any = None
         self.batches = EvalBatches.from_dataset(self.dataset, resolution=resolution, channels=3, batch_size=256,
                                                 seed=seed)
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"accuracy after {self.steps} training steps alone"
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """What a score depends on besides the dataset and the candidate."""
+        return {"steps": self.steps, "seed": self.seed, "scale": self.scale.to_dict()}
 
     @property
     def cache_file(self) -> Path:
@@ -205,7 +219,7 @@ class ShortTrainAccuracy(AccuracySource):
         from nas.supernet.short_train import RECIPE_VERSION
 
         recipe = {"version": RECIPE_VERSION, "data": self.dataset.name, "train": self.dataset.num_train,
-                  "val": self.dataset.num_val, "steps": self.steps, "seed": self.seed, "scale": self.scale.to_dict()}
+                  "val": self.dataset.num_val, **self.recipe}
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
         return user_dir() / "short_train" / f"{key}.json"
 
@@ -222,24 +236,50 @@ class ShortTrainAccuracy(AccuracySource):
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
         from tqdm import tqdm
 
-        from nas.atomic import write_atomic
-        from nas.supernet import ProxyError, short_train_scores
-
         cached = self._cached()
         todo = [arch for arch in archs if arch.id not in cached]
         with tqdm(total=len(todo), desc=f"short-train {self.steps} steps", unit="arch", leave=False,
                   disable=None) as bar:
-            for arch in todo:
-                try:
-                    (score,) = short_train_scores([arch], self.dataset, self.batches, scale=self.scale,
-                                                  steps=self.steps, seed=self.seed)
-                except ProxyError:  # it does not fit the proxy scale: not measured, not cached
-                    pass
-                else:
-                    cached = {**self._cached(), arch.id: float(score)}  # re-read: another worker may have added
-                    write_atomic(self.cache_file, json.dumps(cached, sort_keys=True))
+            for arch, score in self._train(todo):
+                if score is not None:  # None: it does not fit the proxy scale (not measured, not cached)
+                    cached = self._keep(arch, score)
                 bar.update(1)
         return np.array([cached.get(arch.id, -math.inf) for arch in archs], dtype=np.float64)
+
+    def _train(self, archs: Sequence[Arch]) -> Iterator[tuple[Arch, float | None]]:
+        """Each candidate with its score as it finishes: in worker processes when there are several CPUs and
+        candidates, else here; one torch thread either way, so the score does not depend on the CPUs."""
+        if self.workers > 1 and len(archs) > 1:
+            if self._pool is None:
+                from nas.supernet.training_pool import TrainingPool
+
+                self._pool = TrainingPool(self.workers, data=self.data, recipe=self.recipe)
+            for index, score in self._pool.scores(archs):
+                yield archs[index], score
+            return
+        import torch
+
+        from nas.supernet import ProxyError, short_train_scores
+
+        threads = torch.get_num_threads()
+        for arch in archs:
+            torch.set_num_threads(1)
+            try:
+                (score,) = short_train_scores([arch], self.dataset, self.batches, scale=self.scale,
+                                              steps=self.steps, seed=self.seed)
+            except ProxyError:
+                score = None
+            finally:
+                torch.set_num_threads(threads)
+            yield arch, None if score is None else float(score)
+
+    def _keep(self, arch: Arch, score: float) -> dict[str, float]:
+        """Add one score to the cache file (re-read first: another worker may have added some)."""
+        from nas.atomic import write_atomic
+
+        cached = {**self._cached(), arch.id: score}
+        write_atomic(self.cache_file, json.dumps(cached, sort_keys=True))
+        return cached
 
 
 def _load_supernet(checkpoint: str) -> Any:
