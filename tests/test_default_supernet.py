@@ -73,15 +73,15 @@ def test_a_killed_training_is_finished_by_the_next_search(tmp_path: Path, space_
     assert json.loads((folder / "result.json").read_text())["steps"] == 30
 
 
-def test_search_scores_one_shot_accuracy_by_default(trained: tuple[Path, list[str]], space_file: str,
-                                                    monkeypatch, capsys) -> None:
+def test_a_supernet_search_without_a_checkpoint_uses_the_default_supernet(
+        trained: tuple[Path, list[str]], space_file: str, monkeypatch, capsys) -> None:
     root, _ = trained
     monkeypatch.setattr(default, "DEFAULT_RECIPE", TINY)
     args = ["search", "--space", space_file, "--target", "iphone12", "--budget", "6", "--population", "6",
-            "--out", str(root), "--no-plot"]
+            "--accuracy", "supernet", "--out", str(root), "--no-plot"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "(trained earlier)" in out and "supernet accuracy" in out
+    assert "(trained earlier)" in out and "one-shot accuracy (supernet)" in out
     (path,) = [child for child in root.iterdir() if (child / RUN_FILE).is_file()]
     run = Run.open(path)
     assert run.settings.accuracy == "supernet"

@@ -153,6 +153,37 @@ def test_resume_after_kill_gives_the_uninterrupted_history(space_file: str, tmp_
         assert list(resumed["number"]) == list(whole["number"])
 
 
+def test_a_short_train_search_killed_mid_training_resumes_to_the_same_history(space_file: str, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """The default source trains candidates in worker processes and keeps each score as it finishes: a kill
+    loses only candidates in training, and the resumed search reads the others back."""
+    budget = 6
+    args = [*search_args(space_file, budget=budget), "--accuracy", "short-train", "--population", "3"]
+    monkeypatch.setenv("NAS_HOME", str(tmp_path / "home-whole"))
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = Run.open(the_run(tmp_path / "whole")).history()
+
+    home = tmp_path / "home-killed"
+    monkeypatch.setenv("NAS_HOME", str(home))
+    process = subprocess.Popen([sys.executable, "-m", "nas.cli", *args, "--out", str(tmp_path / "killed")],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "NAS_HOME": str(home)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not list(home.glob("short_train/*.json")):
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    (cache,) = home.glob("short_train/*.json")
+    kept = json.loads(cache.read_text())
+    assert 0 < len(kept) < budget, "killed after some candidates were trained and before the end"
+
+    assert main(["search", "--resume", str(the_run(tmp_path / "killed")), "--no-plot"]) == 0
+    resumed = Run.open(the_run(tmp_path / "killed")).history()
+    columns = [column if column != "proxy_score" else "accuracy" for column in COLUMNS]
+    assert resumed[columns].to_dict("records") == whole[columns].to_dict("records")
+    assert {arch_id: json.loads(cache.read_text())[arch_id] for arch_id in kept} == kept
+
+
 def test_two_processes_share_one_journal(space_file: str, tmp_path: Path) -> None:
     storage = tmp_path / "shared.journal"
     budget = 24

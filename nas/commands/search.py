@@ -60,11 +60,11 @@ class SearchCommand(Command):
                             help=f"population / batch size (default {RunSettings.population})")
         parser.add_argument("--seed", type=count(MAX_SEED, minimum=0),
                             help=f"seed of every random choice (default {RunSettings.seed})")
-        parser.add_argument("--accuracy", help="accuracy source: supernet (default: one-shot accuracy under "
-                                               "--supernet, or under a small supernet trained once per space on "
-                                               "the bundled data and reused), zero-cost, short-train (60 "
-                                               "training steps per candidate: slow, ranks best), proxy "
-                                               "(log10 MACs, a stand-in)")
+        parser.add_argument("--accuracy", help="accuracy source: short-train (default: accuracy after 60 "
+                                               "training steps alone, one candidate per CPU at a time; ranks "
+                                               "best), supernet (one-shot accuracy under --supernet, or under a "
+                                               "small supernet trained once per space on the bundled data; ranks "
+                                               "sizes, not kinds), zero-cost, proxy (log10 MACs, a stand-in)")
         parser.add_argument("--supernet", metavar="CHECKPOINT", help="a trained supernet (`nas supernet train`) "
                                                                      "for one-shot accuracy")
         parser.add_argument("--max-latency", metavar="TIME", help="latency bound, e.g. 2ms, 500us")
@@ -151,7 +151,8 @@ class SearchCommand(Command):
             print_json({**run.summary(), "plot": None if plot_path is None else str(plot_path),
                          "pareto_front": json.loads(front[columns].to_json(orient="records"))})
             return 0
-        print(f"Pareto front ({len(front)} of {run.count()} candidates; {settings.accuracy} accuracy, "
+        accuracy = settings.objectives[0].label or f"{settings.accuracy} accuracy"
+        print(f"Pareto front ({len(front)} of {run.count()} candidates; {accuracy}, "
               f"latency on {settings.target}):")
         print_table(json.loads(front[columns].round(4).to_json(orient="records")) if len(front) else [])
         print(f"run:  {run.path}")

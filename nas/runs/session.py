@@ -37,8 +37,9 @@ def zoo_vectors(space: Any) -> np.ndarray:
 
 
 def resolve_accuracy(accuracy: str) -> str:
-    """``auto`` (the default) is ``supernet``: one-shot accuracy, from ``--supernet`` or the default supernet."""
-    return "supernet" if accuracy == "auto" else accuracy
+    """``auto`` is the default source, ``short-train``: of the sources, the one that ranks like training
+    (the README's rank figures); ``supernet`` (one-shot) ranks sizes but not kinds."""
+    return "short-train" if accuracy == "auto" else accuracy
 
 
 def default_study_name(space: str, target: str, strategy: str, seed: int) -> str:

@@ -81,7 +81,7 @@ class RunSettings:
         budget: candidates to evaluate in total (all workers together).
         population: the strategy's batch (population) size.
         seed: the seed every random choice of the search derives from.
-        accuracy: the accuracy source (``supernet``, ``zero-cost``, ``short-train``, ``proxy``); ``supernet``
+        accuracy: the accuracy source (``short-train``, ``supernet``, ``zero-cost``, ``proxy``); ``supernet``
             without a ``supernet`` checkpoint uses the space's default supernet (:mod:`nas.runs.supernets`).
         objectives: what is optimised, in study order.
         constraints: bounds on metrics.
@@ -100,7 +100,7 @@ class RunSettings:
     budget: int = 300
     population: int = 32
     seed: int = 0
-    accuracy: str = "supernet"
+    accuracy: str = "short-train"
     objectives: tuple[ObjectiveSpec, ...] = ()
     constraints: tuple[ConstraintSpec, ...] = ()
     storage: str | None = None
