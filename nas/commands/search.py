@@ -66,7 +66,8 @@ class SearchCommand(Command):
                                                "small supernet trained once per space on the bundled data; ranks "
                                                "sizes, not kinds), zero-cost, proxy (log10 MACs, a stand-in)")
         parser.add_argument("--supernet", metavar="CHECKPOINT", help="a trained supernet (`nas supernet train`) "
-                                                                     "for one-shot accuracy")
+                                                                     "for one-shot accuracy (the source without "
+                                                                     "--accuracy)")
         parser.add_argument("--max-latency", metavar="TIME", help="latency bound, e.g. 2ms, 500us")
         parser.add_argument("--max-params", metavar="COUNT", help="parameter bound, e.g. 10M")
         parser.add_argument("--max-macs", metavar="COUNT", help="MAC bound, e.g. 1G")

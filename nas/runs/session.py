@@ -36,10 +36,13 @@ def zoo_vectors(space: Any) -> np.ndarray:
     return np.array(vectors, dtype=np.int16).reshape(-1, space.num_slots)
 
 
-def resolve_accuracy(accuracy: str) -> str:
-    """``auto`` is the default source, ``short-train``: of the sources, the one that ranks like training
-    (the README's rank figures); ``supernet`` (one-shot) ranks sizes but not kinds."""
-    return "short-train" if accuracy == "auto" else accuracy
+def resolve_accuracy(request: SearchRequest) -> str:
+    """The request's accuracy source. Unset or ``auto``: ``supernet`` where a ``--supernet`` checkpoint is given,
+    else ``short-train``, of the sources the one that ranks like training (the README's rank figures);
+    ``supernet`` (one-shot) ranks sizes but not kinds."""
+    if request.accuracy in (None, "auto"):
+        return "supernet" if request.supernet is not None else "short-train"
+    return request.accuracy
 
 
 def default_study_name(space: str, target: str, strategy: str, seed: int) -> str:
@@ -64,7 +67,7 @@ def plan_search(request: SearchRequest) -> tuple[RunSettings, Any, Any]:
     storage = request.storage
     if storage is not None:
         storage = _absolute(storage, is_file="://" not in storage)
-    accuracy = resolve_accuracy(request.value("accuracy"))
+    accuracy = resolve_accuracy(request)
     parsed = [parse_constraint(name, text) for name, text in request.constraints.items() if text is not None]
     if storage is not None:
         check_storage_url(storage)
@@ -111,7 +114,7 @@ def start_search(request: SearchRequest, *, root: str | os.PathLike[str] = "runs
 
     settings, space, scorer = plan_search(dataclasses.replace(request, accuracy="proxy", supernet=None))
     check_feasible(space, scorer, target=settings.target, samples=probe, seed=settings.seed)
-    if resolve_accuracy(request.value("accuracy")) == "supernet" and request.supernet is None:
+    if resolve_accuracy(request) == "supernet" and request.supernet is None:
         default = ensure_default_supernet(root, request.space, progress=progress, log=log)
         request = dataclasses.replace(request, supernet=str(default))
     settings, _, _ = plan_search(request)
