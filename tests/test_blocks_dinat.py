@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from nas.arch import Site
 from nas.blocks.attention import Attention, AttentionCfg
 from nas.blocks.dinat import NeighbourhoodAttention, NeighbourhoodAttentionCfg, neighbourhood, neighbourhood_2d
 from nas.errors import ConfigError
+from nas.space import load_space
 
 
 def _randomise(module: nn.Module) -> nn.Module:
@@ -120,3 +122,12 @@ def test_check_names_the_bad_field(field: str, value: int) -> None:
     with pytest.raises(ConfigError) as caught:
         cfg.check(Site(8, 8, 8, 8))
     assert caught.value.path == field
+
+
+def test_metaformer_samples_draw_neighbourhood_attention_and_its_stem() -> None:
+    space = load_space("metaformer")
+    archs = [space.decode(vector) for vector in space.sample_vectors(np.random.default_rng(0), 200)]
+    dilations = {block.mixer.dilation for arch in archs for stage in arch.stages for block in stage.blocks
+                 if block.mixer.kind == "neighbourhood_attention"}
+    assert dilations == {1, 2, 4, 8}
+    assert any(arch.stem.kind == "conv_tokenizer" for arch in archs)

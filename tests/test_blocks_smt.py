@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ import nas
 from nas.arch import Site
 from nas.blocks.smt import LocalValueAttention, LocalValueAttentionCfg, ScaleAwareModulation, ScaleAwareModulationCfg
 from nas.errors import ConfigError
+from nas.space import load_space
 
 
 def _randomise(module: nn.Module) -> nn.Module:
@@ -105,3 +107,11 @@ def test_modulation_check_names_the_bad_field(changes: dict[str, object], field:
     with pytest.raises(ConfigError) as caught:
         cfg.check(Site(16, 16, 8, 8))
     assert caught.value.path == field
+
+
+def test_metaformer_samples_draw_every_smt_kind() -> None:
+    space = load_space("metaformer")
+    archs = [space.decode(vector) for vector in space.sample_vectors(np.random.default_rng(0), 200)]
+    kinds = {block.mixer.kind for arch in archs for stage in arch.stages for block in stage.blocks}
+    assert {"scale_aware_modulation", "local_value_attention"} <= kinds
+    assert any(arch.stem.kind == "smt_stem" for arch in archs)
