@@ -1,4 +1,4 @@
-"""SMT's kinds against references written the way the paper describes them.
+"""SMT's kinds (modulation, local-value attention, the residual conv FFN) against references written out.
 
 The scale-aware modulation reference lays ``s`` out head by head, as SMT does,
 convolves each head with its own kernel, regroups one channel of every head per
@@ -18,7 +18,14 @@ from torch import nn
 
 import nas
 from nas.arch import Site
-from nas.blocks.smt import LocalValueAttention, LocalValueAttentionCfg, ScaleAwareModulation, ScaleAwareModulationCfg
+from nas.blocks.smt import (
+    LocalValueAttention,
+    LocalValueAttentionCfg,
+    ResidualConvMlp,
+    ResidualConvMlpCfg,
+    ScaleAwareModulation,
+    ScaleAwareModulationCfg,
+)
 from nas.errors import ConfigError
 from nas.space import load_space
 
@@ -112,6 +119,30 @@ def test_modulation_check_names_the_bad_field(changes: dict[str, object], field:
 def test_metaformer_samples_draw_every_smt_kind() -> None:
     space = load_space("metaformer")
     archs = [space.decode(vector) for vector in space.sample_vectors(np.random.default_rng(0), 200)]
-    kinds = {block.mixer.kind for arch in archs for stage in arch.stages for block in stage.blocks}
-    assert {"scale_aware_modulation", "local_value_attention"} <= kinds
+    blocks = [block for arch in archs for stage in arch.stages for block in stage.blocks]
+    assert {"scale_aware_modulation", "local_value_attention"} <= {block.mixer.kind for block in blocks}
+    assert "residual_conv_mlp" in {block.ffn.kind for block in blocks}
     assert any(arch.stem.kind == "smt_stem" for arch in archs)
+
+
+def _pointwise(layer: nn.Module) -> torch.Tensor:
+    """A pointwise layer's ``out x in`` matrix, whether a linear layer or a 1x1 convolution."""
+    return layer.weight.reshape(layer.weight.shape[0], -1)
+
+
+@pytest.mark.parametrize("layout", ["nlc", "nchw"])
+def test_residual_conv_mlp_adds_the_depthwise_input_back(layout: str) -> None:
+    size = (4, 5)
+    ffn = _randomise(ResidualConvMlp(ResidualConvMlpCfg(ratio=2), dim=4, layout=layout, size=size))  # type: ignore[arg-type]
+    conv = next(module for module in ffn.mid.modules() if isinstance(module, nn.Conv2d))
+    tokens = torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(3))
+    hidden = tokens @ _pointwise(ffn.fc1).T + ffn.fc1.bias
+    hidden_map = hidden.transpose(1, 2).reshape(2, 8, *size)
+    mixed = F.gelu(hidden_map + F.conv2d(hidden_map, conv.weight, conv.bias, padding=1, groups=8))
+    expected = mixed.flatten(2).transpose(1, 2) @ _pointwise(ffn.fc2).T + ffn.fc2.bias
+    x = tokens if layout == "nlc" else tokens.transpose(1, 2).reshape(2, 4, *size)
+    with torch.no_grad():
+        out = ffn(x)
+    out = out if layout == "nlc" else out.flatten(2).transpose(1, 2)
+    torch.testing.assert_close(out, expected.detach(), rtol=1e-4, atol=1e-5)
+

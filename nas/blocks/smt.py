@@ -13,6 +13,10 @@ attention (Sec. 3.1):
   1x1 convolution back to the width give the modulator.
 * The output is ``proj(modulator * v)``, ``v`` a second linear projection.
 
+SMT's FFN has a depthwise 3x3 convolution between its two layers whose input
+is added back before the activation, ``fc2(act(h + dwconv(h)))`` with
+``h = fc1(x)`` (:class:`ResidualConvMlpCfg`), unlike PVTv2's ``conv_mlp``.
+
 The third stage is hybrid: modulation and attention blocks alternate
 ("evolutionary hybrid network", Sec. 3.2), and the last stage is attention
 only. SMT's attention adds a depthwise 3x3 convolution of the values to the
@@ -42,8 +46,9 @@ from torch import nn
 
 from nas.arch import Component, Site
 from nas.blocks.attention import check_heads, merge_heads, split_heads
-from nas.blocks.common import factory_kwargs
+from nas.blocks.common import Activation, Layout, Mlp, factory_kwargs
 from nas.blocks.contract import Chunks, Prefix
+from nas.blocks.ffn import hidden_width
 from nas.blocks.registry import register
 from nas.blocks.stems import Stem, conv_out
 from nas.blocks.template import TokenMixer, create_norm
@@ -53,9 +58,11 @@ __all__ = [
     "ScaleAwareModulationCfg",
     "LocalValueAttentionCfg",
     "SmtStemCfg",
+    "ResidualConvMlpCfg",
     "ScaleAwareModulation",
     "LocalValueAttention",
     "SmtStem",
+    "ResidualConvMlp",
 ]
 
 
@@ -126,6 +133,22 @@ class SmtStemCfg(Component):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         height, width = conv_out(height, 3, 2, 1), conv_out(width, 3, 2, 1)
         return conv_out(height, 2, 2, 0), conv_out(width, 2, 2, 0)
+
+
+@dataclass(frozen=True)
+class ResidualConvMlpCfg(Component):
+    """Pointwise, then ``act(h + depthwise3x3(h))``, pointwise: SMT's FFN, hidden width ``ratio * dim``."""
+
+    sharing = {"fc1": Prefix(), "mid": Prefix(), "fc2": Prefix()}  # ratio x dim independent hidden units
+
+    ratio: float = 4.0
+    act: Activation = "gelu"
+
+    def check(self, site: Site) -> None:
+        if self.ratio <= 0:
+            raise ConfigError(f"must be > 0, got {self.ratio}", path="ratio")
+        if site.prefix_tokens:
+            raise ConfigError("a depthwise conv cannot run on a feature map that carries class tokens", path="kind")
 
 
 def _to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -202,3 +225,17 @@ class SmtStem(Stem):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))
+
+
+@register("ffn", "residual_conv_mlp", ResidualConvMlpCfg)
+class ResidualConvMlp(Mlp):
+    """:class:`~nas.blocks.common.Mlp` with a depthwise conv whose input skips it: ``fc2(act(h + mid(h)))``."""
+
+    def __init__(self, cfg: ResidualConvMlpCfg, *, dim: int, layout: Layout, size: tuple[int, int],
+                 device: Any = None, dtype: Any = None):
+        super().__init__(dim, hidden_width(dim, cfg.ratio), layout, act=cfg.act, dwconv=True, size=size,
+                         device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.fc1(x)
+        return self.fc2(self.act(hidden + self.mid(hidden)))
