@@ -31,8 +31,10 @@ narrower subnet's prefix of channels keeps a prefix of every head, so weight
 sharing needs no declaration beyond the defaults.
 
 Published figures (for the zoo's ``smt_tiny``): SMT-T has 11.5M parameters and
-2.4 GFLOPs at 224 px (the paper's Table 1, and AFeng-x/SMT README.md); its
-widths, depths, heads and ratios are that repository's ``models/smt.py`` (``smt_t``).
+2.4 GFLOPs at 224 px (the paper's Table 1; AFeng-x/SMT README.md rounds them);
+its widths, depths, heads and ratios are that repository's ``models/smt.py``
+(``smt_t``). Those FLOPs are ptflops' multiply-accumulates, which leave out the
+attention matmuls that ``nas.cost`` counts.
 """
 
 from __future__ import annotations
