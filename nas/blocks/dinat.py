@@ -31,7 +31,7 @@ the shorter side and the dilation to ``side // kernel`` (DiNAT's own rule for
 choosing it); DiNAT-Mini at 224 px needs neither.
 
 Published figures (for the zoo's ``dinat_mini``): DiNAT-Mini has 20M parameters
-and 2.7 GFLOPs at 224 px (the paper's Table 2 and SHI-Labs/Neighborhood-Attention-Transformer,
+and 2.7 GFLOPs at 224 px (the paper's ImageNet-1K table and SHI-Labs/Neighborhood-Attention-Transformer,
 DiNAT.md); its depths, widths, heads and dilations are that repository's
 ``classification/dinat.py`` (``dinat_mini``).
 """
