@@ -1,7 +1,7 @@
 """Scale-aware modulation, attention with a depthwise value path, and the SMT stem.
 
 Paper: "Scale-Aware Modulation Meet Transformer", Lin et al., ICCV 2023,
-arXiv:2307.08265. SMT's early stages use a convolutional modulator instead of
+arXiv:2307.08579. SMT's early stages use a convolutional modulator instead of
 attention (Sec. 3.1):
 
 * **Multi-head mixed convolution (MHMC)**: a linear ``s`` projection, split
@@ -31,7 +31,7 @@ narrower subnet's prefix of channels keeps a prefix of every head, so weight
 sharing needs no declaration beyond the defaults.
 
 Published figures (for the zoo's ``smt_tiny``): SMT-T has 11.5M parameters and
-2.4 GFLOPs at 224 px (the paper's Table 1; AFeng-x/SMT README.md rounds them);
+2.4 GFLOPs at 224 px (the paper's abstract; AFeng-x/SMT README.md rounds them);
 its widths, depths, heads and ratios are that repository's ``models/smt.py``
 (``smt_t``). Those FLOPs are ptflops' multiply-accumulates, which leave out the
 attention matmuls that ``nas.cost`` counts.
