@@ -156,7 +156,7 @@ class NeighbourhoodAttention(TokenMixer):
     computed once and kept as non-persistent buffers (derived data, not state).
     Scores are a ``1 x head_dim`` by ``head_dim x kernel**2`` matmul per query, so
     the cost model counts ``tokens * dim * kernel**2`` MACs for each of the two
-    attention products, as NA's own FLOP count does.
+    attention products; DiNAT's published FLOPs include them too.
     """
 
     def __init__(self, cfg: NeighbourhoodAttentionCfg, *, dim: int, size: tuple[int, int], prefix_tokens: int = 0,
