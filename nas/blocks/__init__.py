@@ -14,6 +14,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     efficientformer,
     efficientvit,
     ffn,
+    gcvit,
     heads,
     mbconv,
     norms,
