@@ -46,7 +46,13 @@ from nas.blocks.contract import Chunks, FitsMap, RelativeTable
 from nas.blocks.downsample import Downsample
 from nas.blocks.registry import register
 from nas.blocks.stems import Stem, conv_out
-from nas.blocks.swin import WindowAttention, WindowAttentionCfg, relative_position_index, window_partition, window_reverse
+from nas.blocks.swin import (
+    WindowAttention,
+    WindowAttentionCfg,
+    relative_position_index,
+    window_partition,
+    window_reverse,
+)
 from nas.blocks.template import BlockContext, FusedBlock, Residual, create_ffn, create_norm
 from nas.errors import ConfigError
 
