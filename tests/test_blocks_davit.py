@@ -3,6 +3,7 @@ block with its conv positional encodings, checked against naive references on ti
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from nas.blocks.davit import (
     PlainWindowAttention,
 )
 from nas.blocks.template import BlockContext
+from nas.space import load_space
 
 
 def _generator() -> torch.Generator:
@@ -131,3 +133,11 @@ def test_dual_block_puts_a_cpe_before_each_half_outside_the_norm(mixer) -> None:
         expected = expected + _depthwise(ffn_cpe.conv, expected, size)
         expected = expected + ffn.fn(ffn.norm(expected))
         torch.testing.assert_close(module(x), expected)
+
+
+def test_metaformer_samples_draw_both_dual_attention_blocks() -> None:
+    space = load_space("metaformer")
+    seen: set[str] = set()
+    for vector in space.sample_vectors(np.random.default_rng(0), 200):
+        seen |= {block.mixer.kind for stage in space.decode(vector).stages for block in stage.blocks}
+    assert {"davit_spatial", "davit_channel"} <= seen

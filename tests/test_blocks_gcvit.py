@@ -3,6 +3,7 @@ checked against naive references on tiny inputs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from nas.arch import Block, Site, parse_component
 from nas.blocks.gcvit import GlobalContext, GlobalContextCfg, GlobalQueryAttention, GlobalQueryGenerator, query_levels
 from nas.blocks.template import BlockContext
 from nas.errors import ConfigError
+from nas.space import load_space
 
 
 def _generator() -> torch.Generator:
@@ -122,3 +124,13 @@ def test_the_body_alternates_local_and_global_layers_around_one_generator() -> N
     assert kinds == ["_LocalAttention", "GlobalQueryAttention"] * 2
     per_layer_pair = sum(p.numel() for layer in long.layers[:2] for p in layer.parameters())
     assert sum(p.numel() for p in long.parameters()) - sum(p.numel() for p in short.parameters()) == per_layer_pair
+
+
+def test_metaformer_samples_draw_every_gcvit_kind() -> None:
+    space = load_space("metaformer")
+    seen: set[str] = set()
+    for vector in space.sample_vectors(np.random.default_rng(0), 200):
+        arch = space.decode(vector)
+        seen |= {arch.stem.kind} | {block.mixer.kind for stage in arch.stages for block in stage.blocks}
+        seen |= {stage.downsample.kind for stage in arch.stages if stage.downsample is not None}
+    assert {"gcvit", "gcvit_downsample", "global_context"} <= seen
