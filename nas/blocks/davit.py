@@ -1,4 +1,4 @@
-"""Channel group attention (DaViT's "channel tokens").
+"""DaViT: channel group attention ("channel tokens"), the conv positional encoding and the dual blocks.
 
 Paper: "DaViT: Dual Attention Vision Transformers", Ding et al., ECCV 2022,
 arXiv:2204.03645. Spatial attention treats positions as tokens and channels as
@@ -8,7 +8,7 @@ mixer sees the image globally. To keep the cost linear in the number of
 positions, channels are split into groups and attend only within their group
 (Sec. 3.2, the channel group attention equation): per group ``g`` of ``C_g``
 channels, ``softmax(Q_g^T K_g / sqrt(C_g)) V_g^T``, a ``C_g x C_g`` attention map.
-DaViT alternates a windowed spatial block with a channel block (Fig. 3). Each of
+DaViT alternates a windowed spatial block with a channel block. Each of
 its blocks starts both halves with a conv positional encoding, the *CPE*: a
 depthwise 3x3 convolution added to its input, outside the norm and the residual
 branch (``x = cpe(x); x = x + attn(norm(x)); x = cpe(x); x = x + ffn(norm(x))``).
@@ -19,9 +19,9 @@ channel half in the MetaFormer template.
 
 Published figures (``spaces/zoo/davit_tiny.yaml``): DaViT-Tiny / Small / Base
 have 28.3M / 49.7M / 87.9M parameters and 4.5 / 8.8 / 15.5 GFLOPs at 224 px (the
-paper's Table 1 and the official dingmyu/davit README); DaViT-T has widths 96, 192,
-384, 768, heads (channel groups) 3, 6, 12, 24, one spatial-channel pair in stages
-1, 2, 4 and three in stage 3, window 7, MLP ratio 4.
+paper's ImageNet-1K table and the official dingmyu/davit README). DaViT-T has widths
+96, 192, 384, 768, heads (channel groups) 3, 6, 12, 24, one spatial-channel pair in
+stages 1, 2, 4 and three in stage 3, window 7, MLP ratio 4.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ width in row-major order, split into heads like keys; every window of an image
 attends with that image's queries.
 
 Published figures (``spaces/zoo/gcvit_*.yaml``): GC ViT-XXT 12M parameters and
-2.1 GFLOPs, GC ViT-T 28M and 4.7 GFLOPs at 224 px (NVlabs/GCVit README, ImageNet-1K
-table; the paper's Table 1); configurations from NVlabs/GCVit ``models/gc_vit.py``
+2.1 GFLOPs, GC ViT-T 28M and 4.7 GFLOPs at 224 px (the paper's ImageNet-1K table and
+the NVlabs/GCVit README); configurations from NVlabs/GCVit ``models/gc_vit.py``
 (``gc_vit_xxtiny``, ``gc_vit_tiny``).
 """
 
