@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nas.arch import Block, Site, parse_component
+from nas.blocks.contract import Chunks, declared_sharing
 from nas.blocks.gcvit import GlobalContext, GlobalContextCfg, GlobalQueryAttention, GlobalQueryGenerator, query_levels
 from nas.blocks.template import BlockContext
 from nas.errors import ConfigError
@@ -134,3 +135,12 @@ def test_metaformer_samples_draw_every_gcvit_kind() -> None:
         seen |= {arch.stem.kind} | {block.mixer.kind for stage in arch.stages for block in stage.blocks}
         seen |= {stage.downsample.kind for stage in arch.stages if stage.downsample is not None}
     assert {"gcvit", "gcvit_downsample", "global_context"} <= seen
+
+
+def test_a_sharing_pattern_covers_every_layer_and_an_exact_key_wins() -> None:
+    sharing = {"layers.*.attn.qkv": Chunks(3), "layers.1.attn.qkv": Chunks(2)}
+    assert declared_sharing(sharing, "layers.0.attn.qkv.weight") == Chunks(3)
+    assert declared_sharing(sharing, "layers.17.attn.qkv.bias") == Chunks(3)
+    assert declared_sharing(sharing, "layers.1.attn.qkv.weight") == Chunks(2)
+    assert declared_sharing(sharing, "layers.0.attn.proj.weight") is None
+    assert declared_sharing(sharing, "layers.0.norm.qkv.weight") is None
