@@ -13,7 +13,8 @@ its blocks starts both halves with a conv positional encoding, the *CPE*: a
 depthwise 3x3 convolution added to its input, outside the norm and the residual
 branch (``x = cpe(x); x = x + attn(norm(x)); x = cpe(x); x = x + ffn(norm(x))``).
 The CPE is DaViT's only position information, so its window attention has no
-relative position bias. The block-owning kinds ``davit_spatial`` and
+relative position bias. DaViT pads a map that its window does not divide; here
+the window must divide the map (every DaViT-T map at 224 px is a multiple of 7). The block-owning kinds ``davit_spatial`` and
 ``davit_channel`` are those blocks; the plain ``channel_attention`` mixer is the
 channel half in the MetaFormer template.
 
