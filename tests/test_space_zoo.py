@@ -36,6 +36,9 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "van_b3": ("metaformer",),
     "dinat_mini": ("metaformer",),
     "smt_tiny": ("metaformer",),
+    "davit_tiny": ("metaformer",),
+    "gcvit_xxtiny": ("metaformer",),
+    "gcvit_tiny": ("metaformer",),
     "efficientvit_m0": ("efficientvit",),  # three stages: not a point of the 4-stage metaformer space
     "efficientvit_m1": ("efficientvit",),
     "efficientvit_m2": ("efficientvit",),

@@ -15,6 +15,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     efficientformer,
     efficientvit,
     ffn,
+    gcvit,
     heads,
     mbconv,
     norms,

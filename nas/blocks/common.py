@@ -171,14 +171,18 @@ class ConvNorm(nn.Sequential):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gating: ``x * sigmoid(fc2(act(fc1(mean(x)))))`` (arXiv:1709.01507), 1x1 convs on NCHW."""
+    """Channel gating: ``x * sigmoid(fc2(act(fc1(mean(x)))))`` (arXiv:1709.01507), 1x1 convs on NCHW.
 
-    def __init__(self, dim: int, hidden: int, act: Activation, *, device: Any = None, dtype: Any = None):
+    ``bias=False`` drops the two biases, as GC ViT's squeeze-excitation does.
+    """
+
+    def __init__(self, dim: int, hidden: int, act: Activation, *, bias: bool = True, device: Any = None,
+                 dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
-        self.reduce = nn.Conv2d(dim, hidden, 1, **dd)
+        self.reduce = nn.Conv2d(dim, hidden, 1, bias=bias, **dd)
         self.act = create_act(act, **dd)
-        self.expand = nn.Conv2d(hidden, dim, 1, **dd)
+        self.expand = nn.Conv2d(hidden, dim, 1, bias=bias, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))

@@ -14,7 +14,9 @@ defaults on ``Component`` declare nothing:
   tensor's name inside the kind's module or by an enclosing submodule's name:
   :class:`Chunks`, :class:`RelativeTable`, or :class:`Prefix` for a tensor whose
   dimension is a multiple of the width but made of independent channels.
-  Undeclared tensors are cut as prefixes (convolution kernels centred).
+  A ``*`` in a key stands for any one name (``layers.*.attn.qkv``), for a kind
+  that holds a variable number of layers. Undeclared tensors are cut as
+  prefixes (convolution kernels centred).
 * ``key_fields``: fields whose values change what the rows of the kind's
   weights mean; each value gets weights of its own in the supernet.
 * ``ops``: aten ops the kind emits that the cost model's generic table does
@@ -78,10 +80,20 @@ class FitsMap:
 
 
 def declared_sharing(sharing: Mapping[str, Sharing], name: str) -> Sharing | None:
-    """The declaration covering tensor ``name`` (``qkv.weight``): its own, else its nearest submodule's."""
+    """The declaration covering tensor ``name`` (``qkv.weight``): its own, else its nearest submodule's.
+
+    A key with a ``*`` segment matches any name in that segment; an exact key wins over a pattern.
+    """
     parts = name.split(".")
+    patterns = [(key.split("."), value) for key, value in sharing.items() if "*" in key]
     for end in range(len(parts), 0, -1):
         found = sharing.get(".".join(parts[:end]))
+        if found is None:
+            found = next((value for key, value in patterns if _matches(key, parts[:end])), None)
         if found is not None:
             return found
     return None
+
+
+def _matches(pattern: list[str], parts: list[str]) -> bool:
+    return len(pattern) == len(parts) and all(want in ("*", part) for want, part in zip(pattern, parts, strict=True))
