@@ -15,6 +15,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     efficientvit,
     ffn,
     heads,
+    maxvit,
     mbconv,
     norms,
     pooling,
