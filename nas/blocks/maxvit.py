@@ -160,6 +160,7 @@ class MaxViTStemCfg(Component):
     """
 
     width_fields = ("hidden",)
+    sharing = {f"mbconv.{name}": rule for name, rule in MBConvDownsampleCfg.sharing.items()}
 
     dim: int | None = None
     hidden: int = 64
