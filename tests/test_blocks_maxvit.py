@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -186,3 +187,18 @@ def test_stem_reaches_quarter_resolution_on_odd_inputs() -> None:
             out = stem(torch.randn(1, 3, resolution, resolution))
         assert out.shape == (1, 16, *cfg.output_size(resolution, resolution))
         assert out.shape[-1] == -(-resolution // 4)
+
+
+def test_sampling_metaformer_draws_every_maxvit_kind() -> None:
+    """Each MaxViT kind is reachable in the metaformer space: a seeded sample draws all of them."""
+    space = nas.space.load_space("metaformer")
+    drawn: set[tuple[str, str]] = set()
+    for vector in space.sample_vectors(np.random.default_rng(0), 200):
+        arch = space.decode(vector)
+        drawn |= {("stem", arch.stem.kind), ("head", arch.head.kind)}
+        for stage in arch.stages:
+            drawn |= {("mixer", block.mixer.kind) for block in stage.blocks}
+            if stage.downsample is not None:
+                drawn.add(("downsample", stage.downsample.kind))
+    wanted = {("stem", "maxvit"), ("downsample", "mbconv"), ("mixer", "grid_attention"), ("head", "pre_logits")}
+    assert wanted <= drawn, f"never drawn: {sorted(wanted - drawn)}"

@@ -34,6 +34,7 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "van_b1": ("metaformer",),
     "van_b2": ("metaformer",),
     "van_b3": ("metaformer",),
+    "maxvit_tiny": ("metaformer",),
     "efficientvit_m0": ("efficientvit",),  # three stages: not a point of the 4-stage metaformer space
     "efficientvit_m1": ("efficientvit",),
     "efficientvit_m2": ("efficientvit",),
