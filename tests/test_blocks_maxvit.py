@@ -202,3 +202,10 @@ def test_sampling_metaformer_draws_every_maxvit_kind() -> None:
                 drawn.add(("downsample", stage.downsample.kind))
     wanted = {("stem", "maxvit"), ("downsample", "mbconv"), ("mixer", "grid_attention"), ("head", "pre_logits")}
     assert wanted <= drawn, f"never drawn: {sorted(wanted - drawn)}"
+
+
+def test_zoo_listing_names_the_paper() -> None:
+    from nas.commands.catalog import _paper
+
+    assert _paper(nas.zoo.get("maxvit_tiny").published.source) == "arXiv:2204.01697"  # type: ignore[union-attr]
+    assert _paper("microsoft/Cream README.md") == ""
