@@ -281,6 +281,11 @@ class MBConvDownsample(Downsample):
 
 @register("stem", "maxvit", MaxViTStemCfg)
 class MaxViTStem(Stem):
+    """``(B, 3, H, W) -> (B, dim, H/4, W/4)``: MaxViT's two-conv stem and stage 1's strided MBConv.
+
+    The second conv has a bias and no norm: the MBConv's pre-norm follows it, as in MaxViT.
+    """
+
     def __init__(self, cfg: MaxViTStemCfg, *, in_dim: int, size: tuple[int, int], device: Any = None,
                  dtype: Any = None):
         super().__init__()
@@ -298,6 +303,8 @@ class MaxViTStem(Stem):
 
 @register("head", "pre_logits", PreLogitsHeadCfg)
 class PreLogitsHead(Head):
+    """MaxViT's classifier: the ``tanh`` layer gives the features (``num_features == hidden``) the classifier reads."""
+
     def __init__(self, cfg: PreLogitsHeadCfg, *, in_dim: int, layout: Layout, prefix_tokens: int,
                  device: Any = None, dtype: Any = None):
         super().__init__()
