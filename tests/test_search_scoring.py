@@ -96,12 +96,14 @@ def test_vector_scorer_matches_the_arch_scorer(space: nas.Space, vectors: np.nda
 
 def test_vector_scorer_shares_parts_between_points(space: nas.Space, vectors: np.ndarray) -> None:
     fast = VectorScorer(space, make_scorer(target=TARGET, objectives=ALL_OBJECTIVES))
-    fast.evaluate_vectors(vectors[:1])
+    head = space.part_slots()[-1]
+    flag = next(slot for slot in head if space.decisions[slot].path.endswith(".distillation"))
+    parent = next(vector for vector in vectors if vector[flag] >= 0)  # a head that has the distillation flag
+    fast.evaluate_vectors(parent[None])
     parts = fast.size()
     assert parts == len(space.part_slots()) - 1  # input, stem and stage 0 are one part
-    head = space.part_slots()[-1]
-    child = vectors[0].copy()
-    child[head[0]] = 1 - child[head[0]]  # the head's distillation flag
+    child = parent.copy()
+    child[flag] = 1 - child[flag]  # the head's distillation flag
     assert space.is_valid(child)
     got = fast.evaluate_vectors(child[None])
     assert fast.size() == parts + 1, "only the head is new"

@@ -39,6 +39,7 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "davit_tiny": ("metaformer",),
     "gcvit_xxtiny": ("metaformer",),
     "gcvit_tiny": ("metaformer",),
+    "maxvit_tiny": ("metaformer",),
     "efficientvit_m0": ("efficientvit",),  # three stages: not a point of the 4-stage metaformer space
     "efficientvit_m1": ("efficientvit",),
     "efficientvit_m2": ("efficientvit",),

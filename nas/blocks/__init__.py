@@ -17,6 +17,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     ffn,
     gcvit,
     heads,
+    maxvit,
     mbconv,
     norms,
     pooling,

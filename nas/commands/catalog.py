@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from nas.commands.base import (
@@ -20,9 +21,17 @@ from nas.commands.base import (
 
 __all__ = ["ZooCommand", "BuildCommand", "SpacesCommand", "SpaceCommand"]
 
+_ARXIV = re.compile(r"arXiv:\s*(\d{4}\.\d{4,5})")
+
+
+def _paper(source: str) -> str:
+    """The paper a published figure cites: the first arXiv id in its source, else an empty string."""
+    found = _ARXIV.search(source)
+    return f"arXiv:{found.group(1)}" if found else ""
+
 
 class ZooCommand(Command):
-    """List the papers' models with parameters and MACs, measured and published."""
+    """List the papers' models with parameters and MACs, measured and published, and the paper (arXiv id)."""
 
     name = "zoo"
 
@@ -49,6 +58,7 @@ class ZooCommand(Command):
                     "published_gmacs": published.gmacs,
                     "params_diff_pct": round(100 * (report.params_m / published.params_m - 1), 2),
                     "gmacs_diff_pct": round(100 * (report.gmacs / published.gmacs - 1), 2),
+                    "paper": _paper(published.source),
                     "source": published.source,
                 })
             rows.append(row)
