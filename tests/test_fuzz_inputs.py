@@ -185,6 +185,45 @@ def test_a_space_that_cannot_exist_says_why_at_load_time(capsys, case, exponent,
     assert expected in message
 
 
+HUGE_SPACE = """\
+schema: 1
+name: huge
+input: {resolution: 224, channels: 3}
+stem: {kind: patch, patch: 4}
+stages:
+  - dim: {ordinal: [%d, 16000]}
+    downsample: null
+    blocks: {repeat: {range: [%d, 1000]}, block: {mixer: pooling, ffn: {kind: mlp, ratio: 4}, norm: layernorm}}
+head: {kind: linear, num_classes: 10}
+"""
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=st.integers(12000, 15999), depth=st.integers(900, 999), command=st.sampled_from(["sample", "search"]))
+def test_a_space_whose_every_point_is_too_large_is_refused_before_use(capsys, width, depth, command) -> None:
+    """Every number within its own limit, every point far beyond NAS_MAX_PARAMS: refused before a point is printed
+    or a run directory made, the limit named."""
+    with folder() as root:
+        path = write(root, HUGE_SPACE % (width, depth), "space.yaml")
+        argv = (["space", "sample", str(path)] if command == "sample" else
+                ["search", "--space", str(path), "--target", "v100", "--budget", "2", "--accuracy", "proxy",
+                 "--out", str(root / "run"), "--no-plot"])
+        message = bad_input(capsys, root, *argv, source=str(path), field="params")
+    assert "NAS_MAX_PARAMS=" in message and "no point within the size limits" in message
+
+
+def test_a_space_with_some_point_within_the_limits_is_kept(capsys, monkeypatch) -> None:
+    """The probe stops at a point within the limits: a limit between the smallest and the largest point passes."""
+    space = nas.space.load_space("metaformer")
+    sizes = [nas.cost.profile(space.decode(vector)).params
+             for vector in nas.search.constraints.probe_points(space, np.random.default_rng(0), 4)]
+    monkeypatch.setenv("NAS_MAX_PARAMS", str(min(sizes)))
+    assert main(["space", "sample", "metaformer"]) == 0
+    monkeypatch.setenv("NAS_MAX_PARAMS", str(min(sizes) - 1))
+    assert main(["space", "sample", "metaformer"]) == 2
+    assert "no point within the size limits" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # 2. YAML edge cases
 

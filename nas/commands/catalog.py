@@ -156,6 +156,7 @@ class SpaceCommand(Command):
         import numpy as np
 
         import nas
+        from nas.search.constraints import check_size_limits
 
         space = nas.space.load_space(args.space)
         if args.action == "show":
@@ -164,6 +165,7 @@ class SpaceCommand(Command):
             else:
                 print(space.show())
             return 0
+        check_size_limits(space)
         vectors = space.sample_vectors(np.random.default_rng(args.seed), args.count)
         archs = [space.decode(vector).replace(name=f"{space.name}_seed{args.seed}_{index}")
                  for index, vector in enumerate(vectors)]
