@@ -144,7 +144,8 @@ class RunSettings:
             RunError: a missing or malformed field (named, with the file).
         """
         if not isinstance(data, Mapping):
-            raise RunError(f"{source}: settings must be a mapping, got {type(data).__name__}")
+            shown = "a list" if isinstance(data, list) else repr(data)[:80]  # not the loader's LocatedList
+            raise RunError(f"{source}: settings must be a mapping, got {shown}")
         try:
             known = {item.name for item in dataclasses.fields(cls)}
             unknown = sorted(set(data) - known)
