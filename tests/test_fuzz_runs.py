@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from nas.cli import main
 from nas.runs import JOURNAL_FILE, PARETO_FILE, RUN_FILE, Run
 from nas.runs.run import PLOT_FILE
+from nas.runs.settings import MAX_CANDIDATES, MAX_SEED
 from tests.test_search import write_tiny_space
 
 BUDGET = 6
@@ -300,6 +301,9 @@ RUN_FILE_DAMAGE: list[tuple[Callable[[str, st.DataObject], str], str]] = [
      "budget"),
     (lambda text, data: text.replace("population: 3", f"population: {data.draw(st.integers(-10**6, 0))}"),
      "population"),
+    (lambda text, data: text.replace("budget: 6", f"budget: {data.draw(st.integers(MAX_CANDIDATES + 1, 10**30))}"),
+     "budget: must be <= 1000000"),
+    (lambda text, data: text.replace("seed: 7", f"seed: {data.draw(st.integers(MAX_SEED + 1, 10**30))}"), "seed"),
     (lambda text, data: text.replace("top_k: 5", f"top_k: {data.draw(st.sampled_from(['-.inf', '2.5', '[]']))}"),
      "top_k"),
     (lambda text, data: text.replace("strategy: evolution", "strategy: " + "[" * data.draw(st.integers(101, 5000))),
