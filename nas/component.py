@@ -80,7 +80,10 @@ class Component:
     divides ``dim``) and :meth:`output_size` when they change the spatial size.
     A config whose ``check`` reads ``site.block`` (a mixer that owns its block
     and checks the block's norm or FFN) sets ``reads_block = True``: a search
-    space then judges it per whole block rather than per component.
+    space then judges it per whole block rather than per component. A mixer
+    whose module takes ``in_dim != dim`` channels (a projected shortcut) sets
+    ``changes_width = True``; the walk refuses any other mixer where the width
+    coming in differs from its stage's.
 
     Attributes:
         layout: the tensor layout the component works in (a mixer, a downsampler) or puts out (a stem); a
@@ -91,6 +94,7 @@ class Component:
     role: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     reads_block: ClassVar[bool] = False
+    changes_width: ClassVar[bool] = False
     layout: ClassVar[Layout] = "nchw"
     prefix_tokens: ClassVar[int] = 0
     # What the proxy scale, the supernet and the cost model need to know, as data (nas.blocks.contract).

@@ -5,7 +5,9 @@ the feature-map size, the tensor layout and the prefix (class) tokens. Each
 component is checked against its site, and says what it hands on: a stem
 sets the width, size, layout and prefix tokens; a downsampler or a mixer
 brings the site to the stage width, its own layout and the size it puts out;
-an FFN, a norm or a head keeps it. Where a component's layout differs from
+an FFN, a norm or a head keeps it. A mixer keeps the width coming in unless its
+config declares ``changes_width``, so a stage of a new width starts with a
+downsampler or with such a mixer. Where a component's layout differs from
 the site's, a layout conversion comes first.
 
 Arch validation, ``nas.build.plan``, the batch latency walk
@@ -227,6 +229,15 @@ def _to_stage(component: Component, site: Site) -> Site:
     return Site(site.dim, site.dim, height, width, None, site.prefix_tokens, layout)
 
 
+def _from_mixer(component: Component, site: Site) -> Site:
+    """A mixer puts out the stage width; only one that declares ``changes_width`` may get another width."""
+    if site.in_dim != site.dim and not component.changes_width:
+        raise ConfigError(f"the {component.kind} mixer keeps its width, but it gets {site.in_dim} channels and the "
+                          f"stage width is {site.dim}; put a downsample before the block or make the widths equal",
+                          path="kind")
+    return _to_stage(component, site)
+
+
 def _from_stem(component: Component, site: Site) -> Site:
     """A stem puts out its own width, layout and prefix tokens."""
     dim = component.dim  # type: ignore[attr-defined]
@@ -236,13 +247,13 @@ def _from_stem(component: Component, site: Site) -> Site:
     return Site(dim, dim, height, width, None, component.prefix_tokens, component.layout)
 
 
-_MOVES = {"stem": _from_stem, "downsample": _to_stage, "mixer": _to_stage}
+_MOVES = {"stem": _from_stem, "downsample": _to_stage, "mixer": _from_mixer}
 
 
 def _moved_block(block: Block, site: Site) -> Site:
     """A block hands on what its mixer does."""
     try:
-        return _to_stage(block.mixer, site)
+        return _from_mixer(block.mixer, site)
     except ConfigError as exc:
         raise exc.located(prefix="mixer") from None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -185,6 +185,45 @@ def test_a_space_that_cannot_exist_says_why_at_load_time(capsys, case, exponent,
     assert expected in message
 
 
+HUGE_SPACE = """\
+schema: 1
+name: huge
+input: {resolution: 224, channels: 3}
+stem: {kind: patch, patch: 4}
+stages:
+  - dim: {ordinal: [%d, 16000]}
+    downsample: null
+    blocks: {repeat: {range: [%d, 1000]}, block: {mixer: pooling, ffn: {kind: mlp, ratio: 4}, norm: layernorm}}
+head: {kind: linear, num_classes: 10}
+"""
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=st.integers(12000, 15999), depth=st.integers(900, 999), command=st.sampled_from(["sample", "search"]))
+def test_a_space_whose_every_point_is_too_large_is_refused_before_use(capsys, width, depth, command) -> None:
+    """Every number within its own limit, every point far beyond NAS_MAX_PARAMS: refused before a point is printed
+    or a run directory made, the limit named."""
+    with folder() as root:
+        path = write(root, HUGE_SPACE % (width, depth), "space.yaml")
+        argv = (["space", "sample", str(path)] if command == "sample" else
+                ["search", "--space", str(path), "--target", "v100", "--budget", "2", "--accuracy", "proxy",
+                 "--out", str(root / "run"), "--no-plot"])
+        message = bad_input(capsys, root, *argv, source=str(path), field="params")
+    assert "NAS_MAX_PARAMS=" in message and "no point within the size limits" in message
+
+
+def test_a_space_with_some_point_within_the_limits_is_kept(capsys, monkeypatch) -> None:
+    """The probe stops at a point within the limits: a limit between the smallest and the largest point passes."""
+    space = nas.space.load_space("metaformer")
+    sizes = [nas.cost.profile(space.decode(vector)).params
+             for vector in nas.search.constraints.probe_points(space, np.random.default_rng(0), 4)]
+    monkeypatch.setenv("NAS_MAX_PARAMS", str(min(sizes)))
+    assert main(["space", "sample", "metaformer"]) == 0
+    monkeypatch.setenv("NAS_MAX_PARAMS", str(min(sizes) - 1))
+    assert main(["space", "sample", "metaformer"]) == 2
+    assert "no point within the size limits" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # 2. YAML edge cases
 
@@ -308,6 +347,47 @@ def test_a_huge_wrong_value_is_shown_in_one_short_line() -> None:
     with pytest.raises(ConfigError) as caught:
         coerce_field(list(range(100_000)), int, "stages[0].dim")
     assert len(str(caught.value)) < 300
+
+
+METAFORMER = (nas.space.spaces_dir() / "metaformer.yaml").read_text()
+_NAME_LINE = line_of(METAFORMER, "name: metaformer")
+_DIM = "- dim: {ordinal: [32, 48, 64, 96, 128]}"
+
+
+def _alias_bomb(text: str, levels: int = 9, width: int = 12) -> str:
+    anchors = [f"  - &a0 [{', '.join(['lol'] * width)}]"]
+    anchors += [f"  - &a{level} [{', '.join([f'*a{level - 1}'] * width)}]" for level in range(1, levels)]
+    return "laughs:\n" + "\n".join(anchors) + "\n" + text.replace("name: metaformer", f"name: *a{levels - 1}")
+
+
+# Every YAML edge case of category 2 in a space file: (damaged bytes, the line named, what the message says)
+SPACE_YAML_DAMAGE: list[Callable[[st.DataObject], tuple[bytes, int, str]]] = [
+    lambda data: (METAFORMER.replace("name: metaformer", "name: " + "[" * data.draw(st.integers(101, 5000)))
+                  .encode(), _NAME_LINE, "NAS_MAX_YAML_DEPTH"),
+    lambda data: ((METAFORMER + data.draw(st.sampled_from(["? [a, b]\n: 1\n", "{a: 1}: 2\n"]))).encode(),
+                  METAFORMER.count("\n") + 1, "mapping key"),
+    lambda data: (METAFORMER.replace("name: metaformer", "name: meta" + data.draw(st.sampled_from(["\x00", "\x1b"]))
+                                     + "former").encode(), _NAME_LINE, "not allowed"),
+    lambda data: (METAFORMER.replace("name: metaformer", "name: meta\udcffformer").encode("utf-8", "surrogateescape"),
+                  _NAME_LINE, "not UTF-8"),
+    lambda data: (_alias_bomb(METAFORMER).encode(), 0, "NAS_MAX_YAML_NODES"),
+    lambda data: (METAFORMER.replace(_DIM, f"- dim: {{ordinal: [{data.draw(st.sampled_from(['.nan', '.inf']))}, 64]}}")
+                  .encode(), line_of(METAFORMER, _DIM), "stages[0].dim.ordinal[0]: must be an integer"),
+]
+
+
+@FUZZ
+@given(damage=st.sampled_from(SPACE_YAML_DAMAGE), command=st.sampled_from(["show", "sample", "search"]),
+       data=st.data())
+def test_every_yaml_edge_case_in_a_space_file_is_one_line(capsys, damage, command, data) -> None:
+    raw, line, expected = damage(data)
+    with folder() as root:
+        path = write(root, raw, "space.yaml")
+        argv = (["space", command, str(path)] if command != "search" else
+                ["search", "--space", str(path), "--target", "v100", "--budget", "2", "--accuracy", "proxy",
+                 "--out", str(root / "run"), "--no-plot"])
+        message = bad_input(capsys, root, *argv, source=str(path), line=line or None)
+    assert expected in message
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from nas.cli import main
 from nas.commands.base import (
     MAX_BATCH,
     MAX_CANDIDATES,
+    MAX_PRINTED_POINTS,
     MAX_SEED,
     MAX_STEPS,
     count,
@@ -244,7 +245,7 @@ COUNT_ARGUMENTS = [
     (["profile", "--target", "local"], "--repeats", 1, MAX_STEPS),
     (["profile", "--target", "local"], "--warmup", 0, MAX_STEPS),
     (["profile", "--target", "local"], "--seed", 0, MAX_SEED),
-    (["space", "sample", "swin"], "-n", 1, MAX_CANDIDATES),
+    (["space", "sample", "swin"], "-n", 1, MAX_PRINTED_POINTS),  # each point decoded and held until printed
     (["space", "sample", "swin"], "--seed", 0, MAX_SEED),
     (["train", "no_such_arch"], "--epochs", 1, MAX_STEPS),
     (["train", "no_such_arch"], "--batch-size", 1, MAX_BATCH),

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from nas.cli import main
 from nas.runs import JOURNAL_FILE, PARETO_FILE, RUN_FILE, Run
 from nas.runs.run import PLOT_FILE
+from nas.runs.settings import MAX_CANDIDATES, MAX_SEED
 from tests.test_search import write_tiny_space
 
 BUDGET = 6
@@ -284,3 +285,51 @@ def test_readers_of_a_run_whose_shared_storage_is_gone_create_nothing(
     (run,) = (tmp_path / "runs").iterdir()
     message = refused(["history", str(run)], tmp_path, capsys)
     assert f"{storage}: missing" in message
+
+
+# -- run.yaml: the same YAML edge cases as arch and space files, and bad settings (categories 2 and 5) ---------------
+
+def _laughs(levels: int = 9, width: int = 12) -> str:
+    anchors = [f"  - &a0 [{', '.join(['lol'] * width)}]"]
+    anchors += [f"  - &a{level} [{', '.join([f'*a{level - 1}'] * width)}]" for level in range(1, levels)]
+    return "laughs:\n" + "\n".join(anchors) + "\n"
+
+
+# (how run.yaml is damaged, what the one error line names)
+RUN_FILE_DAMAGE: list[tuple[Callable[[str, st.DataObject], str], str]] = [
+    (lambda text, data: text.replace("budget: 6", f"budget: {data.draw(st.sampled_from(['.nan', '.inf', 'lots']))}"),
+     "budget"),
+    (lambda text, data: text.replace("population: 3", f"population: {data.draw(st.integers(-10**6, 0))}"),
+     "population"),
+    (lambda text, data: text.replace("budget: 6", f"budget: {data.draw(st.integers(MAX_CANDIDATES + 1, 10**30))}"),
+     "budget: must be <= 1000000"),
+    (lambda text, data: text.replace("seed: 7", f"seed: {data.draw(st.integers(MAX_SEED + 1, 10**30))}"), "seed"),
+    (lambda text, data: text.replace("top_k: 5", f"top_k: {data.draw(st.sampled_from(['-.inf', '2.5', '[]']))}"),
+     "top_k"),
+    (lambda text, data: text.replace("strategy: evolution", "strategy: " + "[" * data.draw(st.integers(101, 5000))),
+     "NAS_MAX_YAML_DEPTH"),
+    (lambda text, data: _laughs() + text.replace("study: nas", "study: *a8"), "NAS_MAX_YAML_NODES"),
+    (lambda text, data: text + data.draw(st.sampled_from(["? [a, b]\n: 1\n", "{a: 1}: 2\n"])), "mapping key"),
+    (lambda text, data: text.replace("seed: 7", "seed: 7" + data.draw(st.sampled_from(["\x00", "\x1b", "\ufffe"]))),
+     "not allowed"),
+    (lambda text, data: text.replace("seed: 7", f"seed: 7\n  {data.draw(st.sampled_from(['colour', 'budgets']))}: 1"),
+     "unknown setting"),
+    (lambda text, data: text.replace("settings:\n", f"settings: {data.draw(st.sampled_from(['[1]', '7']))}\nold:\n", 1),
+     "settings must be a mapping"),
+    (lambda text, data: data.draw(st.sampled_from(["", "- 1\n", "schema: 2\n", text.replace("schema: 1", "schema: 9")
+                                                    ])), "expected a mapping with schema: 1"),
+]
+
+
+@pytest.mark.parametrize("damage", RUN_FILE_DAMAGE, ids=lambda damage: damage[1])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from([*READERS, ["search", "--resume"]]), data=st.data())
+def test_a_damaged_run_file_is_one_line_naming_it_and_changes_nothing(
+        pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, command, data) -> None:
+    run = copy_of(pristine, tmp_path)
+    change, named = damage
+    (run / RUN_FILE).write_bytes(change((run / RUN_FILE).read_text(), data).encode())
+    resume = command[0] == "search"
+    argv = [*command, str(run), "--no-plot"] if resume else [command[0], str(run), *command[1:]]
+    message = refused(argv, tmp_path, capsys)
+    assert f"{run / RUN_FILE}: " in message and named in message, message

@@ -406,49 +406,53 @@ head: {kind: linear, num_classes: 10}
 
 # Every structure the batch check compiles to a plan of its own: choices of whole stages, block structures and
 # blocks; independent and shared runs (0 allowed: an empty stage), patterns, single blocks; ties of a stage, of
-# blocks and of a block; nested value choices; mixers that read their block (efficientvit, mbconv), shrink the map
-# (mbconv stride 2, repeated) or change the width; class tokens; and invalid inputs, stems, widths, layer scales
-# and precisions. About 4% of raw draws are valid; every part fails somewhere.
+# blocks, of a block and of a width; nested value choices; mixers that read their block (efficientvit, mbconv),
+# shrink the map (mbconv stride 2, repeated) or change the width (mbconv after a width change without a
+# downsample, where the other mixers fail); class tokens; and invalid inputs, stems, widths, layer scales and
+# precisions. Every stage that may change the width has a downsample option, so about 5% of raw draws are valid
+# (enough for the sampler) and every part fails somewhere.
 STRUCTURES = """\
 schema: 1
 name: structures
-input: {resolution: {choice: [0, 8, 32, 64]}, channels: 3}
+input: {resolution: {choice: [0, 32, 64, 96, 128]}, channels: 3}
 stem:
   choice:
-    - {kind: patch, patch: {choice: [0, 4, 8, 16]}, class_token: {choice: [false, true]}}
+    - {kind: patch, patch: {choice: [0, 2, 4, 8]}}
+    - {kind: patch, patch: 4, class_token: {choice: [false, true]}}
     - {kind: conv, hidden: [8], kernel: 3, stride: 2}
+    - {kind: overlap, kernel: 7, stride: 4, padding: 3}
 stages:
   - choice:
       - dim: {choice: [{ordinal: [16, 24]}, 32]}
-        downsample: null
+        downsample: {choice: [null, {kind: conv, kernel: 1, stride: 1}]}
         blocks:
           - repeat: {range: [0, 2]}
             independent: true
             block:
               choice:
-                - {mixer: {kind: attention, heads: {choice: [2, 3]}}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}
+                - {mixer: {kind: attention, heads: {choice: [2, 4]}}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}
                 - {mixer: {kind: pooling, pool_size: 3}, ffn: {choice: [none, conv_mlp]},
-                   norm: {choice: [layernorm, batchnorm]}, layer_scale: {choice: [null, -1.0, 1.0e-5]}}
+                   norm: {choice: [layernorm, batchnorm]}, layer_scale: {choice: [null, -1.0, 1.0e-5, 1.0]}}
           - repeat: {choice: [0, 2]}
             pattern:
-              - {mixer: {kind: window_attention, heads: {choice: [1, 2], id: heads}, window: {choice: [4, 7]},
+              - {mixer: {kind: window_attention, heads: {choice: [1, 2], id: heads}, window: {choice: [2, 4]},
                           shift: 0},
                  norm: layernorm}
-              - {mixer: {kind: window_attention, heads: {same: heads}, window: 4, shift: 2}, norm: layernorm}
+              - {mixer: {kind: window_attention, heads: {same: heads}, window: 2, shift: 1}, norm: layernorm}
       - dim: 48
-        downsample: {kind: conv, kernel: 2, stride: 2}
+        downsample: {choice: [null, {kind: conv, kernel: 2, stride: 2}]}
         blocks:
           - repeat: {range: [1, 3]}
             block:
               id: block
               choice:
                 - {mixer: {kind: mbconv, stride: {choice: [1, 2]}, expand_ratio: 2},
-                   ffn: {choice: [none, {kind: mlp, ratio: 2}]}, norm: {choice: [batchnorm, layernorm]}}
+                   ffn: {choice: [none, {kind: mlp, ratio: 2}]}, norm: batchnorm}
                 - {mixer: {kind: convnext, kernel: {ordinal: [3, 5]}}, ffn: {kind: mlp, ratio: 4}, norm: layernorm}
           - repeat: 2
             block: {same: block}
     id: first
-  - dim: {ordinal: [0, 32, 64]}
+  - dim: {ordinal: [0, 32, 64, 96], id: width}
     downsample: {choice: [null, patch_merging, {kind: conv, kernel: 3, stride: 2, padding: 1}]}
     blocks:
       id: blocks
@@ -463,9 +467,10 @@ stages:
           pattern:
             - {mixer: {kind: attention, heads: {choice: [4, 8]}}, norm: layernorm}
             - {mixer: {kind: pooling, pool_size: {choice: [3, 5]}}, norm: groupnorm1}
-        - {mixer: identity}
-  - dim: 64
-    downsample: null
+        - {mixer: {kind: mbconv, expand_ratio: 2}, ffn: none, norm: batchnorm}
+        - {mixer: {kind: attention, heads: 4}, norm: layernorm}
+  - dim: {same: width}
+    downsample: {choice: [null, {kind: conv, kernel: 2, stride: 2}]}
     blocks: {same: blocks}
   - {same: first}
 head: {kind: linear, pool: {choice: [avg, cls]}, num_classes: 10}
@@ -496,6 +501,23 @@ def test_fast_validity_agrees_on_every_plan_and_code_path(tmp_path: Path, monkey
     vectors = space.sample_vectors(rng, 60)  # the stage tied to the first is redrawn with the first
     for vector in np.concatenate([vectors, space.mutate_vectors(vectors, rng)]):
         assert space.contains(space.decode(vector)) == (True, "")
+
+
+@pytest.mark.parametrize(("source", "count"), [("structures", 20)] + [(name, 4) for name in SHIPPED])
+def test_every_valid_point_builds_and_runs_on_meta(tmp_path: Path, source: str, count: int) -> None:
+    """Valid means buildable: a rule the walk lacked (a mixer given a width it cannot take) would pass the
+    batch check and Arch construction and crash here, in the module."""
+    path = _write(tmp_path, STRUCTURES) if source == "structures" else nas.space.spaces_dir() / f"{source}.yaml"
+    space = Space.load(path)
+    raw = space.sample_vectors(np.random.default_rng(5), 1000 if source == "structures" else 40, valid_only=False)
+    valid = raw[space._validity.fail_codes(raw) < 0][:count]
+    assert len(valid) == count
+    for vector in valid:
+        arch = space.decode(vector)
+        model = nas.build(arch, device="meta").eval()
+        resolution = arch.input.resolution
+        out = model(torch.empty(1, 3, resolution, resolution, device="meta"))
+        assert out.shape == (1, arch.head.num_classes)  # type: ignore[attr-defined]
 
 
 class _BlockProbe:

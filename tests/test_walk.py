@@ -9,15 +9,17 @@ import re
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import nas
 from nas.arch import config_type, list_kinds
 from nas.blocks.registry import module_class
+from nas.blocks.template import BlockContext, create_block
 from nas.build import plan
 from nas.latency.batch import UnitSignatures
 from nas.space import Space, load_space
-from nas.walk import Step, steps
+from nas.walk import Step, past_block, steps
 from tests.conftest import tiny_files
 
 SHIPPED = ["convnext", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin"]
@@ -132,3 +134,30 @@ def test_the_walk_places_a_components_error_in_the_arch() -> None:
     with pytest.raises(nas.ConfigError) as caught:
         nas.Arch.from_dict(data)
     assert caught.value.path == "stages[0].blocks[0].mixer.heads"
+
+
+
+MIXER_TINY = {path.stem.removeprefix("mixer_"): path for path in TINY.values() if path.stem.startswith("mixer_")}
+
+
+@pytest.mark.parametrize("kind", sorted(MIXER_TINY))
+def test_a_mixer_takes_another_width_only_where_its_config_declares_it(kind: str) -> None:
+    """Each kind's first block in its tiny arch, given half the stage width: the walk refuses it unless the config
+    declares ``changes_width``, and then the module takes that width (on meta)."""
+    step = next(step for step in steps(nas.Arch.load(MIXER_TINY[kind]))
+                if step.role == "block" and step.component.mixer.kind == kind)
+    site = step.site._replace(in_dim=step.site.dim // 2)
+    if not config_type("mixer", kind).changes_width:
+        with pytest.raises(nas.ConfigError, match="keeps its width.*put a downsample before the block") as caught:
+            past_block(step.component, site)
+        assert caught.value.path == "mixer.kind"
+        return
+    after = past_block(step.component, site)
+    context = BlockContext(in_dim=site.in_dim, dim=site.dim, size=(site.height, site.width))
+    module = create_block(step.component, context, device="meta").eval()
+    out = module(torch.empty(1, site.in_dim, site.height, site.width, device="meta"))
+    assert out.shape == (1, after.dim, after.height, after.width)
+
+
+def test_every_mixer_kind_is_checked_for_the_width_rule() -> None:
+    assert set(list_kinds("mixer")) - set(MIXER_TINY) == {"identity"}  # no tiny arch; it keeps the width

@@ -19,7 +19,7 @@ import pytest
 
 from nas.cli import main
 from nas.runs import PARETO_FILE, PLOT_FILE, TOP_DIR, Run, open_storage
-from nas.runs.workers import OVER_BUDGET_ATTR
+from nas.runs.workers import DUPLICATE_ATTR, OVER_BUDGET_ATTR
 from nas.search.records import Proposal
 from tests.test_runs import fake_record, settings
 from tests.test_search_cli import ROOT, search_args, the_run, write_tiny_space
@@ -73,13 +73,13 @@ def test_admission_keeps_the_study_within_its_budget(tmp_path: Path) -> None:
     for run in (first, second):
         run.attach()
 
-    def proposals(run: Run, count: int) -> list[Proposal]:
-        return [Proposal(f"{run.worker}:0:{index}", np.array([index], dtype=np.int16), worker=run.worker)
-                for index in range(count)]
+    def proposals(run: Run, count: int) -> list[Proposal]:  # each worker's points its own (no duplicates)
+        return [Proposal(f"{run.worker}:0:{index}", np.array([index + 4 * run.worker], dtype=np.int16),
+                         worker=run.worker) for index in range(count)]
 
-    held = first.admit(proposals(first, 4), 6)
+    held = first.admit(proposals(first, 4), 6).admitted
     assert len(held) == 4
-    late = second.admit(proposals(second, 4), 6)
+    late = second.admit(proposals(second, 4), 6).admitted
     assert [proposal.key for proposal in late] == ["1:0:0", "1:0:1"], "only the places the budget has left"
     for run, admitted in ((first, held), (second, late)):
         for index, proposal in enumerate(admitted):
@@ -91,6 +91,26 @@ def test_admission_keeps_the_study_within_its_budget(tmp_path: Path) -> None:
     refused = [trial for trial in study.get_trials() if trial.user_attrs.get(OVER_BUDGET_ATTR)]
     assert len(refused) == 2 and all(trial.state == optuna.trial.TrialState.FAIL for trial in refused)
     assert [record.key for record in first.records()] == ["0:0:0", "0:0:1", "0:0:2", "0:0:3", "1:0:0", "1:0:1"]
+
+
+def test_a_point_another_worker_holds_is_withdrawn_not_evaluated_twice(tmp_path: Path) -> None:
+    """Keys are per proposal, the point key is canonical: the same point proposed by two workers under different
+    keys gets one candidate trial; the later worker's is marked a duplicate and takes no budget place."""
+    storage = str(tmp_path / "study.journal")
+    first, second = (Run.create(tmp_path / "runs", shared_settings(storage), name=name) for name in ("a", "b"))
+    for run in (first, second):
+        run.attach()
+    points = [np.array([value], dtype=np.int16) for value in (5, 6, 7)]
+    mine = [Proposal(f"0:0:{index}", point, worker=0) for index, point in enumerate(points[:2])]
+    theirs = [Proposal(f"1:3:{index}", point.copy(), worker=1) for index, point in enumerate(points[1:])]
+    assert mine[1].key != theirs[0].key and mine[1].point == theirs[0].point != theirs[1].point
+    assert first.admit(mine, 3).admitted == mine
+    admitted, duplicates = second.admit(theirs, 3)
+    assert (admitted, duplicates) == ([theirs[1]], [theirs[0]]), "the held point is withdrawn, the budget kept"
+    duplicate = [trial for trial in first.study().get_trials() if DUPLICATE_ATTR in trial.user_attrs]
+    assert [(trial.user_attrs["key"], trial.state) for trial in duplicate] == [("1:3:0", optuna.trial.TrialState.FAIL)]
+    again = Proposal("0:1:0", points[0].copy(), worker=0)  # a worker's repeat of its own point: as before
+    assert first.admit([again], 4).admitted == [again]
 
 
 def run_two_workers(space_file: str, tmp_path: Path, storage: str, *, plot: bool) -> list[Path]:
@@ -124,6 +144,10 @@ def test_two_workers_started_at_once_share_the_budget_and_the_outputs(space_file
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     keys = [trial.user_attrs["key"] for trial in complete]
     assert len(set(keys)) == len(keys), "no candidate evaluated twice"
+    workers_of: dict[tuple[int, ...], set[int]] = {}
+    for trial in complete:
+        workers_of.setdefault(tuple(trial.user_attrs["vector"]), set()).add(trial.user_attrs["worker"])
+    assert all(len(workers) == 1 for workers in workers_of.values()), "no point evaluated by both workers"
     assert {trial.user_attrs["worker"] for trial in complete} == {0, 1}, "both workers evaluated candidates"
     last_trial = max(trial.datetime_complete for trial in complete).timestamp()
 

@@ -37,9 +37,6 @@ class ConvNeXtCfg(Component):
     def check(self, site: Site) -> None:
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ConfigError(f"must be an odd number >= 1, got {self.kernel}", path="kernel")
-        if site.in_dim != site.dim:
-            raise ConfigError(f"the residual needs the input width to equal the stage width, got {site.in_dim} -> "
-                              f"{site.dim}; put a downsample before the block", path="kind")
         if site.prefix_tokens:
             raise ConfigError("a depthwise conv cannot run on a feature map that carries class tokens", path="kind")
 

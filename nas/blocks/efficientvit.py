@@ -92,9 +92,6 @@ class EfficientVitCfg(Component):
         for index, kernel in enumerate(self.kernels):
             if kernel < 1 or kernel % 2 == 0:
                 raise ConfigError(f"must be an odd number >= 1, got {kernel}", path=f"kernels[{index}]")
-        if site.in_dim != site.dim:
-            raise ConfigError(f"the block keeps its width; it gets {site.in_dim} channels but the stage has "
-                              f"{site.dim} (add a downsample to change the width)", path="kind")
         if site.prefix_tokens:
             raise ConfigError("works on a feature map; a class token (stem.class_token) is not supported",
                               path="kind")

@@ -43,6 +43,7 @@ class MBConvCfg(Component):
     layout = "nchw"
 
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
+    changes_width: ClassVar[bool] = True  # projects to dim; the residual only where in_dim == dim
     # expand_ratio x in_dim independent hidden channels
     sharing = {"expand": Prefix(), "dwconv": Prefix(), "se": Prefix(), "project": Prefix()}
 

@@ -50,6 +50,7 @@ class BottleneckCfg(Component):
     layout = "nchw"
 
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
+    changes_width: ClassVar[bool] = True  # a projected shortcut where in_dim != dim
 
     stride: int = 1
     expansion: int = 4

@@ -24,24 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError, NasError
+from nas.runs.settings import MAX_CANDIDATES, MAX_SEED  # the bounds a run's settings keep, so the CLI's agree
 
 __all__ = ["BadArgument", "Command", "print_json", "print_table", "resolve_arch", "count", "positive", "positive_float",
            "output_file", "output_dir", "threads_option", "set_threads", "max_threads", "MAX_CANDIDATES",
-           "MAX_STEPS", "MAX_BATCH", "MAX_SEED", "max_resolution", "resolution", "arch_resolution"]
+           "MAX_PRINTED_POINTS", "MAX_STEPS", "MAX_BATCH", "MAX_SEED", "max_resolution", "resolution",
+           "arch_resolution"]
 
 
 class BadArgument(NasError, argparse.ArgumentTypeError):
     """A command-line value (or a command's default path) that cannot be used; argparse and the CLI both print it."""
 
 
-MAX_CANDIDATES = 1_000_000
-"""Most candidates, points or models one command evaluates, samples, trains or exports (``--budget``, ``--top``)."""
+MAX_PRINTED_POINTS = 10_000
+"""Most points one command prints as Archs (``nas space sample -n``): each is decoded and held until printed, so a
+count meant for the Python API (:meth:`nas.space.Space.sample_vectors`) is refused before any work."""
 MAX_STEPS = 1_000_000_000
 """Most epochs, steps or timed repeats."""
 MAX_BATCH = 65536
 """Largest batch."""
-MAX_SEED = 2**32 - 1
-"""Largest seed: 32 bits, which numpy, torch and ``random`` all accept."""
 
 
 class Command:

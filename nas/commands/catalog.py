@@ -8,12 +8,12 @@ import re
 from typing import Any
 
 from nas.commands.base import (
+    MAX_PRINTED_POINTS,
     MAX_SEED,
     Command,
     arch_resolution,
     count,
     output_file,
-    positive,
     print_json,
     print_table,
     resolve_arch,
@@ -158,7 +158,9 @@ class SpaceCommand(Command):
             action.add_argument("space", help="a space name (see `nas spaces`) or a space YAML file")
             action.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                                 help="machine-readable output")
-        sample.add_argument("-n", "--count", type=positive, default=1, help="number of points (default 1)")
+        points = count(MAX_PRINTED_POINTS, bound="the most points one command prints")
+        sample.add_argument("-n", "--count", type=points, default=1,
+                            help=f"number of points (default 1, at most {MAX_PRINTED_POINTS})")
         sample.add_argument("--seed", type=count(MAX_SEED, minimum=0), default=0,
                             help="seed of the random generator (default 0)")
 
@@ -166,6 +168,7 @@ class SpaceCommand(Command):
         import numpy as np
 
         import nas
+        from nas.search.constraints import check_size_limits
 
         space = nas.space.load_space(args.space)
         if args.action == "show":
@@ -174,6 +177,7 @@ class SpaceCommand(Command):
             else:
                 print(space.show())
             return 0
+        check_size_limits(space)
         vectors = space.sample_vectors(np.random.default_rng(args.seed), args.count)
         archs = [space.decode(vector).replace(name=f"{space.name}_seed{args.seed}_{index}")
                  for index, vector in enumerate(vectors)]

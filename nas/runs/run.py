@@ -27,7 +27,7 @@ from nas.runs.storage import journal_path, open_storage, sqlite_file
 from nas.runs.trials import checked_arch, parse_record
 from nas.runs.workers import admit, claim_worker, complete_slot, find_number, wait_for_running
 from nas.search.pareto import front_candidates, front_mask, front_reference, hypervolume_curve, select_survivors
-from nas.search.records import Proposal, Record, loss_matrix, violation_vector
+from nas.search.records import Admission, Proposal, Record, loss_matrix, violation_vector
 from nas.yamlio import dump_yaml, load_yaml
 
 if TYPE_CHECKING:
@@ -305,15 +305,15 @@ class Run:
         self.worker = 0
         return self.worker
 
-    def admit(self, proposals: Sequence[Proposal], budget: int) -> list[Proposal]:
+    def admit(self, proposals: Sequence[Proposal], budget: int) -> Admission:
         """The proposals this worker may evaluate: on a shared storage those within the study-wide ``budget``
-        (each then holds a RUNNING trial that :meth:`record` completes; see :func:`nas.runs.workers.admit`),
-        else all of them."""
+        whose point no other worker's candidate holds (each then holds a RUNNING trial that :meth:`record`
+        completes; see :func:`nas.runs.workers.admit`), else all of them."""
         if not self.shared:
-            return list(proposals)
-        slots = admit(self.study(), proposals, budget=budget, worker=self.worker)
+            return Admission(list(proposals), [])
+        slots, duplicates = admit(self.study(), proposals, budget=budget, worker=self.worker)
         self._slots.update(slots)
-        return [proposal for proposal in proposals if proposal.key in slots]
+        return Admission([p for p in proposals if p.key in slots], [p for p in proposals if p.key in duplicates])
 
     def wait_for_others(self, *, patience: float) -> int:
         """On a shared storage, wait for the other workers' running candidates (see

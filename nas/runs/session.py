@@ -55,13 +55,15 @@ def plan_search(request: SearchRequest) -> tuple[RunSettings, Any, Any]:
 
     Raises:
         UnknownKindError: unknown space, target, strategy, objective, accuracy source, constraint or storage scheme.
-        ConfigError: a bad number or constraint value.
+        ConfigError: a bad number or constraint value, or a space with no point within the size limits.
         NasError: an unavailable accuracy source or optional strategy.
     """
     from nas.search import create_strategy, make_scorer, parse_constraint
+    from nas.search.constraints import check_size_limits
     from nas.space import load_space
 
     loaded = load_space(request.space)
+    check_size_limits(loaded)
     space = _absolute(request.space, is_file=request.space.endswith((".yaml", ".yml")) or "/" in request.space)
     supernet = None if request.supernet is None else _absolute(request.supernet, is_file=True)
     storage = request.storage

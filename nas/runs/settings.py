@@ -20,8 +20,15 @@ import numpy as np
 from nas.arch import coerce_field
 from nas.errors import ConfigError, NasError
 
-__all__ = ["RunError", "ObjectiveSpec", "ConstraintSpec", "RunSettings", "SearchRequest", "DEFAULT_OBJECTIVES",
-           "RUN_FILE", "package_versions"]
+__all__ = ["MAX_CANDIDATES", "MAX_SEED", "RunError", "ObjectiveSpec", "ConstraintSpec", "RunSettings", "SearchRequest",
+           "DEFAULT_OBJECTIVES", "RUN_FILE", "package_versions"]
+
+MAX_CANDIDATES = 1_000_000
+"""Most candidates, points or models one run or command evaluates, samples, trains or exports (``budget``,
+``population``, ``top_k``; the CLI's ``--budget``, ``--top``): a larger count is a typo that would search until
+killed."""
+MAX_SEED = 2**32 - 1
+"""Largest seed: 32 bits, which numpy, torch and ``random`` all accept."""
 
 RUN_FILE = "run.yaml"
 DEFAULT_OBJECTIVES = ("accuracy", "latency")  # the objective kinds of a search that names none
@@ -115,8 +122,12 @@ class RunSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"must be an int >= 1, got {value!r}", path=name)
+            if name != "latency_batch" and value > MAX_CANDIDATES:
+                raise ConfigError(f"must be <= {MAX_CANDIDATES} (MAX_CANDIDATES), got {value}", path=name)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"must be an int >= 0, got {self.seed!r}", path="seed")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"must be <= {MAX_SEED} (32 bits), got {self.seed}", path="seed")
         if not self.objectives:
             raise ConfigError("a run needs at least one objective", path="objectives")
         for index, objective in enumerate(self.objectives):
@@ -144,7 +155,8 @@ class RunSettings:
             RunError: a missing or malformed field (named, with the file).
         """
         if not isinstance(data, Mapping):
-            raise RunError(f"{source}: settings must be a mapping, got {type(data).__name__}")
+            shown = "a list" if isinstance(data, list) else repr(data)[:80]  # not the loader's LocatedList
+            raise RunError(f"{source}: settings must be a mapping, got {shown}")
         try:
             known = {item.name for item in dataclasses.fields(cls)}
             unknown = sorted(set(data) - known)

@@ -14,6 +14,12 @@ which is how two workers started together both became worker 0.
   precede its trial; the first one past the budget is marked FAIL (``over_budget``) with the rest of the
   batch, and the worker stops. So the completed candidates never exceed the budget, however many workers.
   A killed worker's RUNNING trials keep their slots until it resumes (resuming marks them FAIL).
+- **No point twice.** Each candidate trial carries its point's canonical key (``point``,
+  :func:`nas.search.records.point_key`) from the write that creates it. A proposal whose point an earlier
+  candidate trial of another worker holds is a duplicate: its trial is marked FAIL (``duplicate_of``), it
+  takes no budget place, and the strategy withdraws it (the other worker's record reaches it as any record
+  does). Of two workers that create trials for one point at the same instant, the lower trial number wins.
+  A worker's repeat of its own point is evaluated as before, as a single worker's is.
 - **Outputs.** A worker that stops waits for the other workers' admitted candidates to finish
   (:func:`wait_for_running`) before it writes ``pareto.csv``, ``top/`` and (``nas search``) ``pareto.png``,
   so every worker's run directory describes the whole study. Candidates that make no progress for a while (a
@@ -32,11 +38,13 @@ if TYPE_CHECKING:
 
     from nas.search.records import Proposal
 
-__all__ = ["CLAIM_ATTR", "OVER_BUDGET_ATTR", "claim_worker", "admit", "complete_slot", "find_number",
-           "wait_for_running"]
+__all__ = ["CLAIM_ATTR", "OVER_BUDGET_ATTR", "DUPLICATE_ATTR", "claim_worker", "admit", "complete_slot",
+           "find_number", "wait_for_running"]
 
 CLAIM_ATTR = "worker_claim"
 OVER_BUDGET_ATTR = "over_budget"
+DUPLICATE_ATTR = "duplicate_of"
+_POINT_ATTR = "point"
 _LEGACY_PREFIX = "worker:"  # the study attribute that gave worker ids before claims (it raced)
 _KEY_ATTR = "key"  # every candidate trial carries its proposal key (see Record.to_attrs)
 
@@ -75,12 +83,15 @@ def _candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [trial for trial in study.get_trials(deepcopy=False, states=states) if _KEY_ATTR in trial.user_attrs]
 
 
-def admit(study: optuna.Study, proposals: Sequence[Proposal], *, budget: int, worker: int) -> dict[str, int]:
+def admit(study: optuna.Study, proposals: Sequence[Proposal], *, budget: int,
+          worker: int) -> tuple[dict[str, int], list[str]]:
     """Give ``proposals`` candidate trials within the study-wide ``budget``; returns key -> trial id of those
-    admitted (a prefix of ``proposals``). The others' trials are marked FAIL with ``over_budget``.
+    admitted (in order, up to the first past the budget) and the keys of the duplicates (see the module
+    docstring). The trials of the others are marked FAIL: ``over_budget`` or ``duplicate_of``.
 
-    A proposal that already holds a RUNNING trial (``optuna-*`` strategies) is judged by that trial; the others
-    get one now, RUNNING, carrying their ``key`` and ``worker``, created whole in one storage write.
+    A proposal that already holds a RUNNING trial (``optuna-*`` strategies) is judged by that trial, on the
+    budget only; the others get one now, RUNNING, carrying their ``key``, ``point`` and ``worker``, created
+    whole in one storage write.
     """
     import optuna
 
@@ -90,20 +101,36 @@ def admit(study: optuna.Study, proposals: Sequence[Proposal], *, budget: int, wo
         if proposal.trial is not None:
             ids.append(proposal.trial._trial_id)  # noqa: SLF001
             continue
-        template = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
-                                             user_attrs={_KEY_ATTR: proposal.key, "worker": worker})
+        template = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs={
+            _KEY_ATTR: proposal.key, _POINT_ATTR: proposal.point, "worker": worker})
         ids.append(storage.create_new_trial(study._study_id, template_trial=template))  # noqa: SLF001
     numbers = [storage.get_trial_number_from_id(trial_id) for trial_id in ids]
-    ahead = sorted(trial.number for trial in _candidates(study))  # one read for the whole batch
+    holders: dict[str, tuple[int, Any]] = {}  # point -> (number, worker) of its first candidate trial
+    ahead = []  # one read for the whole batch
+    for trial in sorted(_candidates(study), key=lambda trial: trial.number):
+        point = trial.user_attrs.get(_POINT_ATTR)
+        if point is None or point not in holders:
+            ahead.append(trial.number)
+            if point is not None:
+                holders[point] = (trial.number, trial.user_attrs.get("worker"))
     admitted: dict[str, int] = {}
+    duplicates: dict[str, tuple[int, int]] = {}  # key -> (trial id, the number of the trial holding the point)
+    over = []
     for proposal, trial_id, number in zip(proposals, ids, numbers, strict=True):
-        if bisect.bisect_left(ahead, number) >= budget:
-            break
-        admitted[proposal.key] = trial_id
-    for trial_id in ids[len(admitted):]:
+        holder = holders.get(proposal.point) if proposal.trial is None else None
+        if holder is not None and holder[0] < number and holder[1] != worker:
+            duplicates[proposal.key] = (trial_id, holder[0])
+        elif over or bisect.bisect_left(ahead, number) >= budget:
+            over.append(trial_id)
+        else:
+            admitted[proposal.key] = trial_id
+    for trial_id, holder_number in duplicates.values():
+        storage.set_trial_user_attr(trial_id, DUPLICATE_ATTR, holder_number)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    for trial_id in over:
         storage.set_trial_user_attr(trial_id, OVER_BUDGET_ATTR, True)
         storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
-    return admitted
+    return admitted, list(duplicates)
 
 
 def wait_for_running(study: optuna.Study, *, patience: float, poll: float = 0.2) -> int:

@@ -141,6 +141,12 @@ class BaseStrategy(ABC):
         """Proposals handed out and not told yet, in order (after a replay: what the stopped process had)."""
         return list(self._outstanding.values())
 
+    def withdraw(self, proposals: Sequence[Proposal]) -> None:
+        """Settle proposals that will not be evaluated by this worker (another worker holds their points, see
+        :mod:`nas.runs.workers`); their points stay seen, and the other worker's records are told as any are."""
+        for proposal in proposals:
+            self._outstanding.pop(proposal.key, None)
+
     def is_outstanding(self, key: str) -> bool:
         return key in self._outstanding
 

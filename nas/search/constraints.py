@@ -2,7 +2,8 @@
 
 A :class:`Constraint`'s *violation* is ``value - limit`` (<= 0 is feasible). :func:`parse_constraint` reads
 the command-line form; :func:`check_feasible` fails a search early when no probed point of the space meets
-its constraints.
+its constraints, and :func:`check_size_limits` a space when no probed point is within the size limits
+(:mod:`nas.limits`).
 
 Example:
     >>> parse_constraint("max_latency", "500us").limit
@@ -29,6 +30,7 @@ __all__ = [
     "Constraint",
     "InfeasibleError",
     "check_feasible",
+    "check_size_limits",
     "parse_constraint",
     "parse_quantity",
     "probe_points",
@@ -158,6 +160,34 @@ def check_feasible(space: Any, scorer: Scorer, *, target: str, samples: int = 64
     closest = ", ".join(f"{scores.metrics[c.column][worst]:.4g} {_UNITS[c.column]}" for c in scorer.constraints)
     raise InfeasibleError(f"no point of {space.name} meets {options}{where} (the closest of {len(vectors)} probed "
                           f"points: {closest})")
+
+
+def check_size_limits(space: Any, *, samples: int = 4) -> None:
+    """Refuse a space that holds no point within ``NAS_MAX_PARAMS`` and ``NAS_MAX_MACS``, before a search or a
+    sample of it starts.
+
+    Pricing is on ``meta`` (:func:`nas.cost.check_limits`), the probe's small points first (see
+    :func:`probe_points`), and stops at the first point within the limits: a space of ordinary points costs one
+    pricing. A bound computed from the tree would need each kind's cost as a formula, which the cost model
+    exists to avoid; and a space whose smallest points are all too large has no point a search could use.
+
+    Raises:
+        ConfigError: naming the space file and the limit every probed point exceeds.
+    """
+    from nas.cost import check_limits
+
+    vectors = probe_points(space, np.random.default_rng(0), samples)
+    problems: list[ConfigError] = []
+    for vector in vectors:
+        try:
+            check_limits(space.decode(vector))
+        except ConfigError as exc:
+            problems.append(exc)
+            continue
+        return
+    raise ConfigError(f"{problems[0].message} at all {len(vectors)} probed points (the first-listed widths and "
+                      "depths among them): the space has no point within the size limits", path=problems[0].path,
+                      source=space.source)
 
 
 _UNITS = {"latency_ms": "ms", "params_m": "M params", "gmacs": "GMACs"}

@@ -26,7 +26,7 @@ import numpy as np
 
 from nas.errors import NasError
 from nas.search.base import BaseStrategy, check_int
-from nas.search.records import Proposal, Record
+from nas.search.records import Admission, Proposal, Record
 
 if TYPE_CHECKING:
     import optuna
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from nas.space import Space
 
 __all__ = ["HistoryStore", "MemoryStore", "ReplayError", "optimize", "replay", "evaluate"]
+
+_MAX_WITHDRAWN_BATCHES = 8  # a worker whose proposals other workers hold this many batches in a row stops
 
 
 class ReplayError(NasError):
@@ -66,7 +68,7 @@ class HistoryStore(Protocol):
 
     def records(self) -> list[Record]: ...
 
-    def admit(self, proposals: Sequence[Proposal], budget: int) -> list[Proposal]: ...
+    def admit(self, proposals: Sequence[Proposal], budget: int) -> Admission: ...
 
     def record(self, proposal: Proposal, record: Record) -> Record: ...
 
@@ -107,8 +109,8 @@ class MemoryStore:
         self._read = len(self._records)
         return list(self._records)
 
-    def admit(self, proposals: Sequence[Proposal], budget: int) -> list[Proposal]:
-        return list(proposals)
+    def admit(self, proposals: Sequence[Proposal], budget: int) -> Admission:
+        return Admission(list(proposals), [])
 
     def record(self, proposal: Proposal, record: Record) -> Record:
         stored = Record(len(self._records), record.key, record.worker, record.vector, record.arch_id,
@@ -208,6 +210,7 @@ def optimize(space: Space, strategy: BaseStrategy, scorer: Scorer, store: Histor
             strategy.bind(store.study())
         replay(strategy, store.records(), strict=not store.shared)
         todo = strategy.pending()
+        withdrawn_batches = 0  # batches in a row of which other workers held every point
         while True:
             done = store.count()
             if done >= budget:
@@ -219,7 +222,11 @@ def optimize(space: Space, strategy: BaseStrategy, scorer: Scorer, store: Histor
                 todo = strategy.ask(min(batch, budget - done))
                 if not todo:
                     raise NasError(f"strategy {strategy.name!r} proposed nothing (with {done} of {budget} evaluated)")
-            admitted = store.admit(todo, budget)
+            admitted, duplicates = store.admit(todo, budget)
+            strategy.withdraw(duplicates)  # another worker holds their points: its records will be told
+            withdrawn_batches = withdrawn_batches + 1 if duplicates and not admitted else 0
+            if withdrawn_batches >= _MAX_WITHDRAWN_BATCHES:  # the space has nothing new for this worker
+                break
             if admitted:
                 records = evaluate(space, scorer, admitted, keep_arch=keep_arch)
                 stored = []
@@ -228,7 +235,7 @@ def optimize(space: Space, strategy: BaseStrategy, scorer: Scorer, store: Histor
                     if on_record is not None:
                         on_record(stored[-1])
                 strategy.tell(stored)
-            if len(admitted) < len(todo):  # other workers' running candidates hold the rest of the budget
+            if len(admitted) + len(duplicates) < len(todo):  # other workers' candidates hold the rest of the budget
                 break
             todo = []
     finally:

@@ -8,16 +8,23 @@ them, so nobody may change them afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Proposal", "Record", "loss_matrix", "violation_vector"]
+__all__ = ["Admission", "Proposal", "Record", "loss_matrix", "point_key", "violation_vector"]
+
+
+def point_key(vector: np.ndarray) -> str:
+    """The canonical key of a point: equal (canonical) vectors get equal keys, whichever worker, batch or strategy
+    proposed them, so parallel workers can tell that they hold the same point."""
+    return hashlib.blake2b(np.asarray(vector, dtype=np.int16).tobytes(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,7 +33,8 @@ class Proposal:
 
     Attributes:
         key: unique per run: ``"<worker>:<batch>:<index>"``; the record of its evaluation carries it, which is how
-            a strategy rebuilt from storage matches records to what it asked (see ``BaseStrategy``).
+            a strategy rebuilt from storage matches records to what it asked (see ``BaseStrategy``). The point
+            itself has the canonical key :attr:`point`.
         vector: the canonical, valid point (``num_slots`` int16) of the strategy's space.
         generation: the strategy's generation (batch) number.
         parents: Arch ids of the parents (empty for random points).
@@ -41,6 +49,24 @@ class Proposal:
     parents: tuple[str, ...] = ()
     worker: int = 0
     trial: optuna.trial.Trial | None = field(default=None, repr=False)
+
+    @property
+    def point(self) -> str:
+        """The canonical key of the proposed point (:func:`point_key`)."""
+        return point_key(self.vector)
+
+
+class Admission(NamedTuple):
+    """What a history store lets a worker evaluate of a batch (see ``HistoryStore.admit``).
+
+    Attributes:
+        admitted: the proposals to evaluate, in order.
+        duplicates: proposals whose point another candidate of the study already holds (another worker's, on a
+            shared storage): never evaluated twice; the strategy withdraws them and hears the other's record.
+    """
+
+    admitted: list[Proposal]
+    duplicates: list[Proposal]
 
 
 @dataclass(frozen=True, eq=False)

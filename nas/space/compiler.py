@@ -425,6 +425,8 @@ def yaml_key_path(text: str, line: int) -> str:
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode):  # a complex key (the loader refuses it) has no path
+                    continue
                 key_path = f"{path}.{key.value}" if path else str(key.value)
                 if key.start_mark.line + 1 == line:
                     found = key_path

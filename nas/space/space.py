@@ -99,7 +99,8 @@ class Space:
             data = load_yaml(path)
         except ConfigError as exc:
             if exc.line and not exc.path and path.is_file():
-                raise ConfigError(exc.message, path=yaml_key_path(path.read_text(encoding="utf-8"), exc.line),
+                text = path.read_text(encoding="utf-8", errors="replace")  # the error may be undecodable bytes
+                raise ConfigError(exc.message, path=yaml_key_path(text, exc.line),
                                   source=exc.source, line=exc.line) from None
             raise
         return cls.from_data(data, source=str(path), default_name=path.stem)

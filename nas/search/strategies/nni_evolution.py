@@ -209,6 +209,15 @@ class NNIEvolutionStrategy(BaseStrategy):
                 self._replies.put(reward)
         super().tell(records)
 
+    def withdraw(self, proposals: Sequence[Proposal]) -> None:
+        """NNI waits for a reply to each sample: a withdrawn one (another worker holds its point) gets the point's
+        reward where a record gave it already, else the worst reward seen so far."""
+        for proposal in proposals:
+            if proposal.key in self._outstanding:
+                known = self._rewards.get(np.asarray(proposal.vector, dtype=np.int16).tobytes())
+                self._replies.put(known if known is not None else min(self._rewards.values(), default=0.0))
+        super().withdraw(proposals)
+
     def close(self) -> None:
         """Stop NNI's thread (idempotent)."""
         if self._thread is not None and self._thread.is_alive():
