@@ -9,6 +9,7 @@ from __future__ import annotations
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     attention,
     convnext,
+    cvt,
     davit,
     downsample,
     efficientformer,
@@ -22,6 +23,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     resnet,
     stems,
     swin,
+    uniformer,
     van,
 )
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
