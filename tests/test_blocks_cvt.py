@@ -7,6 +7,7 @@ per head, so they share no code path with the module.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from torch import nn
 import nas
 from nas.blocks.cvt import ConvProjection, ConvProjectionAttention, ConvProjectionAttentionCfg
 from nas.errors import ConfigError
+from nas.space import load_space
 
 
 def _randomise_batchnorm(module: nn.Module, generator: torch.Generator) -> None:
@@ -125,3 +127,11 @@ def test_bad_settings_name_the_field() -> None:
     with pytest.raises(ConfigError) as error:
         ConvProjectionAttentionCfg(heads=3).check(site)
     assert error.value.path == "heads"
+
+
+def test_metaformer_samples_draw_cvt_attention_in_every_stage() -> None:
+    space = load_space("metaformer")
+    archs = [space.decode(vector) for vector in space.sample_vectors(np.random.default_rng(0), 100)]
+    stages = {index for arch in archs for index, stage in enumerate(arch.stages)
+              if any(block.mixer.kind == "conv_projection_attention" for block in stage.blocks)}
+    assert stages == {0, 1, 2, 3}

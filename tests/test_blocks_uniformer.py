@@ -6,6 +6,7 @@ sum over shifted copies of the map, attention as one softmax per head.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from nas.arch import Block, parse_component
 from nas.blocks import BlockContext, create_block
 from nas.blocks.uniformer import GlobalMhra, GlobalMhraCfg, LocalMhraCfg, PositionConv
 from nas.errors import ConfigError
+from nas.space import load_space
 
 
 def _block(mixer: dict, norm: str) -> Block:
@@ -127,3 +129,14 @@ def test_bad_settings_name_the_field() -> None:
         GlobalMhraCfg(heads=2).check(site._replace(prefix_tokens=1))
     assert error.value.path == "pos_kernel"
     GlobalMhraCfg(heads=2, pos_kernel=0).check(site._replace(prefix_tokens=1))  # attention alone takes class tokens
+
+
+def test_metaformer_samples_draw_local_mhra_early_and_global_mhra_late() -> None:
+    space = load_space("metaformer")
+    archs = [space.decode(vector) for vector in space.sample_vectors(np.random.default_rng(0), 100)]
+    stages: dict[str, set[int]] = {"local_mhra": set(), "global_mhra": set()}
+    for arch in archs:
+        for index, stage in enumerate(arch.stages):
+            for block in stage.blocks:
+                stages.get(block.mixer.kind, set()).add(index)
+    assert stages == {"local_mhra": {0, 1}, "global_mhra": {2, 3}}
