@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import nas
-from nas.blocks.cvt import ConvProjection, ConvProjectionAttention, ConvProjectionAttentionCfg
+from nas.blocks.cvt import (
+    ConvEmbedding,
+    ConvEmbeddingCfg,
+    ConvProjection,
+    ConvProjectionAttention,
+    ConvProjectionAttentionCfg,
+)
 from nas.errors import ConfigError
 from nas.space import load_space
 
@@ -129,9 +135,64 @@ def test_bad_settings_name_the_field() -> None:
     assert error.value.path == "heads"
 
 
-def test_metaformer_samples_draw_cvt_attention_in_every_stage() -> None:
+def test_embedding_is_conv_then_norm_with_the_class_token_first() -> None:
+    torch.manual_seed(4)
+    size, in_dim, dim = (7, 6), 4, 8
+    embedding = ConvEmbedding(ConvEmbeddingCfg(class_token=True), in_dim=in_dim, dim=dim, size=size)
+    tokens = torch.randn(2, size[0] * size[1], in_dim)
+    grid = tokens.transpose(1, 2).reshape(2, in_dim, *size)
+    convolved = F.conv2d(grid, embedding.conv.weight, embedding.conv.bias, stride=2, padding=1)  # 4x3
+    normed = F.layer_norm(convolved.flatten(2).transpose(1, 2), (dim,), embedding.norm.weight, embedding.norm.bias)
+    with torch.no_grad():
+        out = embedding(tokens)
+    assert out.shape == (2, 1 + 4 * 3, dim)
+    torch.testing.assert_close(out[:, 1:], normed, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, :1], embedding.class_token.expand(2, -1, -1), rtol=0, atol=0)
+
+
+CVT_LIKE = """
+schema: 1
+input: {resolution: 32, channels: 3}
+stem: {kind: overlap, kernel: 7, stride: 4, padding: 2, norm: layernorm, dim: 8}
+stages:
+  - dim: 8
+    downsample: null
+    blocks: {repeat: 1, block: {mixer: {kind: conv_projection_attention}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}}
+  - dim: 16
+    downsample: {kind: conv_embedding, class_token: true}
+    blocks: {repeat: 1, block: {mixer: {kind: conv_projection_attention}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}}
+%s
+head: {kind: linear, pool: cls, num_classes: 5}
+"""
+
+
+def test_a_class_token_from_a_downsampler_reaches_the_head_and_leaves_the_feature_maps() -> None:
+    arch = nas.Arch.from_yaml(CVT_LIKE % "")
+    walked = list(nas.walk.steps(arch))
+    assert [step.after.prefix_tokens for step in walked if step.role == "block"] == [0, 1]
+    model = nas.build(arch).eval()
+    images = torch.randn(2, 3, 32, 32)
+    assert model(images).shape == (2, 5)
+    assert [tuple(out.shape) for out in model.forward_features(images)] == [(2, 8, 8, 8), (2, 16, 4, 4)]
+    without = nas.Arch.from_yaml((CVT_LIKE % "").replace("class_token: true", "class_token: false")
+                                 .replace("pool: cls", "pool: avg"))
+    assert nas.cost.profile(arch).params - nas.cost.profile(without).params == 16  # the class token alone
+
+
+def test_a_class_token_cannot_be_downsampled_again() -> None:
+    third = """  - dim: 32
+    downsample: {kind: conv_embedding}
+    blocks: {repeat: 1, block: {mixer: conv_projection_attention, ffn: {kind: mlp, ratio: 2}, norm: layernorm}}"""
+    with pytest.raises(ConfigError, match="class tokens") as error:
+        nas.Arch.from_yaml(CVT_LIKE % third)
+    assert error.value.path == "stages[2].downsample.kind"
+
+
+def test_metaformer_samples_draw_cvt_attention_in_every_stage_and_its_embedding() -> None:
     space = load_space("metaformer")
     archs = [space.decode(vector) for vector in space.sample_vectors(np.random.default_rng(0), 100)]
     stages = {index for arch in archs for index, stage in enumerate(arch.stages)
               if any(block.mixer.kind == "conv_projection_attention" for block in stage.blocks)}
     assert stages == {0, 1, 2, 3}
+    assert any(stage.downsample is not None and stage.downsample.kind == "conv_embedding"
+               for arch in archs for stage in arch.stages)

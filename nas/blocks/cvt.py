@@ -4,9 +4,11 @@ Paper: "CvT: Introducing Convolutions to Vision Transformers", Wu et al., ICCV 2
 arXiv:2103.15808. CvT brings convolutions into a ViT at two places:
 
 * the *convolutional token embedding* that starts each stage: an overlapping
-  strided convolution followed by LayerNorm (Sec. 3.1). It needs no kind of its
-  own: it is the ``overlap`` stem (7x7, stride 4, padding 2) and the ``conv``
-  downsampler (3x3, stride 2, padding 1) with ``norm: layernorm``;
+  strided convolution followed by LayerNorm (Sec. 3.1). On the image it is the
+  ``overlap`` stem (7x7, stride 4, padding 2, ``norm: layernorm``); between
+  stages it is the ``conv_embedding`` downsampler (3x3, stride 2, padding 1),
+  which works on tokens, so attention stages need no layout conversion, and
+  can put a class token in front, as CvT-13 does in its last stage only;
 * the *convolutional projection* (Sec. 3.2, Fig. 3): queries, keys and values
   are each a depthwise convolution and BatchNorm of the token map before their
   linear projection, so attention sees a local neighbourhood per token. Keys and
@@ -35,12 +37,57 @@ from torch import nn
 
 from nas.arch import Component, Site
 from nas.blocks.attention import check_heads, merge_heads, split_heads
-from nas.blocks.common import ConvNorm, ToNCHW, factory_kwargs
+from nas.blocks.common import ConvNorm, NormKind, ToNCHW, ToNLC, factory_kwargs
+from nas.blocks.downsample import Downsample
 from nas.blocks.registry import register
-from nas.blocks.template import TokenMixer
+from nas.blocks.stems import conv_out
+from nas.blocks.template import TokenMixer, create_norm
 from nas.errors import ConfigError
 
-__all__ = ["ConvProjectionAttentionCfg", "ConvProjection", "ConvProjectionAttention"]
+__all__ = ["ConvEmbeddingCfg", "ConvProjectionAttentionCfg", "ConvEmbedding", "ConvProjection",
+           "ConvProjectionAttention"]
+
+
+@dataclass(frozen=True)
+class ConvEmbeddingCfg(Component):
+    """Tokens folded into a map, a ``kernel x kernel`` convolution of ``stride``, a norm; optionally a class token.
+
+    Attributes:
+        kernel: the convolution's kernel (CvT: 3 between stages).
+        stride: its stride (CvT: 2).
+        padding: null means ``kernel // 2``.
+        norm: the norm of the embedded tokens (CvT: LayerNorm).
+        class_token: put a learned class token in front of the stage's tokens (CvT-13's last stage).
+    """
+
+    layout = "nlc"
+
+    kernel: int = 3
+    stride: int = 2
+    padding: int | None = None
+    norm: NormKind = "layernorm"
+    class_token: bool = False
+
+    @property
+    def pad(self) -> int:
+        return self.kernel // 2 if self.padding is None else self.padding
+
+    @property
+    def prefix_tokens(self) -> int:  # type: ignore[override]
+        return 1 if self.class_token else 0
+
+    def check(self, site: Site) -> None:
+        for name in ("kernel", "stride"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", path=name)
+        if self.pad < 0:
+            raise ConfigError(f"must be >= 0, got {self.pad}", path="padding")
+        if site.prefix_tokens:
+            raise ConfigError("cannot downsample a feature map that carries class tokens", path="kind")
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return (conv_out(height, self.kernel, self.stride, self.pad),
+                conv_out(width, self.kernel, self.stride, self.pad))
 
 
 @dataclass(frozen=True)
@@ -88,6 +135,29 @@ class ConvProjection(nn.Module):
         if self.prefix_tokens:
             tokens = torch.cat([x[:, :self.prefix_tokens], tokens], dim=1)
         return tokens
+
+
+@register("downsample", "conv_embedding", ConvEmbeddingCfg)
+class ConvEmbedding(Downsample):
+    """CvT's convolutional token embedding between stages: ``norm(conv(map))`` as tokens, class token first."""
+
+    def __init__(self, cfg: ConvEmbeddingCfg, *, in_dim: int, dim: int, size: tuple[int, int], device: Any = None,
+                 dtype: Any = None):
+        super().__init__()
+        dd = factory_kwargs(device, dtype)
+        self.to_map = ToNCHW(size)
+        self.conv = nn.Conv2d(in_dim, dim, cfg.kernel, cfg.stride, cfg.pad, **dd)
+        self.to_tokens = ToNLC()
+        self.norm = create_norm(cfg.norm, dim, "nlc", **dd)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim, **dd)) if cfg.class_token else None
+        if self.class_token is not None:
+            nn.init.trunc_normal_(self.class_token, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.to_tokens(self.conv(self.to_map(x))))
+        if self.class_token is not None:
+            x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x
 
 
 @register("mixer", "conv_projection_attention", ConvProjectionAttentionCfg)
