@@ -8,12 +8,12 @@ Li et al., TPAMI 2023, arXiv:2201.09450 (the image backbone). A UniFormer block 
     x = x + FFN(norm(x))
 
 with a *local* MHRA in the shallow stages, where tokens mostly relate to their
-neighbours, and a *global* one in the deep stages (Sec. 3). The local MHRA
-learns a relation only within a small neighbourhood, so it is a convolution:
-1x1, depthwise 5x5, 1x1 (Sec. 3.2, Eq. 5-6), with BatchNorm as the block's norm.
-The global MHRA is multi-head self-attention over all tokens, with LayerNorm
-(Sec. 3.3). The DPE (Sec. 3.4) is a zero-padded depthwise convolution before
-each block; it encodes positions from the content and works at any resolution.
+neighbours, and a *global* one in the deep stages. The local MHRA learns a
+relation only within a small neighbourhood, so it is a convolution: 1x1,
+depthwise 5x5, 1x1, with BatchNorm as the block's norm. The global MHRA is
+multi-head self-attention over all tokens, with LayerNorm. The DPE is a
+zero-padded depthwise convolution before each block; it encodes positions from
+the content and works at any resolution.
 Details read from the official code (``Sense-X/UniFormer``,
 ``image_classification/models/uniformer.py``): every convolution has a bias and
 the DPE kernel is 3.
@@ -26,9 +26,10 @@ kinds: the ``patch`` stem (4x4, LayerNorm) and the ``conv`` downsampler
 
 Published figures used by the zoo (``spaces/zoo/uniformer_s.yaml``): UniFormer-S
 has 22M parameters and 3.6 GFLOPs at 224 px (the official
-``image_classification/README.md`` model table and the paper's ImageNet table);
-the repository counts them with fvcore, one multiply-add per FLOP, attention
-matmuls included, as ``nas.cost`` does.
+``image_classification/README.md`` model table), 21.5M parameters to one decimal
+(``Westlake-AI/openmixup``, ``configs/classification/imagenet/uniformer/README.md``,
+the converted official model). The official repository counts FLOPs with fvcore,
+one multiply-add per FLOP, attention matmuls included, as ``nas.cost`` does.
 """
 
 from __future__ import annotations
