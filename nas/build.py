@@ -62,16 +62,17 @@ class Unit:
 
 @dataclass(frozen=True)
 class StageOutput:
-    """What a stage puts out: its layout, width and feature-map size."""
+    """What a stage puts out: its layout, width, feature-map size and the class tokens in front of it."""
 
     layout: Layout
     channels: int
     size: tuple[int, int]
+    prefix_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The units of an Arch in execution order, and what each stage puts out."""
+    """The units of an Arch in execution order, what each stage puts out, and the class tokens the head sees."""
 
     units: list[Unit]
     stage_outputs: list[StageOutput]
@@ -117,10 +118,10 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
             depth += 1
             if step.index == len(arch.stages[step.stage].blocks) - 1:
                 after = step.after
-                outputs.append(StageOutput(after.layout, after.dim, (after.height, after.width)))
+                outputs.append(StageOutput(after.layout, after.dim, (after.height, after.width), after.prefix_tokens))
         else:
             units.append(_UNITS[step.role](step))
-    return Plan(units, outputs, arch.stem.prefix_tokens)
+    return Plan(units, outputs, outputs[-1].prefix_tokens)
 
 
 def _check_buildable(block: Block, path: str) -> None:
@@ -225,7 +226,7 @@ class Model(nn.Module):
         (self.head,) = groups[-1]
         self.num_features: int = self.head.num_features
         self.to_maps = nn.ModuleList(
-            nn.Identity() if out.layout == "nchw" else _TokensToMap(layout.prefix_tokens, out.size)
+            nn.Identity() if out.layout == "nchw" else _TokensToMap(out.prefix_tokens, out.size)
             for out in layout.stage_outputs)
         self.feature_info = [
             {"stage": index, "num_chs": out.channels, "reduction": arch.input.resolution // out.size[0],

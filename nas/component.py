@@ -88,7 +88,8 @@ class Component:
     Attributes:
         layout: the tensor layout the component works in (a mixer, a downsampler) or puts out (a stem); a
             config whose layout depends on its fields makes it a property. Modules read it from here.
-        prefix_tokens: tokens the component puts in front of the feature map (a stem's class token).
+        prefix_tokens: tokens the component puts in front of the feature map (a stem's class token, or a
+            downsampler's that starts a stage with one).
     """
 
     role: ClassVar[str] = ""

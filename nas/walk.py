@@ -4,10 +4,11 @@ A site is what a component sees: the channels coming in, the stage width,
 the feature-map size, the tensor layout and the prefix (class) tokens. Each
 component is checked against its site, and says what it hands on: a stem
 sets the width, size, layout and prefix tokens; a downsampler or a mixer
-brings the site to the stage width, its own layout and the size it puts out;
-an FFN, a norm or a head keeps it. A mixer keeps the width coming in unless its
-config declares ``changes_width``, so a stage of a new width starts with a
-downsampler or with such a mixer. Where a component's layout differs from
+brings the site to the stage width, its own layout and the size it puts out
+(a downsampler may add prefix tokens); an FFN, a norm or a head keeps it. A
+mixer keeps the width coming in unless its config declares ``changes_width``,
+so a stage of a new width starts with a downsampler or with such a mixer.
+Where a component's layout differs from
 the site's, a layout conversion comes first.
 
 Arch validation, ``nas.build.plan``, the batch latency walk
@@ -214,7 +215,8 @@ def _resized(component: Component, site: Site) -> tuple[int, int]:
 
 
 def _to_stage(component: Component, site: Site) -> Site:
-    """Downsamplers and mixers put out the stage width, in their layout, at the size they make.
+    """Downsamplers and mixers put out the stage width, in their layout, at the size they make, with the
+    prefix tokens they add (a downsampler may start a stage with a class token, as CvT's last stage does).
 
     One that works on a feature map cannot follow a class token: folding tokens into a map has no place
     for it.
@@ -224,9 +226,11 @@ def _to_stage(component: Component, site: Site) -> Site:
         raise ConfigError("needs a feature map, but the stem adds a class token; "
                           "class-token models must keep tokens (nlc) throughout")
     height, width = _resized(component, site)
-    if site.in_dim == site.dim and (height, width) == (site.height, site.width) and layout == site.layout:
+    prefix_tokens = site.prefix_tokens + component.prefix_tokens
+    if (site.in_dim == site.dim and (height, width) == (site.height, site.width) and layout == site.layout
+            and prefix_tokens == site.prefix_tokens):
         return site if site.block is None else site._replace(block=None)
-    return Site(site.dim, site.dim, height, width, None, site.prefix_tokens, layout)
+    return Site(site.dim, site.dim, height, width, None, prefix_tokens, layout)
 
 
 def _from_mixer(component: Component, site: Site) -> Site:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     attention,
     convnext,
+    cvt,
     davit,
     dinat,
     downsample,
@@ -26,6 +27,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     smt,
     stems,
     swin,
+    uniformer,
     van,
 )
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
