@@ -11,11 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 
 from nas.cli import main
-from nas.runs import JOURNAL_FILE, RUN_FILE, Run, open_storage
+from nas.runs import JOURNAL_FILE, RUN_FILE, Run
 from nas.search import get_strategy, list_strategies
 from tests.test_search import write_tiny_space
 
@@ -182,30 +181,6 @@ def test_a_short_train_search_killed_mid_training_resumes_to_the_same_history(sp
     columns = [column if column != "proxy_score" else "accuracy" for column in COLUMNS]
     assert resumed[columns].to_dict("records") == whole[columns].to_dict("records")
     assert {arch_id: json.loads(cache.read_text())[arch_id] for arch_id in kept} == kept
-
-
-def test_two_processes_share_one_journal(space_file: str, tmp_path: Path) -> None:
-    storage = tmp_path / "shared.journal"
-    budget = 24
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "nas.cli",
-                          *search_args(space_file, "--out", str(tmp_path / name), "--storage", str(storage),
-                                       budget=budget)],
-                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for name in ("a", "b")
-    ]
-    for process in processes:
-        _, err = process.communicate(timeout=240)
-        assert process.returncode == 0, err.decode()[-2000:]
-    study = optuna.load_study(study_name="tiny_search-iphone12-evolution-seed7", storage=open_storage(str(storage)))
-    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert budget <= len(complete) <= budget + 2 * 8
-    assert {trial.user_attrs["worker"] for trial in complete} == {0, 1}, "both workers evaluated candidates"
-    keys = [trial.user_attrs["key"] for trial in complete]
-    assert len(set(keys)) == len(keys)
-    histories = [Run.open(the_run(tmp_path / name)).history() for name in ("a", "b")]
-    assert list(histories[0]["arch_id"]) == list(histories[1]["arch_id"]), "both runs read the one study"
-    assert {Run.open(the_run(tmp_path / name)).settings.storage for name in ("a", "b")} == {str(storage)}
 
 
 def test_relative_paths_are_stored_absolute_so_resume_works_anywhere(space_file: str, tmp_path: Path,
