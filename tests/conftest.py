@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import nas
+
+# The suite draws the same examples on every run, so a run's verdict depends on the code only (CI cannot fail
+# on an example no earlier run drew); HYPOTHESIS_PROFILE=explore draws new ones to look for more.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DIR = ROOT / "tests" / "tiny"
