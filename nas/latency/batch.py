@@ -32,6 +32,8 @@ goes stale for an Arch, and it is rebuilt when the target file changes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +47,7 @@ from nas.errors import NasError
 from nas.latency.opmodel import combine, features, params_of, row_parts, transfer_seconds
 from nas.latency.optable import build_table
 from nas.latency.targets import Setting
+from nas.latency.unit_store import UnitStore, open_store
 from nas.walk import enter_stage, image_site, past, past_block
 
 __all__ = ["BatchPredictor", "CostTable", "UnitSignatures", "batch_predictor", "cost_table"]
@@ -69,6 +72,8 @@ class UnitSignatures:
 
     def __init__(self) -> None:
         self._tokens: dict[Any, int] = {}
+        self._components: list[Any] = []  # by token
+        self._texts: dict[tuple[int, int], str] = {}  # (kind of entry, token or site) -> its JSON, for stable()
         self._site_ids: dict[Site, int] = {}
         self._sites: list[Site] = []
         self._images: dict[tuple[int, int, int], int] = {}  # (channels, resolution, stem width) -> site
@@ -81,7 +86,10 @@ class UnitSignatures:
         token = self._tokens.get(component)
         if token is None:
             with self._lock:
-                token = self._tokens.setdefault(component, len(self._tokens))
+                token = self._tokens.get(component)
+                if token is None:
+                    token = self._tokens[component] = len(self._components)
+                    self._components.append(component)
         return token
 
     def _site(self, site: Site) -> int:
@@ -97,6 +105,23 @@ class UnitSignatures:
     def site(self, site: int) -> Site:
         """The site a signature's last entry (or a stage end of :meth:`walk`) stands for."""
         return self._sites[site]
+
+    def stable(self, key: tuple[Any, ...]) -> str:
+        """A digest of what signature ``key`` stands for (role, component value, site), equal in every process:
+        the key of the persistent tables (:mod:`nas.latency.unit_store`). Tokens and site numbers are
+        per process; this is computed on a cache miss only."""
+        role, token, site = key
+        texts = self._texts
+        component = texts.get((0, token))
+        if component is None:
+            component = texts[(0, token)] = _json(self._components[token].to_dict())
+        place = texts.get((1, site))
+        if place is None:
+            fields = self._sites[site]._asdict()
+            if fields["block"] is not None:
+                fields["block"] = fields["block"].to_dict()
+            place = texts[(1, site)] = _json(fields)
+        return hashlib.blake2b(f"{role}|{component}|{place}".encode(), digest_size=16).hexdigest()
 
     def _static(self, component: Any, step: Callable[[Any, Site], Site]) -> tuple[Any, int, dict[int, int],
                                                                                    Callable[[Any, Site], Site]]:
@@ -177,17 +202,51 @@ class _UnitTable:
 
     Args:
         signatures: the signature walker (default: the process-wide one).
+        persistent: back the table with the persistent one of :mod:`nas.latency.unit_store`, shared by
+            processes (a unit priced by an earlier run is read, not traced).
     """
 
     width: ClassVar[int] = 0  # numbers per unit
 
-    def __init__(self, signatures: UnitSignatures | None = None):
+    def __init__(self, signatures: UnitSignatures | None = None, *, persistent: bool = True):
         self.signatures = signatures or _SIGNATURES
+        self.persistent = persistent
         self._units: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._store: UnitStore | None = None
+        self._store_opened = False
 
     def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[Any]]]:
         """``(unit path or op-table segment name, numbers)`` for every priced piece of ``arch``."""
         raise NotImplementedError
+
+    def _open_store(self) -> UnitStore | None:
+        """This table's persistent store (:func:`nas.latency.unit_store.open_store`)."""
+        raise NotImplementedError
+
+    @property
+    def store(self) -> UnitStore | None:
+        """The persistent table behind this one, opened on the first miss (``$NAS_HOME`` is read then); None
+        when ``persistent`` is False or the tables are turned off."""
+        if not self._store_opened:
+            self._store = self._open_store() if self.persistent else None
+            self._store_opened = True
+        return self._store
+
+    def _recall(self, keys: list[tuple[Any, ...]]) -> bool:
+        """Take the missing units of ``keys`` from the persistent store; False if any is not there."""
+        store = self.store
+        if store is None:
+            return False
+        units, stable = self._units, self.signatures.stable
+        found = {}
+        for key in keys:
+            if key not in units and key not in found:
+                numbers = store.get(stable(key))
+                if numbers is None:
+                    return False
+                found[key] = numbers
+        units.update(found)
+        return True
 
     def _fill(self, arch: Arch, keys: list[tuple[Any, ...]]) -> None:
         """Price ``arch`` once and store the numbers of each of its planned units under its signature."""
@@ -201,14 +260,20 @@ class _UnitTable:
                 total[index] += number
         for path, key in zip(paths, keys, strict=True):
             self._units[key] = tuple(totals[path])
+        store = self.store
+        if store is not None:
+            stable = self.signatures.stable
+            store.put({stable(key): self._units[key] for key in dict.fromkeys(keys)})
 
     def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The numbers per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`)."""
+        """The numbers per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`): from memory, else
+        from the persistent store, else priced (traced) and stored in both."""
         units = self._units
         try:
             return [units[key] for key in keys]
         except KeyError:
-            self._fill(arch, keys)
+            if not self._recall(keys):
+                self._fill(arch, keys)
             return [units[key] for key in keys]
 
     def cache_size(self) -> int:
@@ -226,12 +291,16 @@ class CostTable(_UnitTable):
 
     Args:
         signatures: the signature walker (default: the process-wide one).
+        persistent: read and write the persistent table (see :class:`_UnitTable`).
     """
 
     width = 2  # parameters, MACs
 
     def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[int]]]:
         return [(path, (params, macs)) for path, params, macs in unit_counts(arch)]
+
+    def _open_store(self) -> UnitStore | None:
+        return open_store("counts", width=self.width)
 
     def __call__(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         """Parameters and MACs of each Arch (two int64 arrays), equal to :func:`nas.profile`'s."""
@@ -251,6 +320,7 @@ class BatchPredictor(_UnitTable):
         setting: the target setting (its fitted coefficients are used).
         batch: inputs per forward pass.
         signatures: the signature walker (default: the process-wide one).
+        persistent: read and write the persistent table of this setting and batch (see :class:`_UnitTable`).
 
     Thread safety: calls may come from several threads; the caches are only ever extended, and a unit
     priced twice by two threads gets the same numbers.
@@ -258,11 +328,17 @@ class BatchPredictor(_UnitTable):
 
     width = 3  # execution, issue and switching seconds
 
-    def __init__(self, setting: Setting, batch: int, signatures: UnitSignatures | None = None):
-        super().__init__(signatures)
+    def __init__(self, setting: Setting, batch: int, signatures: UnitSignatures | None = None, *,
+                 persistent: bool = True):
+        super().__init__(signatures, persistent=persistent)
         self.setting = setting
         self.batch = batch
         self.params = params_of(setting.fitted)
+
+    def _open_store(self) -> UnitStore | None:
+        setting = self.setting
+        return open_store(f"latency-{setting.target}-{setting.name}-b{self.batch}", repr(setting), str(self.batch),
+                          width=self.width)
 
     def keys(self, arch: Arch) -> list[tuple[Any, ...]]:
         """The unit signatures of ``arch`` (:meth:`UnitSignatures.keys`)."""
@@ -319,6 +395,10 @@ def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
     if match is None or match.group(1) not in planned:
         raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
     return match.group(1)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _item_paths(arch: Arch) -> list[str]:
