@@ -74,6 +74,7 @@ __all__ = [
     "profile",
     "profile_module",
     "unit_counts",
+    "unit_ops",
 ]
 
 Metric = Literal["flops", "bytes", "bytes_read", "bytes_written"]
@@ -405,6 +406,13 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
     _check_batch(batch)
     units = plan(arch).units
     costs = [_unit_cost(unit, batch, dtype) for unit in units]
+    return CostReport(_assemble(units, costs), sum(c.params for c in costs), sum(c.macs for c in costs),
+                      sum(c.flops for c in costs),
+                      sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+
+
+def _assemble(units: Sequence[Unit], costs: Sequence[_UnitCost]) -> tuple[Op, ...]:
+    """The ops of ``units`` in order, each unit's first ops reading the output of the unit before it."""
     ops: list[Op] = []
     previous_output = _INPUT  # the image
     for unit, unit_cost in zip(units, costs, strict=True):
@@ -414,9 +422,22 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
             ops.append(Op(unit.path, *record[1:9], tuple(source for source in sources if source != _INPUT)))
         if unit_cost.output != _INPUT:
             previous_output = offset + unit_cost.output
-    return CostReport(tuple(ops), sum(c.params for c in costs), sum(c.macs for c in costs),
-                      sum(c.flops for c in costs),
-                      sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+    return tuple(ops)
+
+
+def unit_ops(units: Sequence[Unit], *, batch: int = 1, dtype: torch.dtype = torch.float32) -> tuple[Op, ...]:
+    """The ops of some units of one plan, listed as :func:`profile` lists them, from the same :data:`CACHE`.
+
+    For pricing a few new units of an Arch without assembling all of its ops
+    (:class:`nas.latency.batch.BatchPredictor`): an op's fields and its sources inside its own unit are
+    those of :func:`profile`'s list; a unit's first ops read the output of the unit before it *in
+    ``units``*, which is its predecessor in the plan only when ``units`` is the whole plan.
+
+    Raises:
+        NasError: ``batch`` is not a positive int, or a unit cannot be built.
+    """
+    _check_batch(batch)
+    return _assemble(units, [_unit_cost(unit, batch, dtype) for unit in units])
 
 
 def check_limits(arch: Arch, *, source: str | None = None) -> CostReport:
@@ -438,19 +459,20 @@ def check_limits(arch: Arch, *, source: str | None = None) -> CostReport:
     return report
 
 
-def unit_counts(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> list[tuple[str, int, int]]:
-    """``(unit path, parameters, MACs)`` of each unit of :func:`nas.build.plan`, in execution order.
+def unit_counts(units: Sequence[Unit], *, batch: int = 1,
+                dtype: torch.dtype = torch.float32) -> list[tuple[str, int, int]]:
+    """``(unit path, parameters, MACs)`` of each of ``units`` (units of :func:`nas.build.plan`), in order.
 
-    The same numbers :func:`profile` adds up (its ``params`` and ``macs`` are the sums), from the same
-    :data:`CACHE`, without assembling the op list: :class:`nas.latency.batch.CostTable` prices params and
-    MACs per unit with it.
+    The same numbers :func:`profile` adds up (over the whole plan, its ``params`` and ``macs`` are the
+    sums), from the same :data:`CACHE`, without assembling the op list: :class:`nas.latency.batch.CostTable`
+    prices params and MACs per unit with it.
 
     Raises:
-        NasError: ``batch`` is not a positive int, or the Arch cannot be built.
+        NasError: ``batch`` is not a positive int, or a unit cannot be built.
     """
     _check_batch(batch)
     out = []
-    for unit in plan(arch).units:
+    for unit in units:
         cost = _unit_cost(unit, batch, dtype)
         out.append((unit.path, cost.params, cost.macs))
     return out

@@ -42,7 +42,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nas.arch import Arch, Site
-from nas.cost import profile, unit_counts
+from nas.build import Unit, plan
+from nas.cost import unit_counts, unit_ops
 from nas.errors import NasError
 from nas.latency.opmodel import combine, features, params_of, row_parts, transfer_seconds
 from nas.latency.optable import build_table
@@ -215,8 +216,9 @@ class _UnitTable:
         self._store: UnitStore | None = None
         self._store_opened = False
 
-    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[Any]]]:
-        """``(unit path or op-table segment name, numbers)`` for every priced piece of ``arch``."""
+    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[Any]]]:
+        """``(unit path or op-table segment name, numbers)`` for every priced piece of ``units`` (some units of
+        one plan, in order)."""
         raise NotImplementedError
 
     def _open_store(self) -> UnitStore | None:
@@ -232,38 +234,44 @@ class _UnitTable:
             self._store_opened = True
         return self._store
 
-    def _recall(self, keys: list[tuple[Any, ...]]) -> bool:
-        """Take the missing units of ``keys`` from the persistent store; False if any is not there."""
+    def _recall(self, keys: list[tuple[Any, ...]]) -> None:
+        """Take the missing units of ``keys`` that the persistent store holds."""
         store = self.store
         if store is None:
-            return False
+            return
         units, stable = self._units, self.signatures.stable
-        found = {}
         for key in keys:
-            if key not in units and key not in found:
+            if key not in units:
                 numbers = store.get(stable(key))
-                if numbers is None:
-                    return False
-                found[key] = numbers
-        units.update(found)
-        return True
+                if numbers is not None:
+                    units[key] = numbers
 
     def _fill(self, arch: Arch, keys: list[tuple[Any, ...]]) -> None:
-        """Price ``arch`` once and store the numbers of each of its planned units under its signature."""
+        """Price the units of ``arch`` whose signature is missing (one planned unit per signature) and store
+        their numbers, in memory and in the persistent store.
+
+        A unit's numbers come from its own ops only (fusion never crosses units), so pricing the missing
+        units alone gives the numbers pricing the whole Arch would.
+        """
         paths = _item_paths(arch)
         if len(paths) != len(keys):
             raise NasError(f"internal: {len(keys)} unit signatures for {len(paths)} units of {arch.name or arch.id}")
-        totals: dict[str, list[Any]] = {path: [0] * self.width for path in paths}
-        for name, numbers in self._price(arch):
+        missing: dict[tuple[Any, ...], str] = {}
+        for path, key in zip(paths, keys, strict=True):
+            if key not in self._units:
+                missing.setdefault(key, path)
+        totals: dict[str, list[Any]] = {path: [0] * self.width for path in missing.values()}
+        units = [unit for unit in plan(arch).units if _item_path(unit.path, arch) in totals]
+        for name, numbers in self._price(units):
             total = totals[_item_of(name, arch, totals)]
             for index, number in enumerate(numbers):
                 total[index] += number
-        for path, key in zip(paths, keys, strict=True):
-            self._units[key] = tuple(totals[path])
+        priced = {key: tuple(totals[path]) for key, path in missing.items()}
+        self._units.update(priced)
         store = self.store
         if store is not None:
             stable = self.signatures.stable
-            store.put({stable(key): self._units[key] for key in dict.fromkeys(keys)})
+            store.put({stable(key): numbers for key, numbers in priced.items()})
 
     def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The numbers per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`): from memory, else
@@ -272,7 +280,8 @@ class _UnitTable:
         try:
             return [units[key] for key in keys]
         except KeyError:
-            if not self._recall(keys):
+            self._recall(keys)
+            if not all(key in units for key in keys):
                 self._fill(arch, keys)
             return [units[key] for key in keys]
 
@@ -296,8 +305,8 @@ class CostTable(_UnitTable):
 
     width = 2  # parameters, MACs
 
-    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[int]]]:
-        return [(path, (params, macs)) for path, params, macs in unit_counts(arch)]
+    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[int]]]:
+        return [(path, (params, macs)) for path, params, macs in unit_counts(units)]
 
     def _open_store(self) -> UnitStore | None:
         return open_store("counts", width=self.width)
@@ -346,10 +355,9 @@ class BatchPredictor(_UnitTable):
 
     # -- pricing ------------------------------------------------------------------------------
 
-    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[float]]]:
-        """Trace ``arch`` once: execution, issue and switching seconds per op-table segment."""
-        report = profile(arch, batch=self.batch)
-        table = build_table(report.ops, self.setting, by_unit=True)
+    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[float]]]:
+        """Execution, issue and switching seconds per op-table segment of ``units`` (traced once each)."""
+        table = build_table(unit_ops(units, batch=self.batch), self.setting, by_unit=True)
         feats = features(table, self.setting, per_segment=True)
         execute, issue = row_parts(feats, self.params)
         transfer = transfer_seconds(feats, self.params)
@@ -388,13 +396,21 @@ class BatchPredictor(_UnitTable):
         return out
 
 
-def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
-    """The planned unit (``stages[1].blocks[0]``, a key of ``planned``) an op-table segment or plan unit path
-    belongs to."""
+def _item_path(name: str, arch: Arch) -> str:
+    """The unit path (``stages[1].blocks[0]``) an op-table segment or plan unit path (``...blocks[0].to_nlc``)
+    belongs to: a layout conversion belongs to the unit it precedes."""
     match = _ITEM.match(name)
-    if match is None or match.group(1) not in planned:
+    if match is None:
         raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
     return match.group(1)
+
+
+def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
+    """:func:`_item_path`, which must be a key of ``planned``."""
+    path = _item_path(name, arch)
+    if path not in planned:
+        raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
+    return path
 
 
 def _json(value: Any) -> str:
