@@ -58,6 +58,7 @@ from nas.errors import ConfigError, NasError
 from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
 from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
+from nas.op_memo import MEMO, Capture, Replay, key_of, rebuild
 
 if TYPE_CHECKING:
     import pandas
@@ -224,6 +225,41 @@ class _Recorder(TorchDispatchMode):
             return NotImplemented
         if func in SKIPPED:
             return func(*args, **kwargs)
+        keyed = key_of(func, args, kwargs, self.producer)
+        if keyed is None:
+            return self._record(func, args, kwargs)
+        key, tensors, producers = keyed
+        replay = MEMO.get(key)
+        if replay is not None:
+            return self._replay(replay, tensors, producers)
+        start = len(self.records)
+        out = self._record(func, args, kwargs)
+        captured = Capture(tensors, producers, start).replay(self.records[start:], out, self.producer)
+        if captured is not None:
+            MEMO.put(key, captured)
+        return out
+
+    def _replay(self, replay: Replay, tensors: list[torch.Tensor], producers: list[int | None]) -> Any:
+        """Append what a call with this key recorded before and return outputs of the same layout
+        (:mod:`nas.op_memo`)."""
+        start = len(self.records)
+        unit = self.units[-1] if self.units else ""
+
+        def source(code: int) -> int:
+            return start + code if code >= 0 else producers[-1 - code]  # type: ignore[return-value]
+
+        for record in replay.records:
+            self.records.append((unit, *record[:8], tuple(sorted({source(code) for code in record[8]}))))
+        made: list[torch.Tensor] = []
+        out = rebuild(replay.outputs, tensors, made)
+        for tensor, code in zip(made, replay.producers, strict=True):
+            if code is not None:
+                self.producer[id(tensor)] = source(code)
+        self.alive.extend(made)
+        return out
+
+    def _record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``func`` (decomposed where it has a decomposition) and record it."""
         info = op_info(func)
         if info.decomposes:
             # As FlopCounterMode does, so both see the same ops (and the MACs agree).
