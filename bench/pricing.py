@@ -12,7 +12,8 @@ it, else traced. So cold is measured three ways:
 * ``re-run``: the same run again (a resume or a repeat): every unit is in the table.
 
 *Warm* is the same late candidates scored again in that process, every unit known: by the vector path (one
-lookup per part) and by the Arch path (``Scorer.evaluate``: decode, signature walk, lookups).
+lookup per part; the best of a few passes) and by the Arch path (``Scorer.evaluate``: decode, signature walk,
+lookups).
 
 Usage::
 
@@ -34,6 +35,7 @@ import numpy as np
 
 COLD_GOAL = 5_000
 WARM_GOAL = 50_000
+_REPEATS = 5
 
 
 def probe(space_name: str, target: str, seed: int, budget: int, population: int) -> dict:
@@ -61,9 +63,11 @@ def probe(space_name: str, target: str, seed: int, budget: int, population: int)
     records = optimize(space, strategy, Timed(), MemoryStore(), budget=budget, keep_arch=False)
     late = np.array(calls[len(calls) // 2:], dtype=np.float64)
     candidates = np.stack([np.asarray(record.vector, dtype=np.int16) for record in records[budget // 2:]])
-    start = time.perf_counter()
-    fast.evaluate_vectors(candidates)
-    warm_vector = len(candidates) / (time.perf_counter() - start)
+    warm_vector = 0.0
+    for _ in range(_REPEATS):  # a pass takes milliseconds: keep the best of a few
+        start = time.perf_counter()
+        fast.evaluate_vectors(candidates)
+        warm_vector = max(warm_vector, len(candidates) / (time.perf_counter() - start))
     archs = [space.decode(vector) for vector in candidates]
     start = time.perf_counter()
     scorer.evaluate(archs)

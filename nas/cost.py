@@ -8,6 +8,9 @@ built on the ``meta`` device and run once on an empty input under a
 class, input and output shapes, dtype, FLOPs and bytes moved. Units with the
 same signature (all six identical blocks of a stage) are traced once; the
 result is kept in :data:`CACHE`, keyed by ``(unit signature, batch, dtype)``.
+Within a trace, an aten op met before with the same inputs (shapes, strides,
+dtypes, arguments) is replayed rather than run again (:mod:`nas.op_memo`):
+the same records, at a fraction of the meta kernels' and decompositions' cost.
 
 Counting rules (per op, table-driven; the tables are in :mod:`nas.op_classes`,
 completed by the ops the kinds declare):

@@ -16,9 +16,10 @@ needs; instead :class:`UnitSignatures` walks the Arch with the same steps as
 site and then looked up, and keys a unit by ``(component token, site)``. The token is a small int assigned once per
 distinct component *value*; it is looked up by the component object's ``id``
 first (sampled Archs share block objects), hashing the frozen dataclass only
-for objects not seen before. On a miss the Arch is planned and traced once
-(:func:`nas.profile`, itself cached per unit), and every unit's numbers are
-stored. Parameters and MACs are additive over the same units, so
+for objects not seen before. On a miss the Arch is planned and only its
+missing units are priced, one per signature, from their own ops
+(:func:`nas.cost.unit_ops`, traced once per unit); a unit's numbers do not
+depend on its neighbours, since fusion never crosses units. Parameters and MACs are additive over the same units, so
 :class:`CostTable` keeps them per signature too (one walker serves both).
 ``bench/predictors.py`` measures the throughput; ``tests/test_latency.py`` and
 ``tests/test_search_scoring.py`` check that the batch and single predictions
@@ -28,6 +29,12 @@ numbers come from its own ops only).
 The cache is per ``(setting, batch)`` and lives as long as the process (or
 the :class:`BatchPredictor`); it is keyed by component values, so it never
 goes stale for an Arch, and it is rebuilt when the target file changes.
+Behind it sits a persistent table per ``(setting, batch)``, and one for
+parameters and MACs, shared by processes (:mod:`nas.latency.unit_store`,
+keyed by :meth:`UnitSignatures.stable`): a unit an earlier run priced is read,
+not traced. ``bench/pricing.py`` measures both, cold and warm, in fresh
+processes; ``tests/test_unit_store.py`` checks that numbers read from a table
+equal traced ones on every target.
 """
 
 from __future__ import annotations
@@ -261,7 +268,7 @@ class _UnitTable:
             if key not in self._units:
                 missing.setdefault(key, path)
         totals: dict[str, list[Any]] = {path: [0] * self.width for path in missing.values()}
-        units = [unit for unit in plan(arch).units if _item_path(unit.path, arch) in totals]
+        units = [unit for unit in _planned(arch) if _item_path(unit.path, arch) in totals]
         for name, numbers in self._price(units):
             total = totals[_item_of(name, arch, totals)]
             for index, number in enumerate(numbers):
@@ -411,6 +418,22 @@ def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
     if path not in planned:
         raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
     return path
+
+
+_PLANS: dict[int, tuple[Arch, list[Unit]]] = {}
+_RECENT_PLANS = 64  # Archs whose plan is kept: the latency and the params/MACs tables miss on the same Arch
+
+
+def _planned(arch: Arch) -> list[Unit]:
+    """``plan(arch).units``, planned once for both tables when an Arch misses in each."""
+    found = _PLANS.get(id(arch))
+    if found is not None and found[0] is arch:
+        return found[1]
+    units = plan(arch).units
+    if len(_PLANS) >= _RECENT_PLANS:
+        _PLANS.clear()
+    _PLANS[id(arch)] = (arch, units)
+    return units
 
 
 def _json(value: Any) -> str:
