@@ -4,7 +4,8 @@ Why: tracing a unit (:mod:`nas.cost`) runs every aten op through its meta kernel
 op, its Python decomposition; that is most of what a trace costs, and a search meets the same op on the
 same shapes in many units (every norm of a stage at one width and feature size). On the ``meta`` device
 what a call does depends only on its key: the overload, its tensor inputs' layout (shape, stride, storage
-offset and size, dtype), its other arguments, and which of its inputs come from the same producing op.
+offset and size, dtype, whether they require grad), its other arguments, and which of its inputs come from
+the same producing op.
 So :class:`OpMemo` keeps per key what one call recorded (the :class:`nas.cost.Op` fields of it and of
 the ops it decomposed into, their sources renumbered against the call's inputs) and what it returned
 (which inputs, or new tensors of which layout), and the recorder replays it: the same records, fresh
@@ -83,7 +84,7 @@ def _walk(value: Any, tensors: list[torch.Tensor], parts: list[Any]) -> bool:
             return False
         tensors.append(value)
         parts.append(("T", tuple(value.shape), value.stride(), value.storage_offset(),
-                      value.untyped_storage().nbytes(), value.dtype))
+                      value.untyped_storage().nbytes(), value.dtype, value.requires_grad))
         return True
     if isinstance(value, (list, tuple)):
         parts.append((type(value).__name__, len(value)))
@@ -102,7 +103,7 @@ def key_of(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     sources of what the call records depend on it.
     """
     tensors: list[torch.Tensor] = []
-    parts: list[Any] = [func]
+    parts: list[Any] = [func, torch.get_default_dtype()]  # what a factory op without a dtype makes
     if not _walk(args, tensors, parts):
         return None
     for name, value in kwargs.items():
@@ -150,6 +151,8 @@ class Capture:
 
     def _spec(self, value: Any, producer: dict[int, int], produced: list[int | None]) -> tuple[Any] | None:
         if isinstance(value, torch.Tensor):
+            if value.device.type != "meta":  # a factory op without a device: replays make meta tensors only
+                return None
             found = producer.get(id(value))
             source = None if found is None else self._source(found)
             if found is not None and source is None:
