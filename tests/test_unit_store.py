@@ -8,6 +8,7 @@ A "new process" is simulated by fresh tables with a fresh signature walker and a
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,16 @@ def test_tables_depend_on_the_setting_and_can_be_turned_off(home: Path, monkeypa
     assert open_store("latency", "setting A", "1", width=3) is None
     predictor = BatchPredictor(resolve_setting(TARGET), 1, UnitSignatures())
     assert predictor.store is None
+
+
+def test_a_table_that_cannot_be_written_keeps_its_units_in_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    store = UnitStore(blocker / "table.json", fingerprint="f", width=1, flush_every=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store.put({"k": (1.5,)})
+        store.put({"j": (2.5,)})
+        store.flush()
+    assert any(issubclass(w.category, NasWarning) and "not written" in str(w.message) for w in caught)
+    assert store.get("k") == (1.5,) and store.get("j") == (2.5,)

@@ -100,6 +100,7 @@ class UnitStore:
         self.flush_every = flush_every
         self._entries: dict[str, tuple[Any, ...]] | None = None  # read on first use
         self._pending: dict[str, tuple[Any, ...]] = {}
+        self._unwritable = False  # a write failed: keep new entries in memory only
         self._lock = threading.Lock()
         _OPEN.add(self)
 
@@ -115,13 +116,18 @@ class UnitStore:
             for key, numbers in entries.items():
                 if key not in known and len(known) < MAX_ENTRIES:
                     known[key] = self._pending[key] = tuple(numbers)
-            if len(self._pending) >= self.flush_every:
-                self._write()
+            if len(self._pending) >= self.flush_every and not self._unwritable:
+                try:
+                    self._write()
+                except OSError as exc:  # a full disk or a read-only $NAS_HOME must not stop a search
+                    self._unwritable = True
+                    warnings.warn(f"unit cost table {self.path} not written ({exc}); this process keeps its "
+                                  f"units in memory only", NasWarning, stacklevel=2)
 
     def flush(self) -> None:
         """Write the new entries now, merged with what the file holds."""
         with self._lock:
-            if self._pending:
+            if self._pending and not self._unwritable:
                 self._write()
 
     def __len__(self) -> int:
@@ -144,7 +150,10 @@ class UnitStore:
                 os.replace(self.path, aside)
             except FileNotFoundError:  # another process set it aside or replaced it first
                 pass
-            warnings.warn(f"unit cost table {self.path}: {problem}; moved to {aside.name} and started empty "
+            except OSError:  # cannot be moved (a read-only folder): left in place, and not read
+                aside = self.path
+            where = "left in place" if aside == self.path else f"moved to {aside.name}"
+            warnings.warn(f"unit cost table {self.path}: {problem}; {where} and started empty "
                           f"(its units will be traced again)", NasWarning, stacklevel=4)
             return {}
 
