@@ -19,8 +19,9 @@ first (sampled Archs share block objects), hashing the frozen dataclass only
 for objects not seen before. On a miss the Arch is planned and only its
 missing units are priced, one per signature, from their own ops
 (:func:`nas.cost.unit_ops`, traced once per unit); a unit's numbers do not
-depend on its neighbours, since fusion never crosses units. Parameters and MACs are additive over the same units, so
-:class:`CostTable` keeps them per signature too (one walker serves both).
+depend on its neighbours, since fusion never crosses units. Parameters and
+MACs are additive over the same units, so :class:`CostTable` keeps them per
+signature too (one walker serves both).
 ``bench/predictors.py`` measures the throughput; ``tests/test_latency.py`` and
 ``tests/test_search_scoring.py`` check that the batch and single predictions
 agree, and that they do not depend on the order Archs are priced in (a unit's
