@@ -50,6 +50,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pricing import measure as measure_pricing
+from pricing import report as pricing_report
 from scipy.stats import spearmanr
 
 from nas.cost import CACHE
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--fit", type=int, default=3000, help="points scored by the real predictors to fit on")
     parser.add_argument("--holdout", type=int, default=500)
+    parser.add_argument("--pricing-targets", nargs="+", help="targets whose cold and warm pricing rates are "
+                                                               "measured in fresh processes (default: --target)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--scores", help="an .npz file keeping the real predictors' scores of the fit sample, "
                                          "reused by later runs with the same space, target and sizes")
@@ -253,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seeds, args.budgets, args.fit, args.holdout = 2, (40, 80), 100, 40
     small, large = args.budgets
+    # The figures measured in this process are of the in-memory caches alone: the persistent unit tables
+    # (whatever this user's $NAS_HOME holds) are measured by bench/pricing.py, in fresh processes.
+    os.environ["NAS_UNIT_TABLE"] = "off"
     space = load_space(args.space)
     print(f"space {space.name} ({space.size_text()} points, {space.num_slots} decisions), target {args.target}, "
           f"{args.seeds} seeds, budgets {small} and {large}, population {args.population}")
@@ -339,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
           f"by rank and crowding) on the surrogate: {fast:,.0f} candidates/s at population {args.population}, "
           f"{wide:,.0f} at population 256")
     report["throughput"] = {**real, "surrogate_loop_candidates_per_s": fast, "surrogate_loop_population_256": wide}
+
+    print("\npricing fresh candidates on the real predictors, each figure in a fresh process (bench/pricing.py):")
+    report["pricing"] = {}
+    for target in args.pricing_targets or [args.target]:
+        runs = measure_pricing(space.name, target, budget=200 if args.smoke else 2000, population=args.population)
+        print("\n".join(pricing_report(target, runs)), flush=True)
+        report["pricing"][target] = runs
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)

@@ -8,6 +8,9 @@ built on the ``meta`` device and run once on an empty input under a
 class, input and output shapes, dtype, FLOPs and bytes moved. Units with the
 same signature (all six identical blocks of a stage) are traced once; the
 result is kept in :data:`CACHE`, keyed by ``(unit signature, batch, dtype)``.
+Within a trace, an aten op met before with the same inputs (shapes, strides,
+dtypes, arguments) is replayed rather than run again (:mod:`nas.op_memo`):
+the same records, at a fraction of the meta kernels' and decompositions' cost.
 
 Counting rules (per op, table-driven; the tables are in :mod:`nas.op_classes`,
 completed by the ops the kinds declare):
@@ -58,6 +61,7 @@ from nas.errors import ConfigError, NasError
 from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
 from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
+from nas.op_memo import MEMO, Capture, Replay, key_of, rebuild
 
 if TYPE_CHECKING:
     import pandas
@@ -74,6 +78,7 @@ __all__ = [
     "profile",
     "profile_module",
     "unit_counts",
+    "unit_ops",
 ]
 
 Metric = Literal["flops", "bytes", "bytes_read", "bytes_written"]
@@ -223,6 +228,41 @@ class _Recorder(TorchDispatchMode):
             return NotImplemented
         if func in SKIPPED:
             return func(*args, **kwargs)
+        keyed = key_of(func, args, kwargs, self.producer)
+        if keyed is None:
+            return self._record(func, args, kwargs)
+        key, tensors, producers = keyed
+        replay = MEMO.get(key)
+        if replay is not None:
+            return self._replay(replay, tensors, producers)
+        start = len(self.records)
+        out = self._record(func, args, kwargs)
+        captured = Capture(tensors, producers, start).replay(self.records[start:], out, self.producer)
+        if captured is not None:
+            MEMO.put(key, captured)
+        return out
+
+    def _replay(self, replay: Replay, tensors: list[torch.Tensor], producers: list[int | None]) -> Any:
+        """Append what a call with this key recorded before and return outputs of the same layout
+        (:mod:`nas.op_memo`)."""
+        start = len(self.records)
+        unit = self.units[-1] if self.units else ""
+
+        def source(code: int) -> int:
+            return start + code if code >= 0 else producers[-1 - code]  # type: ignore[return-value]
+
+        for record in replay.records:
+            self.records.append((unit, *record[:8], tuple(sorted({source(code) for code in record[8]}))))
+        made: list[torch.Tensor] = []
+        out = rebuild(replay.outputs, tensors, made)
+        for tensor, code in zip(made, replay.producers, strict=True):
+            if code is not None:
+                self.producer[id(tensor)] = source(code)
+        self.alive.extend(made)
+        return out
+
+    def _record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``func`` (decomposed where it has a decomposition) and record it."""
         info = op_info(func)
         if info.decomposes:
             # As FlopCounterMode does, so both see the same ops (and the MACs agree).
@@ -405,6 +445,13 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
     _check_batch(batch)
     units = plan(arch).units
     costs = [_unit_cost(unit, batch, dtype) for unit in units]
+    return CostReport(_assemble(units, costs), sum(c.params for c in costs), sum(c.macs for c in costs),
+                      sum(c.flops for c in costs),
+                      sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+
+
+def _assemble(units: Sequence[Unit], costs: Sequence[_UnitCost]) -> tuple[Op, ...]:
+    """The ops of ``units`` in order, each unit's first ops reading the output of the unit before it."""
     ops: list[Op] = []
     previous_output = _INPUT  # the image
     for unit, unit_cost in zip(units, costs, strict=True):
@@ -414,9 +461,22 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
             ops.append(Op(unit.path, *record[1:9], tuple(source for source in sources if source != _INPUT)))
         if unit_cost.output != _INPUT:
             previous_output = offset + unit_cost.output
-    return CostReport(tuple(ops), sum(c.params for c in costs), sum(c.macs for c in costs),
-                      sum(c.flops for c in costs),
-                      sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
+    return tuple(ops)
+
+
+def unit_ops(units: Sequence[Unit], *, batch: int = 1, dtype: torch.dtype = torch.float32) -> tuple[Op, ...]:
+    """The ops of some units of one plan, listed as :func:`profile` lists them, from the same :data:`CACHE`.
+
+    For pricing a few new units of an Arch without assembling all of its ops
+    (:class:`nas.latency.batch.BatchPredictor`): an op's fields and its sources inside its own unit are
+    those of :func:`profile`'s list; a unit's first ops read the output of the unit before it *in
+    ``units``*, which is its predecessor in the plan only when ``units`` is the whole plan.
+
+    Raises:
+        NasError: ``batch`` is not a positive int, or a unit cannot be built.
+    """
+    _check_batch(batch)
+    return _assemble(units, [_unit_cost(unit, batch, dtype) for unit in units])
 
 
 def check_limits(arch: Arch, *, source: str | None = None) -> CostReport:
@@ -438,19 +498,20 @@ def check_limits(arch: Arch, *, source: str | None = None) -> CostReport:
     return report
 
 
-def unit_counts(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> list[tuple[str, int, int]]:
-    """``(unit path, parameters, MACs)`` of each unit of :func:`nas.build.plan`, in execution order.
+def unit_counts(units: Sequence[Unit], *, batch: int = 1,
+                dtype: torch.dtype = torch.float32) -> list[tuple[str, int, int]]:
+    """``(unit path, parameters, MACs)`` of each of ``units`` (units of :func:`nas.build.plan`), in order.
 
-    The same numbers :func:`profile` adds up (its ``params`` and ``macs`` are the sums), from the same
-    :data:`CACHE`, without assembling the op list: :class:`nas.latency.batch.CostTable` prices params and
-    MACs per unit with it.
+    The same numbers :func:`profile` adds up (over the whole plan, its ``params`` and ``macs`` are the
+    sums), from the same :data:`CACHE`, without assembling the op list: :class:`nas.latency.batch.CostTable`
+    prices params and MACs per unit with it.
 
     Raises:
-        NasError: ``batch`` is not a positive int, or the Arch cannot be built.
+        NasError: ``batch`` is not a positive int, or a unit cannot be built.
     """
     _check_batch(batch)
     out = []
-    for unit in plan(arch).units:
+    for unit in units:
         cost = _unit_cost(unit, batch, dtype)
         out.append((unit.path, cost.params, cost.macs))
     return out

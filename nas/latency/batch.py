@@ -16,10 +16,12 @@ needs; instead :class:`UnitSignatures` walks the Arch with the same steps as
 site and then looked up, and keys a unit by ``(component token, site)``. The token is a small int assigned once per
 distinct component *value*; it is looked up by the component object's ``id``
 first (sampled Archs share block objects), hashing the frozen dataclass only
-for objects not seen before. On a miss the Arch is planned and traced once
-(:func:`nas.profile`, itself cached per unit), and every unit's numbers are
-stored. Parameters and MACs are additive over the same units, so
-:class:`CostTable` keeps them per signature too (one walker serves both).
+for objects not seen before. On a miss the Arch is planned and only its
+missing units are priced, one per signature, from their own ops
+(:func:`nas.cost.unit_ops`, traced once per unit); a unit's numbers do not
+depend on its neighbours, since fusion never crosses units. Parameters and
+MACs are additive over the same units, so :class:`CostTable` keeps them per
+signature too (one walker serves both).
 ``bench/predictors.py`` measures the throughput; ``tests/test_latency.py`` and
 ``tests/test_search_scoring.py`` check that the batch and single predictions
 agree, and that they do not depend on the order Archs are priced in (a unit's
@@ -28,10 +30,18 @@ numbers come from its own ops only).
 The cache is per ``(setting, batch)`` and lives as long as the process (or
 the :class:`BatchPredictor`); it is keyed by component values, so it never
 goes stale for an Arch, and it is rebuilt when the target file changes.
+Behind it sits a persistent table per ``(setting, batch)``, and one for
+parameters and MACs, shared by processes (:mod:`nas.latency.unit_store`,
+keyed by :meth:`UnitSignatures.stable`): a unit an earlier run priced is read,
+not traced. ``bench/pricing.py`` measures both, cold and warm, in fresh
+processes; ``tests/test_unit_store.py`` checks that numbers read from a table
+equal traced ones on every target.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -40,11 +50,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nas.arch import Arch, Site
-from nas.cost import profile, unit_counts
+from nas.build import Unit, plan
+from nas.cost import unit_counts, unit_ops
 from nas.errors import NasError
 from nas.latency.opmodel import combine, features, params_of, row_parts, transfer_seconds
 from nas.latency.optable import build_table
 from nas.latency.targets import Setting
+from nas.latency.unit_store import UnitStore, open_store
 from nas.walk import enter_stage, image_site, past, past_block
 
 __all__ = ["BatchPredictor", "CostTable", "UnitSignatures", "batch_predictor", "cost_table"]
@@ -69,6 +81,8 @@ class UnitSignatures:
 
     def __init__(self) -> None:
         self._tokens: dict[Any, int] = {}
+        self._components: list[Any] = []  # by token
+        self._texts: dict[tuple[int, int], str] = {}  # (kind of entry, token or site) -> its JSON, for stable()
         self._site_ids: dict[Site, int] = {}
         self._sites: list[Site] = []
         self._images: dict[tuple[int, int, int], int] = {}  # (channels, resolution, stem width) -> site
@@ -81,7 +95,10 @@ class UnitSignatures:
         token = self._tokens.get(component)
         if token is None:
             with self._lock:
-                token = self._tokens.setdefault(component, len(self._tokens))
+                token = self._tokens.get(component)
+                if token is None:
+                    token = self._tokens[component] = len(self._components)
+                    self._components.append(component)
         return token
 
     def _site(self, site: Site) -> int:
@@ -97,6 +114,23 @@ class UnitSignatures:
     def site(self, site: int) -> Site:
         """The site a signature's last entry (or a stage end of :meth:`walk`) stands for."""
         return self._sites[site]
+
+    def stable(self, key: tuple[Any, ...]) -> str:
+        """A digest of what signature ``key`` stands for (role, component value, site), equal in every process:
+        the key of the persistent tables (:mod:`nas.latency.unit_store`). Tokens and site numbers are
+        per process; this is computed on a cache miss only."""
+        role, token, site = key
+        texts = self._texts
+        component = texts.get((0, token))
+        if component is None:
+            component = texts[(0, token)] = _json(self._components[token].to_dict())
+        place = texts.get((1, site))
+        if place is None:
+            fields = self._sites[site]._asdict()
+            if fields["block"] is not None:
+                fields["block"] = fields["block"].to_dict()
+            place = texts[(1, site)] = _json(fields)
+        return hashlib.blake2b(f"{role}|{component}|{place}".encode(), digest_size=16).hexdigest()
 
     def _static(self, component: Any, step: Callable[[Any, Site], Site]) -> tuple[Any, int, dict[int, int],
                                                                                    Callable[[Any, Site], Site]]:
@@ -177,38 +211,86 @@ class _UnitTable:
 
     Args:
         signatures: the signature walker (default: the process-wide one).
+        persistent: back the table with the persistent one of :mod:`nas.latency.unit_store`, shared by
+            processes (a unit priced by an earlier run is read, not traced).
     """
 
     width: ClassVar[int] = 0  # numbers per unit
 
-    def __init__(self, signatures: UnitSignatures | None = None):
+    def __init__(self, signatures: UnitSignatures | None = None, *, persistent: bool = True):
         self.signatures = signatures or _SIGNATURES
+        self.persistent = persistent
         self._units: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._store: UnitStore | None = None
+        self._store_opened = False
 
-    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[Any]]]:
-        """``(unit path or op-table segment name, numbers)`` for every priced piece of ``arch``."""
+    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[Any]]]:
+        """``(unit path or op-table segment name, numbers)`` for every priced piece of ``units`` (some units of
+        one plan, in order)."""
         raise NotImplementedError
 
+    def _open_store(self) -> UnitStore | None:
+        """This table's persistent store (:func:`nas.latency.unit_store.open_store`)."""
+        raise NotImplementedError
+
+    @property
+    def store(self) -> UnitStore | None:
+        """The persistent table behind this one, opened on the first miss (``$NAS_HOME`` is read then); None
+        when ``persistent`` is False or the tables are turned off."""
+        if not self._store_opened:
+            self._store = self._open_store() if self.persistent else None
+            self._store_opened = True
+        return self._store
+
+    def _recall(self, keys: list[tuple[Any, ...]]) -> None:
+        """Take the missing units of ``keys`` that the persistent store holds."""
+        store = self.store
+        if store is None:
+            return
+        units, stable = self._units, self.signatures.stable
+        for key in keys:
+            if key not in units:
+                numbers = store.get(stable(key))
+                if numbers is not None:
+                    units[key] = numbers
+
     def _fill(self, arch: Arch, keys: list[tuple[Any, ...]]) -> None:
-        """Price ``arch`` once and store the numbers of each of its planned units under its signature."""
+        """Price the units of ``arch`` whose signature is missing (one planned unit per signature) and store
+        their numbers, in memory and in the persistent store.
+
+        A unit's numbers come from its own ops only (fusion never crosses units), so pricing the missing
+        units alone gives the numbers pricing the whole Arch would.
+        """
         paths = _item_paths(arch)
         if len(paths) != len(keys):
             raise NasError(f"internal: {len(keys)} unit signatures for {len(paths)} units of {arch.name or arch.id}")
-        totals: dict[str, list[Any]] = {path: [0] * self.width for path in paths}
-        for name, numbers in self._price(arch):
+        missing: dict[tuple[Any, ...], str] = {}
+        for path, key in zip(paths, keys, strict=True):
+            if key not in self._units:
+                missing.setdefault(key, path)
+        totals: dict[str, list[Any]] = {path: [0] * self.width for path in missing.values()}
+        units = [unit for unit in _planned(arch) if _item_path(unit.path, arch) in totals]
+        for name, numbers in self._price(units):
             total = totals[_item_of(name, arch, totals)]
             for index, number in enumerate(numbers):
                 total[index] += number
-        for path, key in zip(paths, keys, strict=True):
-            self._units[key] = tuple(totals[path])
+        priced = {key: tuple(totals[path]) for key, path in missing.items()}
+        self._units.update(priced)
+        store = self.store
+        if store is not None:
+            stable = self.signatures.stable
+            store.put({stable(key): numbers for key, numbers in priced.items()})
 
     def unit_values(self, arch: Arch, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The numbers per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`)."""
+        """The numbers per signature of ``arch`` (``keys``, from :meth:`UnitSignatures.keys`): from memory, else
+        from the persistent store, else priced (traced) and stored in both."""
         units = self._units
         try:
             return [units[key] for key in keys]
         except KeyError:
-            self._fill(arch, keys)
+            self._recall(keys)
+            if not all(key in units for key in keys):
+                self._fill(arch, keys)
             return [units[key] for key in keys]
 
     def cache_size(self) -> int:
@@ -226,12 +308,16 @@ class CostTable(_UnitTable):
 
     Args:
         signatures: the signature walker (default: the process-wide one).
+        persistent: read and write the persistent table (see :class:`_UnitTable`).
     """
 
     width = 2  # parameters, MACs
 
-    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[int]]]:
-        return [(path, (params, macs)) for path, params, macs in unit_counts(arch)]
+    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[int]]]:
+        return [(path, (params, macs)) for path, params, macs in unit_counts(units)]
+
+    def _open_store(self) -> UnitStore | None:
+        return open_store("counts", width=self.width)
 
     def __call__(self, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray]:
         """Parameters and MACs of each Arch (two int64 arrays), equal to :func:`nas.profile`'s."""
@@ -251,6 +337,7 @@ class BatchPredictor(_UnitTable):
         setting: the target setting (its fitted coefficients are used).
         batch: inputs per forward pass.
         signatures: the signature walker (default: the process-wide one).
+        persistent: read and write the persistent table of this setting and batch (see :class:`_UnitTable`).
 
     Thread safety: calls may come from several threads; the caches are only ever extended, and a unit
     priced twice by two threads gets the same numbers.
@@ -258,11 +345,17 @@ class BatchPredictor(_UnitTable):
 
     width = 3  # execution, issue and switching seconds
 
-    def __init__(self, setting: Setting, batch: int, signatures: UnitSignatures | None = None):
-        super().__init__(signatures)
+    def __init__(self, setting: Setting, batch: int, signatures: UnitSignatures | None = None, *,
+                 persistent: bool = True):
+        super().__init__(signatures, persistent=persistent)
         self.setting = setting
         self.batch = batch
         self.params = params_of(setting.fitted)
+
+    def _open_store(self) -> UnitStore | None:
+        setting = self.setting
+        return open_store(f"latency-{setting.target}-{setting.name}-b{self.batch}", repr(setting), str(self.batch),
+                          width=self.width)
 
     def keys(self, arch: Arch) -> list[tuple[Any, ...]]:
         """The unit signatures of ``arch`` (:meth:`UnitSignatures.keys`)."""
@@ -270,10 +363,9 @@ class BatchPredictor(_UnitTable):
 
     # -- pricing ------------------------------------------------------------------------------
 
-    def _price(self, arch: Arch) -> Iterable[tuple[str, Sequence[float]]]:
-        """Trace ``arch`` once: execution, issue and switching seconds per op-table segment."""
-        report = profile(arch, batch=self.batch)
-        table = build_table(report.ops, self.setting, by_unit=True)
+    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[float]]]:
+        """Execution, issue and switching seconds per op-table segment of ``units`` (traced once each)."""
+        table = build_table(unit_ops(units, batch=self.batch), self.setting, by_unit=True)
         feats = features(table, self.setting, per_segment=True)
         execute, issue = row_parts(feats, self.params)
         transfer = transfer_seconds(feats, self.params)
@@ -312,13 +404,41 @@ class BatchPredictor(_UnitTable):
         return out
 
 
-def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
-    """The planned unit (``stages[1].blocks[0]``, a key of ``planned``) an op-table segment or plan unit path
-    belongs to."""
+def _item_path(name: str, arch: Arch) -> str:
+    """The unit path (``stages[1].blocks[0]``) an op-table segment or plan unit path (``...blocks[0].to_nlc``)
+    belongs to: a layout conversion belongs to the unit it precedes."""
     match = _ITEM.match(name)
-    if match is None or match.group(1) not in planned:
+    if match is None:
         raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
     return match.group(1)
+
+
+def _item_of(name: str, arch: Arch, planned: dict[str, Any]) -> str:
+    """:func:`_item_path`, which must be a key of ``planned``."""
+    path = _item_path(name, arch)
+    if path not in planned:
+        raise NasError(f"internal: unit {name!r} of {arch.name or arch.id} belongs to no planned unit")
+    return path
+
+
+_PLANS: dict[int, tuple[Arch, list[Unit]]] = {}
+_RECENT_PLANS = 64  # Archs whose plan is kept: the latency and the params/MACs tables miss on the same Arch
+
+
+def _planned(arch: Arch) -> list[Unit]:
+    """``plan(arch).units``, planned once for both tables when an Arch misses in each."""
+    found = _PLANS.get(id(arch))
+    if found is not None and found[0] is arch:
+        return found[1]
+    units = plan(arch).units
+    if len(_PLANS) >= _RECENT_PLANS:
+        _PLANS.clear()
+    _PLANS[id(arch)] = (arch, units)
+    return units
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _item_paths(arch: Arch) -> list[str]:
