@@ -38,9 +38,8 @@ from torch import nn
 from nas.arch import Component, Site
 from nas.blocks.attention import check_heads, merge_heads, split_heads
 from nas.blocks.common import ConvNorm, NormKind, ToNCHW, ToNLC, factory_kwargs
-from nas.blocks.downsample import Downsample
+from nas.blocks.downsample import Downsample, StridedConvRules
 from nas.blocks.registry import register
-from nas.blocks.stems import conv_out
 from nas.blocks.template import TokenMixer, create_norm
 from nas.errors import ConfigError
 
@@ -49,7 +48,7 @@ __all__ = ["ConvEmbeddingCfg", "ConvProjectionAttentionCfg", "ConvEmbedding", "C
 
 
 @dataclass(frozen=True)
-class ConvEmbeddingCfg(Component):
+class ConvEmbeddingCfg(StridedConvRules, Component):
     """Tokens folded into a map, a ``kernel x kernel`` convolution of ``stride``, a norm; optionally a class token.
 
     Attributes:
@@ -76,18 +75,6 @@ class ConvEmbeddingCfg(Component):
     def prefix_tokens(self) -> int:  # type: ignore[override]
         return 1 if self.class_token else 0
 
-    def check(self, site: Site) -> None:
-        for name in ("kernel", "stride"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", path=name)
-        if self.pad < 0:
-            raise ConfigError(f"must be >= 0, got {self.pad}", path="padding")
-        if site.prefix_tokens:
-            raise ConfigError("cannot downsample a feature map that carries class tokens", path="kind")
-
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        return (conv_out(height, self.kernel, self.stride, self.pad),
-                conv_out(width, self.kernel, self.stride, self.pad))
 
 
 @dataclass(frozen=True)

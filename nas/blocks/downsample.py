@@ -21,23 +21,20 @@ from nas.blocks.stems import conv_out
 from nas.blocks.template import create_norm
 from nas.errors import ConfigError
 
-__all__ = ["ConvDownsampleCfg", "ConvDownsample", "Downsample"]
+__all__ = ["ConvDownsampleCfg", "ConvDownsample", "Downsample", "StridedConvRules"]
 
 
-@dataclass(frozen=True)
-class ConvDownsampleCfg(Component):
-    """A ``kernel x kernel`` convolution of ``stride``; ``padding`` null means ``(kernel - stride + 1) // 2``."""
+class StridedConvRules:
+    """The rules of a downsampler that is one strided convolution over a feature map, for configs with
+    ``kernel``, ``stride`` and a ``pad`` property: positive kernel and stride, a pad >= 0, no class tokens
+    coming in, and the convolution's output size."""
 
-    kernel: int = 3
-    stride: int = 2
-    padding: int | None = None
-    norm: NormKind = "none"
-    norm_first: bool = False
-    pos_embed: bool = False
+    kernel: int
+    stride: int
 
     @property
     def pad(self) -> int:
-        return (self.kernel - self.stride + 1) // 2 if self.padding is None else self.padding
+        raise NotImplementedError
 
     def check(self, site: Site) -> None:
         for name in ("kernel", "stride"):
@@ -51,6 +48,22 @@ class ConvDownsampleCfg(Component):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return (conv_out(height, self.kernel, self.stride, self.pad),
                 conv_out(width, self.kernel, self.stride, self.pad))
+
+
+@dataclass(frozen=True)
+class ConvDownsampleCfg(StridedConvRules, Component):
+    """A ``kernel x kernel`` convolution of ``stride``; ``padding`` null means ``(kernel - stride + 1) // 2``."""
+
+    kernel: int = 3
+    stride: int = 2
+    padding: int | None = None
+    norm: NormKind = "none"
+    norm_first: bool = False
+    pos_embed: bool = False
+
+    @property
+    def pad(self) -> int:
+        return (self.kernel - self.stride + 1) // 2 if self.padding is None else self.padding
 
 
 class Downsample(nn.Module):
