@@ -183,6 +183,22 @@ def test_a_short_train_search_killed_mid_training_resumes_to_the_same_history(sp
     assert {arch_id: json.loads(cache.read_text())[arch_id] for arch_id in kept} == kept
 
 
+def test_quick_is_a_smaller_budget_in_smaller_generations_unless_told(space_file: str, tmp_path: Path,
+                                                                     capsys) -> None:
+    from nas.commands.search import QUICK_BUDGET, QUICK_POPULATION
+
+    base = ["search", "--space", space_file, "--target", "iphone12", "--accuracy", "proxy", "--no-plot", "--quick"]
+    assert main([*base, "--out", str(tmp_path / "quick")]) == 0
+    settings = Run.open(the_run(tmp_path / "quick")).settings
+    assert (settings.budget, settings.population) == (QUICK_BUDGET, QUICK_POPULATION)
+    assert main([*base, "--budget", "8", "--out", str(tmp_path / "told")]) == 0
+    settings = Run.open(the_run(tmp_path / "told")).settings
+    assert (settings.budget, settings.population) == (8, QUICK_POPULATION)
+    capsys.readouterr()
+    assert main(["search", "--resume", str(the_run(tmp_path / "told")), "--quick"]) == 2
+    assert "do not pass --quick" in capsys.readouterr().err
+
+
 def test_relative_paths_are_stored_absolute_so_resume_works_anywhere(space_file: str, tmp_path: Path,
                                                                       monkeypatch) -> None:
     work = tmp_path / "work"
