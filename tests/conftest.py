@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 import nas
@@ -49,3 +50,18 @@ def tiny_files() -> list[Path]:
 @pytest.fixture(scope="session")
 def tiny_pooling() -> nas.Arch:
     return nas.Arch.load(TINY_DIR / "mixer_pooling.yaml")
+
+
+def seeded_generator() -> torch.Generator:
+    """The same random stream in every test that asks: references and modules see the same numbers."""
+    return torch.Generator().manual_seed(0)
+
+
+def randomise(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every parameter non-trivial values (biases and position tables start at zero, which would hide a
+    wrong bias or table in a comparison with a reference)."""
+    generator = seeded_generator()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return module

@@ -21,19 +21,7 @@ from nas.blocks.swin import (
     shifted_window_mask,
 )
 from nas.errors import ConfigError
-
-
-def _generator() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
-
-
-def _randomise(module: nn.Module) -> nn.Module:
-    """Give every parameter non-trivial values (biases and position tables start at zero)."""
-    generator = _generator()
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    return module
+from tests.conftest import randomise, seeded_generator
 
 
 def _softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -49,8 +37,8 @@ def _softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
 
 def test_attention_matches_reference_with_class_token() -> None:
     dim, heads, tokens = 12, 3, 1 + 4 * 4
-    mixer = _randomise(Attention(AttentionCfg(heads=heads), dim=dim, size=(4, 4), prefix_tokens=1))
-    x = torch.randn(2, tokens, dim, generator=_generator())
+    mixer = randomise(Attention(AttentionCfg(heads=heads), dim=dim, size=(4, 4), prefix_tokens=1))
+    x = torch.randn(2, tokens, dim, generator=seeded_generator())
     query, key, value = mixer.qkv(x).split(dim, dim=-1)
     head_dim = dim // heads
     outs = [_softmax_attention(*(t[..., h * head_dim:(h + 1) * head_dim] for t in (query, key, value)))
@@ -144,8 +132,8 @@ def _reference_window_attention(mixer: WindowAttention, x: torch.Tensor) -> torc
 @pytest.mark.parametrize("shift", [0, 2])
 def test_window_attention_matches_token_by_token_reference(shift: int) -> None:
     cfg = WindowAttentionCfg(heads=2, window=4, shift=shift)
-    mixer = _randomise(WindowAttention(cfg, dim=8, size=(8, 8)))
-    x = torch.randn(2, 64, 8, generator=_generator())
+    mixer = randomise(WindowAttention(cfg, dim=8, size=(8, 8)))
+    x = torch.randn(2, 64, 8, generator=seeded_generator())
     with torch.no_grad():
         torch.testing.assert_close(mixer(x), _reference_window_attention(mixer, x))
 
@@ -153,8 +141,8 @@ def test_window_attention_matches_token_by_token_reference(shift: int) -> None:
 def test_shifted_window_mask_blocks_attention_across_the_wrapped_border() -> None:
     # On an 8x8 map with window 4 and shift 2, tokens (0, 0) and (7, 7) share the last shifted window,
     # but only because the cyclic shift wrapped (0, 0) around; the mask must keep them apart.
-    mixer = _randomise(WindowAttention(WindowAttentionCfg(heads=2, window=4, shift=2), dim=8, size=(8, 8)))
-    x = torch.randn(1, 64, 8, generator=_generator())
+    mixer = randomise(WindowAttention(WindowAttentionCfg(heads=2, window=4, shift=2), dim=8, size=(8, 8)))
+    x = torch.randn(1, 64, 8, generator=seeded_generator())
     moved = x.clone()
     moved[:, 0] += 10.0
     with torch.no_grad():
@@ -199,8 +187,8 @@ def test_window_attention_buffers_are_not_state_and_build_on_meta() -> None:
 
 
 def test_patch_merging_matches_swin_neighbour_order() -> None:
-    merging = _randomise(PatchMerging(PatchMergingCfg(), in_dim=3, dim=5, size=(4, 6)))
-    x = torch.randn(2, 4 * 6, 3, generator=_generator())
+    merging = randomise(PatchMerging(PatchMergingCfg(), in_dim=3, dim=5, size=(4, 6)))
+    x = torch.randn(2, 4 * 6, 3, generator=seeded_generator())
     grid = x.view(2, 4, 6, 3)
     neighbours = [grid[:, 0::2, 0::2], grid[:, 1::2, 0::2], grid[:, 0::2, 1::2], grid[:, 1::2, 1::2]]
     expected = merging.reduction(merging.norm(torch.cat(neighbours, dim=-1).view(2, -1, 12)))
@@ -215,9 +203,9 @@ def test_patch_merging_matches_swin_neighbour_order() -> None:
 
 def test_spatial_reduction_attention_matches_reference() -> None:
     dim, heads, sr = 8, 2, 2
-    mixer = _randomise(SpatialReductionAttention(SpatialReductionAttentionCfg(heads=heads, sr_ratio=sr),
+    mixer = randomise(SpatialReductionAttention(SpatialReductionAttentionCfg(heads=heads, sr_ratio=sr),
                                                  dim=dim, size=(4, 4)))
-    x = torch.randn(2, 16, dim, generator=_generator())
+    x = torch.randn(2, 16, dim, generator=seeded_generator())
     conv, norm = mixer.reduce[1], mixer.reduce[3]
     reduced = norm(conv(x.transpose(1, 2).reshape(2, dim, 4, 4)).flatten(2).transpose(1, 2))
     assert reduced.shape == (2, 4, dim)  # keys and values come from (4 / sr)**2 tokens
@@ -230,7 +218,7 @@ def test_spatial_reduction_attention_matches_reference() -> None:
 
 def test_spatial_reduction_ratio_one_is_plain_attention() -> None:
     dim = 8
-    sra = _randomise(SpatialReductionAttention(SpatialReductionAttentionCfg(heads=2), dim=dim, size=(3, 3),
+    sra = randomise(SpatialReductionAttention(SpatialReductionAttentionCfg(heads=2), dim=dim, size=(3, 3),
                                                prefix_tokens=1))
     assert isinstance(sra.reduce, nn.Identity)
     plain = Attention(AttentionCfg(heads=2), dim=dim, size=(3, 3), prefix_tokens=1)
@@ -238,7 +226,7 @@ def test_spatial_reduction_ratio_one_is_plain_attention() -> None:
         plain.qkv.weight.copy_(torch.cat([sra.q.weight, sra.kv.weight]))
         plain.qkv.bias.copy_(torch.cat([sra.q.bias, sra.kv.bias]))
         plain.proj.load_state_dict(sra.proj.state_dict())
-    x = torch.randn(2, 10, dim, generator=_generator())
+    x = torch.randn(2, 10, dim, generator=seeded_generator())
     torch.testing.assert_close(sra(x), plain(x))
 
 
@@ -247,7 +235,7 @@ def test_pvt_patch_embedding_normalises_before_adding_the_position_embedding() -
     embed = ConvDownsample(cfg, in_dim=4, dim=6, size=(4, 4))
     with torch.no_grad():
         embed.pos_embed.fill_(5.0)
-    out = embed(torch.randn(2, 4, 4, 4, generator=_generator()))
+    out = embed(torch.randn(2, 4, 4, 4, generator=seeded_generator()))
     torch.testing.assert_close(out.mean(1), torch.full((2, 2, 2), 5.0))  # LayerNorm output has zero mean
 
 

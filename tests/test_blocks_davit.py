@@ -19,19 +19,7 @@ from nas.blocks.davit import (
 )
 from nas.blocks.template import BlockContext
 from nas.space import load_space
-
-
-def _generator() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
-
-
-def _randomise(module: nn.Module) -> nn.Module:
-    """Give every parameter non-trivial values (biases start at zero)."""
-    generator = _generator()
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    return module
+from tests.conftest import randomise, seeded_generator
 
 
 def _reference_channel_attention(mixer: ChannelAttention, x: torch.Tensor) -> torch.Tensor:
@@ -49,8 +37,8 @@ def _reference_channel_attention(mixer: ChannelAttention, x: torch.Tensor) -> to
 
 
 def test_channel_attention_matches_channel_by_channel_reference() -> None:
-    mixer = _randomise(ChannelAttention(ChannelAttentionCfg(groups=3), dim=12, size=(4, 5)))
-    x = torch.randn(2, 20, 12, generator=_generator())
+    mixer = randomise(ChannelAttention(ChannelAttentionCfg(groups=3), dim=12, size=(4, 5)))
+    x = torch.randn(2, 20, 12, generator=seeded_generator())
     with torch.no_grad():
         torch.testing.assert_close(mixer(x), _reference_channel_attention(mixer, x))
 
@@ -58,9 +46,9 @@ def test_channel_attention_matches_channel_by_channel_reference() -> None:
 def test_channel_attention_attends_over_channels_not_tokens() -> None:
     # Tokens are only summed over inside a score, so permuting the tokens permutes the output the same way
     # (a global mixer with no notion of position), and one token reaches every token's output.
-    mixer = _randomise(ChannelAttention(ChannelAttentionCfg(groups=2), dim=8, size=(4, 4)))
-    x = torch.randn(2, 16, 8, generator=_generator())
-    tokens = torch.randperm(16, generator=_generator())
+    mixer = randomise(ChannelAttention(ChannelAttentionCfg(groups=2), dim=8, size=(4, 4)))
+    x = torch.randn(2, 16, 8, generator=seeded_generator())
+    tokens = torch.randperm(16, generator=seeded_generator())
     with torch.no_grad():
         out = mixer(x)
         torch.testing.assert_close(mixer(x[:, tokens]), out[:, tokens])
@@ -72,11 +60,11 @@ def test_channel_attention_attends_over_channels_not_tokens() -> None:
 def test_channel_attention_mixes_channels_of_a_token_not_tokens() -> None:
     # With queries and keys zeroed, every score is equal: channel attention then averages each token's own
     # value channels of its group (token attention would average the values of all tokens instead).
-    mixer = _randomise(ChannelAttention(ChannelAttentionCfg(groups=2), dim=8, size=(4, 4)))
+    mixer = randomise(ChannelAttention(ChannelAttentionCfg(groups=2), dim=8, size=(4, 4)))
     with torch.no_grad():
         mixer.qkv.weight[:16] = 0.0
         mixer.qkv.bias[:16] = 0.0
-        x = torch.randn(2, 16, 8, generator=_generator())
+        x = torch.randn(2, 16, 8, generator=seeded_generator())
         value = mixer.qkv(x)[..., 16:]
         expected = mixer.proj(value.unflatten(-1, (2, 4)).mean(-1, keepdim=True).expand(-1, -1, -1, 4).flatten(-2))
         torch.testing.assert_close(mixer(x), expected)
@@ -102,8 +90,8 @@ def _reference_window_attention(mixer: PlainWindowAttention, x: torch.Tensor) ->
 
 
 def test_spatial_window_attention_matches_token_by_token_reference() -> None:
-    mixer = _randomise(PlainWindowAttention(8, 2, 4, (8, 12), qkv_bias=True))
-    x = torch.randn(2, 96, 8, generator=_generator())
+    mixer = randomise(PlainWindowAttention(8, 2, 4, (8, 12), qkv_bias=True))
+    x = torch.randn(2, 96, 8, generator=seeded_generator())
     with torch.no_grad():
         torch.testing.assert_close(mixer(x), _reference_window_attention(mixer, x))
 
@@ -124,8 +112,8 @@ def test_dual_block_puts_a_cpe_before_each_half_outside_the_norm(mixer) -> None:
     block = Block(mixer=mixer, ffn=parse_component("ffn", {"kind": "mlp", "ratio": 2}, "ffn"),
                   norm=parse_component("norm", "layernorm", "norm"))
     size = (8, 8)
-    module = _randomise(DualAttentionBlock(block, BlockContext(in_dim=8, dim=8, size=size)))
-    x = torch.randn(2, 64, 8, generator=_generator())
+    module = randomise(DualAttentionBlock(block, BlockContext(in_dim=8, dim=8, size=size)))
+    x = torch.randn(2, 64, 8, generator=seeded_generator())
     attn, (ffn_cpe, ffn) = module.attn, module.ffn
     with torch.no_grad():
         expected = x + _depthwise(module.attn_cpe.conv, x, size)

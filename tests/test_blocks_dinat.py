@@ -12,22 +12,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from nas.arch import Site
 from nas.blocks.attention import Attention, AttentionCfg
 from nas.blocks.dinat import NeighbourhoodAttention, NeighbourhoodAttentionCfg, neighbourhood, neighbourhood_2d
 from nas.errors import ConfigError
 from nas.space import load_space
-
-
-def _randomise(module: nn.Module) -> nn.Module:
-    """Give every parameter non-trivial values (biases and the bias table start at zero)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    return module
+from tests.conftest import randomise
 
 
 def _nearest(position: int, length: int, kernel: int, dilation: int) -> list[int]:
@@ -89,7 +80,7 @@ def test_every_query_sees_kernel_squared_distinct_keys_of_its_group() -> None:
 def test_mixer_matches_the_loop_reference(size: tuple[int, int], kernel: int, dilation: int) -> None:
     cfg = NeighbourhoodAttentionCfg(heads=2, kernel=kernel, dilation=dilation)
     assert cfg.effective(*size) == (kernel, dilation)  # the reference knows no clamping
-    module = _randomise(NeighbourhoodAttention(cfg, dim=8, size=size)).eval()
+    module = randomise(NeighbourhoodAttention(cfg, dim=8, size=size)).eval()
     x = torch.randn(2, size[0] * size[1], 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(module(x), _reference(module, x, size, kernel, dilation), rtol=1e-4, atol=1e-5)
@@ -98,7 +89,7 @@ def test_mixer_matches_the_loop_reference(size: tuple[int, int], kernel: int, di
 def test_a_kernel_covering_the_map_is_global_attention() -> None:
     """With the neighbourhood clamped to the whole map and no bias, NA is plain attention."""
     size = (5, 5)
-    module = _randomise(NeighbourhoodAttention(NeighbourhoodAttentionCfg(heads=2, kernel=7), dim=8, size=size))
+    module = randomise(NeighbourhoodAttention(NeighbourhoodAttentionCfg(heads=2, kernel=7), dim=8, size=size))
     global_attention = Attention(AttentionCfg(heads=2), dim=8, size=size)
     global_attention.load_state_dict({name: value for name, value in module.state_dict().items()
                                       if not name.startswith("relative_position_bias")})

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from nas.arch import Block, Site, parse_component
 from nas.blocks.contract import Chunks, declared_sharing
@@ -14,19 +13,7 @@ from nas.blocks.gcvit import GlobalContext, GlobalContextCfg, GlobalQueryAttenti
 from nas.blocks.template import BlockContext
 from nas.errors import ConfigError
 from nas.space import load_space
-
-
-def _generator() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
-
-
-def _randomise(module: nn.Module) -> nn.Module:
-    """Give every parameter non-trivial values (biases and position tables start at zero)."""
-    generator = _generator()
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    return module
+from tests.conftest import randomise, seeded_generator
 
 
 @pytest.mark.parametrize(("side", "window", "levels"), [(56, 7, 3), (28, 7, 2), (14, 7, 1), (14, 14, 0),
@@ -77,17 +64,17 @@ def _reference_global_attention(mixer: GlobalQueryAttention, x: torch.Tensor, qu
 
 
 def test_global_query_attention_matches_token_by_token_reference() -> None:
-    mixer = _randomise(GlobalQueryAttention(8, 2, 4, (8, 12), qkv_bias=True))
-    x = torch.randn(2, 96, 8, generator=_generator())
-    query = torch.randn(2, 16, 8, generator=_generator())
+    mixer = randomise(GlobalQueryAttention(8, 2, 4, (8, 12), qkv_bias=True))
+    x = torch.randn(2, 96, 8, generator=seeded_generator())
+    query = torch.randn(2, 16, 8, generator=seeded_generator())
     with torch.no_grad():
         torch.testing.assert_close(mixer(x, query), _reference_global_attention(mixer, x, query))
 
 
 def test_each_image_attends_with_its_own_queries() -> None:
-    mixer = _randomise(GlobalQueryAttention(8, 2, 4, (8, 8), qkv_bias=True))
-    x = torch.randn(2, 64, 8, generator=_generator())
-    query = torch.randn(2, 16, 8, generator=_generator())
+    mixer = randomise(GlobalQueryAttention(8, 2, 4, (8, 8), qkv_bias=True))
+    x = torch.randn(2, 64, 8, generator=seeded_generator())
+    query = torch.randn(2, 16, 8, generator=seeded_generator())
     changed = query.clone()
     changed[1] += 1.0
     with torch.no_grad():
@@ -104,8 +91,8 @@ def _body(depth: int) -> GlobalContext:
 
 
 def test_the_stage_body_makes_its_queries_once_from_its_input() -> None:
-    body = _randomise(_body(4))
-    x = torch.randn(2, 256, 8, generator=_generator())
+    body = randomise(_body(4))
+    x = torch.randn(2, 256, 8, generator=seeded_generator())
     seen: list[torch.Tensor] = []
     calls: list[int] = []
     body.queries.register_forward_hook(lambda module, args, out: calls.append(1))
@@ -119,7 +106,7 @@ def test_the_stage_body_makes_its_queries_once_from_its_input() -> None:
         torch.testing.assert_close(query, expected)
 
 
-def test_the_body_alternates_local_and_global_layers_around_one_generator() -> None:
+def test_the_body_alternates_local_and_global_layers_around_oneseeded_generator() -> None:
     short, long = _body(2), _body(4)
     kinds = [type(layer.attn).__name__ for layer in long.layers]
     assert kinds == ["_LocalAttention", "GlobalQueryAttention"] * 2

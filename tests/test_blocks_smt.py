@@ -28,14 +28,7 @@ from nas.blocks.smt import (
 )
 from nas.errors import ConfigError
 from nas.space import load_space
-
-
-def _randomise(module: nn.Module) -> nn.Module:
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    return module
+from tests.conftest import randomise
 
 
 def _modulation_reference(module: ScaleAwareModulation, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -62,7 +55,7 @@ def _modulation_reference(module: ScaleAwareModulation, x: torch.Tensor, size: t
 
 def test_modulation_matches_the_head_major_reference() -> None:
     size = (6, 7)
-    module = _randomise(ScaleAwareModulation(ScaleAwareModulationCfg(kernels=(3, 5, 7, 9)), dim=16, size=size))
+    module = randomise(ScaleAwareModulation(ScaleAwareModulationCfg(kernels=(3, 5, 7, 9)), dim=16, size=size))
     module.eval()
     x = torch.randn(2, size[0] * size[1], 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -96,7 +89,7 @@ def _local_value_reference(module: LocalValueAttention, x: torch.Tensor, size: t
 
 def test_local_value_attention_matches_the_reference() -> None:
     size = (5, 6)
-    module = _randomise(LocalValueAttention(LocalValueAttentionCfg(heads=2, kernel=3), dim=8, size=size))
+    module = randomise(LocalValueAttention(LocalValueAttentionCfg(heads=2, kernel=3), dim=8, size=size))
     x = torch.randn(2, 30, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(module(x), _local_value_reference(module, x, size), rtol=1e-4, atol=1e-5)
@@ -133,7 +126,7 @@ def _pointwise(layer: nn.Module) -> torch.Tensor:
 @pytest.mark.parametrize("layout", ["nlc", "nchw"])
 def test_residual_conv_mlp_adds_the_depthwise_input_back(layout: str) -> None:
     size = (4, 5)
-    ffn = _randomise(ResidualConvMlp(ResidualConvMlpCfg(ratio=2), dim=4, layout=layout, size=size))  # type: ignore[arg-type]
+    ffn = randomise(ResidualConvMlp(ResidualConvMlpCfg(ratio=2), dim=4, layout=layout, size=size))  # type: ignore[arg-type]
     conv = next(module for module in ffn.mid.modules() if isinstance(module, nn.Conv2d))
     tokens = torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(3))
     hidden = tokens @ _pointwise(ffn.fc1).T + ffn.fc1.bias
