@@ -189,3 +189,25 @@ def test_volo_d1_runs_at_one_eighth_then_one_sixteenth() -> None:
     assert [info["num_chs"] for info in model.feature_info] == [192, 384, 384]
     with pytest.raises(ConfigError, match="even number"):
         VoloStemCfg(dim=8, patch=6 + 1).check(Site(3, 8, 64, 64))
+
+
+# ---------------------------------------------------------------------------- latency
+
+
+@pytest.mark.parametrize("target", ["v100", "xeon", "iphone12", "zcu104"])
+def test_outlook_attention_is_priced_on_every_target(target: str) -> None:
+    """Unfold and fold (im2col, col2im), the pooled centres and the windows' batched matmul each get a price."""
+    from nas.latency import predict
+
+    mixer = OutlookAttention(OutlookAttentionCfg(heads=2, kernel=3, stride=2), dim=16, size=(7, 7))
+    result = predict(mixer, (49, 16), target=target)
+    assert result.latency_ms > 0 and result.breakdown.get("other", 0.0) == 0.0
+    for kind in ("movement", "pool", "bmm", "softmax"):
+        assert result.breakdown[kind] > 0, kind
+    alone = predict(_UnfoldFold(), (16, 7, 7), target=target)  # im2col and col2im, nothing else
+    assert alone.breakdown["movement"] > 0 and alone.breakdown.get("other", 0.0) == 0.0
+
+
+class _UnfoldFold(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.fold(F.unfold(x, 3, padding=1, stride=2), (7, 7), 3, padding=1, stride=2)
