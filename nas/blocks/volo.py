@@ -27,9 +27,10 @@ Between the two resolutions VOLO has a 2x2/2 convolution followed by a learned p
 embedding: the ``conv`` downsampler with ``pos_embed: true``. The transformer blocks are the
 ``attention`` mixer without a q/k/v bias.
 
-Published figures (``spaces/zoo/volo_d1.yaml``): VOLO-D1 27M parameters and 6.8G MACs at
-224 px (the paper's Table 3 and the official README; 26.6M in PaddleViT's and timm's counts);
-the configuration from sail-sg/volo ``models/volo.py`` (``volo_d1``).
+Published figures (``spaces/zoo/volo_d1.yaml``): VOLO-D1 has 26.6M parameters (the TPAMI
+abstract and BR-IDL/PaddleViT's README; the arXiv paper and sail-sg/volo's README round to 27M)
+and 6.8G MACs at 224 px (the paper's Table 3); the configuration from sail-sg/volo
+``models/volo.py`` (``volo_d1``).
 """
 
 from __future__ import annotations
