@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 
 import nas
-from nas.arch import Block, Site
+from nas.arch import Block, InputSpec, Site
 from nas.blocks.class_attention import ClassAttentionBlock, ClassAttentionCfg, ClassTokenCfg
 from nas.blocks.ffn import MlpCfg
 from nas.blocks.template import BlockContext
 from nas.blocks.volo import OutlookAttention, OutlookAttentionCfg, TokenLabelingHead, TokenLabelingHeadCfg, VoloStemCfg
 from nas.errors import ConfigError
-from tests.conftest import randomise, seeded_generator
+from tests.conftest import TINY_DIR, randomise, seeded_generator
 
 
 def _outlook_reference(mixer: OutlookAttention, tokens: torch.Tensor, size: tuple[int, int],
@@ -145,8 +145,8 @@ def test_class_attention_only_the_class_token_queries_and_changes(layer_scale: f
 
 def test_class_attention_prices_its_ffn_at_one_token() -> None:
     """The FFN of a class-attention block runs on the class token alone: its MACs do not grow with the map."""
-    arch = nas.Arch.load("tests/tiny/mixer_outlook_attention.yaml")
-    bigger = arch.replace(input=arch.input.__class__(resolution=112, channels=3))
+    arch = nas.Arch.load(TINY_DIR / "mixer_outlook_attention.yaml")
+    bigger = arch.replace(input=InputSpec(resolution=112, channels=3))
     dim, hidden, tokens = 32, 64, {arch: 1 + 9, bigger: 1 + 49}  # 3x3 and 7x7 maps plus the class token
     for point, count in tokens.items():
         macs = nas.cost.profile(point).by_unit("flops")["stages[2].blocks[0]"]
