@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     attention,
+    class_attention,
     convnext,
     cvt,
     davit,
@@ -29,6 +30,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     swin,
     uniformer,
     van,
+    volo,
 )
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
 from nas.blocks.contract import Chunks, FitsMap, Prefix, RelativeTable
