@@ -72,8 +72,18 @@ class EvalBatches:
         return cls(calibration, validation)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model`` computes: its first parameter's or buffer's device (the CPU for a stateless one)."""
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
 def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
     """Reset and re-estimate every BatchNorm's running statistics on ``batches``; returns the BN count.
+
+    The batches (kept on the CPU) are moved to the model's device one at a time, as in :func:`accuracy`.
 
     The statistics become the cumulative average over the batches (momentum
     None); each module's momentum is restored afterwards. The model is left in
@@ -88,10 +98,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor
         module.reset_running_stats()
         module.momentum = None
     model.train()
+    device = _device_of(model)
     try:
         with torch.no_grad():
             for images, _ in batches:
-                model(images)
+                model(images.to(device))
     finally:
         for module, momentum in zip(norms, momenta, strict=True):
             module.momentum = momentum
@@ -102,10 +113,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor
 def accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Top-1 accuracy of ``model`` (in evaluation mode) on ``batches``, in [0, 1]."""
     model.eval()
+    device = _device_of(model)
     correct = total = 0
     with torch.no_grad():
         for images, labels in batches:
-            predicted = model(images).argmax(dim=-1)
+            predicted = model(images.to(device)).argmax(dim=-1).cpu()
             target = labels if labels.dim() == 1 else labels.argmax(dim=-1)
             correct += int((predicted == target).sum())
             total += len(target)
