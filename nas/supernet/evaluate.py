@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nas.arch import Arch
-from nas.data import Dataset, loaders
+from nas.data import Dataset, FolderDataset, StreamLoader, loaders
 from nas.errors import NasError
 
 __all__ = ["EvalBatches", "recalibrate_batchnorm", "accuracy", "evaluate", "kendall_tau"]
@@ -35,15 +35,17 @@ class EvalBatches:
 
     Attributes:
         calibration: ``[(images, labels), ...]`` from the training split, a fixed random subset.
-        validation: ``[(images, labels), ...]`` covering the whole validation split.
+        validation: ``[(images, labels), ...]`` covering the whole validation split (for a streamed dataset,
+            its validation loader, which decodes the images again at each pass).
     """
 
     calibration: list[tuple[torch.Tensor, torch.Tensor]]
-    validation: list[tuple[torch.Tensor, torch.Tensor]]
+    validation: Iterable[tuple[torch.Tensor, torch.Tensor]]
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, *, resolution: int, channels: int, calibration_batches: int = 8,
-                     batch_size: int = 128, seed: int = 0, max_val: int | None = None) -> EvalBatches:
+    def from_dataset(cls, dataset: Dataset | FolderDataset, *, resolution: int, channels: int,
+                     calibration_batches: int = 8, batch_size: int = 128, seed: int = 0,
+                     max_val: int | None = None) -> EvalBatches:
         """Prepare the batches of ``dataset`` at ``resolution`` and ``channels``.
 
         Args:
@@ -61,6 +63,8 @@ class EvalBatches:
             if index >= calibration_batches:
                 break
             calibration.append(batch)
+        if isinstance(val, StreamLoader) and max_val is None:
+            return cls(calibration, val)  # a folder too large for memory is read again at each evaluation
         validation, seen = [], 0
         for images, labels in val.iter_epoch(0):
             if max_val is not None and seen >= max_val:
@@ -110,7 +114,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor
     return len(norms)
 
 
-def accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Top-1 accuracy of ``model`` (in evaluation mode) on ``batches``, in [0, 1]."""
     model.eval()
     device = _device_of(model)
