@@ -1,7 +1,7 @@
 """Does a folder too large for memory train in bounded memory? (issue 27)
 
 Writes ``--images`` small JPEGs (random sizes around ``--side`` px) in 10 class folders, loads the folder
-(more than ``STREAM_FROM_IMAGES`` images stream from disk; fewer are forced to with ``--stream``), trains a
+(``STREAM_FROM_IMAGES`` images or more stream from disk; fewer are forced to with ``--stream``), trains a
 zoo model one epoch on it at the proxy scale, and prints:
 
 * the peak resident memory of this process and of its DataLoader workers, sampled every 50 ms, against

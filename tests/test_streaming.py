@@ -68,7 +68,7 @@ def test_ranks_read_disjoint_shards_of_equal_length(imagenet_layout: Path) -> No
 def test_large_folders_stream_and_small_ones_load_into_memory(imagenet_layout: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     assert not isinstance(load_dataset(imagenet_layout / "train", image_size=16), FolderDataset)
-    monkeypatch.setattr(formats, "STREAM_FROM_IMAGES", 50)
+    monkeypatch.setattr(formats, "STREAM_FROM_IMAGES", 66)
     streamed = load_dataset(imagenet_layout / "train")  # no val/: a stratified hold-out of the 66 images
     assert isinstance(streamed, FolderDataset)
     assert (streamed.num_train, streamed.num_val) == (53, 13)

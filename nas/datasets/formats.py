@@ -54,7 +54,7 @@ def load_dataset(
         image_size: image folders only: resize every image to this square
             size. Without it all images must share one square size.
         stream: image folders only: True streams from disk (:mod:`nas.datasets.streaming`), False decodes
-            into memory, None streams folders of more than ``STREAM_FROM_IMAGES`` images.
+            into memory, None streams folders of ``STREAM_FROM_IMAGES`` images or more.
 
     Raises:
         DatasetError: the path does not exist, or is not a dataset of a known
@@ -318,7 +318,7 @@ def read_image_folders(path: Path, *, image_size: int | None, val_fraction: floa
     if not files:
         raise DatasetError(train_dir, f"no images in its class folders (expected files ending in "
                            f"{', '.join(sorted(_IMAGE_SUFFIXES))})")
-    if stream or (stream is None and len(files) > STREAM_FROM_IMAGES):
+    if stream or (stream is None and len(files) >= STREAM_FROM_IMAGES):
         return _stream_image_folders(path, train_dir, val_dir if layout else None, (files, labels), class_names,
                                      val_fraction=val_fraction, split_seed=split_seed)
     if layout:

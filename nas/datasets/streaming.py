@@ -1,7 +1,7 @@
 """Image folders too large for memory: decoded from disk per batch, in DataLoader worker processes.
 
 ImageNet-1k holds 1.28M JPEGs, about 140 GB decoded at 224 px, so a folder
-with more than :data:`STREAM_FROM_IMAGES` images (or any folder, asked
+with :data:`STREAM_FROM_IMAGES` images or more (or any folder, asked
 explicitly) is kept as a list of files: :class:`FolderDataset`. Its loaders,
 :class:`StreamLoader`, serve the batches the in-memory :class:`~nas.data.Loader`
 would: the same shuffled, rank-sharded order (``shard_order``), each image
@@ -37,7 +37,7 @@ from nas.datasets.dataset import DatasetError
 
 __all__ = ["STREAM_FROM_IMAGES", "FolderDataset", "StreamLoader", "shard_order", "read_folder_index"]
 
-STREAM_FROM_IMAGES = 20_000  # more images than this: stream from disk (20k RGB images at 224 px are 3 GB decoded)
+STREAM_FROM_IMAGES = 20_000  # this many images or more: stream from disk (20k RGB images at 224 px are 3 GB decoded)
 CENTRE_CROP = 0.875
 _STATS_SAMPLE = 256  # training images that estimate the channel mean and std
 _STATS_SIDE = 64
