@@ -52,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,6 +64,7 @@ from torch import Tensor
 from nas.datasets.augment import Augment, PatchMixing, patch_mix, random_crop, random_flip
 from nas.datasets.dataset import Dataset, DatasetError
 from nas.datasets.formats import BUNDLED, DEFAULT_DATASET, load_dataset, safe_unpickle, split_indices
+from nas.datasets.streaming import STREAM_FROM_IMAGES, FolderDataset, StreamLoader, shard_order
 from nas.errors import ConfigError
 
 __all__ = [
@@ -70,9 +72,12 @@ __all__ = [
     "BUNDLED",
     "DatasetError",
     "Dataset",
+    "FolderDataset",
+    "STREAM_FROM_IMAGES",
     "PatchMixing",
     "Augment",
     "Loader",
+    "StreamLoader",
     "load_dataset",
     "loaders",
     "split_indices",
@@ -162,15 +167,8 @@ class Loader:
 
     def order(self, epoch: int) -> Tensor:
         """This rank's sample indices for ``epoch``, in batch order."""
-        total = len(self.labels)
-        if not self.train:
-            return torch.arange(self.rank, total, self.world_size)
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        permutation = torch.randperm(total, generator=generator)
-        padded_total = self.num_samples * self.world_size
-        repeats = -(-padded_total // total)
-        permutation = permutation.repeat(repeats)[:padded_total]
-        return permutation[self.rank : padded_total : self.world_size]
+        return shard_order(len(self.labels), train=self.train, seed=self.seed, epoch=epoch, rank=self.rank,
+                           world_size=self.world_size, num_samples=self.num_samples)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.iter_epoch(self.epoch)
@@ -202,11 +200,11 @@ class Loader:
 
 
 def loaders(
-    dataset: Dataset, *, batch_size: int, resolution: int | None = None, augment: bool | Augment = False,
-    seed: int = 0, rank: int = 0, world_size: int = 1, channels: int | None = None,
-    val_batch_size: int | None = None,
-) -> tuple[Loader, Loader]:
-    """The training and validation loaders of ``dataset`` for one rank.
+    dataset: Dataset | FolderDataset, *, batch_size: int, resolution: int | None = None,
+    augment: bool | Augment = False, seed: int = 0, rank: int = 0, world_size: int = 1, channels: int | None = None,
+    val_batch_size: int | None = None, workers: int | None = None,
+) -> tuple[Loader | StreamLoader, Loader | StreamLoader]:
+    """The training and validation loaders of ``dataset`` for one rank (streamed for a :class:`FolderDataset`).
 
     Args:
         dataset: from :func:`load_dataset`.
@@ -222,6 +220,7 @@ def loaders(
             Grey-scale data is repeated to 3 channels; RGB data becomes grey
             with BT.601 weights for 1.
         val_batch_size: validation batch size; None: ``batch_size``.
+        workers: streamed datasets only: decoding processes (None: one per CPU this process may use, at most 8).
 
     Raises:
         DatasetError: the training shard holds fewer than ``batch_size`` images.
@@ -244,10 +243,17 @@ def loaders(
     policy = Augment() if augment is True else augment or None
     common: dict[str, Any] = {"dataset": dataset, "resolution": resolution, "channels": channels,
                               "seed": seed, "rank": rank, "world_size": world_size}
-    train = Loader(dataset.train_images, dataset.train_labels, batch_size=batch_size, augment=policy, train=True,
-                   **common)
-    val = Loader(dataset.val_images, dataset.val_labels, batch_size=val_batch_size, augment=None, train=False,
-                 **common)
+    train: Loader | StreamLoader
+    val: Loader | StreamLoader
+    if isinstance(dataset, FolderDataset):
+        common["workers"] = min(len(os.sched_getaffinity(0)), 8) if workers is None else workers
+        train = StreamLoader(batch_size=batch_size, augment=policy, train=True, **common)
+        val = StreamLoader(batch_size=val_batch_size, augment=None, train=False, **common)
+    else:
+        train = Loader(dataset.train_images, dataset.train_labels, batch_size=batch_size, augment=policy, train=True,
+                       **common)
+        val = Loader(dataset.val_images, dataset.val_labels, batch_size=val_batch_size, augment=None, train=False,
+                     **common)
     if len(train) == 0:
         raise DatasetError(dataset.source, f"batch_size {batch_size} exceeds the {train.num_samples} training images "
                            f"per rank (world_size {world_size})")

@@ -202,3 +202,19 @@ def set_threads(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+
+
+def device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--amp``, shared by every command that trains."""
+    parser.add_argument("--device", default="cpu", metavar="DEVICE",
+                        help="where to train: cpu (default), auto (CUDA when present), cuda, cuda:N or mps")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                        help="mixed precision: bf16 autocast, fp16 autocast with a gradient scaler (CUDA only), "
+                             "or off (default)")
+
+
+def placement_of(args: argparse.Namespace) -> Any:
+    """The :class:`~nas.supernet.device.Placement` of ``--device``/``--amp``; fails before any work starts."""
+    from nas.supernet.device import Placement
+
+    return Placement.parse(args.device, args.amp)

@@ -13,8 +13,10 @@ from nas.commands.base import (
     MAX_STEPS,
     Command,
     count,
+    device_options,
     output_dir,
     output_file,
+    placement_of,
     positive,
     print_json,
     print_table,
@@ -267,17 +269,19 @@ class FinalistsCommand(Command):
         parser.add_argument("--epochs", type=count(MAX_STEPS), default=3, help="training epochs each (default 3)")
         parser.add_argument("--data", metavar="PATH", help="dataset (default: the bundled Animal-MNIST)")
         threads_option(parser)
+        device_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from nas.runs import Run
         from nas.runs.finalists import FINALISTS_FILE, train_finalists
         from nas.supernet import kendall_tau
 
+        placement = placement_of(args)
         set_threads(args)
         run = Run.open(args.run)
         try:
             table = train_finalists(run, count=args.count, epochs=args.epochs, data=args.data,
-                                    progress=not args.json, log=None if args.json else print)
+                                    progress=not args.json, log=None if args.json else print, placement=placement)
         except KeyboardInterrupt:
             print(f"nas: interrupted; the same command continues: nas finalists {run.path}", file=sys.stderr)
             return 130

@@ -12,7 +12,9 @@ from nas.commands.base import (
     MAX_STEPS,
     Command,
     count,
+    device_options,
     output_dir,
+    placement_of,
     positive,
     positive_float,
     print_json,
@@ -56,6 +58,7 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     parser.add_argument("--max-steps", type=count(MAX_STEPS), metavar="STEPS",
                         help="stop after this many steps in total (resume later with --resume)")
     threads_option(parser)
+    device_options(parser)
 
 
 def _train_run(args: argparse.Namespace, kind: str, name: str) -> tuple[Dataset, TrainSettings, Path]:
@@ -71,6 +74,7 @@ def _train_run(args: argparse.Namespace, kind: str, name: str) -> tuple[Dataset,
 
     if args.resume and args.out is None:
         raise NasError("--resume needs --out DIR, the run directory to continue")
+    args.placement = placement_of(args)  # an absent device fails here, before the data loads
     set_threads(args)
     dataset = load_dataset(args.data)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, sam=args.sam,
@@ -87,7 +91,7 @@ def _train_options_of(args: argparse.Namespace) -> TrainOptions:
 
     show = not args.json and _is_rank_zero()
     return TrainOptions(checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, progress=show,
-                        log=tqdm.write if show else None)
+                        log=tqdm.write if show else None, placement=args.placement)
 
 
 def _print_training(args: argparse.Namespace, result: TrainResult) -> int:

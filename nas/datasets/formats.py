@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from nas.datasets.dataset import Dataset, DatasetError
+from nas.datasets.streaming import STREAM_FROM_IMAGES, FolderDataset, read_folder_index, stream_folders
 from nas.errors import ConfigError
 
 __all__ = ["DEFAULT_DATASET", "BUNDLED", "load_dataset", "split_indices", "safe_unpickle", "read_npz",
@@ -40,8 +41,9 @@ _PICKLE_GLOBALS = {  # what a pickled numpy array needs, under numpy 1 and 2 nam
 
 def load_dataset(
     spec: str | Path | None = None, *, val_fraction: float = 0.2, split_seed: int = 0, image_size: int | None = None,
-) -> Dataset:
-    """Read a dataset into memory (the formats are listed in :mod:`nas.data`'s docstring).
+    stream: bool | None = None,
+) -> Dataset | FolderDataset:
+    """Read a dataset into memory, or index a large image folder to stream (formats: :mod:`nas.data`'s docstring).
 
     Args:
         spec: None or a bundled name (``"animal-mnist"``) for the bundled
@@ -51,6 +53,8 @@ def load_dataset(
         split_seed: seed of that hold-out.
         image_size: image folders only: resize every image to this square
             size. Without it all images must share one square size.
+        stream: image folders only: True streams from disk (:mod:`nas.datasets.streaming`), False decodes
+            into memory, None streams folders of ``STREAM_FROM_IMAGES`` images or more.
 
     Raises:
         DatasetError: the path does not exist, or is not a dataset of a known
@@ -82,7 +86,7 @@ def load_dataset(
         return read_cifar10(path)
     if (path / "train").is_file() or (path / "test").is_file():
         return read_cifar100(path)
-    return read_image_folders(path, image_size=image_size, **split)
+    return read_image_folders(path, image_size=image_size, stream=stream, **split)
 
 
 def split_indices(labels: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -304,17 +308,49 @@ def _stack_images(
     return result
 
 
-def read_image_folders(path: Path, *, image_size: int | None, val_fraction: float, split_seed: int) -> Dataset:
+def read_image_folders(path: Path, *, image_size: int | None, val_fraction: float, split_seed: int,
+                       stream: bool | None = None) -> Dataset | FolderDataset:
     val_dir = next((path / name for name in ("val", "test") if (path / name).is_dir()), None)
-    if (path / "train").is_dir() and val_dir is not None:
-        class_names = tuple(folder.name for folder in _class_folders(path / "train"))
+    layout = (path / "train").is_dir() and val_dir is not None
+    train_dir = path / "train" if layout else path
+    class_names = tuple(folder.name for folder in _class_folders(train_dir))
+    files, labels = read_folder_index(train_dir, class_names, _IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(train_dir, f"no images in its class folders (expected files ending in "
+                           f"{', '.join(sorted(_IMAGE_SUFFIXES))})")
+    if stream or (stream is None and len(files) >= STREAM_FROM_IMAGES):
+        return _stream_image_folders(path, train_dir, val_dir if layout else None, (files, labels), class_names,
+                                     val_fraction=val_fraction, split_seed=split_seed)
+    if layout:
         groups = [_open_images(path / "train", class_names, require_images=True),
                   _open_images(val_dir, class_names, require_images=False)]
         if not groups[1]:
             raise DatasetError(val_dir, "no validation images; expected class folders of images")
         train, val = _stack_images(groups, path, image_size)
         return _assemble(path.name, str(path), train, val, class_names)
-    class_names = tuple(folder.name for folder in _class_folders(path))
-    ((images, labels),) = _stack_images([_open_images(path, class_names, require_images=True)], path, image_size)
-    train, val = _split(images, labels, val_fraction=val_fraction, split_seed=split_seed)
+    ((images, labels_array),) = _stack_images([_open_images(path, class_names, require_images=True)], path,
+                                              image_size)
+    train, val = _split(images, labels_array, val_fraction=val_fraction, split_seed=split_seed)
     return _assemble(path.name, str(path), train, val, class_names)
+
+
+def _stream_image_folders(path: Path, train_dir: Path, val_dir: Path | None, indexed: tuple[list[str], list[int]],
+                          class_names: tuple[str, ...], *, val_fraction: float, split_seed: int) -> FolderDataset:
+    """Image folders indexed, not decoded: ``val_dir``'s images, or a stratified hold-out of the training ones."""
+    files, labels = indexed
+    empty = sorted(set(range(len(class_names))) - set(labels))
+    if empty:
+        raise DatasetError(train_dir / class_names[empty[0]], f"no images (expected files ending in "
+                           f"{', '.join(sorted(_IMAGE_SUFFIXES))})")
+    if val_dir is not None:
+        for folder in _class_folders(val_dir):
+            if folder.name not in class_names:
+                raise DatasetError(folder, f"class '{folder.name}' is not among the training classes "
+                                   f"{list(class_names)}")
+        val_files, val_labels = read_folder_index(val_dir, class_names, _IMAGE_SUFFIXES)
+        if not val_files:
+            raise DatasetError(val_dir, "no validation images; expected class folders of images")
+        return stream_folders(path.name, (train_dir, files, labels), (val_dir, val_files, val_labels), class_names)
+    train_index, val_index = split_indices(np.asarray(labels), val_fraction=val_fraction, seed=split_seed)
+    return stream_folders(path.name, (train_dir, [files[i] for i in train_index], [labels[i] for i in train_index]),
+                          (train_dir, [files[i] for i in val_index], [labels[i] for i in val_index]), class_names)

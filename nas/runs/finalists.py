@@ -25,6 +25,7 @@ from nas.atomic import write_atomic
 from nas.errors import NasError
 from nas.runs.run import Run
 from nas.runs.supernets import DEFAULT_RECIPE
+from nas.supernet.device import Placement
 from nas.supernet.trainer import CHECKPOINT, RESULT
 
 __all__ = ["FINALISTS_DIR", "FINALISTS_FILE", "proxy_scale_of", "train_finalists"]
@@ -45,8 +46,10 @@ def proxy_scale_of(run: Run) -> tuple[float, int]:
 
 
 def train_finalists(run: Run, *, count: int, epochs: int, data: str | None = None, progress: bool = True,
-                    log: Callable[[str], None] | None = None) -> pandas.DataFrame:
+                    log: Callable[[str], None] | None = None, placement: Placement | None = None) -> pandas.DataFrame:
     """Train the run's ``count`` top candidates alone for ``epochs`` and write ``finalists.csv``.
+
+    ``placement`` (device and mixed precision) defaults to the CPU in float32.
 
     Returns:
         One row per finalist: rank, arch id, the run's objective columns, ``standalone_accuracy``.
@@ -66,7 +69,7 @@ def train_finalists(run: Run, *, count: int, epochs: int, data: str | None = Non
     width, resolution = proxy_scale_of(run)
     dataset = load_dataset(data)
     settings = TrainSettings(epochs=epochs, seed=run.settings.seed)
-    options = TrainOptions(progress=progress, log=log)
+    options = TrainOptions(progress=progress, log=log, placement=placement or Placement())
     columns = [spec.column for spec in run.settings.objectives]
     rows = []
     for rank, (record, arch) in enumerate(chosen, start=1):

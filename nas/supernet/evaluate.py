@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nas.arch import Arch
-from nas.data import Dataset, loaders
+from nas.data import Dataset, FolderDataset, StreamLoader, loaders
 from nas.errors import NasError
 
 __all__ = ["EvalBatches", "recalibrate_batchnorm", "accuracy", "evaluate", "kendall_tau"]
@@ -35,15 +35,17 @@ class EvalBatches:
 
     Attributes:
         calibration: ``[(images, labels), ...]`` from the training split, a fixed random subset.
-        validation: ``[(images, labels), ...]`` covering the whole validation split.
+        validation: ``[(images, labels), ...]`` covering the whole validation split (for a streamed dataset,
+            its validation loader, which decodes the images again at each pass).
     """
 
     calibration: list[tuple[torch.Tensor, torch.Tensor]]
-    validation: list[tuple[torch.Tensor, torch.Tensor]]
+    validation: Iterable[tuple[torch.Tensor, torch.Tensor]]
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, *, resolution: int, channels: int, calibration_batches: int = 8,
-                     batch_size: int = 128, seed: int = 0, max_val: int | None = None) -> EvalBatches:
+    def from_dataset(cls, dataset: Dataset | FolderDataset, *, resolution: int, channels: int,
+                     calibration_batches: int = 8, batch_size: int = 128, seed: int = 0,
+                     max_val: int | None = None) -> EvalBatches:
         """Prepare the batches of ``dataset`` at ``resolution`` and ``channels``.
 
         Args:
@@ -61,6 +63,8 @@ class EvalBatches:
             if index >= calibration_batches:
                 break
             calibration.append(batch)
+        if isinstance(val, StreamLoader) and max_val is None:
+            return cls(calibration, val)  # a folder too large for memory is read again at each evaluation
         validation, seen = [], 0
         for images, labels in val.iter_epoch(0):
             if max_val is not None and seen >= max_val:
@@ -72,8 +76,18 @@ class EvalBatches:
         return cls(calibration, validation)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model`` computes: its first parameter's or buffer's device (the CPU for a stateless one)."""
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
 def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
     """Reset and re-estimate every BatchNorm's running statistics on ``batches``; returns the BN count.
+
+    The batches (kept on the CPU) are moved to the model's device one at a time, as in :func:`accuracy`.
 
     The statistics become the cumulative average over the batches (momentum
     None); each module's momentum is restored afterwards. The model is left in
@@ -88,10 +102,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor
         module.reset_running_stats()
         module.momentum = None
     model.train()
+    device = _device_of(model)
     try:
         with torch.no_grad():
             for images, _ in batches:
-                model(images)
+                model(images.to(device))
     finally:
         for module, momentum in zip(norms, momenta, strict=True):
             module.momentum = momentum
@@ -99,13 +114,14 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor
     return len(norms)
 
 
-def accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Top-1 accuracy of ``model`` (in evaluation mode) on ``batches``, in [0, 1]."""
     model.eval()
+    device = _device_of(model)
     correct = total = 0
     with torch.no_grad():
         for images, labels in batches:
-            predicted = model(images).argmax(dim=-1)
+            predicted = model(images.to(device)).argmax(dim=-1).cpu()
             target = labels if labels.dim() == 1 else labels.argmax(dim=-1)
             correct += int((predicted == target).sum())
             total += len(target)

@@ -67,6 +67,7 @@ from nas.atomic import write_atomic
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
+from nas.supernet.device import DeviceError, Placement
 from nas.supernet.elastic import SHARING_VERSION
 from nas.supernet.evaluate import EvalBatches
 from nas.supernet.jobs import Job, ModelJob, SupernetJob
@@ -104,6 +105,9 @@ class TrainOptions:
         log: receives log lines (rank 0); default: ``tqdm.write`` when the bar is shown, else nothing.
         eval_calibration: training batches for BatchNorm recalibration in the final evaluation.
         evaluate: evaluate on the validation split when training completes.
+        placement: the device and autocast precision (:class:`~nas.supernet.device.Placement`). The device
+            may change on resume (checkpoints load on any device); the precision may not, since it
+            changes the numbers: the checkpoint records it and a resume under another one is refused.
     """
 
     checkpoint_every: int = 100
@@ -112,6 +116,7 @@ class TrainOptions:
     log: Callable[[str], None] | None = None
     eval_calibration: int = 8
     evaluate: bool = True
+    placement: Placement = Placement()
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1:
@@ -124,12 +129,18 @@ class TrainOptions:
 # the loop
 
 
-def _distributed() -> tuple[int, int, bool]:
-    """``(rank, world_size, initialised_here)``; joins the torchrun process group when WORLD_SIZE > 1."""
+def _distributed(placement: Placement) -> tuple[int, int, bool]:
+    """``(rank, world_size, initialised_here)``; joins the torchrun process group when WORLD_SIZE > 1.
+
+    NCCL when the model trains on CUDA, gloo otherwise: the backend follows where the tensors are, not
+    whether the machine has a GPU.
+    """
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if placement.on_cuda:
+            torch.cuda.set_device(placement.device)
+        dist.init_process_group("nccl" if placement.on_cuda else "gloo")
         return dist.get_rank(), dist.get_world_size(), True
     return 0, 1, False
 
@@ -176,6 +187,11 @@ class Trainer:
         self.options = options
         if checkpoint is None and self.out is not None and (self.out / CHECKPOINT).exists():
             raise NasError(f"{self.out}: already holds a run ({CHECKPOINT}); resume it or choose another --out")
+        self.placement = options.placement.for_local_rank(int(os.environ.get("LOCAL_RANK", "0")))
+        if settings.sam and self.placement.amp == "fp16":
+            raise DeviceError("--sam with --amp fp16 is not supported (the second pass would need its own loss "
+                              "scaling); use --amp bf16")
+        self.scaler = self.placement.scaler()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -196,6 +212,7 @@ class Trainer:
         check_matches(path, data["settings"], self.settings.to_dict(), "train settings")
         check_matches(path, {"data": data["data"]}, {"data": self.data_spec}, "data")
         check_matches(path, data["job"], self.job.describe(), "job")
+        check_matches(path, {"amp": data.get("amp", "off")}, {"amp": self.placement.amp}, "mixed-precision settings")
         try:
             module.load_state_dict(data["model"])
             optimizer.load_state_dict(data["optimizer"])
@@ -205,6 +222,8 @@ class Trainer:
             raise CheckpointError(f"{path}: does not fit this run's model or optimizer: {reason}") from None
         if not isinstance(data["rng"].get("torch"), torch.Tensor):
             raise CheckpointError(f"{path}: malformed random-generator state")
+        if self.scaler is not None and "scaler" in data:
+            self.scaler.load_state_dict(data["scaler"])
         return int(data["step"]), list(data["history"])
 
     # -- one step ---------------------------------------------------------------------------------
@@ -215,7 +234,8 @@ class Trainer:
         teacher: torch.Tensor | None = None
         losses = []
         for index, subnet in enumerate(subnets):
-            logits = self.job.forward(model, images, subnet)
+            with self.placement.autocast():
+                logits = self.job.forward(model, images, subnet).float()
             if teacher is None:
                 loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
                 if settings.distill and index == 0 and len(subnets) > 1 and bool(torch.isfinite(logits).all()):
@@ -224,7 +244,8 @@ class Trainer:
                 loss = _soft_cross_entropy(logits, teacher)
             losses.append(float(loss.detach()))
             if math.isfinite(losses[-1]):  # a subnet that overflows is left out of this step, not the whole run
-                (loss / len(subnets)).backward()
+                share = loss / len(subnets)
+                (share if self.scaler is None else self.scaler.scale(share)).backward()
         return losses
 
     def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
@@ -244,11 +265,17 @@ class Trainer:
             with torch.no_grad():
                 for p, value in zip(params, saved, strict=True):
                     p.copy_(value)
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)  # clip the true gradients
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         limit = self.settings.grad_clip if self.settings.grad_clip is not None else math.inf
         if not math.isfinite(float(torch.nn.utils.clip_grad_norm_(params, limit))):
             optimizer.zero_grad(set_to_none=True)  # a non-finite gradient would turn every shared weight into NaN
-        optimizer.step()
+        if self.scaler is None:
+            optimizer.step()
+        else:  # skips the step and lowers the scale when the gradients overflowed float16
+            self.scaler.step(optimizer)
+            self.scaler.update()
         return losses
 
     # -- the run ------------------------------------------------------------------------------------
@@ -260,14 +287,26 @@ class Trainer:
         save_checkpoint(self.out / CHECKPOINT, {
             "kind": self.job.kind, "job": self.job.describe(), "settings": self.settings.to_dict(),
             "data": self.data_spec, "step": step, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}, "history": history})
+            "scheduler": scheduler.state_dict(), "rng": self._rng_state(), "history": history,
+            "amp": self.placement.amp, **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})})
+
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"torch": torch.get_rng_state()}
+        if self.placement.on_cuda:  # drop path on the GPU draws from the device's generator
+            state["cuda"] = torch.cuda.get_rng_state(self.placement.device)
+        return state
+
+    def _set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["torch"])
+        if self.placement.on_cuda and isinstance(state.get("cuda"), torch.Tensor):
+            torch.cuda.set_rng_state(state["cuda"], self.placement.device)
 
     def run(self) -> TrainResult:
         """Train (or resume) to the end or to ``max_steps``; see the module docstring."""
         from tqdm import tqdm
 
         settings, options = self.settings, self.options
-        rank, world, owned = _distributed()
+        rank, world, owned = _distributed(self.placement)
         try:
             policy: bool | Augment = False
             if settings.augment:
@@ -277,7 +316,7 @@ class Trainer:
                                world_size=world)
             steps_per_epoch = len(train)
             total = settings.epochs * steps_per_epoch
-            module = self.job.module
+            module = self.placement.place(self.job.module)
             optimizer = self._optimizer(module)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings, steps_per_epoch))
             start, history = 0, list[dict[str, Any]]()
@@ -295,18 +334,19 @@ class Trainer:
             began, done = time.perf_counter(), 0
             step = start
             batches = None
-            rng_scope = torch.random.fork_rng(devices=[])  # the caller's generator is left as it was
+            # the caller's generators are left as they were
+            rng_scope = torch.random.fork_rng(devices=self.placement.rng_devices)
             rng_scope.__enter__()
             if self.checkpoint is None:
                 torch.manual_seed(settings.seed)  # only stochastic layers (drop path) read it
             else:
-                torch.set_rng_state(self.checkpoint["rng"]["torch"])
+                self._set_rng_state(self.checkpoint["rng"])
             try:
                 while step < stop:
                     epoch, index = divmod(step, steps_per_epoch)
                     if batches is None or index == 0:
                         batches = train.iter_epoch(epoch, start=index)
-                    images, targets = next(batches)
+                    images, targets = self.placement.batch(*next(batches))
                     tick = time.perf_counter()
                     subnets = self.job.subnets(epoch, index)
                     losses = self._step(model, optimizer, images, targets, subnets)
