@@ -48,6 +48,7 @@ from nas.component import (
     join_path,
     list_kinds,
     mapping,
+    option_field,
     parse_component,
     register_config,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ROLES",
     "Component",
+    "option_field",
     "Layout",
     "Site",
     "Precision",

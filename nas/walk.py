@@ -116,6 +116,7 @@ def past(component: Component, site: Site) -> Site:
         ConfigError: the component does not fit its site (path relative to the component).
     """
     check_numbers(component)
+    component.check_options()
     component.check(site)
     return _MOVES.get(component.role, _keeps)(component, site)
 
@@ -143,6 +144,7 @@ def past_block(block: Block, site: Site) -> Site:
     for role, component in (("mixer", block.mixer), ("ffn", block.ffn), ("norm", block.norm)):
         try:
             check_numbers(component)
+            component.check_options()
             component.check(at)
         except ConfigError as exc:
             raise exc.located(prefix=role) from None
