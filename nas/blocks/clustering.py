@@ -40,6 +40,8 @@ from nas.arch import TokenClustering
 
 __all__ = ["TokenClusterer", "ClusteredRun", "window_mask"]
 
+_TINY = 1e-12
+
 
 def window_mask(size: tuple[int, int], grid: int, window: int) -> torch.Tensor:
     """``(H*W, grid**2)`` additive mask: 0 where a centre is within ``window // 2`` centres of the token's own."""
@@ -79,7 +81,8 @@ class TokenClusterer(nn.Module):
         centres = F.adaptive_avg_pool2d(grid_map, self.grid).flatten(2).transpose(1, 2)
         for _ in range(self.iterations):
             assign = (-_squared_distances(tokens, centres) / self.temperature + self.mask).softmax(-1)
-            centres = (assign.transpose(1, 2) @ tokens) / assign.sum(1).unsqueeze(-1)
+            # a centre no token chose (every weight underflowed) goes to 0 rather than 0 / 0
+            centres = (assign.transpose(1, 2) @ tokens) / assign.sum(1).clamp_min(_TINY).unsqueeze(-1)
         nearest, index = _squared_distances(tokens, centres).topk(self.neighbours, dim=-1, largest=False)
         weights = self.mask.new_zeros(batch, *self.mask.shape).scatter(
             -1, index, (-nearest / self.temperature).softmax(-1))
