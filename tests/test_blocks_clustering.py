@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import pytest
 import torch
@@ -21,24 +20,13 @@ def _clustered(arch: nas.Arch, clustering: TokenClustering) -> nas.Arch:
     return arch.replace(stages=(dataclasses.replace(arch.stages[0], clustering=clustering),))
 
 
-def _trained_weights(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """A plain model's weights under the clustered model's names: blocks from ``depth`` on sit in the run."""
-    def rename(name: str) -> str:
-        found = re.match(r"stages\.0\.(\d+)\.(.*)", name)
-        if found is None or int(found.group(1)) < depth:
-            return name
-        return f"stages.0.{depth}.blocks.{int(found.group(1)) - depth}.{found.group(2)}"
-
-    return {rename(name): value for name, value in state.items()}
-
-
 def test_cluster_count_equal_to_token_count_is_the_plain_model() -> None:
     arch = nas.Arch.load("tests/tiny/mixer_attention.yaml")  # 8x8 tokens and a class token
     clustered = _clustered(arch, TokenClustering(depth=1, grid=8, temperature=1e-3))
     torch.manual_seed(0)
     plain = nas.build(arch).eval()
     model = nas.build(clustered).eval()
-    model.load_state_dict(_trained_weights(plain.state_dict(), 1))
+    model.load_state_dict(plain.state_dict())  # the trained model's checkpoint, as it is
     x = torch.randn(2, 3, 64, 64, generator=seeded_generator())
     with torch.no_grad():
         torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-5)
@@ -100,3 +88,13 @@ def test_supernet_refuses_clustering() -> None:
     clustered = _clustered(nas.zoo.get("deit_tiny"), TokenClustering(depth=6, grid=7))
     with pytest.raises(NasError, match="clustering"):
         Layouts().of(clustered)
+
+
+def test_a_clustered_model_saves_and_loads_its_own_weights() -> None:
+    clustered = _clustered(nas.Arch.load("tests/tiny/mixer_attention.yaml"), TokenClustering(depth=0, grid=4))
+    torch.manual_seed(0)
+    model, copy = nas.build(clustered).eval(), nas.build(clustered).eval()
+    copy.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 64, 64, generator=seeded_generator())
+    with torch.no_grad():
+        assert torch.equal(copy(x), model(x))

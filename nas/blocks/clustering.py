@@ -25,7 +25,9 @@ assignment is (to the temperature's precision) a token's own centre, so the stag
 computes what it computes without clustering. Class tokens bypass both layers.
 The layers are the unit :class:`ClusteredRun` together with the blocks they
 enclose, because reconstruction needs what clustering saw; ``nas.cost`` traces
-that unit whole, at the reduced token count.
+that unit whole, at the reduced token count. The run loads the trained model's
+weights under their own names (``stages.0.7.fn.qkv.weight``), so a checkpoint of
+the model without clustering loads into the model with it as it is.
 """
 
 from __future__ import annotations
@@ -105,9 +107,26 @@ class ClusteredRun(nn.Module):
         self.prefix_tokens = prefix_tokens
         self.cluster = TokenClusterer(clustering, size, device=device)
         self.blocks = nn.Sequential(*blocks)
+        self.register_load_state_dict_pre_hook(_plain_names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         prefix, tokens = x[:, :self.prefix_tokens], x[:, self.prefix_tokens:]
         centres, weights = self.cluster(tokens)
         out = self.blocks(torch.cat([prefix, centres], dim=1))
         return torch.cat([out[:, :self.prefix_tokens], weights @ out[:, self.prefix_tokens:]], dim=1)
+
+
+def _plain_names(run: ClusteredRun, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load hook: move a model-without-clustering's weights to the run's names, in place.
+
+    In that model the enclosed units sit beside the run's own place in the stage (``stages.0.4``,
+    ``stages.0.5``, ...) where this model has ``stages.0.4.blocks.0``, ``stages.0.4.blocks.1``, ...
+    A state dict that already has the run's names is left alone.
+    """
+    parent, _, own = prefix.rstrip(".").rpartition(".")
+    if not own.isdigit() or any(key.startswith(f"{prefix}blocks.") for key in state_dict):
+        return
+    for offset in range(len(run.blocks)):
+        plain = f"{parent}.{int(own) + offset}." if parent else f"{int(own) + offset}."
+        for key in [key for key in state_dict if key.startswith(plain)]:
+            state_dict[f"{prefix}blocks.{offset}.{key[len(plain):]}"] = state_dict.pop(key)
