@@ -131,6 +131,9 @@ def test_gate_adds_its_parameters_and_is_priced() -> None:
     gated = _with_options(arch, gated=True)
     dim, heads, blocks = arch.stages[0].dim, arch.stages[0].blocks[0].mixer.heads, arch.num_blocks
     assert profile(gated).params - profile(arch).params == blocks * (dim + heads)  # Linear(head_dim, 1) per head
+    for options in ({"gated": True}, {"clip_zeta": 1.003, "clip_gamma": -0.025}):
+        ops = profile(_with_options(arch, **options)).ops
+        assert not [op.name for op in ops if op.op_class == "other"], options
     for target in nas.latency.list_targets():
         before, after = (nas.latency.predict(item, target=target) for item in (arch, gated))
         assert after.latency_ms > before.latency_ms, target
