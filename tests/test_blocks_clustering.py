@@ -12,6 +12,7 @@ from nas.arch import TokenClustering
 from nas.blocks.clustering import ClusteredRun, TokenClusterer
 from nas.build import plan
 from nas.errors import ConfigError, NasError
+from nas.space import load_space
 from nas.supernet.elastic import Layouts
 from tests.conftest import seeded_generator
 
@@ -100,3 +101,11 @@ def test_a_clustered_model_saves_and_loads_its_own_weights() -> None:
     x = torch.randn(1, 3, 64, 64, generator=seeded_generator())
     with torch.no_grad():
         assert torch.equal(copy(x), model(x))
+
+
+def test_a_clustered_arch_is_no_point_of_a_space() -> None:
+    space = load_space("isotropic")
+    arch = nas.zoo.get("deit_tiny")
+    assert space.contains(arch)[0]
+    inside, why = space.contains(_clustered(arch, TokenClustering(depth=6, grid=7)))
+    assert not inside and "clustering" in why
