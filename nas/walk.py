@@ -236,6 +236,9 @@ def clustered(clustering: TokenClustering, site: Site) -> Site:
     if site.layout != "nlc":
         raise ConfigError("clusters tokens, but the blocks before it put out a feature map (nchw); "
                           "cluster where the stage holds tokens", path="depth")
+    if site.in_dim != site.dim:
+        raise ConfigError(f"clusters {site.in_dim} channels in a stage of width {site.dim}; cluster where the "
+                          "stage has reached its width (after its downsampler or first block)", path="depth")
     return Site(site.in_dim, site.dim, clustering.grid, clustering.grid, None, site.prefix_tokens, "nlc")
 
 
