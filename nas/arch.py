@@ -48,6 +48,7 @@ from nas.component import (
     join_path,
     list_kinds,
     mapping,
+    option_field,
     parse_component,
     register_config,
 )
@@ -60,10 +61,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "ROLES",
     "Component",
+    "option_field",
     "Layout",
     "Site",
     "Precision",
     "Block",
+    "TokenClustering",
     "Stage",
     "InputSpec",
     "Published",
@@ -140,19 +143,51 @@ def _compact(component: Component) -> Any:
 
 
 @dataclass(frozen=True)
+class TokenClustering:
+    """Token clustering and reconstruction around the blocks of a token stage from ``depth`` on (arXiv:2210.01035).
+
+    After ``depth`` blocks the map's tokens are clustered into a ``grid x grid`` map of cluster centres,
+    the remaining blocks run on the centres, and the stage's end reconstructs every original token
+    from the centres it is nearest to (:mod:`nas.blocks.clustering`). Class tokens pass through.
+
+    Attributes:
+        depth: blocks run at full resolution before clustering (0 clusters at the stage's start).
+        grid: side of the map of cluster centres (``grid**2`` clusters), at most the map's side.
+        iterations: soft k-means updates of the centres (the paper's kappa).
+        temperature: of the softmax over (normalised) squared distances, token to centre.
+        window: each token is assigned among the ``window x window`` centres around its own (lambda).
+        neighbours: centres each token is reconstructed from (the nearest ones, k).
+    """
+
+    depth: int
+    grid: int
+    iterations: int = 5
+    temperature: float = 0.01
+    window: int = 5
+    neighbours: int = 16
+
+
+@dataclass(frozen=True)
 class Stage:
-    """A run of blocks at one width; ``downsample`` (or the stem) brings the input to ``dim``."""
+    """A run of blocks at one width; ``downsample`` (or the stem) brings the input to ``dim``.
+
+    ``clustering`` (token stages only) runs the blocks from its ``depth`` on at a reduced token count.
+    """
 
     dim: int
     downsample: Component | None
     blocks: tuple[Block, ...]
+    clustering: TokenClustering | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "dim": self.dim,
             "downsample": None if self.downsample is None else self.downsample.to_dict(),
             "blocks": _compress_blocks([block.to_dict() for block in self.blocks]),
         }
+        if self.clustering is not None:  # written only when set: every other Arch keeps its id
+            out["clustering"] = dataclasses.asdict(self.clustering)
+        return out
 
 
 def _compress_blocks(blocks: list[dict[str, Any]]) -> Any:
@@ -419,17 +454,22 @@ def _parse_arch(data: Any) -> dict[str, Any]:
 def _parse_stage(data: Any, path: str) -> Stage:
     data = mapping(data, path, "a stage")
     for key in data:
-        if key not in ("dim", "downsample", "blocks"):
-            raise ConfigError(f"unknown key {key!r}; allowed: dim, downsample, blocks", path=join_path(path, key))
+        if key not in ("dim", "downsample", "blocks", "clustering"):
+            raise ConfigError(f"unknown key {key!r}; allowed: dim, downsample, blocks, clustering",
+                              path=join_path(path, key))
     for key in ("dim", "blocks"):
         if key not in data:
             raise ConfigError(f"missing required key {key!r}", path=path)
     downsample = data.get("downsample")
     down_path = join_path(path, "downsample")
+    clustering = data.get("clustering")
+    cluster_path = join_path(path, "clustering")
     return Stage(
         dim=coerce_field(data["dim"], int, join_path(path, "dim")),
         downsample=None if downsample is None else parse_component("downsample", downsample, down_path),
         blocks=tuple(_expand_blocks(data["blocks"], join_path(path, "blocks"))),
+        clustering=None if clustering is None else fill_dataclass(
+            TokenClustering, mapping(clustering, cluster_path, "clustering"), cluster_path),
     )
 
 

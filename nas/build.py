@@ -15,6 +15,7 @@ so a whole model builds on ``meta`` without allocating memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.arch import Arch, Block, Site
+from nas.arch import Arch, Block, Site, TokenClustering
+from nas.blocks.clustering import ClusteredRun
 from nas.blocks.common import Layout, ToNCHW, ToNLC
 from nas.blocks.registry import module_class
 from nas.blocks.template import BlockContext, create_block
@@ -43,11 +45,13 @@ class Unit:
         key: signature; two units with the same key build identical modules for identical inputs.
         in_shape: input shape without the batch dimension.
         make: builds the module, ``make(device=..., dtype=...)``.
-        role: ``stem``, ``convert`` (a layout conversion), ``downsample``, ``block`` or ``head``; readers
-            branch on it instead of parsing ``path``.
-        index: the block's number within its stage (None for other roles).
+        role: ``stem``, ``convert`` (a layout conversion), ``downsample``, ``block``, ``clustered`` (the
+            blocks of a stage from its token clustering's depth on, as one unit: :mod:`nas.blocks.clustering`)
+            or ``head``; readers branch on it instead of parsing ``path``.
+        index: the block's number within its stage (the first enclosed one for ``clustered``; None for
+            other roles).
         component: the config it is built from: the stem, downsample or head component, the
-            :class:`~nas.arch.Block`, or None for a layout conversion.
+            :class:`~nas.arch.Block`, the :class:`~nas.arch.TokenClustering`, or None for a layout conversion.
     """
 
     path: str
@@ -110,18 +114,42 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
     outputs: list[StageOutput] = []
     total = max(arch.num_blocks - 1, 1)
     depth = 0
+    enclosed: list[Unit] = []  # units of the current stage from its clustering's depth on
     for step in steps(arch, check=False):  # the Arch checked itself on construction
+        clustering = arch.stages[step.stage].clustering if 0 <= step.stage < len(arch.stages) else None
+        target = enclosed if clustering is not None and (step.index or 0) >= clustering.depth else units
         if step.index is not None:  # a block, or the layout conversion before it
             _check_buildable(arch.stages[step.stage].blocks[step.index], step.path)
         if step.role == "block":
-            units.append(_block_unit(step, drop_path_rate * depth / total))
+            target.append(_block_unit(step, drop_path_rate * depth / total))
             depth += 1
             if step.index == len(arch.stages[step.stage].blocks) - 1:
                 after = step.after
                 outputs.append(StageOutput(after.layout, after.dim, (after.height, after.width), after.prefix_tokens))
+                if enclosed:
+                    units.append(_clustered_unit(clustering, enclosed, after))  # type: ignore[arg-type]
+                    enclosed = []
         else:
-            units.append(_UNITS[step.role](step))
+            target.append(_UNITS[step.role](step))
     return Plan(units, outputs, outputs[-1].prefix_tokens)
+
+
+def _clustered_unit(clustering: TokenClustering, enclosed: list[Unit], full: Site) -> Unit:
+    """One unit for clustering, the enclosed units on the centres, and reconstruction.
+
+    ``full`` is the site reconstruction hands on: the token map clustering took in (the walk keeps the width
+    and the class tokens through the enclosed blocks).
+    """
+    stage, index = enclosed[0].stage, next(unit.index for unit in enclosed if unit.index is not None)
+    size = (full.height, full.width)
+    in_shape = (full.prefix_tokens + full.height * full.width, full.dim)
+
+    def make(*, device: Any = None, dtype: Any = None) -> nn.Module:
+        blocks = [unit.make(device=device, dtype=dtype) for unit in enclosed]
+        return ClusteredRun(clustering, blocks, size=size, prefix_tokens=full.prefix_tokens, device=device)
+
+    key = _signature("clustered", dataclasses.asdict(clustering), size, [unit.key for unit in enclosed])
+    return Unit(f"stages[{stage}].blocks[{index}:]", stage, key, in_shape, make, "clustered", index, clustering)
 
 
 def _check_buildable(block: Block, path: str) -> None:

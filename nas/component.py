@@ -34,6 +34,7 @@ __all__ = [
     "Layout",
     "Site",
     "Component",
+    "option_field",
     "register_config",
     "config_type",
     "list_kinds",
@@ -112,17 +113,40 @@ class Component:
         converts), so the layout coming in cannot decide whether it fits; space validity relies on this.
         """
 
+    def check_options(self) -> None:
+        """Raise ``ConfigError(path=<field>)`` if a field added by an option mixin is out of range.
+
+        The walk calls it before :meth:`check`, so a kind that takes a mixin's fields (the attention
+        options of :mod:`nas.blocks.quantizable`) has them checked without calling anything in its own check.
+        """
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Spatial size after this component (most keep it)."""
         return height, width
 
     def to_dict(self) -> dict[str, Any]:
-        """``{'kind': ..., field: value, ...}`` with tuples as lists."""
+        """``{'kind': ..., field: value, ...}`` with tuples as lists; an :func:`option_field` only when set."""
         out: dict[str, Any] = {"kind": self.kind}
-        for item in dataclasses.fields(self):
+        fields = dataclasses.fields(self)
+        options = [item for item in fields if item.metadata.get(_OPTION)]
+        for item in [item for item in fields if not item.metadata.get(_OPTION)] + options:  # the kind's own first
             value = getattr(self, item.name)
+            if item in options and value == item.default:
+                continue
             out[item.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+_OPTION = "nas.option"
+
+
+def option_field(default: Any) -> Any:
+    """A keyword-only config field that is written (and enters the Arch id) only when it differs from ``default``.
+
+    For options added to kinds that already have files and ids: every existing Arch keeps its YAML and its
+    id, and a file may still spell the default out.
+    """
+    return dataclasses.field(default=default, kw_only=True, metadata={_OPTION: True})
 
 
 _CONFIGS: dict[str, Registry[type[Component]]] = {role: Registry(f"{role} kind") for role in ROLES}

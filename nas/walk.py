@@ -35,10 +35,10 @@ from nas.limits import Limits
 from nas.limits import current as current_limits
 
 if TYPE_CHECKING:
-    from nas.arch import Arch, Block, InputSpec, Precision
+    from nas.arch import Arch, Block, InputSpec, Precision, TokenClustering
 
 __all__ = ["Step", "image_site", "enter_stage", "past", "moved", "past_block", "check_block_settings", "check_numbers",
-           "number_problem", "steps"]
+           "number_problem", "clustered", "reconstructed", "steps"]
 
 
 class Step(NamedTuple):
@@ -116,6 +116,7 @@ def past(component: Component, site: Site) -> Site:
         ConfigError: the component does not fit its site (path relative to the component).
     """
     check_numbers(component)
+    component.check_options()
     component.check(site)
     return _MOVES.get(component.role, _keeps)(component, site)
 
@@ -143,6 +144,7 @@ def past_block(block: Block, site: Site) -> Site:
     for role, component in (("mixer", block.mixer), ("ffn", block.ffn), ("norm", block.norm)):
         try:
             check_numbers(component)
+            component.check_options()
             component.check(at)
         except ConfigError as exc:
             raise exc.located(prefix=role) from None
@@ -182,12 +184,19 @@ def steps(arch: Arch, *, check: bool = True) -> Iterator[Step]:
                 site = convert.after
             yield Step("downsample", index, None, down_path, stage.downsample, site, after)
             site = after
+        clustering, full = stage.clustering, site
+        if clustering is not None:
+            _located(_check_depth, clustering, len(stage.blocks), f"{path}.clustering")
         for number, block in enumerate(stage.blocks):
             block_path = f"{path}.blocks[{number}]"
+            if clustering is not None and number == clustering.depth:
+                full, site = site, _located(clustered, clustering, site, f"{path}.clustering")
             try:
                 after = block_step(block, site)
             except ConfigError as exc:
                 raise exc.located(prefix=block_path) from None
+            if clustering is not None and number == len(stage.blocks) - 1:
+                after = _located(reconstructed, clustering, (full, after), f"{path}.clustering")
             convert = _conversion(site, block.mixer.layout, index, number, block_path)
             if convert is not None:
                 yield convert
@@ -196,6 +205,53 @@ def steps(arch: Arch, *, check: bool = True) -> Iterator[Step]:
             site = after
     after = _located(component_step, arch.head, site, "head")
     yield Step("head", len(arch.stages), None, "head", arch.head, site, after)
+
+
+# ---------------------------------------------------------------------------
+# token clustering (arXiv:2210.01035): the blocks from its depth on see the map of cluster centres
+
+
+def _check_depth(clustering: TokenClustering, blocks: int) -> None:
+    if not 0 <= clustering.depth < blocks:
+        raise ConfigError(f"must be in [0, {blocks}) (the stage has {blocks} blocks), got {clustering.depth}",
+                          path="depth")
+
+
+def clustered(clustering: TokenClustering, site: Site) -> Site:
+    """The site of the cluster centres: a ``grid x grid`` map of tokens, the class tokens kept.
+
+    Raises:
+        ConfigError: a setting out of range, or the tokens coming in are not a token map (path relative to
+            the clustering).
+    """
+    rules = (("grid", 1, min(site.height, site.width)), ("iterations", 0, None), ("window", 1, None),
+             ("neighbours", 1, clustering.grid ** 2))
+    for name, low, high in rules:
+        value = getattr(clustering, name)
+        if value < low or (high is not None and value > high):
+            bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise ConfigError(f"must be {bound}, got {value}", path=name)
+    if clustering.temperature <= 0:
+        raise ConfigError(f"must be > 0, got {clustering.temperature}", path="temperature")
+    if site.layout != "nlc":
+        raise ConfigError("clusters tokens, but the blocks before it put out a feature map (nchw); "
+                          "cluster where the stage holds tokens", path="depth")
+    if site.in_dim != site.dim:
+        raise ConfigError(f"clusters {site.in_dim} channels in a stage of width {site.dim}; cluster where the "
+                          "stage has reached its width (after its downsampler or first block)", path="depth")
+    return Site(site.in_dim, site.dim, clustering.grid, clustering.grid, None, site.prefix_tokens, "nlc")
+
+
+def reconstructed(clustering: TokenClustering, sites: tuple[Site, Site]) -> Site:
+    """The site after reconstruction: the stage's last block's, at the map size clustering took in.
+
+    ``sites`` is ``(the site clustering took in, the site after the stage's last block)``.
+    """
+    full, after = sites
+    if after.layout != "nlc" or (after.height, after.width) != (clustering.grid, clustering.grid):
+        raise ConfigError("the blocks after clustering must keep tokens (nlc) at the centres' map size",
+                          path="depth")
+    return Site(after.in_dim, after.dim, full.height, full.width, None, after.prefix_tokens, "nlc")
 
 
 # ---------------------------------------------------------------------------

@@ -11,10 +11,12 @@ Published figures used by the zoo: DeiT-Ti/S/B 5.72M / 22.05M / 86.57M parameter
 DeiT paper, Table 1, and the official README round them to 5M / 22M / 86M). These
 MACs count the two attention matmuls, as ``nas.cost`` does.
 
-The attention core (:func:`split_heads`, :func:`merge_heads`) is shared with the
-windowed (Swin) and spatial-reduction (PVT) mixers of this family; every variant
-calls :func:`torch.nn.functional.scaled_dot_product_attention`, so fused kernels
-are used where the device has them.
+The attention core (:func:`split_heads`, :func:`merge_heads`, and
+:class:`~nas.blocks.quantizable.SoftmaxAttention` with the clipped-softmax and
+gate options) is shared with the windowed (Swin) and spatial-reduction (PVT)
+mixers of this family; with the options off every variant calls
+:func:`torch.nn.functional.scaled_dot_product_attention`, so fused kernels are
+used where the device has them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.common import factory_kwargs
+from nas.blocks.common import factory_kwargs, merge_heads, split_heads
 from nas.blocks.contract import Chunks
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
 from nas.errors import ConfigError
@@ -44,24 +46,14 @@ def check_heads(heads: int, dim: int) -> None:
         raise ConfigError(f"{heads} does not divide dim {dim}", path="heads")
 
 
-def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``(..., tokens, heads * head_dim) -> (..., heads, tokens, head_dim)``."""
-    x = x.unflatten(-1, (heads, -1))
-    return x.transpose(-2, -3)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """``(..., heads, tokens, head_dim) -> (..., tokens, heads * head_dim)``."""
-    return x.transpose(-2, -3).flatten(-2)
-
-
 @dataclass(frozen=True)
-class AttentionCfg(Component):
+class AttentionCfg(QuantizableAttention, Component):
     """Global multi-head self-attention; ``head_dim = dim // heads``.
 
     Attributes:
         heads: number of heads; must divide the stage width.
         qkv_bias: bias on the fused query/key/value projection (ViT and DeiT use one).
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -89,8 +81,9 @@ class Attention(TokenMixer):
         self.heads = cfg.heads
         self.head_dim = dim // cfg.heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query, key, value = (split_heads(part, self.heads) for part in self.qkv(x).chunk(3, dim=-1))
-        return self.proj(merge_heads(F.scaled_dot_product_attention(query, key, value)))
+        return self.proj(self.attend(x, query, key, value))

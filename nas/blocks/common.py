@@ -34,6 +34,8 @@ __all__ = [
     "ConvNorm",
     "Mlp",
     "SqueezeExcite",
+    "split_heads",
+    "merge_heads",
 ]
 
 Activation = Literal["gelu", "relu", "relu6", "silu", "hardswish", "star_relu"]
@@ -43,6 +45,17 @@ NormKind = Literal["none", "layernorm", "batchnorm", "groupnorm1"]  # a norm nam
 def factory_kwargs(device: Any, dtype: Any) -> dict[str, Any]:
     """The ``device``/``dtype`` pair every constructor passes down (so models build on ``meta``)."""
     return {"device": device, "dtype": dtype}
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(..., tokens, heads * head_dim) -> (..., heads, tokens, head_dim)``."""
+    x = x.unflatten(-1, (heads, -1))
+    return x.transpose(-2, -3)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(..., heads, tokens, head_dim) -> (..., tokens, heads * head_dim)``."""
+    return x.transpose(-2, -3).flatten(-2)
 
 
 class StarReLU(nn.Module):

@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import ConvNorm, NormKind, ToNCHW, ToNLC, factory_kwargs
 from nas.blocks.downsample import Downsample, StridedConvRules
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer, create_norm
 from nas.errors import ConfigError
@@ -78,7 +78,7 @@ class ConvEmbeddingCfg(StridedConvRules, Component):
 
 
 @dataclass(frozen=True)
-class ConvProjectionAttentionCfg(Component):
+class ConvProjectionAttentionCfg(QuantizableAttention, Component):
     """Multi-head attention whose q, k, v are a depthwise conv + BatchNorm of the map, then a linear layer.
 
     Attributes:
@@ -86,6 +86,7 @@ class ConvProjectionAttentionCfg(Component):
         kernel: kernel of the depthwise projections (odd, padded to keep the size at stride 1).
         kv_stride: stride of the key and value projections (CvT uses 2; 1 keeps every position).
         qkv_bias: bias on the query, key and value linear layers (CvT uses one).
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -168,11 +169,11 @@ class ConvProjectionAttention(TokenMixer):
         self.q = nn.Linear(dim, dim, bias=cfg.qkv_bias, **dd)
         self.k = nn.Linear(dim, dim, bias=cfg.qkv_bias, **dd)
         self.v = nn.Linear(dim, dim, bias=cfg.qkv_bias, **dd)
+        self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query = split_heads(self.q(self.q_conv(x)), self.heads)
         key = split_heads(self.k(self.k_conv(x)), self.heads)
         value = split_heads(self.v(self.v_conv(x)), self.heads)
-        mixed = F.scaled_dot_product_attention(query, key, value, scale=self.scale)
-        return self.proj(merge_heads(mixed))
+        return self.proj(self.attend(x, query, key, value, scale=self.scale))

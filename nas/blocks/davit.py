@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Block, Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import ToNCHW, ToNLC, create_layer_scale, factory_kwargs
 from nas.blocks.contract import Chunks, FitsMap
+from nas.blocks.quantizable import OPTIONS_OFF, QuantizableAttention, SoftmaxAttention, create_gate, create_product
 from nas.blocks.registry import register
 from nas.blocks.swin import window_partition, window_reverse
 from nas.blocks.template import BlockContext, FusedBlock, Residual, TokenMixer, create_ffn, create_norm
@@ -49,12 +49,14 @@ __all__ = ["ChannelAttentionCfg", "ChannelAttention", "DualSpatialCfg", "DualCha
 
 
 @dataclass(frozen=True)
-class ChannelAttentionCfg(Component):
+class ChannelAttentionCfg(QuantizableAttention, Component):
     """Attention among the channels of each of ``groups`` channel groups, over every position.
 
     Attributes:
         groups: channel groups (DaViT calls them heads); must divide the stage width.
         qkv_bias: bias on the fused query/key/value projection (DaViT uses one).
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`);
+            the gate is per group and position.
     """
 
     layout = "nlc"
@@ -68,13 +70,14 @@ class ChannelAttentionCfg(Component):
 
 
 @dataclass(frozen=True)
-class DualSpatialCfg(Component):
+class DualSpatialCfg(QuantizableAttention, Component):
     """DaViT's spatial block: CPE, window attention without position bias, CPE, the block's FFN.
 
     Attributes:
         heads: heads; must divide the stage width.
         window: window side in tokens (DaViT: 7); must divide both sides of the map.
         qkv_bias: bias on the fused query/key/value projection.
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -96,16 +99,17 @@ class DualSpatialCfg(Component):
                               path="window")
 
     def attention(self, dim: int, size: tuple[int, int], dd: dict[str, Any]) -> nn.Module:
-        return PlainWindowAttention(dim, self.heads, self.window, size, self.qkv_bias, **dd)
+        return PlainWindowAttention(dim, self.heads, self.window, size, self.qkv_bias, options=self, **dd)
 
 
 @dataclass(frozen=True)
-class DualChannelCfg(Component):
+class DualChannelCfg(QuantizableAttention, Component):
     """DaViT's channel block: CPE, channel group attention, CPE, the block's FFN.
 
     Attributes:
         groups: channel groups (DaViT calls them heads); must divide the stage width.
         qkv_bias: bias on the fused query/key/value projection.
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -121,8 +125,9 @@ class DualChannelCfg(Component):
                               path="kind")
 
     def attention(self, dim: int, size: tuple[int, int], dd: dict[str, Any]) -> nn.Module:
-        return ChannelAttention(ChannelAttentionCfg(groups=self.groups, qkv_bias=self.qkv_bias), dim=dim,
-                                size=size, **dd)
+        channel = ChannelAttentionCfg(groups=self.groups, qkv_bias=self.qkv_bias, clip_zeta=self.clip_zeta,
+                                      clip_gamma=self.clip_gamma, gated=self.gated)
+        return ChannelAttention(channel, dim=dim, size=size, **dd)
 
 
 @register("mixer", "channel_attention", ChannelAttentionCfg)
@@ -141,14 +146,16 @@ class ChannelAttention(TokenMixer):
         self.groups = cfg.groups
         self.scale = (dim // cfg.groups) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.product = create_product(cfg)
+        self.gate = create_gate(cfg, dim, cfg.groups, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (batch, groups, C_g, tokens): each channel of a group is one token of the attention
         query, key, value = (split_heads(part, self.groups).transpose(-1, -2)
                              for part in self.qkv(x).chunk(3, dim=-1))
-        mixed = F.scaled_dot_product_attention(query, key, value, scale=self.scale)
-        return self.proj(mixed.permute(0, 3, 1, 2).flatten(-2))
+        mixed = self.product(query, key, value, scale=self.scale)
+        return self.proj(self.gate(x, mixed.permute(0, 3, 1, 2).flatten(-2)))
 
 
 class ConvPosEnc(nn.Module):
@@ -168,20 +175,21 @@ class PlainWindowAttention(nn.Module):
     """Multi-head attention inside non-overlapping windows, with no position bias (the CPE gives position)."""
 
     def __init__(self, dim: int, heads: int, window: int, size: tuple[int, int], qkv_bias: bool, *,
-                 device: Any = None, dtype: Any = None):
+                 options: QuantizableAttention = OPTIONS_OFF, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
         self.size = size
         self.window = window
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
+        self.attend = SoftmaxAttention(options, dim=dim, heads=heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, channels = x.shape
         windows = window_partition(x.reshape(batch, *self.size, channels), self.window)
         query, key, value = (split_heads(part, self.heads) for part in self.qkv(windows).chunk(3, dim=-1))
-        out = self.proj(merge_heads(F.scaled_dot_product_attention(query, key, value)))
+        out = self.proj(self.attend(windows, query, key, value))
         return window_reverse(out, self.window, self.size).reshape(batch, -1, channels)
 
 

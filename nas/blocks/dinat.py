@@ -48,6 +48,7 @@ from nas.arch import Component, Site
 from nas.blocks.attention import check_heads, merge_heads, split_heads
 from nas.blocks.common import factory_kwargs
 from nas.blocks.contract import Chunks, RelativeTable
+from nas.blocks.quantizable import QuantizableAttention, create_gate, create_softmax
 from nas.blocks.registry import register
 from nas.blocks.stems import Stem, conv_out
 from nas.blocks.template import TokenMixer, create_norm
@@ -64,7 +65,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class NeighbourhoodAttentionCfg(Component):
+class NeighbourhoodAttentionCfg(QuantizableAttention, Component):
     """Multi-head attention over each query's ``kernel x kernel`` neighbours, ``dilation`` apart.
 
     Attributes:
@@ -72,6 +73,7 @@ class NeighbourhoodAttentionCfg(Component):
         kernel: neighbourhood side in tokens (DiNAT: 7); odd, so the neighbourhood is centred.
         dilation: distance between neighbours; 1 is NA, more is DiNA.
         qkv_bias: bias on the fused query/key/value projection (DiNAT uses one).
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -167,6 +169,8 @@ class NeighbourhoodAttention(TokenMixer):
         self.heads = cfg.heads
         self.scale = (dim // cfg.heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.softmax = create_softmax(cfg)
+        self.gate = create_gate(cfg, dim, cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.relative_position_bias = nn.Parameter(torch.zeros((2 * kernel - 1) ** 2, cfg.heads, **dd))
         nn.init.trunc_normal_(self.relative_position_bias, std=0.02)
@@ -179,8 +183,8 @@ class NeighbourhoodAttention(TokenMixer):
         keys, values = key[:, :, self.neighbours], value[:, :, self.neighbours]  # (B, heads, tokens, k*k, head_dim)
         scores = ((query * self.scale).unsqueeze(-2) @ keys.transpose(-1, -2)).squeeze(-2)
         scores = scores + self.relative_position_bias[self.bias_rows].permute(2, 0, 1)
-        mixed = (scores.softmax(dim=-1).unsqueeze(-2) @ values).squeeze(-2)
-        return self.proj(merge_heads(mixed))
+        mixed = (self.softmax(scores).unsqueeze(-2) @ values).squeeze(-2)
+        return self.proj(self.gate(x, merge_heads(mixed)))
 
 
 @register("stem", "conv_tokenizer", ConvTokenizerCfg)

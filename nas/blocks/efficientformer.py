@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Component, Site
 from nas.blocks.common import factory_kwargs
+from nas.blocks.quantizable import QuantizableAttention, create_gate, create_product
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
 from nas.errors import ConfigError
@@ -41,13 +41,15 @@ __all__ = ["AttentionBias", "EfficientFormerAttention", "EfficientFormerAttentio
 
 
 @dataclass(frozen=True)
-class EfficientFormerAttentionCfg(Component):
+class EfficientFormerAttentionCfg(QuantizableAttention, Component):
     """Multi-head self-attention with a learned bias per head and relative offset.
 
     Attributes:
         key_dim: width of each head's queries and keys.
         heads: number of heads; they need not divide the width (qkv is a projection).
         attn_ratio: each head's value width is ``int(attn_ratio * key_dim)``.
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`);
+            the per-head gate reads each head's slice of the input, so ``gated`` needs heads that divide the width.
     """
 
     layout = "nlc"
@@ -69,6 +71,9 @@ class EfficientFormerAttentionCfg(Component):
         if self.value_dim < 1:
             raise ConfigError(f"attn_ratio * key_dim must be >= 1, got {self.attn_ratio} * {self.key_dim}",
                               path="attn_ratio")
+        if self.gated and site.dim % self.heads:
+            raise ConfigError(f"the per-head gate reads each head's slice of the input, but {self.heads} heads do "
+                              f"not divide dim {site.dim}", path="gated")
         if site.prefix_tokens:
             raise ConfigError("the attention biases cover feature-map positions only; "
                               "a class token (stem.class_token) is not supported", path="kind")
@@ -114,12 +119,13 @@ class EfficientFormerAttention(TokenMixer):
         self.scale = cfg.key_dim ** -0.5
         self.qkv = nn.Linear(dim, cfg.heads * sum(self.split), **dd)
         self.bias = AttentionBias(cfg.heads, size, **dd)
+        self.product = create_product(cfg)
+        self.gate = create_gate(cfg, dim, cfg.heads, **dd)
         self.proj = nn.Linear(cfg.heads * cfg.value_dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, self.heads, -1).transpose(1, 2)
         query, key, value = qkv.split(self.split, dim=-1)
-        x = F.scaled_dot_product_attention(query, key, value, attn_mask=self.bias().to(query.dtype),
-                                           scale=self.scale)
-        return self.proj(x.transpose(1, 2).reshape(batch, tokens, -1))
+        mixed = self.product(query, key, value, attn_mask=self.bias().to(query.dtype), scale=self.scale)
+        return self.proj(self.gate(x, mixed.transpose(1, 2).reshape(batch, tokens, -1)))

@@ -31,6 +31,7 @@ from nas.blocks.contract import Prefix
 from nas.blocks.downsample import Downsample
 from nas.blocks.efficientformer import AttentionBias
 from nas.blocks.ffn import hidden_width
+from nas.blocks.quantizable import OPTIONS_OFF, QuantizableAttention, create_gate, create_product
 from nas.blocks.registry import register
 from nas.blocks.stems import conv_out
 from nas.blocks.template import BlockContext, FusedBlock, Residual, create_ffn
@@ -55,7 +56,7 @@ def _check_positive(**values: float) -> None:
 
 
 @dataclass(frozen=True)
-class EfficientVitCfg(Component):
+class EfficientVitCfg(QuantizableAttention, Component):
     """EfficientViT's sandwich block around cascaded group attention.
 
     Each head sees its own ``dim / heads`` slice of the channels plus the
@@ -69,6 +70,8 @@ class EfficientVitCfg(Component):
         kernels: the depthwise conv kernel on each head's queries, one per head (odd).
         window: attention runs in ``window x window`` windows when the map is larger
             in either direction (padded to a multiple), else over the whole map.
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`);
+            head ``i``'s gate reads that head's input (its channel slice plus the previous head's output).
     """
 
     layout = "nchw"
@@ -144,7 +147,7 @@ class CascadedGroupAttention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, key_dim: int, kernels: tuple[int, ...], size: tuple[int, int], *,
-                 device: Any = None, dtype: Any = None):
+                 options: QuantizableAttention = OPTIONS_OFF, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
         self.heads = heads
@@ -154,6 +157,8 @@ class CascadedGroupAttention(nn.Module):
         self.qkvs = nn.ModuleList(ConvNorm(value_dim, 2 * key_dim + value_dim, 1, **dd) for _ in range(heads))
         self.query_convs = nn.ModuleList(ConvNorm(key_dim, key_dim, kernel, groups=key_dim, **dd) for kernel in kernels)
         self.bias = AttentionBias(heads, size, **dd)
+        self.product = create_product(options)
+        self.gates = nn.ModuleList(create_gate(options, value_dim, 1, **dd) for _ in range(heads))  # one per head
         self.proj = nn.Sequential(nn.ReLU(), ConvNorm(dim, dim, 1, **dd))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,13 +166,15 @@ class CascadedGroupAttention(nn.Module):
         biases = self.bias().to(x.dtype)
         outputs = []
         feature = x.new_zeros(())
-        for index, (chunk, qkv, query_conv) in enumerate(zip(x.chunk(self.heads, dim=1), self.qkvs,
-                                                             self.query_convs, strict=True)):
-            query, key, value = qkv(chunk + feature).split(self.split, dim=1)
+        for index, (chunk, qkv, query_conv, gate) in enumerate(zip(x.chunk(self.heads, dim=1), self.qkvs,
+                                                                   self.query_convs, self.gates, strict=True)):
+            head_input = chunk + feature
+            query, key, value = qkv(head_input).split(self.split, dim=1)
             query = query_conv(query)
-            attended = F.scaled_dot_product_attention(
+            attended = self.product(
                 query.flatten(2).transpose(1, 2), key.flatten(2).transpose(1, 2), value.flatten(2).transpose(1, 2),
                 attn_mask=biases[index], scale=self.scale)
+            attended = gate(head_input.flatten(2).transpose(1, 2), attended)
             feature = attended.transpose(1, 2).reshape(batch, -1, height, width)
             outputs.append(feature)
         return self.proj(torch.cat(outputs, dim=1))
@@ -188,7 +195,7 @@ class LocalWindowAttention(nn.Module):
         windowed = height > cfg.window or width > cfg.window
         self.window = (cfg.window, cfg.window) if windowed else (height, width)
         self.pad = (-height % self.window[0], -width % self.window[1])
-        self.attn = CascadedGroupAttention(dim, cfg.heads, cfg.key_dim, cfg.kernels, self.window,
+        self.attn = CascadedGroupAttention(dim, cfg.heads, cfg.key_dim, cfg.kernels, self.window, options=cfg,
                                            device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Block, Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import DropPath, LayerNorm2d, SqueezeExcite, create_layer_scale, factory_kwargs
 from nas.blocks.contract import Chunks, FitsMap, RelativeTable
 from nas.blocks.downsample import Downsample
+from nas.blocks.quantizable import OPTIONS_OFF, QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.stems import Stem, conv_out
 from nas.blocks.swin import (
@@ -91,7 +91,7 @@ def query_levels(height: int, width: int, window: int) -> int:
 
 
 @dataclass(frozen=True)
-class GlobalContextCfg(Component):
+class GlobalContextCfg(QuantizableAttention, Component):
     """A GC ViT stage body: global queries made once, then ``depth`` layers, local and global in turn.
 
     The block's ``norm``, ``ffn`` and ``layer_scale`` apply to every layer.
@@ -102,6 +102,8 @@ class GlobalContextCfg(Component):
         window: window side in tokens; clamped to the map when the map is no larger (GC ViT's
             14x14 third stage at window 14 attends globally in every layer).
         qkv_bias: bias on the query/key/value projections.
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`),
+            for both attentions.
     """
 
     layout = "nlc"
@@ -192,13 +194,14 @@ class GlobalQueryAttention(nn.Module):
     """Window attention whose queries are the image's global query tokens; keys and values from the window."""
 
     def __init__(self, dim: int, heads: int, window: int, size: tuple[int, int], qkv_bias: bool, *,
-                 device: Any = None, dtype: Any = None):
+                 options: QuantizableAttention = OPTIONS_OFF, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
         self.size = size
         self.window = window
         self.heads = heads
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias, **dd)
+        self.attend = SoftmaxAttention(options, dim=dim, heads=heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.relative_position_bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads, **dd))
         nn.init.trunc_normal_(self.relative_position_bias, std=0.02)
@@ -216,8 +219,8 @@ class GlobalQueryAttention(nn.Module):
         windows = window_partition(x.reshape(batch, *self.size, channels), self.window)
         key, value = (split_heads(part, self.heads) for part in self.kv(windows).chunk(2, dim=-1))
         query = split_heads(query, self.heads).unsqueeze(1).expand_as(key)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=self.attention_bias().to(query.dtype))
-        return window_reverse(self.proj(merge_heads(out)), self.window, self.size).reshape(batch, -1, channels)
+        out = self.attend(windows, query, key, value, attn_mask=self.attention_bias().to(query.dtype))
+        return window_reverse(self.proj(out), self.window, self.size).reshape(batch, -1, channels)
 
 
 class _LocalAttention(WindowAttention):
@@ -265,10 +268,11 @@ class GlobalContext(FusedBlock):
         window = cfg.effective_window(*size)
         self.size = size
         self.queries = GlobalQueryGenerator(dim, query_levels(*size, window), **dd)
-        local = WindowAttentionCfg(heads=cfg.heads, window=window, shift=0, qkv_bias=cfg.qkv_bias)
+        local = WindowAttentionCfg(heads=cfg.heads, window=window, shift=0, qkv_bias=cfg.qkv_bias,
+                                   clip_zeta=cfg.clip_zeta, clip_gamma=cfg.clip_gamma, gated=cfg.gated)
         self.layers = nn.ModuleList(
             _ContextLayer(_LocalAttention(local, dim=dim, size=size, **dd) if index % 2 == 0
-                          else GlobalQueryAttention(dim, cfg.heads, window, size, cfg.qkv_bias, **dd),
+                          else GlobalQueryAttention(dim, cfg.heads, window, size, cfg.qkv_bias, options=cfg, **dd),
                           block, context, **dd)
             for index in range(cfg.depth))
 

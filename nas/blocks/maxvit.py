@@ -45,16 +45,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import Activation, ConvNorm, Layout, SqueezeExcite, factory_kwargs
 from nas.blocks.contract import Chunks, FitsMap, Prefix, RelativeTable
 from nas.blocks.downsample import Downsample
 from nas.blocks.ffn import hidden_width
 from nas.blocks.heads import Head, _classifier, _pool  # the linear head's pooling and classifier
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.stems import Stem, conv_out
 from nas.blocks.swin import relative_position_index
@@ -81,13 +81,14 @@ def _check_odd_kernel(kernel: int) -> None:
 
 
 @dataclass(frozen=True)
-class GridAttentionCfg(Component):
+class GridAttentionCfg(QuantizableAttention, Component):
     """Multi-head attention among the ``grid x grid`` tokens spaced ``H / grid`` apart, with a relative bias.
 
     Attributes:
         heads: number of heads; must divide the stage width (MaxViT: width / 32).
         grid: tokens per side of each group (MaxViT: 7); must divide the map, or is clamped to a smaller map.
         qkv_bias: bias on the fused query/key/value projection.
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -233,6 +234,7 @@ class GridAttention(TokenMixer):
         self.grid = cfg.effective(*size)
         self.heads = cfg.heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.relative_position_bias = nn.Parameter(torch.zeros((2 * self.grid - 1) ** 2, cfg.heads, **dd))
         nn.init.trunc_normal_(self.relative_position_bias, std=0.02)
@@ -249,8 +251,8 @@ class GridAttention(TokenMixer):
         batch, _, channels = x.shape
         groups = grid_partition(x.reshape(batch, *self.size, channels), self.grid)
         query, key, value = (split_heads(part, self.heads) for part in self.qkv(groups).chunk(3, dim=-1))
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=self.attention_bias().to(query.dtype))
-        return grid_reverse(self.proj(merge_heads(out)), self.grid, self.size).reshape(batch, -1, channels)
+        out = self.attend(groups, query, key, value, attn_mask=self.attention_bias().to(query.dtype))
+        return grid_reverse(self.proj(out), self.grid, self.size).reshape(batch, -1, channels)
 
 
 @register("downsample", "mbconv", MBConvDownsampleCfg)

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import ToNCHW, ToNLC, factory_kwargs
 from nas.blocks.contract import Chunks, FitsMap
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
 from nas.errors import ConfigError
@@ -37,13 +37,14 @@ __all__ = ["SpatialReductionAttentionCfg", "SpatialReductionAttention"]
 
 
 @dataclass(frozen=True)
-class SpatialReductionAttentionCfg(Component):
+class SpatialReductionAttentionCfg(QuantizableAttention, Component):
     """Attention whose keys and values come from the map reduced ``sr_ratio`` times per side.
 
     Attributes:
         heads: number of heads; must divide the stage width.
         sr_ratio: kernel and stride of the reducing convolution; 1 means no reduction.
         qkv_bias: bias on the query and key/value projections (PVT uses one).
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -81,6 +82,7 @@ class SpatialReductionAttention(TokenMixer):
         self.heads = cfg.heads
         self.q = nn.Linear(dim, dim, bias=cfg.qkv_bias, **dd)
         self.kv = nn.Linear(dim, 2 * dim, bias=cfg.qkv_bias, **dd)
+        self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         if cfg.sr_ratio > 1:
             self.reduce: nn.Module = nn.Sequential(
@@ -92,4 +94,4 @@ class SpatialReductionAttention(TokenMixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query = split_heads(self.q(x), self.heads)
         key, value = (split_heads(part, self.heads) for part in self.kv(self.reduce(x)).chunk(2, dim=-1))
-        return self.proj(merge_heads(F.scaled_dot_product_attention(query, key, value)))
+        return self.proj(self.attend(x, query, key, value))

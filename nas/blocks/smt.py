@@ -47,10 +47,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import Activation, Layout, Mlp, factory_kwargs
 from nas.blocks.contract import Chunks, Prefix
 from nas.blocks.ffn import hidden_width
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.stems import Stem, conv_out
 from nas.blocks.template import TokenMixer, create_norm
@@ -102,13 +103,15 @@ class ScaleAwareModulationCfg(Component):
 
 
 @dataclass(frozen=True)
-class LocalValueAttentionCfg(Component):
+class LocalValueAttentionCfg(QuantizableAttention, Component):
     """Global multi-head attention plus a depthwise ``kernel x kernel`` convolution of the values (SMT, LePE).
 
     Attributes:
         heads: number of heads; must divide the stage width.
         kernel: side of the depthwise convolution on the values (SMT: 3).
         qkv_bias: bias on the fused query/key/value projection (SMT-T uses one).
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`);
+            the gate acts on the attention's output, before the local term is added.
     """
 
     layout = "nlc"
@@ -202,12 +205,13 @@ class LocalValueAttention(TokenMixer):
         self.heads = cfg.heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
         self.local = nn.Conv2d(dim, dim, cfg.kernel, padding=cfg.kernel // 2, groups=dim, **dd)
+        self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query, key, value = self.qkv(x).chunk(3, dim=-1)
-        mixed = merge_heads(F.scaled_dot_product_attention(
-            split_heads(query, self.heads), split_heads(key, self.heads), split_heads(value, self.heads)))
+        mixed = self.attend(x, split_heads(query, self.heads), split_heads(key, self.heads),
+                            split_heads(value, self.heads))
         local = self.local(_to_map(value, self.size)).flatten(2).transpose(1, 2)
         return self.proj(mixed + local)
 

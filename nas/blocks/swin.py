@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import factory_kwargs
 from nas.blocks.contract import Chunks, FitsMap, RelativeTable
 from nas.blocks.downsample import Downsample
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
 from nas.errors import ConfigError
@@ -51,7 +51,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class WindowAttentionCfg(Component):
+class WindowAttentionCfg(QuantizableAttention, Component):
     """Multi-head attention inside ``window x window`` windows, optionally cyclically shifted by ``shift``.
 
     Attributes:
@@ -60,6 +60,7 @@ class WindowAttentionCfg(Component):
         shift: cyclic shift in tokens before partitioning; 0, or ``window // 2`` as in Swin
             (any value in ``[0, window)`` is accepted).
         qkv_bias: bias on the fused query/key/value projection.
+        clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
     """
 
     layout = "nlc"
@@ -179,6 +180,7 @@ class WindowAttention(TokenMixer):
         self.window, self.shift = cfg.effective(*size)
         self.heads = cfg.heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.relative_position_bias = nn.Parameter(torch.zeros((2 * self.window - 1) ** 2, cfg.heads, **dd))
         nn.init.trunc_normal_(self.relative_position_bias, std=0.02)
@@ -200,8 +202,8 @@ class WindowAttention(TokenMixer):
         x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
         windows = window_partition(x, self.window)
         query, key, value = (split_heads(part, self.heads) for part in self.qkv(windows).chunk(3, dim=-1))
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=self.attention_bias().to(query.dtype))
-        x = window_reverse(self.proj(merge_heads(out)), self.window, self.size)
+        out = self.attend(windows, query, key, value, attn_mask=self.attention_bias().to(query.dtype))
+        x = window_reverse(self.proj(out), self.window, self.size)
         x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
         return x.reshape(batch, -1, channels)
 

@@ -40,6 +40,7 @@ equal traced ones on every target.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -57,11 +58,11 @@ from nas.latency.opmodel import combine, features, params_of, row_parts, transfe
 from nas.latency.optable import build_table
 from nas.latency.targets import Setting
 from nas.latency.unit_store import UnitStore, open_store
-from nas.walk import enter_stage, image_site, past, past_block
+from nas.walk import clustered, enter_stage, image_site, past, past_block, reconstructed
 
 __all__ = ["BatchPredictor", "CostTable", "UnitSignatures", "batch_predictor", "cost_table"]
 
-_ITEM = re.compile(r"^(stem|head|stages\[\d+\]\.(?:downsample|blocks\[\d+\]))")
+_ITEM = re.compile(r"^(stem|head|stages\[\d+\]\.(?:downsample|blocks\[\d+:?\]))")
 _MAX_OBJECTS = 200_000
 _RECENT = 4096  # Archs whose signatures are remembered (one batch of every objective)
 
@@ -193,7 +194,12 @@ class UnitSignatures:
                 site = after(down, site) if moved is None else moved
             previous = None
             entry: Any = None
-            for block in stage.blocks:
+            clustering = stage.clustering
+            for number, block in enumerate(stage.blocks):
+                if clustering is not None and number == clustering.depth:
+                    keys.append(self._clustered_key(stage, site))
+                    site = self._site(self._after_clustered(stage, self._sites[site]))
+                    break
                 if block is not previous:
                     entry = static(block, past_block)
                     previous = block
@@ -204,6 +210,21 @@ class UnitSignatures:
                 ends.append((len(keys), site))
         keys.append((3, self._token(arch.head), site))
         return keys
+
+    def _clustered_key(self, stage: Any, site: int) -> tuple[Any, ...]:
+        """The signature of a stage's clustered run (:func:`nas.build.plan`'s ``clustered`` unit): its
+        clustering and enclosed blocks, as a stage holding just those, and the site it takes in."""
+        run = dataclasses.replace(stage, downsample=None, blocks=stage.blocks[stage.clustering.depth:])
+        return (4, self._token(run), site)
+
+    @staticmethod
+    def _after_clustered(stage: Any, site: Site) -> Site:
+        """The site after a stage's clustered run (walked without caching: clustering is rare)."""
+        clustering = stage.clustering
+        inner = clustered(clustering, site)
+        for block in stage.blocks[clustering.depth:]:
+            inner = past_block(block, inner)
+        return reconstructed(clustering, (site, inner))
 
 
 class _UnitTable:
@@ -446,7 +467,10 @@ def _item_paths(arch: Arch) -> list[str]:
     for index, stage in enumerate(arch.stages):
         if stage.downsample is not None:
             paths.append(f"stages[{index}].downsample")
-        paths.extend(f"stages[{index}].blocks[{number}]" for number in range(len(stage.blocks)))
+        clustered_from = len(stage.blocks) if stage.clustering is None else stage.clustering.depth
+        paths.extend(f"stages[{index}].blocks[{number}]" for number in range(clustered_from))
+        if stage.clustering is not None:
+            paths.append(f"stages[{index}].blocks[{clustered_from}:]")
     paths.append("head")
     return paths
 

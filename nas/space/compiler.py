@@ -351,7 +351,9 @@ class Compiler:
                                          optional=True),
             "blocks": self.blocks(data["blocks"], where.key(data, "blocks")),
         }
-        return self._finish(Record(Stage, nodes, where), start)
+        # Token clustering is an inference-time change of a trained model (arXiv:2210.01035), not a decision of
+        # a space: a space's points leave it out, and a clustered Arch is no point of any space.
+        return self._finish(Record(Stage, nodes, where, defaults={"clustering": None}), start)
 
 
 

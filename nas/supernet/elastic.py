@@ -286,7 +286,16 @@ class Layouts:
         self._archs = LruCache[str, list[UnitLayout]](maxsize=max_archs)
 
     def of(self, arch: Arch) -> list[UnitLayout]:
-        """The layouts of ``arch``'s units in execution order (``arch`` at the scale it is built at)."""
+        """The layouts of ``arch``'s units in execution order (``arch`` at the scale it is built at).
+
+        Raises:
+            NasError: ``arch`` clusters tokens: that is an inference-time change of a trained model
+                (arXiv:2210.01035), not a subnet to train.
+        """
+        clustered = [index for index, stage in enumerate(arch.stages) if stage.clustering is not None]
+        if clustered:
+            raise NasError(f"stages[{clustered[0]}].clustering: token clustering is applied to a trained model "
+                           "without training; the supernet trains and extracts Archs without it")
         return self._archs.get_or_make(arch.id, lambda: [self._unit(unit) for unit in plan(arch).units])
 
     def _unit(self, unit: Unit) -> UnitLayout:
