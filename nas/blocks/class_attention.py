@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Block, Component, Site
-from nas.blocks.attention import check_heads, merge_heads, split_heads
+from nas.blocks.attention import check_heads, split_heads
 from nas.blocks.common import DropPath, create_layer_scale, factory_kwargs
 from nas.blocks.contract import Chunks
 from nas.blocks.downsample import Downsample
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import BlockContext, FusedBlock, Residual, create_ffn, create_norm
 from nas.errors import ConfigError
@@ -55,8 +55,11 @@ class ClassTokenCfg(Component):
 
 
 @dataclass(frozen=True)
-class ClassAttentionCfg(Component):
+class ClassAttentionCfg(QuantizableAttention, Component):
     """A class-attention block: the class token queries every token; only the class token changes.
+
+    Takes the quantization options of every softmax attention kind (:mod:`nas.blocks.quantizable`); the gate
+    reads the class token.
 
     Attributes:
         heads: number of heads; must divide the stage width.
@@ -91,18 +94,20 @@ class ClassToken(Downsample):
 class ClassAttention(nn.Module):
     """``(B, N, C) -> (B, 1, C)``: the first token's query against every token's key and value."""
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool, *, device: Any = None, dtype: Any = None):
+    def __init__(self, cfg: ClassAttentionCfg, dim: int, *, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
-        self.heads = heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias, **dd)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias, **dd)
+        self.heads = cfg.heads
+        self.q = nn.Linear(dim, dim, bias=cfg.qkv_bias, **dd)
+        self.kv = nn.Linear(dim, 2 * dim, bias=cfg.qkv_bias, **dd)
+        self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query = split_heads(self.q(x[:, :1]), self.heads)
+        token = x[:, :1]
+        query = split_heads(self.q(token), self.heads)
         key, value = (split_heads(part, self.heads) for part in self.kv(x).chunk(2, dim=-1))
-        return self.proj(merge_heads(F.scaled_dot_product_attention(query, key, value)))
+        return self.proj(self.attend(token, query, key, value))
 
 
 @register("mixer", "class_attention", ClassAttentionCfg)
@@ -115,7 +120,7 @@ class ClassAttentionBlock(FusedBlock):
         cfg: ClassAttentionCfg = block.mixer  # type: ignore[assignment]
         dim = context.dim
         self.norm = create_norm(block.norm, dim, "nlc", **dd)
-        self.attn = ClassAttention(dim, cfg.heads, cfg.qkv_bias, **dd)
+        self.attn = ClassAttention(cfg, dim, **dd)
         self.scale = create_layer_scale(dim, block.layer_scale, "nlc", **dd)
         self.drop_path = DropPath(context.drop_path) if context.drop_path > 0 else nn.Identity()
         self.ffn: nn.Module = nn.Identity()
