@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     attention,
+    convit,
     convnext,
     cvt,
     davit,
@@ -27,6 +28,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     smt,
     stems,
     swin,
+    t2t,
     uniformer,
     van,
 )
