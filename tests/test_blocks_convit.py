@@ -3,13 +3,17 @@ initialisation, the gate's mixing, and the block that lets class tokens pass."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import nas
 from nas.arch import Block, parse_component
 from nas.blocks.convit import GatedPositionalAttention, GpsaBlock, GpsaCfg, locality_centres
 from nas.blocks.template import BlockContext
-from tests.conftest import randomise, seeded_generator
+from nas.export import ONNX_TOLERANCE, export
+from tests.conftest import TINY_DIR, randomise, seeded_generator
 
 
 def _reference_gpsa(module: GatedPositionalAttention, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -126,3 +130,9 @@ def test_gpsa_block_passes_class_tokens_untouched() -> None:
         out = with_class(x)
         torch.testing.assert_close(out[:, :1], x[:, :1], rtol=0, atol=0)
         torch.testing.assert_close(out[:, 1:], without(x[:, 1:]))
+
+
+def test_gpsa_exports_to_onnx_with_the_same_outputs(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    result = export(nas.Arch.load(TINY_DIR / "mixer_gpsa.yaml"), tmp_path, format="onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= ONNX_TOLERANCE

@@ -4,6 +4,7 @@ layers against their formulas, and the whole tokens-to-token stem against a step
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 import nas
 from nas.arch import parse_component
 from nas.blocks.t2t import SoftSplit, T2TStem, TokenPerformer, TokenTransformer
-from tests.conftest import randomise, seeded_generator
+from nas.export import ONNX_TOLERANCE, export
+from tests.conftest import TINY_DIR, randomise, seeded_generator
 
 
 def _reference_soft_split(x: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
@@ -149,3 +151,10 @@ def test_t2t_vit_14_splits_224_pixels_into_56_28_then_14_tokens_a_side() -> None
     stem = nas.zoo.get("t2t_vit_14").stem
     assert stem.split_sizes(224, 224) == [(56, 56), (28, 28), (14, 14)]  # type: ignore[attr-defined]
     assert stem.paddings == (2, 1, 1)  # type: ignore[attr-defined]
+
+
+def test_t2t_stem_exports_to_onnx_with_the_same_outputs(tmp_path: Path) -> None:
+    # the unfold (im2col) and the performer; the transformer token layer is plain attention, exported elsewhere
+    pytest.importorskip("onnxruntime")
+    result = export(nas.Arch.load(TINY_DIR / "stem_t2t.yaml"), tmp_path, format="onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= ONNX_TOLERANCE
