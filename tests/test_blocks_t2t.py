@@ -3,6 +3,7 @@ layers against their formulas, and the whole tokens-to-token stem against a step
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -158,3 +159,11 @@ def test_t2t_stem_exports_to_onnx_with_the_same_outputs(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     result = export(nas.Arch.load(TINY_DIR / "stem_t2t.yaml"), tmp_path, format="onnx")
     assert result.max_abs_diff is not None and result.max_abs_diff <= ONNX_TOLERANCE
+
+
+def test_t2t_stem_refuses_an_input_its_soft_splits_cannot_cut() -> None:
+    # the first split leaves nothing, though the second (kernel 2, stride 1, padding 1) would put out a 1x1 map
+    arch = nas.Arch.load(TINY_DIR / "stem_t2t.yaml")
+    stem = dataclasses.replace(arch.stem, kernels=(7, 2), strides=(4, 1))
+    with pytest.raises(nas.ConfigError, match=r"stem.kernels\[0\]: soft split 0 reduces the 2x2 input to 0x0"):
+        arch.replace(stem=stem).with_resolution(2)

@@ -109,6 +109,10 @@ class T2TStemCfg(Component):
             for index, value in enumerate(getattr(self, name)):
                 if value < 1:
                     raise ConfigError(f"must be >= 1, got {value}", path=f"{name}[{index}]")
+        for index, (height, width) in enumerate(self.split_sizes(site.height, site.width)):
+            if height < 1 or width < 1:
+                raise ConfigError(f"soft split {index} reduces the {site.height}x{site.width} input to "
+                                  f"{height}x{width}; the input resolution is too small", path=f"kernels[{index}]")
 
     def split_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """The token grid after each soft split."""
