@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import nas
 from nas.cli import main
+from nas.search.constraints import probe_points
 from nas.space import Space, list_spaces, load_space
 
 SHIPPED = ["convnext", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin", "volo"]
@@ -578,6 +579,15 @@ def test_cli_spaces_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(described["decisions"]) == load_space("efficientvit").num_slots
     assert main(["space", "show", "nope"]) == 2
     assert "unknown space 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_constraint_probe_draws_canonical_valid_points(name: str) -> None:
+    # Its smallest points lower every ordered decision, a depth among them: the decisions of the blocks beyond
+    # the new depth must go (`nas space sample isotropic` refused its own space before).
+    space = load_space(name)
+    vectors = probe_points(space, np.random.default_rng(0), 4)
+    assert all(space.is_valid(vector) for vector in vectors)  # is_valid refuses a vector that is not canonical
 
 
 def test_cli_sample_prints_archs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     attention,
     class_attention,
+    convit,
     convnext,
     cvt,
     davit,
@@ -28,6 +29,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     smt,
     stems,
     swin,
+    t2t,
     uniformer,
     van,
     volo,

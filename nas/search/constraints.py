@@ -135,7 +135,7 @@ def probe_points(space: Any, rng: np.random.Generator, count: int) -> np.ndarray
     vectors = space.sample_vectors(rng, count)
     ordered = np.array([decision.ordered for decision in space.decisions], dtype=bool)
     small = vectors[: count // 2].copy()
-    small[:, ordered] = np.where(small[:, ordered] >= 0, 0, -1)
+    small = space.canonical_vectors(np.where(ordered & (small >= 0), 0, small))
     keep = np.array([space.is_valid(vector) for vector in small], dtype=bool)
     vectors[: count // 2][keep] = small[keep]
     return vectors

@@ -163,6 +163,16 @@ class Space:
         """Whether the canonical ``vector`` decodes to a valid Arch (same answer as :meth:`decode` succeeding)."""
         return bool(self._validity.fail_codes(self._layout.check(vector))[0] < 0)
 
+    def canonical_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """A canonical copy of ``vectors`` whose options were set directly: a decision that no longer exists is
+        unset (-1), one that comes into existence takes its first option.
+
+        Why: a caller that sets options itself (the constraint probe's smallest points: a lower depth drops the
+        decisions of the blocks beyond it) would otherwise hold vectors that no other method accepts.
+        """
+        vectors = np.array(vectors, dtype=VECTOR_DTYPE, ndmin=2)  # a copy: repair works in place
+        return self._layout.repair(vectors, np.zeros_like(vectors))
+
     def _valid_rows(self, vectors: np.ndarray) -> np.ndarray:
         return self._validity.fail_codes(vectors) < 0
 
