@@ -9,6 +9,7 @@ from __future__ import annotations
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     attention,
     convnext,
+    crossvit,
     cvt,
     davit,
     dinat,
