@@ -160,6 +160,14 @@ def test_the_body_checks_name_the_field(changes: dict[str, object], path: str, f
     assert caught.value.path == path
 
 
+def test_the_body_refuses_an_ffn_its_branch_layers_cannot_run() -> None:
+    data = nas.Arch.load(TINY_DIR / "mixer_crossvit.yaml").to_dict()
+    data["stages"][0]["blocks"][0]["ffn"] = {"kind": "conv_mlp", "ratio": 2}  # a depthwise conv: no class tokens
+    with pytest.raises(ConfigError, match="branch 0's layers cannot use the block's ffn 'conv_mlp'") as caught:
+        nas.Arch.from_dict(data)
+    assert caught.value.path == "stages[0].blocks[0].mixer.kind"
+
+
 @pytest.mark.parametrize("ffn", ["mlp", "none"])
 def test_fused_qkv_of_every_branch_layer_is_declared_and_the_rest_are_prefixes(ffn: str) -> None:
     body = CrossVit(_block(ffn), BlockContext(in_dim=3, dim=48, size=(64, 64)), device="meta")

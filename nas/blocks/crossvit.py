@@ -86,6 +86,7 @@ class CrossVitCfg(Component):
 
     layout = "nchw"  # it takes the image, and puts out a 1 x 1 map
     changes_width = True  # from the image's channels to the stage width
+    reads_block = True  # the block's FFN and norm are checked where the branch layers use them
     sharing = {"embeds": Prefix(), "encoders": Prefix(), "norms": Prefix(),  # per-branch channels, cut as prefixes
                **{f"{path}.{name}": rule for path in _BRANCH_ATTENTION for name, rule in AttentionCfg.sharing.items()}}
     resolution_fields = {"resize": FitsMap()}
@@ -141,6 +142,20 @@ class CrossVitCfg(Component):
             if rows < 1 or cols < 1:
                 raise ConfigError(f"patch {self.patches[index]} is larger than the image branch {index} embeds",
                                   path=f"patches[{index}]")
+        if site.block is not None:
+            self._check_branch_layers(site.block, site)
+
+    def _check_branch_layers(self, block: Block, site: Site) -> None:
+        """The block's FFN and norm where the branch layers use them: on tokens with a class token in front."""
+        for index, (width, (rows, cols)) in enumerate(zip(self.widths(site.dim), self.grids(site.height, site.width),
+                                                          strict=True)):
+            tokens = Site(width, width, rows, cols, None, 1, "nlc")
+            for role, component in (("ffn", block.ffn), ("norm", block.norm)):
+                try:
+                    component.check(tokens)
+                except ConfigError as exc:
+                    raise ConfigError(f"branch {index}'s layers cannot use the block's {role} {component.kind!r}: "
+                                      f"{exc.message}", path="kind") from None
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return 1, 1
