@@ -114,6 +114,10 @@ class CrossVitCfg(Component):
                      for (side_h, side_w), patch in zip(self.image_sizes(height, width), self.patches, strict=True))
 
     def check(self, site: Site) -> None:
+        # First: the proxy scale lowers resize one step at a time until this passes (resolution_fields).
+        if self.resize is not None and not 1 <= self.resize <= min(site.height, site.width):
+            raise ConfigError(f"must be within 1 and the {site.height}x{site.width} image, got {self.resize}",
+                              path="resize")
         for name in ("patches", "split", "depths", "heads"):
             values = getattr(self, name)
             if len(values) != _BRANCHES:
@@ -135,9 +139,6 @@ class CrossVitCfg(Component):
                 check_heads(heads, width)
             except ConfigError as exc:
                 raise ConfigError(f"branch {index}: {exc.message}", path=f"heads[{index}]") from None
-        if self.resize is not None and not 1 <= self.resize <= min(site.height, site.width):
-            raise ConfigError(f"must be within 1 and the {site.height}x{site.width} image, got {self.resize}",
-                              path="resize")
         for index, (rows, cols) in enumerate(self.grids(site.height, site.width)):
             if rows < 1 or cols < 1:
                 raise ConfigError(f"patch {self.patches[index]} is larger than the image branch {index} embeds",
