@@ -106,6 +106,7 @@ class Component:
     resolution_fields: ClassVar[dict[str, Any]] = {}
     sharing: ClassVar[dict[str, Any]] = {}
     key_fields: ClassVar[tuple[str, ...]] = ()
+    ffns_by_path: ClassVar[bool] = False
     ops: ClassVar[dict[str, str]] = {}
 
     def check(self, site: Site) -> None:

@@ -20,6 +20,7 @@ from nas.blocks.crossvit import ClassTokenFusion, CrossAttention, CrossVit, Cros
 from nas.blocks.template import BlockContext
 from nas.errors import ConfigError
 from nas.supernet import ProxyScale, Supernet, proxy
+from nas.supernet.elastic import Layouts
 from tests.conftest import TINY_DIR, randomise, seeded_generator
 
 # The Arch id of every zoo model before CrossViT came (main at f4e9609): the branched body is a block like any
@@ -206,6 +207,23 @@ def test_crossvit_tiny_runs_at_proxy_scale() -> None:
     assert mixer.widths(small.stages[0].dim) == (24, 48) and mixer.resize == 32  # type: ignore[attr-defined]
     model = nas.build(small, device="meta")
     assert model(torch.empty(2, 3, 32, 32, device="meta")).shape == (2, 1000)
+
+
+def test_each_branch_layer_keeps_its_ffn_weights_whatever_the_depths_before_it() -> None:
+    arch = nas.Arch.load(TINY_DIR / "mixer_crossvit.yaml")  # depths [1, 2], two encoders
+    data = arch.to_dict()
+    data["stages"][0]["blocks"][0]["mixer"]["depths"] = [1, 1]
+    shallow = nas.Arch.from_dict(data)
+
+    def ffn_keys(point: nas.Arch) -> dict[str, str]:
+        slots = [slot for layout in Layouts().of(point) for slot in layout.slots]
+        return {slot.name: slot.key for slot in slots if slot.name.endswith(".fc1.weight")}
+
+    deep, short = ffn_keys(arch), ffn_keys(shallow)
+    assert len(deep) == 2 * (1 + 2) and len(short) == 2 * (1 + 1)
+    assert set(short) < set(deep)
+    assert all(short[name] == deep[name] for name in short)  # encoder 1's layers: same tensors at both depths
+    assert len(set(deep.values())) == len(deep)
 
 
 SPACE = """

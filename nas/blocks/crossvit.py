@@ -19,7 +19,9 @@ itself: the Arch's stem is ``image`` (it hands the image on), and no stem output
 patch sizes anyway. Like GC ViT's stage body (:mod:`nas.blocks.gcvit`), the block's ``norm``,
 ``ffn`` and ``layer_scale`` apply to every branch layer, which are the plain ``attention``
 kind's blocks (:mod:`nas.blocks.attention`). This keeps the Arch contract as it is: every
-walk, build, cost, latency and supernet reader sees one ordinary block.
+walk, build, cost, latency and supernet reader sees one ordinary block; the supernet shares
+the body's tensors as per-branch prefixes, keys each branch layer's FFN by its path
+(``ffns_by_path``), and the interleaved output below keeps the classifier's columns apart.
 
 What the block puts out: both branches' normalised class tokens side by side, as a ``1 x 1``
 map of the stage width, so the stage ``dim`` is the two branch widths together, split
@@ -90,6 +92,7 @@ class CrossVitCfg(Component):
     sharing = {"embeds": Prefix(), "encoders": Prefix(), "norms": Prefix(),  # per-branch channels, cut as prefixes
                **{f"{path}.{name}": rule for path in _BRANCH_ATTENTION for name, rule in AttentionCfg.sharing.items()}}
     resolution_fields = {"resize": FitsMap()}
+    ffns_by_path = True  # the layers before a position vary with the depths and the encoders
 
     patches: tuple[int, ...] = (12, 16)
     split: tuple[int, ...] = (1, 2)
