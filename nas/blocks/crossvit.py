@@ -4,7 +4,7 @@ Paper: "CrossViT: Cross-Attention Multi-Scale Vision Transformer for Image Class
 Chen, Fan and Panda, ICCV 2021, arXiv:2103.14899. Each branch embeds the image on its own
 (a small-patch branch: narrow and shallow; a large-patch branch: wide and deep), with a class
 token and a position embedding. A *multi-scale encoder* runs each branch's transformer blocks,
-then fuses the branches (Sec. 3.3, Fig. 3(d)): each branch's class token is projected to the
+then fuses the branches (the paper's cross-attention fusion): each branch's class token is projected to the
 other branch's width (LayerNorm, GELU, linear), put in front of the other branch's patch
 tokens, and is the *only query* of one cross-attention layer over them (keys and values come
 from every token, itself included; a residual, no MLP); the result is projected back and
@@ -25,12 +25,13 @@ the body's tensors as per-branch prefixes, keys each branch layer's FFN by its p
 
 What the block puts out: both branches' normalised class tokens side by side, as a ``1 x 1``
 map of the stage width, so the stage ``dim`` is the two branch widths together, split
-``split[0] : split[1]``. The two are interleaved in groups (for ``split: [1, 2]``: one channel of
-the small branch, then two of the large, and so on), so a narrower subnet's features are a
-prefix of a wider one's and the supernet's prefix sharing of the classifier keeps each branch's
-columns apart. A linear classifier over them is the paper's mean of two per-branch classifiers
-up to a permutation of its inputs (the paper has one bias vector per branch: one ``num_classes``
-vector more).
+``split[0] : split[1]`` (a split rather than two widths: the stage ``dim`` stays the one width
+decision, so a space varies it freely, with no rule tying it to a sum). The two are
+interleaved in groups (for ``split: [1, 2]``: one channel of the small branch, then two of the
+large, and so on), so a narrower subnet's features are a prefix of a wider one's and the
+supernet's prefix sharing of the classifier keeps each branch's columns apart. A linear
+classifier over them is the paper's mean of two per-branch classifiers up to a permutation of
+its inputs (the paper has one bias vector per branch: one ``num_classes`` vector more).
 
 Details read from the official code (``IBM/CrossViT``, ``models/crossvit.py``): the second
 (large-patch) branch sees the image resized (bicubic) to its own size, 224 px for a 240 px
