@@ -138,6 +138,8 @@ class CrossVitCfg(Component):
         if site.dim % sum(self.split):
             raise ConfigError(f"{' + '.join(map(str, self.split))} parts do not divide the stage width {site.dim}",
                               path="split")
+        if site.block is not None:
+            self._check_branch_layers(site.block, site)
         for index, (heads, width) in enumerate(zip(self.heads, self.widths(site.dim), strict=True)):
             try:
                 check_heads(heads, width)
@@ -147,8 +149,6 @@ class CrossVitCfg(Component):
             if rows < 1 or cols < 1:
                 raise ConfigError(f"patch {self.patches[index]} is larger than the image branch {index} embeds",
                                   path=f"patches[{index}]")
-        if site.block is not None:
-            self._check_branch_layers(site.block, site)
 
     def _check_branch_layers(self, block: Block, site: Site) -> None:
         """The block's FFN and norm where the branch layers use them: on tokens with a class token in front."""
