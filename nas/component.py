@@ -84,7 +84,9 @@ class Component:
     space then judges it per whole block rather than per component. A mixer
     whose module takes ``in_dim != dim`` channels (a projected shortcut) sets
     ``changes_width = True``; the walk refuses any other mixer where the width
-    coming in differs from its stage's.
+    coming in differs from its stage's. A stem that hands the image on unchanged, for a body that embeds the
+    image itself, sets ``keeps_channels = True``: its ``dim`` is the input's channels, and the proxy scale
+    keeps it so rather than scaling it like a width.
 
     Attributes:
         layout: the tensor layout the component works in (a mixer, a downsampler) or puts out (a stem); a
@@ -97,6 +99,7 @@ class Component:
     kind: ClassVar[str] = ""
     reads_block: ClassVar[bool] = False
     changes_width: ClassVar[bool] = False
+    keeps_channels: ClassVar[bool] = False
     layout: ClassVar[Layout] = "nchw"
     prefix_tokens: ClassVar[int] = 0
     # What the proxy scale, the supernet and the cost model need to know, as data (nas.blocks.contract).
@@ -104,6 +107,7 @@ class Component:
     resolution_fields: ClassVar[dict[str, Any]] = {}
     sharing: ClassVar[dict[str, Any]] = {}
     key_fields: ClassVar[tuple[str, ...]] = ()
+    ffns_by_path: ClassVar[bool] = False
     ops: ClassVar[dict[str, str]] = {}
 
     def check(self, site: Site) -> None:

@@ -56,6 +56,7 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "cvt_13": (),  # three stages (1/4, 1/8, 1/16): not a point of the 4-stage metaformer space
     "uniformer_s": ("metaformer",),
     "volo_d1": ("volo",),
+    "crossvit_tiny": ("crossvit",),  # two branches in one body behind the image stem: a family space of its own
 }
 
 PAIRS = [(model, space) for model in MEMBERSHIP for space in list_spaces()]

@@ -11,6 +11,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     class_attention,
     convit,
     convnext,
+    crossvit,
     cvt,
     davit,
     dinat,

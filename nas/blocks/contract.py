@@ -19,6 +19,11 @@ defaults on ``Component`` declare nothing:
   prefixes (convolution kernels centred).
 * ``key_fields``: fields whose values change what the rows of the kind's
   weights mean; each value gets weights of its own in the supernet.
+* ``ffns_by_path``: for a mixer that holds FFNs at nested positions whose
+  number before a position varies with its fields (CrossViT's encoders and
+  branches): the supernet keys each FFN by its path inside the mixer rather
+  than by its number in module order, so a position keeps its FFN's weights
+  whatever the depths before it.
 * ``ops``: aten ops the kind emits that the cost model's generic table does
   not class, with their op class (``{"aten.my_op": "elementwise"}``); an op
   declared ``"other"`` is knowingly priced as other.

@@ -1,8 +1,11 @@
-"""Stems: patch (ViT, Swin), overlap (PoolFormer, VAN), conv (ResNet, MobileNetV2, EfficientFormer, EfficientViT).
+"""Stems: patch (ViT, Swin), overlap (PoolFormer, VAN), conv (ResNet, MobileNetV2, EfficientFormer, EfficientViT),
+image (CrossViT).
 
 A stem takes the image (NCHW) to the first feature map with ``dim`` channels.
 The ``patch`` stem with ``class_token`` prepends DeiT's class token and so
-puts out tokens (``nlc``) rather than a map.
+puts out tokens (``nlc``) rather than a map. The ``image`` stem hands the image
+on unchanged, for a first block that embeds the image itself (CrossViT's two
+branches embed it at two patch sizes, which no single stem output can serve).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from nas.blocks.registry import register
 from nas.blocks.template import create_norm
 from nas.errors import ConfigError
 
-__all__ = ["PatchStemCfg", "OverlapStemCfg", "ConvStemCfg", "PatchStem", "OverlapStem", "ConvStem", "conv_out"]
+__all__ = ["PatchStemCfg", "OverlapStemCfg", "ConvStemCfg", "ImageStemCfg", "PatchStem", "OverlapStem", "ConvStem",
+           "ImageStem", "conv_out"]
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -112,6 +116,20 @@ class ConvStemCfg(Component):
         return height, width
 
 
+@dataclass(frozen=True)
+class ImageStemCfg(Component):
+    """The image itself: ``dim`` must be the input's channels (written out: ``{kind: image, dim: 3}``)."""
+
+    keeps_channels = True
+
+    dim: int | None = None
+
+    def check(self, site: Site) -> None:
+        if self.dim != site.in_dim:
+            raise ConfigError(f"the image stem hands the {site.in_dim}-channel image on unchanged, so its dim must be "
+                              f"{site.in_dim}, got {self.dim}", path="dim")
+
+
 class Stem(nn.Module):
     """Base: ``(cfg, *, in_dim, size, device, dtype)``, putting out ``cfg.layout``."""
 
@@ -179,3 +197,13 @@ class ConvStem(Stem):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+@register("stem", "image", ImageStemCfg)
+class ImageStem(Stem):
+    def __init__(self, cfg: ImageStemCfg, *, in_dim: int, size: tuple[int, int], device: Any = None,
+                 dtype: Any = None):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x

@@ -9,7 +9,9 @@ of one shared, max-size tensor:
   The position is ``stem``, ``stages.S.downsample``, ``stages.S.blocks.I`` or
   ``head``. In a block, tensors inside an FFN module (the registered class of
   the block's ``ffn``) go to group ``ffn0``, ``ffn1``, ... in module order, so
-  the FFN at a position is shared by every mixer kind there; tensors inside
+  the FFN at a position is shared by every mixer kind there (a mixer that
+  declares ``ffns_by_path`` holds FFNs at nested positions: they go to
+  ``ffn@<path in the unit>`` instead); tensors inside
   the mixer module go to ``mixer=<kind>``; the template's norms and layer
   scales go to ``block=<kind>`` (a norm per mixer kind, in front of the shared
   FFN). Stems, downsamplers and heads use ``<role>=<kind>``. Kinds whose
@@ -219,7 +221,9 @@ def _parts(unit: Unit, module: nn.Module) -> tuple[list[_Part], _Part]:
             mixer_path = sub_name
         if type(sub) is ffn_cls and not any(sub_name.startswith(p + ".") for p in ffn_paths if p):
             ffn_paths.append(sub_name)
-    parts = [_Part(path, f"ffn{index}", block.ffn) for index, path in enumerate(ffn_paths)]
+    by_path = block.mixer.ffns_by_path
+    parts = [_Part(path, f"ffn@{path}" if by_path else f"ffn{index}", block.ffn)
+             for index, path in enumerate(ffn_paths)]
     if mixer_path is not None:
         parts.append(_Part(mixer_path, f"mixer={kind}{suffix}", block.mixer))
     return parts, _Part("", f"block={kind}{suffix}", None)

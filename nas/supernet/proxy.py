@@ -8,7 +8,8 @@ very same proxied architecture and their accuracies are comparable.
 
 What is scaled:
 
-* every stage's ``dim`` (the stem's width follows the first stage's);
+* every stage's ``dim`` (the stem's width follows the first stage's, or the input's channels for a stem
+  that hands the image on: ``keeps_channels``);
 * the fields each kind declares as widths (``width_fields`` on its config,
   :mod:`nas.blocks.contract`: ``hidden`` of conv stems and conv heads,
   ``key_dim`` of attention mixers);
@@ -168,7 +169,7 @@ def _fit_mixer(block: Block, site: Site, budget: list[int]) -> Block:
     return block if mixer is block.mixer else dataclasses.replace(block, mixer=mixer)
 
 
-def _fit_resolution(arch: Arch, input_spec: Any, head: Component) -> Arch:
+def _fit_resolution(arch: Arch, input_spec: Any, stem: Component, head: Component) -> Arch:
     """``arch`` at the new input, with the mixers' resolution-bound fields lowered until every block fits its map.
 
     Lowering a field keeps the map's size, so the sites of the walk do not depend on it. Where the walk
@@ -177,13 +178,13 @@ def _fit_resolution(arch: Arch, input_spec: Any, head: Component) -> Arch:
     stages = [list(stage.blocks) for stage in arch.stages]
     budget = [_MAX_FITS]
     try:
-        for step in steps(_Draft(input_spec, arch.stem, arch.stages, head), check=False):  # type: ignore[arg-type]
+        for step in steps(_Draft(input_spec, stem, arch.stages, head), check=False):  # type: ignore[arg-type]
             if step.role == "block":
                 stages[step.stage][step.index] = _fit_mixer(step.component, step.site, budget)
     except ConfigError:
         pass
     try:
-        return Arch(input=input_spec, stem=arch.stem, name=arch.name, head=head,
+        return Arch(input=input_spec, stem=stem, name=arch.name, head=head,
                     stages=tuple(dataclasses.replace(stage, blocks=tuple(blocks))
                                  for stage, blocks in zip(arch.stages, stages, strict=True)))
     except ConfigError as exc:
@@ -244,7 +245,9 @@ def proxy(arch: Arch, *, width: float = 0.25, resolution: int | None = 32, divis
         resolution=arch.input.resolution if resolution is None else resolution,
         channels=arch.input.channels if channels is None else channels)
     head = arch.head if num_classes is None else _with(arch.head, num_classes=num_classes)
-    base = _fit_resolution(arch, input_spec, head)
+    keeps_channels = arch.stem.keeps_channels  # a stem that hands the image on is as wide as the input
+    stem = _with(arch.stem, dim=input_spec.channels) if keeps_channels else arch.stem
+    base = _fit_resolution(arch, input_spec, stem, head)
     if width == 1.0:
         return base
     stem = _scale_component(base.stem, width, divisor)
@@ -256,7 +259,7 @@ def proxy(arch: Arch, *, width: float = 0.25, resolution: int | None = 32, divis
                                  for block in stage.blocks))
               for stage in base.stages]
     head = _scale_component(base.head, width, divisor)
-    if not follows:
+    if not follows and not keeps_channels:
         stem = _with(stem, dim=_round(arch.stem.dim * width, divisor))  # type: ignore[attr-defined]
 
     def draft(chosen: list[Stage]) -> _Draft:
