@@ -415,7 +415,12 @@ def _unit_cost(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
 
 def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
     try:
-        module = unit.make(device="meta", dtype=dtype)
+        # Meta is also the default device while building: tables a constructor derives with plain factory calls
+        # (shift masks, position indices) are then built as meta tensors, not computed on the CPU. The ops
+        # recorded are the same: a constructor that needs those tables' values fails on meta and is rebuilt on
+        # the CPU below.
+        with torch.device("meta"):
+            module = unit.make(device="meta", dtype=dtype)
     except (NotImplementedError, RuntimeError):
         module = unit.make(device="cpu", dtype=dtype)
     records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False, path=unit.path)
