@@ -206,6 +206,12 @@ class _Recorder(TorchDispatchMode):
     tensors referenced so their ids are not reused during the trace.
     """
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """False: nothing is compiled under a trace, and torch would otherwise wrap every dispatch in a
+        dynamo-disabling frame, a fixed cost on each of the tens of ops a unit dispatches."""
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.records: list[_Record] = []
@@ -415,12 +421,7 @@ def _unit_cost(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
 
 def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
     try:
-        # Meta is also the default device while building: tables a constructor derives with plain factory calls
-        # (shift masks, position indices) are then built as meta tensors, not computed on the CPU. The ops
-        # recorded are the same: a constructor that needs those tables' values fails on meta and is rebuilt on
-        # the CPU below.
-        with torch.device("meta"):
-            module = unit.make(device="meta", dtype=dtype)
+        module = unit.make(device="meta", dtype=dtype)
     except (NotImplementedError, RuntimeError):
         module = unit.make(device="cpu", dtype=dtype)
     records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False, path=unit.path)
