@@ -11,6 +11,9 @@ it, else traced. So cold is measured three ways:
 * ``one earlier run``: the table another run (another seed) left behind;
 * ``re-run``: the same run again (a resume or a repeat): every unit is in the table.
 
+Cold is given per second of wall time and per second of this process's CPU time: on a shared machine the
+first moves with the other jobs' load, the second much less.
+
 *Warm* is the same late candidates scored again in that process, every unit known: by the vector path (one
 lookup per part; the best of a few passes) and by the Arch path (``Scorer.evaluate``: decode, signature walk,
 lookups).
@@ -57,14 +60,15 @@ def probe(space_name: str, target: str, seed: int, budget: int, population: int,
     space = load_space(space_name)
     scorer = make_scorer(target=target, accuracy="proxy", space=space.name)
     fast = VectorScorer(space, scorer)
-    calls: list[tuple[int, float, int]] = []
+    calls: list[tuple[int, float, int, float]] = []
 
     class Timed:
         def evaluate_vectors(self, vectors: np.ndarray) -> Scores:
             traced = CACHE.info().misses
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             scores = fast.evaluate_vectors(vectors)
-            calls.append((len(vectors), time.perf_counter() - start, CACHE.info().misses - traced))
+            calls.append((len(vectors), time.perf_counter() - start, CACHE.info().misses - traced,
+                          time.process_time() - cpu))
             return scores
 
     strategy = create_strategy("evolution", space, directions=["maximize", "minimize"], seed=seed,
@@ -81,7 +85,8 @@ def probe(space_name: str, target: str, seed: int, budget: int, population: int,
     start = time.perf_counter()
     scorer.evaluate(archs)
     warm_arch = len(archs) / (time.perf_counter() - start)
-    return {"cold": late[:, 0].sum() / late[:, 1].sum(), "traced_per_candidate": late[:, 2].sum() / late[:, 0].sum(),
+    return {"cold": late[:, 0].sum() / late[:, 1].sum(), "cold_cpu": late[:, 0].sum() / late[:, 3].sum(),
+            "traced_per_candidate": late[:, 2].sum() / late[:, 0].sum(),
             "candidates": int(late[:, 0].sum()), "warm_vector": warm_vector, "warm_arch": warm_arch}
 
 
@@ -112,9 +117,10 @@ def report(target: str, runs: dict[str, dict]) -> list[str]:
     lines = [f"  {target}: cold = children in the second half of an evolution run, never priced in the process "
              f"(goal >= {COLD_GOAL:,}/s); warm = the same candidates again (goal >= {WARM_GOAL:,}/s)"]
     for name, run in runs.items():
-        lines.append(f"    {name:>15}: cold {run['cold']:>9,.0f}/s ({run['traced_per_candidate']:.2f} units traced "
-                     f"per candidate, {run['candidates']} candidates); warm {run['warm_vector']:>9,.0f}/s by the "
-                     f"vector path, {run['warm_arch']:>8,.0f}/s by the Arch path")
+        lines.append(f"    {name:>15}: cold {run['cold']:>9,.0f}/s, {run['cold_cpu']:>9,.0f}/s of CPU time "
+                     f"({run['traced_per_candidate']:.2f} units traced per candidate, {run['candidates']} candidates); "
+                     f"warm {run['warm_vector']:>9,.0f}/s by the vector path, {run['warm_arch']:>8,.0f}/s by the "
+                     f"Arch path")
     return lines
 
 
