@@ -82,11 +82,11 @@ _VARIABLES = tuple(variable(name) for name in _NAMES)
 def _environment_reader() -> Callable[[], tuple[str | bytes | None, ...]]:
     """A function giving the raw values of the limit variables, in ``_NAMES`` order.
 
-    Why not ``os.environ.get``: the walk asks for the limits at every step (tens of thousands of times per
-    second in a search), and nine ``os.environ.get`` calls cost tens of microseconds. On CPython,
-    ``os.environ`` keeps its items in ``_data`` under encoded keys and every change made through it (as
-    ``monkeypatch.setenv`` makes) updates ``_data`` at once, so reading it there sees exactly what
-    ``os.environ.get`` would, at a fraction of the cost. Elsewhere, the plain lookups.
+    Why not ``os.environ.get``: the walk asks for the limits at every step of every Arch it validates, and
+    each ``os.environ.get`` encodes its key and decodes its value in Python, which made the nine lookups a
+    visible share of decoding a search point. On CPython, ``os.environ`` keeps its items in ``_data`` under
+    encoded keys, and every change made through it (``monkeypatch.setenv`` too) updates ``_data`` at once,
+    so reading there sees exactly what ``os.environ.get`` would. Elsewhere, the plain lookups.
     """
     environ = os.environ
     data = getattr(environ, "_data", None)

@@ -81,7 +81,7 @@ def _walk(value: Any, tensors: list[torch.Tensor], parts: list[Any]) -> bool:
     """Append ``value``'s key parts and tensors; False if it cannot be keyed.
 
     Every call of a trace is keyed, so the common arguments take the shortest path: a list or tuple of plain
-    ints (a size, a stride) is one part, marked apart from a mixed sequence's parts by its length.
+    ints (a size, a stride) is one three-item part, where any other sequence starts with a two-item one.
     """
     if isinstance(value, torch.Tensor):
         if not value.is_meta:
