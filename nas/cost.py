@@ -206,6 +206,12 @@ class _Recorder(TorchDispatchMode):
     tensors referenced so their ids are not reused during the trace.
     """
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """False: nothing is compiled under a trace, and torch would otherwise wrap every dispatch in a
+        dynamo-disabling frame, a fixed cost on each of the tens of ops a unit dispatches."""
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.records: list[_Record] = []

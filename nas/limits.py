@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -75,6 +76,28 @@ def variable(name: str) -> str:
 
 
 _NAMES = tuple(item.name for item in fields(Limits))
+_VARIABLES = tuple(variable(name) for name in _NAMES)
+
+
+def _environment_reader() -> Callable[[], tuple[str | bytes | None, ...]]:
+    """A function giving the raw values of the limit variables, in ``_NAMES`` order.
+
+    Why not ``os.environ.get``: the walk asks for the limits at every step of every Arch it validates, and
+    each ``os.environ.get`` encodes its key and decodes its value in Python, which made the nine lookups a
+    visible share of decoding a search point. On CPython, ``os.environ`` keeps its items in ``_data`` under
+    encoded keys, and every change made through it (``monkeypatch.setenv`` too) updates ``_data`` at once,
+    so reading there sees exactly what ``os.environ.get`` would. Elsewhere, the plain lookups.
+    """
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    encode = getattr(environ, "encodekey", None)
+    if not isinstance(data, dict) or encode is None:
+        return lambda: tuple(map(environ.get, _VARIABLES))
+    keys = tuple(encode(name) for name in _VARIABLES)
+    return lambda: tuple(map(data.get, keys))
+
+
+_read_environment = _environment_reader()
 
 
 def current() -> Limits:
@@ -83,15 +106,16 @@ def current() -> Limits:
     Raises:
         ConfigError: a variable is not a positive integer.
     """
-    return _parse(tuple(os.environ.get(variable(name)) for name in _NAMES))
+    return _parse(_read_environment())
 
 
 @lru_cache(maxsize=8)
-def _parse(values: tuple[str | None, ...]) -> Limits:
+def _parse(values: tuple[str | bytes | None, ...]) -> Limits:
     settings = {}
-    for name, text in zip(_NAMES, values, strict=True):
-        if text is None:
+    for name, raw in zip(_NAMES, values, strict=True):
+        if raw is None:
             continue
+        text = os.environ.decodevalue(raw) if isinstance(raw, bytes) else raw  # type: ignore[attr-defined]
         try:
             number = int(text.replace("_", ""))
         except ValueError:

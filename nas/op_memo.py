@@ -78,17 +78,28 @@ class Replay:
 
 
 def _walk(value: Any, tensors: list[torch.Tensor], parts: list[Any]) -> bool:
-    """Append ``value``'s key parts and tensors; False if it cannot be keyed."""
+    """Append ``value``'s key parts and tensors; False if it cannot be keyed.
+
+    Every call of a trace is keyed, so the common arguments take the shortest path: a list or tuple of plain
+    ints (a size, a stride) is one three-item part, where any other sequence starts with a two-item one.
+    """
     if isinstance(value, torch.Tensor):
-        if value.device.type != "meta":
+        if not value.is_meta:
             return False
         tensors.append(value)
         parts.append(("T", tuple(value.shape), value.stride(), value.storage_offset(),
                       value.untyped_storage().nbytes(), value.dtype, value.requires_grad))
         return True
     if isinstance(value, (list, tuple)):
-        parts.append((type(value).__name__, len(value)))
-        return all(_walk(item, tensors, parts) for item in value)
+        name = type(value).__name__
+        if all(type(item) is int for item in value):
+            parts.append((name, "ints", tuple(value)))
+            return True
+        parts.append((name, len(value)))
+        for item in value:
+            if not _walk(item, tensors, parts):
+                return False
+        return True
     if isinstance(value, _SCALARS):
         parts.append((type(value).__name__, value))
         return True
