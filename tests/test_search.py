@@ -440,6 +440,27 @@ def test_short_train_scores_do_not_depend_on_the_number_of_workers(tiny_space, t
     assert "3 training steps" in source.label
 
 
+def test_short_train_trains_where_the_placement_says_in_process_and_in_workers(tiny_space, tmp_path,
+                                                                               monkeypatch) -> None:
+    """``nas search --amp bf16`` reaches the workers: their scores equal the in-process ones, kept apart from
+    float32's in the cache."""
+    import torch
+
+    from nas.search.accuracy import ShortTrainAccuracy
+    from nas.supernet.device import Placement
+
+    archs = [tiny_space.decode(vector) for vector in tiny_space.sample_vectors(np.random.default_rng(3), 2)]
+    bf16 = Placement(torch.device("cpu"), "bf16")
+    scores, files = {}, {}
+    for workers, placement in ((1, bf16), (2, bf16), (1, None)):
+        monkeypatch.setenv("NAS_HOME", str(tmp_path / f"workers{workers}"))
+        source = ShortTrainAccuracy(steps=3, workers=workers, placement=placement)
+        scores[workers, placement] = source.evaluate(archs)
+        files[workers, placement] = source.cache_file.name
+    assert (scores[1, bf16] == scores[2, bf16]).all()
+    assert files[1, bf16] == files[2, bf16] != files[1, None]
+
+
 def test_warm_start_opens_the_first_generation(tiny_space) -> None:
     seeds = tiny_space.sample_vectors(np.random.default_rng(9), 3)
     strategy = create_strategy("evolution", tiny_space, directions=["maximize", "minimize"], population_size=8)

@@ -91,6 +91,7 @@ class SearchCommand(Command):
                             help="folder of run directories (default runs/)")
         parser.add_argument("--no-plot", action="store_true", help="do not draw pareto.png at the end")
         threads_option(parser)
+        device_options(parser)
         parser.add_argument("--quick", action="store_true",
                             help=f"a screen of about 10 minutes on 2 CPUs with the default accuracy source: "
                                  f"{QUICK_BUDGET} candidates in generations of {QUICK_POPULATION} (unless --budget "
@@ -106,6 +107,7 @@ class SearchCommand(Command):
         from nas.runs import Run, run_search
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        placement = placement_of(args)  # an absent device fails before anything is planned or written
         set_threads(args)
         if args.resume is not None:
             given = [f"--{name.replace('_', '-')}" for name in self._SETTINGS if getattr(args, name) is not None]
@@ -120,7 +122,7 @@ class SearchCommand(Command):
             if missing:
                 raise NasError(f"{' and '.join(missing)} required (or --resume RUN)")
             try:
-                run = self._start(args)
+                run = self._start(args, placement)
             except KeyboardInterrupt:
                 print("nas: interrupted before the search started; the same command continues where it stopped",
                       file=sys.stderr)
@@ -141,7 +143,7 @@ class SearchCommand(Command):
             bar.set_postfix(feasible=feasible[0], generation=record.generation, refresh=False)
 
         try:
-            run_search(run, on_record=recorded, on_start=started)
+            run_search(run, on_record=recorded, on_start=started, placement=placement)
         except KeyboardInterrupt:
             bar.close()
             print(f"nas: interrupted; continue with: nas search --resume {run.path}", file=sys.stderr)
@@ -175,7 +177,7 @@ class SearchCommand(Command):
         return 0
 
     @staticmethod
-    def _start(args: argparse.Namespace) -> Any:
+    def _start(args: argparse.Namespace, placement: Any) -> Any:
         from nas.runs import SearchRequest, start_search
 
         request = SearchRequest(
@@ -188,7 +190,7 @@ class SearchCommand(Command):
             zoo_start=False if args.no_zoo_start else None)
         root = args.out or output_dir("runs")  # checked here: --resume does not use it
         return start_search(request, root=root, extra={"command": ["nas", *sys.argv[1:]]}, progress=not args.json,
-                            log=None if args.json else print)
+                            log=None if args.json else print, placement=placement)
 
 
 class HistoryCommand(Command):

@@ -91,7 +91,7 @@ def plan_search(request: SearchRequest) -> tuple[RunSettings, Any, Any]:
 
 
 def start_search(request: SearchRequest, *, root: str | os.PathLike[str] = "runs", extra: dict[str, Any] | None = None,
-                 probe: int = 64, log: Any = None, progress: bool = True) -> Run:
+                 probe: int = 64, log: Any = None, progress: bool = True, placement: Any = None) -> Run:
     """Plan a search (:func:`plan_search`), probe its constraints, create its run directory.
 
     One-shot accuracy without a given ``supernet`` uses the default supernet of the space
@@ -106,6 +106,7 @@ def start_search(request: SearchRequest, *, root: str | os.PathLike[str] = "runs
         probe: points drawn to check that the constraints can be met.
         log: receives progress lines (default supernet reused or trained).
         progress: show the supernet trainer's progress bar.
+        placement: where that supernet trains (``nas.supernet.device.Placement``; None: the CPU).
 
     Raises:
         InfeasibleError: no probed point meets the constraints.
@@ -117,7 +118,7 @@ def start_search(request: SearchRequest, *, root: str | os.PathLike[str] = "runs
     settings, space, scorer = plan_search(dataclasses.replace(request, accuracy="proxy", supernet=None))
     check_feasible(space, scorer, target=settings.target, samples=probe, seed=settings.seed)
     if resolve_accuracy(request) == "supernet" and request.supernet is None:
-        default = ensure_default_supernet(root, request.space, progress=progress, log=log)
+        default = ensure_default_supernet(root, request.space, progress=progress, log=log, placement=placement)
         request = dataclasses.replace(request, supernet=str(default))
     settings, _, _ = plan_search(request)
     return Run.create(root, settings, extra=extra)
@@ -142,7 +143,7 @@ class _BatchClock:
             self._on_record(record)
 
 
-def run_search(run: Run, *, on_record: Any = None, on_start: Any = None) -> list[Record]:
+def run_search(run: Run, *, on_record: Any = None, on_start: Any = None, placement: Any = None) -> list[Record]:
     """Run or resume the search of ``run`` until its budget is reached, then write its outputs.
 
     On a shared storage the outputs wait for the other workers' running candidates (see
@@ -156,18 +157,20 @@ def run_search(run: Run, *, on_record: Any = None, on_start: Any = None) -> list
         run: a run from :func:`start_search` or :meth:`Run.open`.
         on_record: called with each record this process stores.
         on_start: called once with the number of candidates already in the history.
+        placement: where accuracy sources train or evaluate (``nas.supernet.device.Placement``; None: the
+            CPU). Not a run setting: a resumed run may choose another device.
 
     Returns:
         Every record of the run's study.
     """
     try:
-        return _search(run, on_record=on_record, on_start=on_start)
+        return _search(run, on_record=on_record, on_start=on_start, placement=placement)
     except Exception:
         run.discard_unrecorded()  # a run this process created, failed before its first record: no trace
         raise
 
 
-def _search(run: Run, *, on_record: Any, on_start: Any) -> list[Record]:
+def _search(run: Run, *, on_record: Any, on_start: Any, placement: Any) -> list[Record]:
     """:func:`run_search` without the clean-up of a failed new run."""
     from nas.search import create_strategy, make_scorer, optimize, parse_constraint
     from nas.space import load_space
@@ -181,7 +184,7 @@ def _search(run: Run, *, on_record: Any, on_start: Any) -> list[Record]:
     scorer = make_scorer(target=settings.target, accuracy=settings.accuracy,
                          objectives=[spec.name for spec in settings.objectives], constraints=constraints,
                          space=settings.space, seed=settings.seed, latency_batch=settings.latency_batch,
-                         supernet=settings.supernet)
+                         supernet=settings.supernet, placement=placement)
     run.repair()
     run.claim()
     try:

@@ -25,8 +25,10 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from nas.supernet.checkpoint import CheckpointError
+from nas.supernet.device import Placement
 from nas.supernet.elastic import SHARING_VERSION
 from nas.supernet.trainer import CHECKPOINT, RESULT
 
@@ -70,7 +72,8 @@ def default_supernet_dir(root: str | os.PathLike[str], space: str, recipe: Recip
 
 
 def ensure_default_supernet(root: str | os.PathLike[str], space: str, *, recipe: Recipe | None = None,
-                            progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
+                            progress: bool = True, log: Callable[[str], None] | None = None,
+                            placement: Any = None) -> Path:
     """The folder of the default supernet of ``space``: reused when trained, else trained (or finished) now.
 
     Args:
@@ -104,7 +107,7 @@ def ensure_default_supernet(root: str | os.PathLike[str], space: str, *, recipe:
     try:
         train_supernet(space, load_dataset(recipe.data), settings, width=recipe.width, resolution=recipe.resolution,
                        scan=recipe.scan, data_spec=recipe.data, out=folder, resume=resume,
-                       options=TrainOptions(progress=progress, log=log))
+                       options=TrainOptions(progress=progress, log=log, placement=placement or Placement()))
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}; delete {folder} to train the default supernet again") from None
     return folder

@@ -40,6 +40,7 @@ from nas.registry import Registry
 
 if TYPE_CHECKING:
     from nas.search.objectives import ObjectiveContext
+    from nas.supernet.device import Placement
 
 __all__ = [
     "ACCURACY_SOURCES",
@@ -179,16 +180,19 @@ class ShortTrainAccuracy(AccuracySource):
         width, resolution: the proxy scale.
         workers: candidates trained side by side, one process and one thread each (:mod:`nas.supernet.
             training_pool`); None: one per CPU this process may use, at most 8.
+        placement: the device and precision they train on (None: the CPU in float32). The cache keeps scores
+            per precision, not per device: a score from a GPU differs from the CPU's by rounding only.
     """
 
     column = "accuracy"
 
     @classmethod
     def from_context(cls, context: ObjectiveContext) -> ShortTrainAccuracy:
-        return cls(seed=context.seed)
+        return cls(seed=context.seed, placement=context.placement)
 
     def __init__(self, *, data: str | None = None, steps: int | None = None, seed: int = 0,
-                 width: float = PROXY_WIDTH, resolution: int = PROXY_RESOLUTION, workers: int | None = None):
+                 width: float = PROXY_WIDTH, resolution: int = PROXY_RESOLUTION, workers: int | None = None,
+                 placement: Placement | None = None):
         from nas.data import load_dataset
         from nas.supernet import EvalBatches, ProxyScale
         from nas.supernet.short_train import DEFAULT_SHORT_STEPS
@@ -199,6 +203,7 @@ class ShortTrainAccuracy(AccuracySource):
         self.seed = seed
         self.scale = ProxyScale(width=width, resolution=resolution, num_classes=self.dataset.num_classes)
         self.workers = min(len(os.sched_getaffinity(0)), 8) if workers is None else workers
+        self.placement = placement
         self._pool: Any = None
         self.batches = EvalBatches.from_dataset(self.dataset, resolution=resolution, channels=3, batch_size=256,
                                                 seed=seed)
@@ -220,6 +225,8 @@ class ShortTrainAccuracy(AccuracySource):
 
         recipe = {"version": RECIPE_VERSION, "data": self.dataset.name, "train": self.dataset.num_train,
                   "val": self.dataset.num_val, **self.recipe}
+        if self.placement is not None and self.placement.amp != "off":  # float32 keys are those of before --amp
+            recipe["amp"] = self.placement.amp
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
         return user_dir() / "short_train" / f"{key}.json"
 
@@ -253,7 +260,7 @@ class ShortTrainAccuracy(AccuracySource):
             if self._pool is None:
                 from nas.supernet.training_pool import TrainingPool
 
-                self._pool = TrainingPool(self.workers, data=self.data, recipe=self.recipe)
+                self._pool = TrainingPool(self.workers, data=self.data, recipe=self.recipe, placement=self.placement)
             for index, score in self._pool.scores(archs):
                 yield archs[index], score
             return
@@ -266,7 +273,7 @@ class ShortTrainAccuracy(AccuracySource):
             torch.set_num_threads(1)
             try:
                 (score,) = short_train_scores([arch], self.dataset, self.batches, scale=self.scale,
-                                              steps=self.steps, seed=self.seed)
+                                              steps=self.steps, seed=self.seed, placement=self.placement)
             except ProxyError:
                 score = None
             finally:
@@ -317,6 +324,7 @@ class SupernetAccuracy(AccuracySource):
         data: the dataset (``nas.data.load_dataset`` spec); None: the bundled default.
         max_val: validation images per evaluation (None: all).
         seed: picks the calibration images.
+        placement: the device the supernet evaluates on (None: the CPU).
 
     Raises:
         NasError: no checkpoint given, or one of another space.
@@ -327,10 +335,10 @@ class SupernetAccuracy(AccuracySource):
 
     @classmethod
     def from_context(cls, context: ObjectiveContext) -> SupernetAccuracy:
-        return cls(space=context.space, checkpoint=context.supernet, seed=context.seed)
+        return cls(space=context.space, checkpoint=context.supernet, seed=context.seed, placement=context.placement)
 
     def __init__(self, *, space: str, checkpoint: str | None, data: str | None = None, max_val: int | None = 512,
-                 seed: int = 0):
+                 seed: int = 0, placement: Placement | None = None):
         if checkpoint is None:
             raise NasError("accuracy source 'supernet' needs a trained supernet: --supernet CHECKPOINT "
                            "(from `nas supernet train --space SPACE`); or use --accuracy proxy or zero-cost")
@@ -339,6 +347,8 @@ class SupernetAccuracy(AccuracySource):
         from nas.supernet import EvalBatches
 
         self.supernet = _load_supernet(checkpoint)
+        if placement is not None:
+            placement.place(self.supernet)
         theirs, ours = load_space(self.supernet.spec.space).name, load_space(space).name
         if theirs != ours:
             raise NasError(f"supernet {checkpoint} was trained on space {theirs!r}, not {ours!r}")

@@ -21,13 +21,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from nas.arch import Arch
 from nas.registry import Registry
 from nas.search.accuracy import ACCURACY_SOURCES, AccuracySource, params_and_macs
+
+if TYPE_CHECKING:
+    from nas.supernet.device import Placement
 
 __all__ = [
     "OBJECTIVES",
@@ -55,6 +58,8 @@ class ObjectiveContext:
         seed: for sources that draw (initial weights, calibration images).
         latency_batch: inputs per forward pass for latency.
         supernet: the supernet checkpoint, for the ``supernet`` source.
+        placement: where sources that train or evaluate networks compute (``nas.supernet.device.Placement``;
+            None: the CPU in float32). Not a setting of the run: a resumed run may move to another device.
     """
 
     target: str
@@ -63,6 +68,7 @@ class ObjectiveContext:
     seed: int = 0
     latency_batch: int = 1
     supernet: str | None = None
+    placement: Placement | None = None
 
 
 class Objective(ABC):
@@ -186,7 +192,8 @@ def list_objectives() -> list[str]:
 
 
 def make_objective(kind: str, *, target: str, accuracy: str = "proxy", space: str = "", seed: int = 0,
-                   latency_batch: int = 1, supernet: str | None = None) -> Objective:
+                   latency_batch: int = 1, supernet: str | None = None,
+                   placement: Placement | None = None) -> Objective:
     """An objective by kind with the run's context.
 
     Raises:
@@ -194,5 +201,5 @@ def make_objective(kind: str, *, target: str, accuracy: str = "proxy", space: st
         NasError: an accuracy source that is not available in this build or lacks what it needs.
     """
     context = ObjectiveContext(target=target, accuracy=accuracy, space=space, seed=seed, latency_batch=latency_batch,
-                               supernet=supernet)
+                               supernet=supernet, placement=placement)
     return OBJECTIVES.get(kind).from_context(context)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from nas.arch import Arch
 from nas.errors import ConfigError
 from nas.search.constraints import Constraint
 from nas.search.objectives import Objective, make_objective
+
+if TYPE_CHECKING:
+    from nas.supernet.device import Placement
 
 __all__ = ["Scores", "Scorer", "make_scorer"]
 
@@ -102,7 +106,7 @@ class Scorer:
 
 def make_scorer(*, target: str, accuracy: str = "proxy", objectives: Sequence[str] = ("accuracy", "latency"),
                 constraints: Sequence[Constraint] = (), space: str = "", seed: int = 0,
-                latency_batch: int = 1, supernet: str | None = None) -> Scorer:
+                latency_batch: int = 1, supernet: str | None = None, placement: Placement | None = None) -> Scorer:
     """The scorer of a search: the objectives by kind, plus whatever the constraints need measured.
 
     Raises:
@@ -114,7 +118,7 @@ def make_scorer(*, target: str, accuracy: str = "proxy", objectives: Sequence[st
 
     def make(kind: str) -> Objective:
         return make_objective(kind, target=target, accuracy=accuracy, space=space, seed=seed,
-                              latency_batch=latency_batch, supernet=supernet)
+                              latency_batch=latency_batch, supernet=supernet, placement=placement)
 
     made = [make(kind) for kind in objectives]
     measures = [make(c.objective) for c in constraints if c.objective not in objectives]

@@ -22,6 +22,7 @@ import numpy as np
 from nas.arch import Arch
 from nas.data import Dataset
 from nas.errors import NasError
+from nas.supernet.device import Placement
 from nas.supernet.evaluate import EvalBatches
 from nas.supernet.jobs import ModelJob
 from nas.supernet.proxy import ProxyScale
@@ -37,7 +38,7 @@ RECIPE_VERSION = 1  # bump when the training recipe changes, so that cached scor
 
 def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBatches, *, scale: ProxyScale,
                        steps: int = DEFAULT_SHORT_STEPS, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-                       inherit_from: Supernet | None = None) -> np.ndarray:
+                       inherit_from: Supernet | None = None, placement: Placement | None = None) -> np.ndarray:
     """Top-1 accuracy of each arch after ``steps`` training steps alone at ``scale``.
 
     Args:
@@ -47,6 +48,7 @@ def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBat
         steps: optimiser steps per arch, at most one epoch's worth.
         seed: initial weights and data order, the same for every arch.
         inherit_from: start from the weights each arch inherits from this supernet instead of random ones.
+        placement: the device and precision (None: the CPU in float32).
 
     Returns:
         ``len(archs)`` accuracies in [0, 1].
@@ -60,7 +62,7 @@ def short_train_scores(archs: Sequence[Arch], dataset: Dataset, batches: EvalBat
                        f"{dataset.num_train} images at batch {batch_size}), got {steps}")
     settings = TrainSettings(epochs=1, batch_size=batch_size, num_random=0, distill=False, seed=seed, lr=lr,
                              warmup_epochs=0.0)
-    options = TrainOptions(max_steps=steps, progress=False, evaluate=False)
+    options = TrainOptions(max_steps=steps, progress=False, evaluate=False, placement=placement or Placement())
     out = np.empty(len(archs), dtype=np.float64)
     for index, arch in enumerate(archs):
         job = ModelJob(arch, scale, seed=seed)

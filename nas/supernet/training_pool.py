@@ -25,10 +25,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from nas.arch import Arch
 from nas.errors import NasError
+
+if TYPE_CHECKING:
+    from nas.supernet.device import Placement
 
 __all__ = ["TrainingPool"]
 
@@ -40,10 +43,12 @@ class TrainingPool:
         workers: processes (>= 1).
         data: the dataset spec (``nas.data.load_dataset``; None: the bundled default).
         recipe: ``{"scale": ProxyScale.to_dict(), "steps": int, "seed": int}``.
+        placement: the device and precision every worker trains on (None: the CPU in float32).
     """
 
-    def __init__(self, workers: int, *, data: str | None, recipe: dict[str, Any]):
-        setup = json.dumps({"data": data, "recipe": recipe})
+    def __init__(self, workers: int, *, data: str | None, recipe: dict[str, Any], placement: Placement | None = None):
+        where = {} if placement is None else placement.describe()
+        setup = json.dumps({"data": data, "recipe": recipe, "placement": where})
         self._workers = [subprocess.Popen([sys.executable, "-m", __name__, setup], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, text=True, bufsize=1)
                          for _ in range(workers)]
@@ -97,6 +102,7 @@ def _serve(setup: dict[str, Any]) -> None:
     import torch
 
     from nas.data import load_dataset
+    from nas.supernet.device import Placement
     from nas.supernet.evaluate import EvalBatches
     from nas.supernet.proxy import ProxyError, ProxyScale
     from nas.supernet.short_train import short_train_scores
@@ -105,13 +111,15 @@ def _serve(setup: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     dataset = load_dataset(setup["data"])
     recipe = setup["recipe"]
+    where = setup["placement"]
+    placement = Placement(torch.device(where["device"]), where["amp"]) if where else None
     scale = ProxyScale(**recipe["scale"])
     batches = EvalBatches.from_dataset(dataset, resolution=scale.resolution, channels=3, batch_size=256,
                                        seed=recipe["seed"])
     for line in sys.stdin:
         try:
             (score,) = short_train_scores([Arch.from_json(line)], dataset, batches, scale=scale,
-                                          steps=recipe["steps"], seed=recipe["seed"])
+                                          steps=recipe["steps"], seed=recipe["seed"], placement=placement)
             answer: float | None = float(score)
         except ProxyError:
             answer = None
