@@ -25,6 +25,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     pvt,
     resnet,
     smt,
+    spectformer,
     stems,
     swin,
     uniformer,
