@@ -7,6 +7,7 @@ new family by writing one module and listing it here.
 from __future__ import annotations
 
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
+    affnet,
     attention,
     convnext,
     cvt,
