@@ -53,6 +53,8 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "resnet50": (),  # bottleneck blocks, strided inside the stage: not a MetaFormer design
     "cvt_13": (),  # three stages (1/4, 1/8, 1/16): not a point of the 4-stage metaformer space
     "uniformer_s": ("metaformer",),
+    "spectformer_h_s": ("metaformer",),
+    "affnet": (),  # five MobileViT-shaped stages (1/2 to 1/32): not a point of the 4-stage metaformer space
 }
 
 PAIRS = [(model, space) for model in MEMBERSHIP for space in list_spaces()]
