@@ -27,9 +27,7 @@ def test_matches_published_figures(name: str) -> None:
     params = sum(p.numel() for p in model.parameters())
     assert report.params == params
     params_error = params / 1e6 / arch.published.params_m - 1
-    macs = report.macs
-    if not arch.published.attention_products:  # the source's counter leaves the attention products out
-        macs -= sum(op.flops for op in report.ops if op.name == "aten.bmm") // 2
+    macs = nas.cost.comparable_macs(report, arch.published)
     macs_error = macs / 1e9 / arch.published.gmacs - 1
     assert abs(params_error) <= PARAMS_TOLERANCE, (
         f"{name}: {params / 1e6:.3f}M params vs published {arch.published.params_m}M ({100 * params_error:+.2f}%)")
