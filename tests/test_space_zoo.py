@@ -54,6 +54,7 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "cvt_13": (),  # three stages (1/4, 1/8, 1/16): not a point of the 4-stage metaformer space
     "uniformer_s": ("metaformer",),
     "spectformer_h_s": ("metaformer",),
+    "vanillanet_5": ("vanillanet",),
     "affnet": (),  # five MobileViT-shaped stages (1/2 to 1/32): not a point of the 4-stage metaformer space
 }
 

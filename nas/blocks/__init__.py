@@ -31,6 +31,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     swin,
     uniformer,
     van,
+    vanillanet,
 )
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
 from nas.blocks.contract import Chunks, FitsMap, Prefix, RelativeTable
