@@ -19,7 +19,7 @@ import nas
 from nas.cli import main
 from nas.space import Space, list_spaces, load_space
 
-SHIPPED = ["convnext", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin"]
+SHIPPED = ["convnext", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin", "vanillanet"]
 PROPERTY = settings(max_examples=20, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SAMPLES_PER_EXAMPLE = 12  # 20 examples x 12 = 240 samples per space
 

@@ -23,7 +23,7 @@ from nas.space import Space, load_space
 from nas.walk import Step, past_block, steps
 from tests.conftest import tiny_files
 
-SHIPPED = ["convnext", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin"]
+SHIPPED = ["convnext", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin", "vanillanet"]
 TINY = {path.stem: path for path in tiny_files()}
 
 

@@ -32,6 +32,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     uniformer,
     van,
     vanillanet,
+    wavemix,
 )
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
 from nas.blocks.contract import Chunks, FitsMap, Prefix, RelativeTable
