@@ -7,9 +7,8 @@ is no residual and no attention, so a deployed model is a single chain of
 dense kernels. Two ideas make so shallow a net train:
 
 * **Deep training.** During training each layer is *two* convolutions (each
-  with BatchNorm) with ``leaky_relu(x, slope)`` between them. The slope
-  :attr:`VanillaBlock.act_learn` is annealed from 0 (ReLU) to 1 (identity) as
-  training goes on (:func:`anneal`); once it is 1 the two convolutions and
+  with BatchNorm) with ``leaky_relu(x, slope)`` between them. The slope is
+  annealed from 0 (ReLU) to 1 (identity) as training goes on (:func:`anneal`); once it is 1 the two convolutions and
   their norms are one affine map, and :func:`merge_weights` folds them into the
   single convolution of the deployed form (``deploy: true``). The same holds
   for the stem (4x4/4 conv then 1x1 conv) and the head (two linear layers).
@@ -146,17 +145,14 @@ def _chain(first: tuple[torch.Tensor, torch.Tensor],
 
 
 class _Annealed(nn.Module):
-    """A training-form module: ``leaky_relu`` between its two layers, with the annealed slope ``act_learn``."""
+    """A training-form module: a leaky ReLU between its two layers, whose slope :func:`anneal` sets."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.act_learn = 0.0
-
-    def between(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, self.act_learn)
+        self.between = nn.LeakyReLU(0.0)
 
     def merged_state(self) -> dict[str, torch.Tensor]:
-        """The state dict of the deployed form of this module; exact once ``act_learn`` is 1."""
+        """The state dict of the deployed form of this module; exact once the slope is 1."""
         raise NotImplementedError
 
 
@@ -167,12 +163,13 @@ class SeriesActivation(nn.Module):
         super().__init__()
         size = 2 * terms + 1
         self.terms = terms
+        self.relu = nn.ReLU()  # a module, so that activation hooks (the NASWOT proxy) see it
         self.weight = nn.Parameter(torch.randn(dim, 1, size, size, **dd) * 0.02)
         self.bias = nn.Parameter(torch.zeros(dim, **dd)) if deploy else None
         self.norm = nn.Identity() if deploy else nn.BatchNorm2d(dim, eps=_EPS, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(F.conv2d(F.relu(x), self.weight, self.bias, padding=self.terms, groups=x.shape[1]))
+        return self.norm(F.conv2d(self.relu(x), self.weight, self.bias, padding=self.terms, groups=x.shape[1]))
 
     def merged_state(self) -> dict[str, torch.Tensor]:
         """The state dict of the deployed form (its own, if already deployed)."""
@@ -285,7 +282,7 @@ def anneal(model: nn.Module, progress: float) -> None:
         raise ValueError(f"progress must be in [0, 1], got {progress}")
     for module in model.modules():
         if isinstance(module, _Annealed):
-            module.act_learn = progress
+            module.between.negative_slope = progress
 
 
 def merge_weights(trained: nn.Module, deployed: nn.Module) -> None:
