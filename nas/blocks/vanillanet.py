@@ -8,9 +8,10 @@ dense kernels. Two ideas make so shallow a net train:
 
 * **Deep training.** During training each layer is *two* convolutions (each
   with BatchNorm) with ``leaky_relu(x, slope)`` between them. The slope is
-  annealed from 0 (ReLU) to 1 (identity) as training goes on (:func:`anneal`); once it is 1 the two convolutions and
-  their norms are one affine map, and :func:`merge_weights` folds them into the
-  single convolution of the deployed form (``deploy: true``). The same holds
+  annealed from 0 (ReLU) to 1 (identity) as training goes on (:func:`anneal`);
+  once it is 1 the two convolutions and their norms are one affine map, and
+  :func:`merge_weights` folds them into the single convolution of the deployed
+  form (``deploy: true``). The same holds
   for the stem (4x4/4 conv then 1x1 conv) and the head (two linear layers).
 * **Series-informed activation.** ``relu(x)`` followed by a depthwise
   ``(2n + 1) x (2n + 1)`` convolution and BatchNorm: a learned sum of shifted,
