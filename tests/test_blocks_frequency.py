@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from nas.arch import Site
 from nas.blocks.affnet import AdaptiveFrequencyCfg, AdaptiveFrequencyFilter, AffBlockCfg
 from nas.blocks.fourier import spectrum
 from nas.blocks.spectformer import GlobalFilter, GlobalFilterCfg
 from nas.cost import profile_module
 from nas.errors import ConfigError
 from nas.op_classes import op_class
+from nas.space import load_space
 from tests.conftest import randomise, seeded_generator
 
 SIZES = [(6, 8), (5, 7), (4, 5)]  # even, odd and mixed sides: the spectrum's Nyquist column or none
@@ -71,7 +74,14 @@ def test_the_ffts_are_traced_as_fft_ops_with_their_radix_2_flops() -> None:
 
 @pytest.mark.parametrize("cfg", [AdaptiveFrequencyCfg(groups=3), AffBlockCfg(groups=5)])
 def test_filter_groups_must_divide_the_width(cfg: AdaptiveFrequencyCfg | AffBlockCfg) -> None:
-    from nas.arch import Site
-
     with pytest.raises(ConfigError, match="groups do not divide the width 16"):
         cfg.check(Site(16, 16, 8, 8))
+
+
+def test_metaformer_samples_draw_the_frequency_and_wavelet_mixers() -> None:
+    space = load_space("metaformer")
+    archs = [space.decode(vector) for vector in space.sample_vectors(np.random.default_rng(0), 300)]
+    mixers = {block.mixer.kind for arch in archs for stage in arch.stages for block in stage.blocks}
+    assert {"global_filter", "adaptive_frequency", "wavemix"} <= mixers
+    assert any(arch.stem.kind == "spectformer" for arch in archs)
+    assert any(arch.head.kind == "class_attention" for arch in archs)
