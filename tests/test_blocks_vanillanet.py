@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 import nas
+from nas.blocks.common import TrainingProgress
 from nas.blocks.vanillanet import anneal, merge_weights
+from nas.data import load_dataset
+from nas.supernet import ProxyScale
+from nas.supernet.jobs import ModelJob
+from nas.supernet.train_settings import TrainSettings
+from nas.supernet.trainer import Trainer, TrainOptions
 from tests.conftest import randomise, seeded_generator
 
 TINY = "tests/tiny/mixer_vanilla.yaml"
@@ -73,3 +81,22 @@ def test_a_vanilla_layer_has_no_shortcut() -> None:
             parameter.zero_()
         x = torch.randn(1, 32, 8, 8, generator=seeded_generator())
         assert torch.count_nonzero(block(x)) == 0  # nothing of x gets past a zeroed layer
+
+
+def test_training_anneals_to_identity_so_the_trained_model_merges_exactly(tmp_path: Path) -> None:
+    labels = np.arange(64) % 4
+    images = (np.random.default_rng(0).random((64, 16, 16)) * 200).astype(np.uint8)
+    np.savez(tmp_path / "data.npz", x=images, y=labels)
+    dataset = load_dataset(str(tmp_path / "data.npz"))
+    arch = nas.Arch.load(TINY)
+    job = ModelJob(arch, ProxyScale(width=1.0, resolution=32, num_classes=dataset.num_classes), seed=0)
+    options = TrainOptions(progress=False, evaluate=False)
+    Trainer(job, dataset, TrainSettings(epochs=1, batch_size=16), options=options).run()
+    trained = job.module.eval()
+    slopes = {module.between.negative_slope for module in trained.modules() if isinstance(module, TrainingProgress)}
+    assert slopes == {1.0}
+    deployed = nas.build(nas.Arch.from_dict(_deployed(job.proxied.to_dict()))).eval()
+    merge_weights(trained, deployed)
+    x = torch.randn(2, 3, 32, 32, generator=seeded_generator())
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), trained(x), atol=1e-5, rtol=1e-5)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Block, Component, Site
-from nas.blocks.common import factory_kwargs
+from nas.blocks.common import TrainingProgress, factory_kwargs, set_training_progress
 from nas.blocks.contract import Prefix
 from nas.blocks.heads import Head
 from nas.blocks.registry import register
@@ -145,12 +145,15 @@ def _chain(first: tuple[torch.Tensor, torch.Tensor],
     return weight, matrix @ bias1 + bias2
 
 
-class _Annealed(nn.Module):
-    """A training-form module: a leaky ReLU between its two layers, whose slope :func:`anneal` sets."""
+class _Annealed(TrainingProgress):
+    """A training-form module: a leaky ReLU between its two layers, its slope the training progress."""
 
     def __init__(self) -> None:
         super().__init__()
         self.between = nn.LeakyReLU(0.0)
+
+    def set_progress(self, progress: float) -> None:
+        self.between.negative_slope = progress
 
     def merged_state(self) -> dict[str, torch.Tensor]:
         """The state dict of the deployed form of this module; exact once the slope is 1."""
@@ -277,13 +280,10 @@ class VanillaHead(Head):
 def anneal(model: nn.Module, progress: float) -> None:
     """Deep training's schedule: set every leaky ReLU's slope to ``progress`` (0: ReLU, 1: identity).
 
-    Call it each epoch with ``min(epoch / decay_epochs, 1)``; from 1 on, :func:`merge_weights` is exact.
+    The trainer does this before every step (:func:`~nas.blocks.common.set_training_progress`), so a
+    model trained to the end merges exactly (:func:`merge_weights`).
     """
-    if not 0.0 <= progress <= 1.0:
-        raise ValueError(f"progress must be in [0, 1], got {progress}")
-    for module in model.modules():
-        if isinstance(module, _Annealed):
-            module.between.negative_slope = progress
+    set_training_progress(model, progress)
 
 
 def merge_weights(trained: nn.Module, deployed: nn.Module) -> None:
