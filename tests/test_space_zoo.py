@@ -55,6 +55,7 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "uniformer_s": ("metaformer",),
     "spectformer_h_s": ("metaformer",),
     "vanillanet_5": ("vanillanet",),
+    "wavemix_192_16": (),  # one isotropic stage of WaveMix blocks at 1/4: not a point of a shipped space
     "affnet": (),  # five MobileViT-shaped stages (1/2 to 1/32): not a point of the 4-stage metaformer space
 }
 
