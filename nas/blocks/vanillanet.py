@@ -68,6 +68,8 @@ class VanillaStemCfg(Component):
         deploy: the merged form (one conv with bias) rather than the two-conv training form.
     """
 
+    key_fields = ("deploy",)  # merged weights mean something else than the training form's
+
     dim: int | None = None
     terms: int = 3
     deploy: bool = False
@@ -92,6 +94,7 @@ class VanillaBlockCfg(Component):
     reads_block: ClassVar[bool] = True  # check_conv_bn_block: the block's ffn and norm
     changes_width: ClassVar[bool] = True  # a plain layer projects to the stage width; it has no shortcut
     sharing = {"conv1": Prefix()}  # the training form's inner width is the input width
+    key_fields = ("deploy",)  # merged weights mean something else than the training form's
 
     stride: int = 2
     terms: int = 3
@@ -117,6 +120,8 @@ class VanillaHeadCfg(Component):
     Attributes:
         deploy: the merged form rather than the training form.
     """
+
+    key_fields = ("deploy",)  # merged weights mean something else than the training form's
 
     num_classes: int = 1000
     deploy: bool = False
