@@ -217,13 +217,19 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Published:
-    """A paper's own figures for this point, with where they were read."""
+    """A paper's own figures for this point, with where they were read.
+
+    ``gmacs: null`` says the source gives no MACs (the notes say so); ``attention_products: false`` says
+    the published MACs leave out the activation x activation products of attention (``aten.bmm``), as
+    layer-hook counters (thop) do; the zoo test then compares without them.
+    """
 
     params_m: float
-    gmacs: float
+    gmacs: float | None
     source: str
     resolution: int | None = None
     notes: str | None = None
+    attention_products: bool = True
 
 
 @dataclass(frozen=True)
@@ -268,7 +274,8 @@ class Arch:
         out["stages"] = [stage.to_dict() for stage in self.stages]
         out["head"] = self.head.to_dict()
         if self.published is not None:
-            out["published"] = {k: v for k, v in dataclasses.asdict(self.published).items() if v is not None}
+            out["published"] = {k: v for k, v in dataclasses.asdict(self.published).items()
+                                if (v is not None or k == "gmacs") and not (k == "attention_products" and v)}
         return out
 
     @cached_property

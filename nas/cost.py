@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nas.arch import Arch
+from nas.arch import Arch, Published
 from nas.build import Unit, plan
 from nas.component import join_path
 from nas.errors import ConfigError, NasError
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE",
+    "comparable_macs",
     "MAC_CLASSES",
     "OP_CLASSES",
     "CacheInfo",
@@ -426,6 +427,14 @@ def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
         module = unit.make(device="cpu", dtype=dtype)
     records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False, path=unit.path)
     return _summarise(records, output, sum(p.numel() for p in module.parameters()))
+
+
+def comparable_macs(report: CostReport, published: Published) -> int:
+    """``report``'s MACs counted as ``published`` counts them: without the attention products (``aten.bmm``)
+    where its source's counter leaves them out (``attention_products: false``)."""
+    if published.attention_products:
+        return report.macs
+    return report.macs - sum(op.flops for op in report.ops if op.name == "aten.bmm") // 2
 
 
 def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -> CostReport:

@@ -83,6 +83,7 @@ _CLASS_OF_OP: dict[str, str] = {
                      "randn", "rand", "randint", "randperm"), "creation"),
     **dict.fromkeys(("empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "resize"),
                     "alloc"),
+    **dict.fromkeys(("_fft_r2c", "_fft_c2r", "_fft_c2c"), "fft"),
 }
 
 # Op class -> how its FLOPs are counted when no registered formula applies, and whether it moves bytes.
@@ -101,6 +102,7 @@ _CLASS_RULES: dict[str, tuple[str, bool]] = {
     "creation": ("zero", True),
     "view": ("zero", False),
     "alloc": ("zero", False),
+    "fft": ("fft", True),
     "other": ("output", True),
 }
 OP_CLASSES = tuple(_CLASS_RULES)
@@ -124,11 +126,27 @@ def _window_flops(args: tuple[Any, ...], inputs: list[torch.Tensor], outputs: li
     return outputs[0].numel() * math.prod(kernel)
 
 
+def _fft_flops(args: tuple[Any, ...], inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> int:
+    """Radix-2 count: ``5 n log2 n`` per complex transform of length ``n``, half that for a real one.
+
+    ``n`` is the product of the transformed dimensions (``args[1]``) of the real-valued side (or of the input
+    of a complex-to-complex transform); every other dimension is a batch of independent transforms.
+    """
+    if not inputs or not outputs:
+        return 0
+    source, result = inputs[0], outputs[0]
+    signal, per_element = (source, 5.0) if source.is_complex() and result.is_complex() else (
+        (result, 2.5) if source.is_complex() else (source, 2.5))
+    length = math.prod(signal.shape[dim] for dim in args[1])
+    return int(per_element * signal.numel() * math.log2(length)) if length > 1 else 0
+
+
 _RULES: dict[str, Callable[[tuple[Any, ...], list[torch.Tensor], list[torch.Tensor]], int]] = {
     "zero": lambda args, inputs, outputs: 0,
     "output": lambda args, inputs, outputs: _numel(outputs),
     "input": lambda args, inputs, outputs: _numel(inputs),
     "window": _window_flops,
+    "fft": _fft_flops,
 }
 
 

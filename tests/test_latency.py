@@ -152,15 +152,27 @@ def test_zcu104_models_the_cpu_fallback_explicitly() -> None:
     assert get_target("zcu104").setting().fallback.device.name == "a53"
 
 
-class _Spectral(nn.Module):
+class _Unclassed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.fft.rfft2(x).abs()
+        return x.lgamma()  # an aten op nas.cost does not class
 
 
 def test_an_op_the_target_cannot_run_is_rejected_not_priced_at_zero() -> None:
-    with pytest.raises(UnsupportedOpError, match=r"zcu104/vitis_ai_2_5: aten\._fft_r2c \(other\)"):
-        predict(_Spectral(), (3, 16, 16), target="zcu104")
-    assert predict(_Spectral(), (3, 16, 16), target="v100").breakdown["other"] > 0
+    with pytest.raises(UnsupportedOpError, match=r"zcu104/vitis_ai_2_5: aten\.lgamma \(other\)"):
+        predict(_Unclassed(), (3, 16, 16), target="zcu104")
+    assert predict(_Unclassed(), (3, 16, 16), target="v100").breakdown["other"] > 0
+
+
+class _Spectral(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(x), s=x.shape[-2:])
+
+
+@pytest.mark.parametrize("target", ["v100", "xeon", "iphone12", "zcu104"])
+def test_ffts_are_priced_on_every_target_and_run_on_the_zcu104_cpu(target: str) -> None:
+    result = predict(_Spectral(), (3, 16, 16), target=target)
+    assert result.breakdown["fft"] > 0 and "other" not in result.breakdown
+    assert ("transfer" in result.breakdown) == (target == "zcu104")  # the DPU has no FFT: the A53 runs it
 
 
 def test_shared_kernels_price_linear_layers_with_the_1x1_convolution_efficiencies() -> None:

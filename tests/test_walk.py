@@ -23,7 +23,8 @@ from nas.space import Space, load_space
 from nas.walk import Step, past_block, steps
 from tests.conftest import tiny_files
 
-SHIPPED = ["convnext", "crossvit", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin", "volo"]
+SHIPPED = ["convnext", "crossvit", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin", "vanillanet",
+           "volo"]
 TINY = {path.stem: path for path in tiny_files()}
 
 

@@ -7,6 +7,7 @@ new family by writing one module and listing it here.
 from __future__ import annotations
 
 from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
+    affnet,
     attention,
     class_attention,
     convit,
@@ -28,12 +29,15 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     pvt,
     resnet,
     smt,
+    spectformer,
     stems,
     swin,
     t2t,
     uniformer,
     van,
+    vanillanet,
     volo,
+    wavemix,
 )
 from nas.blocks.common import ConvNorm, DropPath, LayerNorm2d, LayerScale, Mlp, SqueezeExcite
 from nas.blocks.contract import Chunks, FitsMap, Prefix, RelativeTable

@@ -36,6 +36,8 @@ __all__ = [
     "SqueezeExcite",
     "split_heads",
     "merge_heads",
+    "TrainingProgress",
+    "set_training_progress",
 ]
 
 Activation = Literal["gelu", "relu", "relu6", "silu", "hardswish", "star_relu"]
@@ -237,3 +239,23 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm2(self.fc2(self.act(self.mid(self.norm1(self.fc1(x))))))
+
+
+class TrainingProgress(nn.Module):
+    """Base of modules whose forward follows training progress (VanillaNet's activations annealed to identity).
+
+    The trainer calls :func:`set_training_progress` before every step with the fraction of the run done
+    after it, so the last step trains at progress 1.
+    """
+
+    def set_progress(self, progress: float) -> None:
+        raise NotImplementedError
+
+
+def set_training_progress(model: nn.Module, progress: float) -> None:
+    """Tell every :class:`TrainingProgress` module of ``model`` that ``progress`` (0 to 1) of training is done."""
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(f"progress must be in [0, 1], got {progress}")
+    for module in model.modules():
+        if isinstance(module, TrainingProgress):
+            module.set_progress(progress)

@@ -57,7 +57,8 @@ class ZooCommand(Command):
                     "published_params_m": published.params_m,
                     "published_gmacs": published.gmacs,
                     "params_diff_pct": round(100 * (report.params_m / published.params_m - 1), 2),
-                    "gmacs_diff_pct": round(100 * (report.gmacs / published.gmacs - 1), 2),
+                    "gmacs_diff_pct": None if published.gmacs is None else round(
+                        100 * (nas.cost.comparable_macs(report, published) / 1e9 / published.gmacs - 1), 2),
                     "paper": _paper(published.source),
                     "source": published.source,
                 })

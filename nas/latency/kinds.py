@@ -32,7 +32,13 @@ concat        concatenation                               vector         movemen
 movement      copies: clone, pad, roll, index, ...        vector         movement
 resize        interpolation                               vector         vector
 other         an aten op ``nas.cost`` does not list       vector         vector
+fft           a real or complex FFT (spectral mixers)     special        vector
 ============  ==========================================  =============  ===========
+
+An FFT is priced like a transcendental activation: a memory-bound pass per
+butterfly stage (its FLOPs are the radix-2 count, see :mod:`nas.op_classes`), run
+by a vendor library (cuFFT, MKL, Accelerate) rather than a MAC array; a target
+whose main processor has no FFT (the ZCU104's DPU) sends the kind to its fallback.
 
 Views, allocations and constant creation (``zeros``, ``arange``) are free: a
 view moves no data, and every runtime modelled here folds constants when it
@@ -56,11 +62,11 @@ __all__ = [
 ]
 
 KINDS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "batchnorm", "norm", "softmax", "act", "act_special",
-         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other")
+         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other", "fft")
 
 COMPUTE_GROUP_OF: dict[str, str] = {
     "conv": "conv", "pwconv": "pwconv", "dwconv": "dwconv", "gconv": "gconv", "matmul": "matmul", "bmm": "bmm",
-    "norm": "special", "softmax": "special", "act_special": "special",
+    "norm": "special", "softmax": "special", "act_special": "special", "fft": "special",
     **dict.fromkeys(("batchnorm", "act", "elementwise", "pool", "reduce", "concat", "movement", "resize", "other"),
                     "vector"),
 }
@@ -70,7 +76,7 @@ LAUNCH_GROUP_OF: dict[str, str] = {
     "concat": "movement",
     "movement": "movement",
     **dict.fromkeys(("batchnorm", "norm", "softmax", "act", "act_special", "elementwise", "pool", "reduce",
-                     "resize", "other"), "vector"),
+                     "resize", "other", "fft"), "vector"),
 }
 COMPUTE_GROUPS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "vector", "special")
 LAUNCH_GROUPS = ("conv", "matmul", "vector", "movement")
@@ -83,7 +89,7 @@ _CHEAP_ACTIVATIONS = frozenset({"aten.relu", "aten.hardtanh", "aten.leaky_relu",
                                 "aten.hardsigmoid", "aten._prelu_kernel", "aten.prelu", "aten.clamp",
                                 "aten.hardshrink", "aten.softshrink"})
 _SIMPLE_CLASSES = {"elementwise": "elementwise", "pool": "pool", "reduce": "reduce", "movement": "movement",
-                   "resize": "resize", "softmax": "softmax", "other": "other"}
+                   "resize": "resize", "softmax": "softmax", "other": "other", "fft": "fft"}
 
 
 def _conv_kind(op: Op) -> str:

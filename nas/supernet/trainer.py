@@ -64,6 +64,7 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.atomic import write_atomic
+from nas.blocks.common import set_training_progress
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
@@ -349,6 +350,7 @@ class Trainer:
                     images, targets = self.placement.batch(*next(batches))
                     tick = time.perf_counter()
                     subnets = self.job.subnets(epoch, index)
+                    set_training_progress(module, (step + 1) / total)  # VanillaNet: identity by the last step
                     losses = self._step(model, optimizer, images, targets, subnets)
                     lr = optimizer.param_groups[0]["lr"]
                     scheduler.step()
