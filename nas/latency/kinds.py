@@ -31,12 +31,20 @@ reduce        mean, sum, max over axes                    vector         vector
 concat        concatenation                               vector         movement
 movement      copies: clone, pad, roll, index, ...        vector         movement
 resize        interpolation                               vector         vector
+routing       mixture-of-experts routing: top-k, dispatch vector         movement
+              and combine by index, and any arithmetic
+              on integer tensors (expert ids, slots)
 other         an aten op ``nas.cost`` does not list       vector         vector
 ============  ==========================================  =============  ===========
 
 Views, allocations and constant creation (``zeros``, ``arange``) are free: a
 view moves no data, and every runtime modelled here folds constants when it
 builds the engine. They are dropped by :func:`kind_of` returning ``None``.
+
+``routing`` is its own kind so that a target can place it: it is data-dependent
+(which token goes where is known only at run time) and works on integer ids,
+which an accelerator computing on quantised activations (the ZCU104's DPU)
+cannot run, so that target sends it to its CPU (``predictors/zcu104.yaml``).
 """
 
 from __future__ import annotations
@@ -56,19 +64,20 @@ __all__ = [
 ]
 
 KINDS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "batchnorm", "norm", "softmax", "act", "act_special",
-         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other")
+         "elementwise", "pool", "reduce", "concat", "movement", "resize", "routing", "other")
 
 COMPUTE_GROUP_OF: dict[str, str] = {
     "conv": "conv", "pwconv": "pwconv", "dwconv": "dwconv", "gconv": "gconv", "matmul": "matmul", "bmm": "bmm",
     "norm": "special", "softmax": "special", "act_special": "special",
-    **dict.fromkeys(("batchnorm", "act", "elementwise", "pool", "reduce", "concat", "movement", "resize", "other"),
-                    "vector"),
+    **dict.fromkeys(("batchnorm", "act", "elementwise", "pool", "reduce", "concat", "movement", "resize", "routing",
+                     "other"), "vector"),
 }
 LAUNCH_GROUP_OF: dict[str, str] = {
     **dict.fromkeys(("conv", "pwconv", "dwconv", "gconv"), "conv"),
     **dict.fromkeys(("matmul", "bmm"), "matmul"),
     "concat": "movement",
     "movement": "movement",
+    "routing": "movement",
     **dict.fromkeys(("batchnorm", "norm", "softmax", "act", "act_special", "elementwise", "pool", "reduce",
                      "resize", "other"), "vector"),
 }
@@ -103,6 +112,8 @@ def kind_of(op: Op) -> str | None:
     op_class = op.op_class
     if op_class in _FREE_CLASSES:
         return None
+    if op_class == "routing" or not op.dtype.startswith(("float", "bfloat")):
+        return "routing"
     name = op.name.rstrip("_")
     if op_class == "conv":
         return _conv_kind(op)
