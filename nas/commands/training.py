@@ -95,6 +95,8 @@ def _print_training(args: argparse.Namespace, result: TrainResult) -> int:
                "completed": result.completed, "metrics": result.metrics, "seconds": round(result.seconds, 2),
                "images_per_second": round(result.images_per_second, 1),
                "final_losses": result.history[-1]["losses"] if result.history else []}
+    if result.history and "auxiliary_losses" in result.history[-1]:  # MoE load balancing, added to the loss
+        summary["final_auxiliary_losses"] = result.history[-1]["auxiliary_losses"]
     if args.json:
         print_json(summary)
         return 0

@@ -17,7 +17,8 @@ pwconv        dense 1x1 convolution (a matrix product)    pwconv         conv
 dwconv        depthwise convolution (1 input channel      dwconv         conv
               per group)
 gconv         grouped convolution (ResNeXt, RegNet)       gconv          conv
-matmul        linear layer (``mm``/``addmm``: weights)    matmul         matmul
+matmul        linear layer (``mm``/``addmm``: weights;    matmul         matmul
+              ``baddbmm``: a batch of them, MoE experts)
 bmm           activation x activation (attention)         bmm            matmul
 batchnorm     batch norm (foldable into a convolution)    vector         vector
 norm          layer / group / RMS norm                    special        vector
@@ -40,6 +41,11 @@ other         an aten op ``nas.cost`` does not list       vector         vector
 Views, allocations and constant creation (``zeros``, ``arange``) are free: a
 view moves no data, and every runtime modelled here folds constants when it
 builds the engine. They are dropped by :func:`kind_of` returning ``None``.
+
+A batched product with a bias per batch entry (``baddbmm``) is a batch of
+linear layers with weights of their own, the experts of an MoE FFN, not an
+activation x activation product (those have no bias); a runtime runs it as
+fully connected layers over the static capacity buffer.
 
 ``routing`` is its own kind so that a target can place it: it is data-dependent
 (which token goes where is known only at run time) and works on integer ids,
@@ -118,7 +124,7 @@ def kind_of(op: Op) -> str | None:
     if op_class == "conv":
         return _conv_kind(op)
     if op_class == "matmul":
-        return "bmm" if name in ("aten.bmm", "aten.baddbmm") else "matmul"
+        return "bmm" if name == "aten.bmm" else "matmul"
     if op_class == "attention":
         return "bmm"
     if name in ("aten.cat", "aten.stack"):
