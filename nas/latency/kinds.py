@@ -97,6 +97,7 @@ _BATCHNORM = frozenset({"aten._native_batch_norm_legit_no_training", "aten.nativ
 _CHEAP_ACTIVATIONS = frozenset({"aten.relu", "aten.hardtanh", "aten.leaky_relu", "aten.threshold", "aten.hardswish",
                                 "aten.hardsigmoid", "aten._prelu_kernel", "aten.prelu", "aten.clamp",
                                 "aten.hardshrink", "aten.softshrink"})
+_INDEX_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8"})  # arithmetic on ids and masks
 _SIMPLE_CLASSES = {"elementwise": "elementwise", "pool": "pool", "reduce": "reduce", "movement": "movement",
                    "resize": "resize", "softmax": "softmax", "other": "other"}
 
@@ -118,7 +119,7 @@ def kind_of(op: Op) -> str | None:
     op_class = op.op_class
     if op_class in _FREE_CLASSES:
         return None
-    if op_class == "routing" or not op.dtype.startswith(("float", "bfloat")):
+    if op_class == "routing" or op.dtype in _INDEX_DTYPES:
         return "routing"
     name = op.name.rstrip("_")
     if op_class == "conv":
