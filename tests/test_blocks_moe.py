@@ -342,3 +342,20 @@ def test_zcu104_runs_the_routing_on_its_cpu() -> None:
     prediction = nas.latency.predict(_vit(8, 2), target="zcu104")
     breakdown = prediction.breakdown
     assert breakdown.get("routing", 0) > 0 and breakdown.get("transfer", 0) > 0
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@pytest.mark.parametrize("target", ["zcu104", "iphone12"])
+def test_a_metaformer_search_evaluates_moe_points(target: str, tmp_path: Path) -> None:
+    # The acceptance run is --budget 300 with the zoo start; this is its first random generation.
+    assert main(["search", "--space", "metaformer", "--accuracy", "proxy", "--budget", "24", "--population", "24",
+                 "--no-zoo-start", "--target", target, "--out", str(tmp_path), "--no-plot", "--json"]) == 0
+    (folder,) = tmp_path.iterdir()
+    run = nas.runs.Run.open(folder)
+    history = run.history()
+    moe = [arch_id for arch_id in history["arch_id"]
+           if any(block.ffn.kind == "moe" for stage in run.arch(arch_id).stages for block in stage.blocks)]
+    assert len(history) == 24 and moe
+    assert history.set_index("arch_id").loc[moe, "latency_ms"].gt(0).all()
