@@ -29,8 +29,11 @@ expert products at ``capacity`` rows per expert, and the combine gather. Under
 balanced routing each expert receives ``top_k * tokens / experts`` tokens, its
 expected count; the trace prices exactly that many rows per expert times
 ``capacity_factor`` (the headroom, computed on padding when routing is
-balanced). The routing ops are op class ``routing`` (:mod:`nas.op_classes`):
-data-dependent, they fall back to the CPU on the ZCU104 (``predictors/zcu104.yaml``).
+balanced). The routing ops (the top-k, the dispatch and combine by index, and
+the integer slot arithmetic) are the latency kind ``routing``
+(:mod:`nas.latency.kinds`): data-dependent, they fall back to the CPU on the
+ZCU104 (``predictors/zcu104.yaml``), while the experts' products (``baddbmm``)
+are priced as linear layers.
 
 The load-balancing loss (Switch Transformer, eq. 4) is
 ``balance_weight * experts * sum_e f_e * P_e``, with ``f_e`` the fraction of
