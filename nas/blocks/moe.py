@@ -7,7 +7,9 @@ arXiv:2210.14793; it builds on the sparse-MoE layers of GShard
 (arXiv:2106.05974). The FFN of a block becomes ``experts`` MLPs of hidden width
 ``ratio * dim``; a linear router scores every token, keeps its ``top_k``
 experts and weights their outputs by the router's probabilities renormalised
-over the kept ones (they sum to 1 per token). M3ViT's multi-task routing is a
+over the kept ones (they sum to 1 per token; with ``top_k = 1`` the weight is
+1, so, as with M3ViT's gate, the router then learns from the balancing loss
+alone). M3ViT's multi-task routing is a
 router per task: a task id picks the router (:func:`routing_task`); a
 single-task model has one.
 
@@ -23,8 +25,8 @@ assignment beyond its expert's capacity is *dropped*: its share of the FFN
 output is zero, so the token goes on through the block's residual path alone;
 :attr:`MoeFfn.dropped` counts the dropped assignments of the last forward.
 
-Cost model: the traced ops are the router's product and softmax, the top-k,
-the slot positions (a cumulative sum), the dispatch scatter, the two batched
+Cost model: the traced ops are the router's product, the top-k, the softmax
+of the chosen scores, the slot positions (a cumulative sum), the dispatch scatter, the two batched
 expert products at ``capacity`` rows per expert, and the combine gather. Under
 balanced routing each expert receives ``top_k * tokens / experts`` tokens, its
 expected count; the trace prices exactly that many rows per expert times
@@ -35,7 +37,7 @@ the integer slot arithmetic) are the latency kind ``routing``
 ZCU104 (``predictors/zcu104.yaml``), while the experts' products (``baddbmm``)
 are priced as linear layers.
 
-The load-balancing loss (Switch Transformer, eq. 4) is
+The load-balancing loss (Switch Transformer, Sec. 2.2) is
 ``balance_weight * experts * sum_e f_e * P_e``, with ``f_e`` the fraction of
 assignments routed to expert ``e`` and ``P_e`` its mean router probability: 1 x
 the weight for a uniform router, ``experts`` x for one that sends every token to
