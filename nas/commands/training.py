@@ -104,6 +104,8 @@ def _print_training(args: argparse.Namespace, result: TrainResult) -> int:
     print(f"{state}: {result.images_per_second:.0f} images/s; run directory {result.out}")
     for key, value in result.metrics.items():
         print(f"  {key:<20} {value:.4f}")
+    if "final_auxiliary_losses" in summary:
+        print(f"  {'auxiliary loss':<20} {summary['final_auxiliary_losses'][0]:.4f} (MoE load balancing, last step)")
     if not result.completed:
         print(f"  continue with --resume --out {result.out}")
     return 0
