@@ -14,7 +14,8 @@ router per task: a task id picks the router (:func:`routing_task`); a
 single-task model has one.
 
 Why a capacity (GShard, Switch): each expert processes a fixed number of
-token slots, ``capacity = ceil(capacity_factor * top_k * tokens / experts)``,
+token slots, ``capacity = ceil(capacity_factor * top_k * tokens / experts)``
+(tokens of the whole batch, so what is dropped depends on the batch, as in GShard),
 so every tensor has a static shape: the experts run as one batched product
 over an ``experts x capacity x dim`` buffer, the model builds and traces on
 ``meta`` like any other, and the work grows with ``top_k`` but not with
