@@ -9,7 +9,8 @@ Arch (:mod:`nas.walk`), each with the input shape it sees and a signature.
 
 Every model has one protocol: ``forward``, ``forward_features`` (every stage's
 feature map, NCHW, for dense tasks), ``forward_head``, ``reset_classifier``,
-``num_features`` and ``feature_info``. Constructors take ``device``/``dtype``,
+``num_features``, ``feature_info`` and ``auxiliary_loss`` (what the trainer adds
+to the task loss: MoE load balancing). Constructors take ``device``/``dtype``,
 so a whole model builds on ``meta`` without allocating memory.
 """
 
@@ -27,6 +28,7 @@ from torch import nn
 from nas.arch import Arch, Block, Site, TokenClustering
 from nas.blocks.clustering import ClusteredRun
 from nas.blocks.common import Layout, ToNCHW, ToNLC
+from nas.blocks.moe import auxiliary_loss
 from nas.blocks.registry import module_class
 from nas.blocks.template import BlockContext, create_block
 from nas.errors import NasError
@@ -283,6 +285,10 @@ class Model(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier for ``num_classes`` (0 removes it)."""
         self.head.reset_classifier(num_classes)
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The auxiliary losses of the last training forward (MoE load balancing), summed; None if it had none."""
+        return auxiliary_loss(self)
 
 
 def build(arch: Arch, *, drop_path_rate: float = 0.0, device: Any = None, dtype: Any = None) -> Model:

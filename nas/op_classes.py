@@ -64,13 +64,15 @@ _CLASS_OF_OP: dict[str, str] = {
                      "adaptive_max_pool2d", "adaptive_max_pool3d"), "pool"),
     **dict.fromkeys(("sum", "mean", "amax", "amin", "max", "min", "var", "std", "var_mean", "std_mean", "prod",
                      "argmax", "argmin", "linalg_vector_norm", "norm", "logsumexp", "any", "all", "cumsum",
-                     "cumprod", "topk", "sort", "count_nonzero"), "reduce"),
+                     "cumprod", "sort", "count_nonzero"), "reduce"),
+    # Data-dependent token routing (mixture of experts): choosing experts, dispatch and combine by index.
+    **dict.fromkeys(("topk", "index_add", "index_select"), "routing"),
     **dict.fromkeys(("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_linear1d",
                      "upsample_bilinear2d", "upsample_bicubic2d", "upsample_trilinear3d",
                      "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa", "grid_sampler_2d"), "resize"),
     **dict.fromkeys(("clone", "copy", "_to_copy", "cat", "stack", "constant_pad_nd", "reflection_pad1d",
                      "reflection_pad2d", "replication_pad1d", "replication_pad2d", "roll", "repeat", "flip",
-                     "gather", "scatter", "scatter_add", "index", "_unsafe_index", "index_select", "index_put",
+                     "gather", "scatter", "scatter_add", "index", "_unsafe_index", "index_put",
                      "_index_put_impl", "embedding", "im2col", "col2im", "pixel_shuffle", "pixel_unshuffle",
                      "channel_shuffle", "native_channel_shuffle", "masked_select", "slice_scatter",
                      "select_scatter", "narrow_copy", "unfold_copy", "_unsafe_index_put"), "movement"),
@@ -99,6 +101,7 @@ _CLASS_RULES: dict[str, tuple[str, bool]] = {
     "pool": ("input", True),
     "reduce": ("input", True),
     "movement": ("zero", True),
+    "routing": ("zero", True),
     "creation": ("zero", True),
     "view": ("zero", False),
     "alloc": ("zero", False),
@@ -107,9 +110,13 @@ _CLASS_RULES: dict[str, tuple[str, bool]] = {
 }
 OP_CLASSES = tuple(_CLASS_RULES)
 
-# Per-op FLOP rules that override the class rule (windowed pools cost one FLOP per window position).
-_RULE_OF_OP: dict[str, str] = dict.fromkeys(
-    ("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices"), "window")
+# Per-op FLOP rules that override the class rule (windowed pools cost one FLOP per window position; a top-k
+# one comparison per input element).
+_RULE_OF_OP: dict[str, str] = {
+    **dict.fromkeys(("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices"),
+                    "window"),
+    "topk": "input",
+}
 
 
 def _numel(tensors: Sequence[torch.Tensor]) -> int:

@@ -24,6 +24,7 @@ from nas.blocks import (  # noqa: F401  (importing a module registers its kinds)
     heads,
     maxvit,
     mbconv,
+    moe,
     norms,
     pooling,
     pvt,

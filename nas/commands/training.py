@@ -99,6 +99,8 @@ def _print_training(args: argparse.Namespace, result: TrainResult) -> int:
                "completed": result.completed, "metrics": result.metrics, "seconds": round(result.seconds, 2),
                "images_per_second": round(result.images_per_second, 1),
                "final_losses": result.history[-1]["losses"] if result.history else []}
+    if result.history and "auxiliary_losses" in result.history[-1]:  # MoE load balancing, added to the loss
+        summary["final_auxiliary_losses"] = result.history[-1]["auxiliary_losses"]
     if args.json:
         print_json(summary)
         return 0
@@ -106,6 +108,8 @@ def _print_training(args: argparse.Namespace, result: TrainResult) -> int:
     print(f"{state}: {result.images_per_second:.0f} images/s; run directory {result.out}")
     for key, value in result.metrics.items():
         print(f"  {key:<20} {value:.4f}")
+    if "final_auxiliary_losses" in summary:
+        print(f"  {'auxiliary loss':<20} {summary['final_auxiliary_losses'][0]:.4f} (MoE load balancing, last step)")
     if not result.completed:
         print(f"  continue with --resume --out {result.out}")
     return 0

@@ -17,7 +17,8 @@ pwconv        dense 1x1 convolution (a matrix product)    pwconv         conv
 dwconv        depthwise convolution (1 input channel      dwconv         conv
               per group)
 gconv         grouped convolution (ResNeXt, RegNet)       gconv          conv
-matmul        linear layer (``mm``/``addmm``: weights)    matmul         matmul
+matmul        linear layer (``mm``/``addmm``: weights;    matmul         matmul
+              ``baddbmm``: a batch of them, MoE experts)
 bmm           activation x activation (attention)         bmm            matmul
 batchnorm     batch norm (foldable into a convolution)    vector         vector
 norm          layer / group / RMS norm                    special        vector
@@ -31,6 +32,9 @@ reduce        mean, sum, max over axes                    vector         vector
 concat        concatenation                               vector         movement
 movement      copies: clone, pad, roll, index, ...        vector         movement
 resize        interpolation                               vector         vector
+routing       mixture-of-experts routing: top-k, dispatch vector         movement
+              and combine by index, and any arithmetic
+              on integer tensors (expert ids, slots)
 other         an aten op ``nas.cost`` does not list       vector         vector
 fft           a real or complex FFT (spectral mixers)     special        vector
 ============  ==========================================  =============  ===========
@@ -43,6 +47,16 @@ whose main processor has no FFT (the ZCU104's DPU) sends the kind to its fallbac
 Views, allocations and constant creation (``zeros``, ``arange``) are free: a
 view moves no data, and every runtime modelled here folds constants when it
 builds the engine. They are dropped by :func:`kind_of` returning ``None``.
+
+A batched product with a bias per batch entry (``baddbmm``) is a batch of
+linear layers with weights of their own, the experts of an MoE FFN, not an
+activation x activation product (those have no bias); a runtime runs it as
+fully connected layers over the static capacity buffer.
+
+``routing`` is its own kind so that a target can place it: it is data-dependent
+(which token goes where is known only at run time) and works on integer ids,
+which an accelerator computing on quantised activations (the ZCU104's DPU)
+cannot run, so that target sends it to its CPU (``predictors/zcu104.yaml``).
 """
 
 from __future__ import annotations
@@ -62,19 +76,20 @@ __all__ = [
 ]
 
 KINDS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "batchnorm", "norm", "softmax", "act", "act_special",
-         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other", "fft")
+         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other", "fft", "routing")
 
 COMPUTE_GROUP_OF: dict[str, str] = {
     "conv": "conv", "pwconv": "pwconv", "dwconv": "dwconv", "gconv": "gconv", "matmul": "matmul", "bmm": "bmm",
     "norm": "special", "softmax": "special", "act_special": "special", "fft": "special",
-    **dict.fromkeys(("batchnorm", "act", "elementwise", "pool", "reduce", "concat", "movement", "resize", "other"),
-                    "vector"),
+    **dict.fromkeys(("batchnorm", "act", "elementwise", "pool", "reduce", "concat", "movement", "resize", "routing",
+                     "other"), "vector"),
 }
 LAUNCH_GROUP_OF: dict[str, str] = {
     **dict.fromkeys(("conv", "pwconv", "dwconv", "gconv"), "conv"),
     **dict.fromkeys(("matmul", "bmm"), "matmul"),
     "concat": "movement",
     "movement": "movement",
+    "routing": "movement",
     **dict.fromkeys(("batchnorm", "norm", "softmax", "act", "act_special", "elementwise", "pool", "reduce",
                      "resize", "other", "fft"), "vector"),
 }
@@ -88,6 +103,7 @@ _BATCHNORM = frozenset({"aten._native_batch_norm_legit_no_training", "aten.nativ
 _CHEAP_ACTIVATIONS = frozenset({"aten.relu", "aten.hardtanh", "aten.leaky_relu", "aten.threshold", "aten.hardswish",
                                 "aten.hardsigmoid", "aten._prelu_kernel", "aten.prelu", "aten.clamp",
                                 "aten.hardshrink", "aten.softshrink"})
+_INDEX_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8"})  # arithmetic on ids and masks
 _SIMPLE_CLASSES = {"elementwise": "elementwise", "pool": "pool", "reduce": "reduce", "movement": "movement",
                    "resize": "resize", "softmax": "softmax", "other": "other", "fft": "fft"}
 
@@ -109,11 +125,13 @@ def kind_of(op: Op) -> str | None:
     op_class = op.op_class
     if op_class in _FREE_CLASSES:
         return None
+    if op_class == "routing" or op.dtype in _INDEX_DTYPES:
+        return "routing"
     name = op.name.rstrip("_")
     if op_class == "conv":
         return _conv_kind(op)
     if op_class == "matmul":
-        return "bmm" if name in ("aten.bmm", "aten.baddbmm") else "matmul"
+        return "bmm" if name == "aten.bmm" else "matmul"
     if op_class == "attention":
         return "bmm"
     if name in ("aten.cat", "aten.stack"):

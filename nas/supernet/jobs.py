@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nas.arch import Arch
+from nas.blocks.moe import auxiliary_loss
 from nas.build import build
 from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyScale
@@ -35,6 +36,10 @@ class Job:
         raise NotImplementedError
 
     def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The auxiliary loss of the last forward (MoE load balancing) to add to the task loss; None: none."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -72,6 +77,9 @@ class SupernetJob(Job):
     def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
         return module(images, subnet)
 
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        return self.supernet.auxiliary_loss()
+
     def describe(self) -> dict[str, Any]:
         return {"spec": self.supernet.spec.to_dict()}
 
@@ -107,6 +115,9 @@ class ModelJob(Job):
 
     def forward(self, module: nn.Module, images: torch.Tensor, subnet: Arch | None) -> torch.Tensor:
         return module(images)
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        return auxiliary_loss(self.module)
 
     def describe(self) -> dict[str, Any]:
         return {"arch": self.arch.to_dict(), "scale": self.scale.to_dict()}

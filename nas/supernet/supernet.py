@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from nas.arch import Arch
+from nas.blocks.moe import auxiliary_loss
 from nas.build import Model, build
 from nas.errors import NasError
 from nas.lru import LruCache
@@ -124,6 +125,7 @@ class Supernet(nn.Module):
         self.largest = Arch.from_dict(spec.largest)
         self.smallest = Arch.from_dict(spec.smallest)
         self.active: Arch | None = None
+        self._auxiliary_loss: torch.Tensor | None = None
         self._proxied = LruCache[str, Arch](maxsize=_CACHED_ARCHS)
         self._checked = LruCache[str, NasError | None](maxsize=_CACHED_ARCHS)
 
@@ -288,13 +290,22 @@ class Supernet(nn.Module):
         store = self.store
         if x.device != self.layouts.device:
             self.layouts = Layouts(device=x.device)
+        extra: list[torch.Tensor] = []
         for layout in self.layout(arch):
             module = layout.module
             if module.training != self.training:
                 module.train(self.training)
             tensors = {slot.name: store.view(slot) for slot in layout.slots}
             x = functional_call(module, tensors, (x,))
+            unit_loss = auxiliary_loss(module)  # read now: a skeleton may run again at another position
+            if unit_loss is not None:
+                extra.append(unit_loss)
+        self._auxiliary_loss = torch.stack(extra).sum() if extra else None
         return x
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The auxiliary losses of the last training forward's subnet (MoE load balancing), summed; None if none."""
+        return self._auxiliary_loss
 
     def extract(self, arch: Arch) -> Model:
         """``nas.build(self.proxy(arch))`` with the shared weights and BatchNorm statistics copied in."""

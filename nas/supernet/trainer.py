@@ -38,7 +38,9 @@ learning rate serves both jobs.
 Run directory (``out``)::
 
     checkpoint.pt   the latest checkpoint (resume from it)
-    result.json     written when training completes: settings, metrics, throughput
+    result.json     written when training completes: settings, metrics, throughput, and for a model
+                    with MoE layers its load-balancing ``auxiliary_loss`` (the history's
+                    ``auxiliary_losses`` per step and subnet, added to the task loss)
     model.pt        stand-alone runs: {"format": "nas-model", "arch", "state_dict", ...} for export
     arch.yaml       stand-alone runs: the trained (proxied) architecture
 
@@ -81,6 +83,7 @@ __all__ = ["CHECKPOINT", "RESULT", "MODEL", "TrainOptions", "Trainer", "train_su
 
 RESULT = "result.json"
 MODEL = "model.pt"
+_LAST_STEPS = 20  # steps whose auxiliary loss result.json averages
 
 
 # ---------------------------------------------------------------------------
@@ -230,10 +233,13 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------------
 
     def _sandwich(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                  subnets: list[Arch | None]) -> list[float]:
+                  subnets: list[Arch | None]) -> tuple[list[float], list[float] | None]:
+        """Forward and backward of each subnet; its task losses, and its auxiliary losses (None if no subnet had
+        any): an MoE subnet's load-balancing loss is added to its task loss."""
         settings = self.settings
         teacher: torch.Tensor | None = None
         losses = []
+        extras: list[float | None] = []
         for index, subnet in enumerate(subnets):
             with self.placement.autocast():
                 logits = self.job.forward(model, images, subnet).float()
@@ -244,15 +250,20 @@ class Trainer:
             else:
                 loss = _soft_cross_entropy(logits, teacher)
             losses.append(float(loss.detach()))
-            if math.isfinite(losses[-1]):  # a subnet that overflows is left out of this step, not the whole run
-                share = loss / len(subnets)
+            extra = self.job.auxiliary_loss()
+            extras.append(None if extra is None else float(extra.detach()))
+            total = loss if extra is None else loss + extra
+            if math.isfinite(float(total.detach())):  # a subnet that overflows is left out of this step, not the run
+                share = total / len(subnets)
                 (share if self.scaler is None else self.scaler.scale(share)).backward()
-        return losses
+        if all(extra is None for extra in extras):
+            return losses, None
+        return losses, [0.0 if extra is None else extra for extra in extras]
 
     def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-              targets: torch.Tensor, subnets: list[Arch | None]) -> list[float]:
+              targets: torch.Tensor, subnets: list[Arch | None]) -> tuple[list[float], list[float] | None]:
         optimizer.zero_grad(set_to_none=True)
-        losses = self._sandwich(model, images, targets, subnets)
+        losses, extras = self._sandwich(model, images, targets, subnets)
         if self.settings.sam:
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
@@ -262,7 +273,7 @@ class Trainer:
                 for p in params:
                     p.add_(p.grad * scale)
             optimizer.zero_grad(set_to_none=True)
-            self._sandwich(model, images, targets, subnets)
+            self._sandwich(model, images, targets, subnets)  # its losses are the perturbed weights': not recorded
             with torch.no_grad():
                 for p, value in zip(params, saved, strict=True):
                     p.copy_(value)
@@ -277,7 +288,7 @@ class Trainer:
         else:  # skips the step and lowers the scale when the gradients overflowed float16
             self.scaler.step(optimizer)
             self.scaler.update()
-        return losses
+        return losses, extras
 
     # -- the run ------------------------------------------------------------------------------------
 
@@ -351,13 +362,16 @@ class Trainer:
                     tick = time.perf_counter()
                     subnets = self.job.subnets(epoch, index)
                     set_training_progress(module, (step + 1) / total)  # VanillaNet: identity by the last step
-                    losses = self._step(model, optimizer, images, targets, subnets)
+                    losses, extras = self._step(model, optimizer, images, targets, subnets)
                     lr = optimizer.param_groups[0]["lr"]
                     scheduler.step()
                     step += 1
                     done += 1
-                    history.append({"step": step, "epoch": epoch, "losses": losses, "lr": lr,
-                                    "seconds": time.perf_counter() - tick})
+                    record = {"step": step, "epoch": epoch, "losses": losses, "lr": lr,
+                              "seconds": time.perf_counter() - tick}
+                    if extras is not None:
+                        record["auxiliary_losses"] = extras
+                    history.append(record)
                     rate = done * settings.batch_size * world / max(time.perf_counter() - began, 1e-9)
                     bar.set_postfix(loss=f"{losses[0]:.3f}", img_s=f"{rate:.0f}", refresh=False)
                     bar.update(1)
@@ -405,6 +419,9 @@ class Trainer:
                    "settings": self.settings.to_dict(), "data": self.data_spec, "steps": result.steps,
                    "metrics": result.metrics, "seconds": round(result.seconds, 3),
                    "images_per_second": round(result.images_per_second, 2)}
+        extras = [record["auxiliary_losses"][0] for record in result.history if "auxiliary_losses" in record]
+        if extras:  # MoE: the load-balancing loss of the first subnet, over the last steps
+            summary["auxiliary_loss"] = round(float(np.mean(extras[-_LAST_STEPS:])), 6)
         write_atomic(self.out / RESULT, dump_json(summary))
 
 
