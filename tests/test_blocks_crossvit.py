@@ -68,7 +68,7 @@ def _reference_cross_attention(attn: CrossAttention, x: torch.Tensor) -> torch.T
 
 
 def test_only_the_class_token_queries() -> None:
-    attn = randomise(CrossAttention(8, 2, qkv_bias=True))
+    attn = randomise(CrossAttention(8, 2, CrossVitCfg(qkv_bias=True)))
     x = torch.randn(2, 6, 8, generator=seeded_generator())
     with torch.no_grad():
         out = attn(x)
@@ -88,7 +88,7 @@ def _block(ffn: str = "mlp") -> Block:
 
 
 def test_the_fusion_is_the_projected_class_token_attending_over_the_other_branch() -> None:
-    fusion = randomise(ClassTokenFusion(8, 12, 3, _block(), qkv_bias=True, drop_path=0.0))
+    fusion = randomise(ClassTokenFusion(8, 12, 3, _block(), CrossVitCfg(qkv_bias=True), drop_path=0.0))
     class_token = torch.randn(2, 1, 8, generator=seeded_generator())
     other = torch.randn(2, 5, 12, generator=seeded_generator())
     norm, _, linear = fusion.project

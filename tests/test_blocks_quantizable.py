@@ -155,7 +155,7 @@ def test_every_softmax_attention_kind_declares_the_options() -> None:
     expected = {"attention", "window_attention", "spatial_reduction_attention", "grid_attention",
                 "efficientformer_attention", "efficientvit", "channel_attention", "davit_spatial", "davit_channel",
                 "global_context", "global_mhra", "conv_projection_attention", "neighbourhood_attention",
-                "local_value_attention", "class_attention", "gpsa"}
+                "local_value_attention", "class_attention", "gpsa", "outlook_attention", "crossvit"}
     assert expected <= set(QUANTIZABLE_KINDS)
 
 

@@ -53,9 +53,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Block, Component, Site
-from nas.blocks.attention import AttentionCfg, check_heads, merge_heads, split_heads
+from nas.blocks.attention import AttentionCfg, check_heads, split_heads
 from nas.blocks.common import DropPath, factory_kwargs
 from nas.blocks.contract import FitsMap, Prefix
+from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.stems import PatchStem, PatchStemCfg
 from nas.blocks.template import BlockContext, FusedBlock, create_block, create_norm
@@ -70,10 +71,12 @@ _BRANCH_ATTENTION = ("encoders.*.branches.*.*.0.fn", "encoders.*.branches.*.*.fn
 
 
 @dataclass(frozen=True)
-class CrossVitCfg(Component):
+class CrossVitCfg(QuantizableAttention, Component):
     """A CrossViT body: two branches embed the image, ``encoders`` multi-scale encoders, both class tokens out.
 
-    Per-branch fields hold two values: the small-patch branch first, then the large-patch one.
+    Per-branch fields hold two values: the small-patch branch first, then the large-patch one. The
+    quantization options (:mod:`nas.blocks.quantizable`) apply to every attention of the body: the branch
+    layers and both cross-attentions.
 
     Attributes:
         patches: patch size of each branch's embedding.
@@ -172,19 +175,21 @@ class CrossAttention(nn.Module):
     Keys and values come from every token, the class token included.
     """
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool, *, device: Any = None, dtype: Any = None):
+    def __init__(self, dim: int, heads: int, options: CrossVitCfg, *, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
         self.heads = heads
-        self.query = nn.Linear(dim, dim, bias=qkv_bias, **dd)
-        self.key = nn.Linear(dim, dim, bias=qkv_bias, **dd)
-        self.value = nn.Linear(dim, dim, bias=qkv_bias, **dd)
+        self.query = nn.Linear(dim, dim, bias=options.qkv_bias, **dd)
+        self.key = nn.Linear(dim, dim, bias=options.qkv_bias, **dd)
+        self.value = nn.Linear(dim, dim, bias=options.qkv_bias, **dd)
+        self.attend = SoftmaxAttention(options, dim=dim, heads=heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query = split_heads(self.query(x[:, :1]), self.heads)
+        token = x[:, :1]
+        query = split_heads(self.query(token), self.heads)
         key, value = split_heads(self.key(x), self.heads), split_heads(self.value(x), self.heads)
-        return self.proj(merge_heads(F.scaled_dot_product_attention(query, key, value)))
+        return self.proj(self.attend(token, query, key, value))
 
 
 def _projection(norm: Component, in_dim: int, dim: int, dd: dict[str, Any]) -> nn.Module:
@@ -199,13 +204,13 @@ class ClassTokenFusion(nn.Module):
     query; ``g`` of that back to the branch's width.
     """
 
-    def __init__(self, dim: int, other_dim: int, other_heads: int, block: Block, qkv_bias: bool, drop_path: float,
-                 *, device: Any = None, dtype: Any = None):
+    def __init__(self, dim: int, other_dim: int, other_heads: int, block: Block, options: CrossVitCfg,
+                 drop_path: float, *, device: Any = None, dtype: Any = None):
         super().__init__()
         dd = factory_kwargs(device, dtype)
         self.project = _projection(block.norm, dim, other_dim, dd)
         self.norm = create_norm(block.norm, other_dim, "nlc", **dd)
-        self.attn = CrossAttention(other_dim, other_heads, qkv_bias, **dd)
+        self.attn = CrossAttention(other_dim, other_heads, options, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.revert = _projection(block.norm, other_dim, dim, dd)
 
@@ -240,12 +245,13 @@ class MultiScaleEncoder(nn.Module):
         dd = factory_kwargs(device, dtype)
         self.branches = nn.ModuleList()
         for width, grid, depth, heads in zip(widths, grids, cfg.depths, cfg.heads, strict=True):
-            layer = Block(mixer=AttentionCfg(heads=heads, qkv_bias=cfg.qkv_bias), ffn=block.ffn, norm=block.norm,
-                          layer_scale=block.layer_scale)
+            attention = AttentionCfg(heads=heads, qkv_bias=cfg.qkv_bias, clip_zeta=cfg.clip_zeta,
+                                     clip_gamma=cfg.clip_gamma, gated=cfg.gated)  # the options reach every layer
+            layer = Block(mixer=attention, ffn=block.ffn, norm=block.norm, layer_scale=block.layer_scale)
             context = BlockContext(in_dim=width, dim=width, size=grid, prefix_tokens=1, drop_path=drop_path)
             self.branches.append(nn.Sequential(*(create_block(layer, context, **dd) for _ in range(depth))))
         self.fusions = nn.ModuleList(
-            ClassTokenFusion(width, other, other_heads, block, cfg.qkv_bias, drop_path, **dd)
+            ClassTokenFusion(width, other, other_heads, block, cfg, drop_path, **dd)
             for width, other, other_heads in zip(widths, widths[::-1], cfg.heads[::-1], strict=True))
 
     def forward(self, tokens: list[torch.Tensor]) -> list[torch.Tensor]:

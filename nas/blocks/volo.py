@@ -46,6 +46,7 @@ from nas.arch import Component, Site
 from nas.blocks.attention import check_heads
 from nas.blocks.common import ConvNorm, Layout, factory_kwargs
 from nas.blocks.heads import Head
+from nas.blocks.quantizable import QuantizableAttention, create_gate, create_softmax
 from nas.blocks.registry import register
 from nas.blocks.stems import Stem, conv_out
 from nas.blocks.template import TokenMixer, create_norm
@@ -56,7 +57,7 @@ __all__ = ["OutlookAttentionCfg", "VoloStemCfg", "TokenLabelingHeadCfg", "Outloo
 
 
 @dataclass(frozen=True)
-class OutlookAttentionCfg(Component):
+class OutlookAttentionCfg(QuantizableAttention, Component):
     """Outlook attention over ``kernel x kernel`` windows every ``stride`` positions; ``head_dim = dim // heads``.
 
     Attributes:
@@ -160,6 +161,8 @@ class OutlookAttention(TokenMixer):
         self.attn = nn.Linear(dim, cfg.heads * cfg.kernel ** 4, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.pool = nn.AvgPool2d(cfg.stride, cfg.stride, ceil_mode=True) if cfg.stride > 1 else nn.Identity()
+        self.softmax = create_softmax(cfg)  # the quantization options: clipped softmax, and the per-head gate
+        self.gate = create_gate(cfg, dim, cfg.heads, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, channels = x.shape
@@ -170,10 +173,10 @@ class OutlookAttention(TokenMixer):
         windows = windows.reshape(batch, self.heads, -1, area, count).permute(0, 1, 4, 3, 2)
         centres = self.pool(x.transpose(1, 2).reshape(batch, channels, *self.size)).flatten(2).transpose(1, 2)
         weights = self.attn(centres).reshape(batch, count, self.heads, area, area).transpose(1, 2)
-        mixed = (weights * self.scale).softmax(dim=-1) @ windows  # (B, heads, L, k*k, head_dim)
+        mixed = self.softmax(weights * self.scale) @ windows  # (B, heads, L, k*k, head_dim)
         mixed = mixed.permute(0, 1, 4, 3, 2).reshape(batch, channels * area, count)
         out = F.fold(mixed, self.size, self.kernel, padding=padding, stride=self.stride)  # overlaps add up
-        return self.proj(out.flatten(2).transpose(1, 2))
+        return self.proj(self.gate(x, out.flatten(2).transpose(1, 2)))
 
 
 @register("stem", "volo", VoloStemCfg)
