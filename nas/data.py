@@ -61,9 +61,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nas.datasets.augment import Augment, PatchMixing, patch_mix, random_crop, random_flip
+from nas.datasets.augment import Augment, PatchMixing, mix_batch, patch_mix, random_crop, random_flip
 from nas.datasets.dataset import Dataset, DatasetError
 from nas.datasets.formats import BUNDLED, DEFAULT_DATASET, load_dataset, safe_unpickle, split_indices
+from nas.datasets.randaugment import rand_augment
 from nas.datasets.streaming import STREAM_FROM_IMAGES, FolderDataset, StreamLoader, shard_order
 from nas.errors import ConfigError
 
@@ -145,8 +146,8 @@ class Loader:
 
     @property
     def soft_targets(self) -> bool:
-        """Whether targets are class probabilities (Patch Mixing) rather than indices."""
-        return self.augment is not None and self.augment.patch_mixing is not None
+        """Whether targets are class probabilities (Patch Mixing, mixup, CutMix) rather than indices."""
+        return self.augment is not None and self.augment.mixes
 
     @property
     def num_samples(self) -> int:
@@ -187,13 +188,21 @@ class Loader:
             return self._normalise(images), labels
         state = np.random.SeedSequence([self.seed, epoch, index, self.rank]).generate_state(1, np.uint64)[0]
         generator = torch.Generator().manual_seed(int(state))
+        policy = self.augment
+        if policy.randaugment is not None:
+            images = _rand_augmented(images, policy.randaugment, generator)
         images = random_crop(images, self._crop, generator)
-        if self.augment.flip:
+        if policy.flip:
             images = random_flip(images, generator)
-        if self.augment.patch_mixing is None:
-            return self._normalise(images), labels
-        return patch_mix(self._normalise(images), labels, num_classes=self.num_classes,
-                         config=self.augment.patch_mixing, patch_size=self._patch_size, generator=generator)
+        targets: Tensor = labels
+        images = self._normalise(images)
+        if policy.patch_mixing is not None:
+            images, targets = patch_mix(images, labels, num_classes=self.num_classes, config=policy.patch_mixing,
+                                        patch_size=self._patch_size, generator=generator)
+        if policy.mixup > 0 or policy.cutmix > 0:
+            images, targets = mix_batch(images, targets, num_classes=self.num_classes, mixup=policy.mixup,
+                                        cutmix=policy.cutmix, generator=generator)
+        return images, targets
 
     def _normalise(self, images: Tensor) -> Tensor:
         return (_convert_channels(images.float().div_(255.0), self.channels) - self._mean) / self._std
@@ -258,6 +267,20 @@ def loaders(
         raise DatasetError(dataset.source, f"batch_size {batch_size} exceeds the {train.num_samples} training images "
                            f"per rank (world_size {world_size})")
     return train, val
+
+
+def _rand_augmented(images: Tensor, policy: tuple[int, int], generator: torch.Generator) -> Tensor:
+    """RandAugment on each uint8 ``C x H x W`` image of a batch, through Pillow (grey or RGB)."""
+    from PIL import Image
+
+    ops, magnitude = policy
+    out = []
+    for image in images:
+        pixels = image.permute(1, 2, 0).numpy()
+        picture = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        augmented = np.asarray(rand_augment(picture, ops=ops, magnitude=magnitude, generator=generator))
+        out.append(torch.from_numpy(augmented.copy()).reshape(image.shape[1], image.shape[2], -1).permute(2, 0, 1))
+    return torch.stack(out)
 
 
 def _resize(images: Tensor, resolution: int) -> Tensor:

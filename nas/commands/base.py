@@ -148,6 +148,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadArgument(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadArgument(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _check_writable(folder: Path) -> None:
     """Refuse a folder where no file can be created; the probe is an unnamed temporary file, gone at once."""
     try:

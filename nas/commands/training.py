@@ -13,6 +13,7 @@ from nas.commands.base import (
     Command,
     count,
     device_options,
+    non_negative_float,
     output_dir,
     placement_of,
     positive,
@@ -50,6 +51,15 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     parser.add_argument("--sam", action="store_true", help="sharpness-aware minimisation (twice the compute)")
     parser.add_argument("--sigma-reparam", action="store_true", help="sigmaReparam on linear weights")
     parser.add_argument("--patch-mixing", action="store_true", help="Patch Mixing augmentation")
+    parser.add_argument("--mixup", type=non_negative_float, default=0.0, metavar="ALPHA",
+                        help="mixup with Beta(ALPHA, ALPHA) shares (e.g. 0.8; default 0: off)")
+    parser.add_argument("--cutmix", type=non_negative_float, default=0.0, metavar="ALPHA",
+                        help="CutMix with Beta(ALPHA, ALPHA) shares (e.g. 1.0; default 0: off); with --mixup, one "
+                             "of the two per batch")
+    parser.add_argument("--randaugment", type=count(16, minimum=0), default=0, metavar="OPS",
+                        help="RandAugment: OPS operations per image (e.g. 2; default 0: off)")
+    parser.add_argument("--randaugment-magnitude", type=count(30, minimum=0), default=9, metavar="M",
+                        help="RandAugment's magnitude in [0, 30] (default 9)")
     parser.add_argument("--out", type=output_dir, metavar="DIR",
                         help="run directory (default runs/<kind>-<name>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -78,7 +88,9 @@ def _train_run(args: argparse.Namespace, kind: str, name: str) -> tuple[Dataset,
     set_threads(args)
     dataset = load_dataset(args.data)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, sam=args.sam,
-                             sigma_reparam=args.sigma_reparam, patch_mixing=args.patch_mixing)
+                             sigma_reparam=args.sigma_reparam, patch_mixing=args.patch_mixing, mixup=args.mixup,
+                             cutmix=args.cutmix, randaugment_ops=args.randaugment,
+                             randaugment_magnitude=args.randaugment_magnitude)
     out = args.out or output_dir(f"runs/{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return dataset, settings, out
 

@@ -32,8 +32,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from nas.datasets.augment import Augment, patch_mix
+from nas.datasets.augment import Augment, mix_batch, patch_mix
 from nas.datasets.dataset import DatasetError
+from nas.datasets.randaugment import rand_augment
 
 __all__ = ["STREAM_FROM_IMAGES", "FolderDataset", "StreamLoader", "shard_order", "read_folder_index"]
 
@@ -186,6 +187,9 @@ class _Images(TorchDataset):
             image = image.resize((side, side), Image.Resampling.BILINEAR, box=box)
             if loader.augment.flip and bool(torch.rand(1, generator=generator) < 0.5):
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            if loader.augment.randaugment is not None:
+                ops, magnitude = loader.augment.randaugment
+                image = rand_augment(image, ops=ops, magnitude=magnitude, generator=generator)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
         return loader.normalise(pixels), loader.labels[index]
 
@@ -249,9 +253,17 @@ class StreamLoader:
         batches = DataLoader(images, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
                              drop_last=False, persistent_workers=False, prefetch_factor=4 if self.workers else None)
         for index, (pixels, labels) in enumerate(batches, start=start):
-            if self.augment is None or self.augment.patch_mixing is None:
+            policy = self.augment
+            if policy is None or not policy.mixes:
                 yield pixels, labels
                 continue
             state = np.random.SeedSequence([self.seed, epoch, index, self.rank]).generate_state(1, np.uint64)[0]
-            yield patch_mix(pixels, labels, num_classes=self.num_classes, config=self.augment.patch_mixing,
-                            patch_size=self._patch_size, generator=torch.Generator().manual_seed(int(state)))
+            generator = torch.Generator().manual_seed(int(state))
+            targets: Tensor = labels
+            if policy.patch_mixing is not None:
+                pixels, targets = patch_mix(pixels, labels, num_classes=self.num_classes, config=policy.patch_mixing,
+                                            patch_size=self._patch_size, generator=generator)
+            if policy.mixup > 0 or policy.cutmix > 0:
+                pixels, targets = mix_batch(pixels, targets, num_classes=self.num_classes, mixup=policy.mixup,
+                                            cutmix=policy.cutmix, generator=generator)
+            yield pixels, targets

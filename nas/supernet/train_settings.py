@@ -16,6 +16,7 @@ from nas.errors import ConfigError
 __all__ = ["TrainSettings", "TrainResult"]
 
 _SETTINGS_SOURCE = "train settings"  # where a TrainSettings error says the bad value is
+_ADDED_LATER = {"mixup": 0.0, "cutmix": 0.0, "randaugment_ops": 0, "randaugment_magnitude": 9}
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class TrainSettings:
         grad_clip: clip the global gradient norm to this (None: no clipping).
         augment: random crop and flip.
         patch_mixing: Patch Mixing on top of ``augment``.
+        mixup, cutmix: Beta parameters of mixup and CutMix on top of ``augment`` (0: off; see
+            :class:`nas.data.Augment`).
+        randaugment_ops, randaugment_magnitude: RandAugment per image on top of ``augment`` (0 ops: off).
         seed: data order, augmentation, subnet sampling, and a stand-alone model's initial weights.
     """
 
@@ -62,6 +66,10 @@ class TrainSettings:
     grad_clip: float | None = 5.0
     augment: bool = True
     patch_mixing: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    randaugment_ops: int = 0
+    randaugment_magnitude: int = 9
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -80,13 +88,22 @@ class TrainSettings:
                  ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                  ("num_random", self.num_random >= 0, ">= 0"), ("sam_rho", self.sam_rho > 0, "> 0"),
                  ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 or None"),
+                 ("mixup", self.mixup >= 0, ">= 0"), ("cutmix", self.cutmix >= 0, ">= 0"),
+                 ("randaugment_ops", self.randaugment_ops >= 0, ">= 0"),
+                 ("randaugment_magnitude", 0 <= self.randaugment_magnitude <= 30, "in [0, 30]"),
                  ("seed", self.seed >= 0, ">= 0")]
         for name, ok, rule in rules:
             if not ok:
                 raise ConfigError(f"must be {rule}, got {getattr(self, name)!r}", path=name, source=_SETTINGS_SOURCE)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as plain data; fields added after the first release are left out at their defaults,
+        so a checkpoint written before them resumes under the same settings."""
+        data = asdict(self)
+        for name, default in _ADDED_LATER.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:

@@ -322,7 +322,9 @@ class Trainer:
         try:
             policy: bool | Augment = False
             if settings.augment:
-                policy = Augment(patch_mixing=PatchMixing() if settings.patch_mixing else None)
+                randaugment = (settings.randaugment_ops, settings.randaugment_magnitude)
+                policy = Augment(patch_mixing=PatchMixing() if settings.patch_mixing else None, mixup=settings.mixup,
+                                 cutmix=settings.cutmix, randaugment=randaugment if randaugment[0] else None)
             train, _ = loaders(self.dataset, batch_size=settings.batch_size, resolution=self.job.resolution,
                                channels=self.job.channels, augment=policy, seed=settings.seed, rank=rank,
                                world_size=world)
