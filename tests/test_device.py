@@ -124,3 +124,40 @@ def test_cuda_training_evaluates_on_the_gpu_and_resumes_on_the_cpu(files: dict[s
                              options=_options(Placement(torch.device("cpu"), amp)), **COMMON)
     tolerance = 1e-3 if amp == "off" else 5e-2
     np.testing.assert_allclose(np.array(resumed.losses), np.array(full.losses), rtol=tolerance)
+
+
+class _BrokenCompile(torch.nn.Module):
+    """What ``torch.compile`` returns for a kind it cannot compile: a wrapper that fails on its first call."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: object) -> torch.Tensor:
+        raise RuntimeError("backend compiler failed")
+
+
+def test_compile_falls_back_to_eager_with_a_warning_and_the_same_losses(dataset: Dataset, monkeypatch) -> None:
+    from nas.errors import NasWarning
+    from nas.supernet import train_model
+    from nas.zoo import get
+
+    settings = TrainSettings(epochs=1, batch_size=16, seed=1)
+    options = TrainOptions(progress=False, evaluate=False, max_steps=3)
+    eager = train_model(get("poolformer_s12"), dataset, settings, width=0.125, resolution=16, options=options)
+    compiled: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or _BrokenCompile(module))
+    with pytest.warns(NasWarning, match="torch.compile failed on this model"):
+        fallen = train_model(get("poolformer_s12"), dataset, settings, width=0.125, resolution=16,
+                             options=replace(options, compile=True))
+    assert len(compiled) == 1 and fallen.losses == eager.losses
+
+
+def test_a_supernet_is_never_compiled(files: dict[str, str], dataset: Dataset, monkeypatch) -> None:
+    from nas.errors import NasWarning
+
+    monkeypatch.setattr(torch, "compile", lambda module: pytest.fail("the supernet was compiled"))
+    with pytest.warns(NasWarning, match="recompile every step"):
+        result = train_supernet(files["space"], dataset, SETTINGS, options=replace(_options(max_steps=2),
+                                                                                   compile=True), **COMMON)
+    assert result.steps == 2

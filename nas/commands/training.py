@@ -69,6 +69,9 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
                         help="stop after this many steps in total (resume later with --resume)")
     threads_option(parser)
     device_options(parser)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile a stand-alone model (falls back to eager, with a warning, where a kind "
+                             "does not compile; a supernet is never compiled)")
 
 
 def _train_run(args: argparse.Namespace, kind: str, name: str) -> tuple[Dataset, TrainSettings, Path]:
@@ -103,7 +106,7 @@ def _train_options_of(args: argparse.Namespace) -> TrainOptions:
 
     show = not args.json and _is_rank_zero()
     return TrainOptions(checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, progress=show,
-                        log=tqdm.write if show else None, placement=args.placement)
+                        log=tqdm.write if show else None, placement=args.placement, compile=args.compile)
 
 
 def _print_training(args: argparse.Namespace, result: TrainResult) -> int:

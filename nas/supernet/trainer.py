@@ -53,6 +53,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.blocks.common import set_training_progress
 from nas.data import Augment, Dataset, PatchMixing, loaders
-from nas.errors import NasError
+from nas.errors import NasError, NasWarning
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
 from nas.supernet.device import DeviceError, Placement
 from nas.supernet.elastic import SHARING_VERSION
@@ -112,6 +113,9 @@ class TrainOptions:
         placement: the device and autocast precision (:class:`~nas.supernet.device.Placement`). The device
             may change on resume (checkpoints load on any device); the precision may not, since it
             changes the numbers: the checkpoint records it and a resume under another one is refused.
+        compile: run a stand-alone model through ``torch.compile``; where a kind does not compile, the
+            first step falls back to eager with a warning. A supernet changes its graph every step and is
+            never compiled (a warning says so).
     """
 
     checkpoint_every: int = 100
@@ -121,6 +125,7 @@ class TrainOptions:
     eval_calibration: int = 8
     evaluate: bool = True
     placement: Placement = Placement()
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1:
@@ -302,6 +307,14 @@ class Trainer:
             "scheduler": scheduler.state_dict(), "rng": self._rng_state(), "history": history,
             "amp": self.placement.amp, **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})})
 
+    def _compiled(self, model: nn.Module) -> nn.Module:
+        """``torch.compile(model)`` for a stand-alone model; a supernet stays eager (see :class:`TrainOptions`)."""
+        if not isinstance(self.job, ModelJob):
+            warnings.warn("--compile: a supernet runs another subnet every step, which would recompile every step; "
+                          "training it eagerly", NasWarning, stacklevel=3)
+            return model
+        return torch.compile(model)
+
     def _rng_state(self) -> dict[str, torch.Tensor]:
         state = {"torch": torch.get_rng_state()}
         if self.placement.on_cuda:  # drop path on the GPU draws from the device's generator
@@ -339,6 +352,9 @@ class Trainer:
             model: nn.Module = module
             if world > 1:
                 model = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+            eager = model
+            if options.compile:
+                model = self._compiled(model)
             stop = total if options.max_steps is None else min(total, options.max_steps)
             show = options.progress and rank == 0
             log = options.log or (tqdm.write if show else None)
@@ -364,7 +380,16 @@ class Trainer:
                     tick = time.perf_counter()
                     subnets = self.job.subnets(epoch, index)
                     set_training_progress(module, (step + 1) / total)  # VanillaNet: identity by the last step
-                    losses, extras = self._step(model, optimizer, images, targets, subnets)
+                    try:
+                        losses, extras = self._step(model, optimizer, images, targets, subnets)
+                    except Exception as exc:  # noqa: BLE001 - any failure of the compiler, on its first step only
+                        if model is eager or done > 0:
+                            raise
+                        warnings.warn(f"torch.compile failed on this model ({type(exc).__name__}: "
+                                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                                      "training it eagerly", NasWarning, stacklevel=2)
+                        model = eager
+                        losses, extras = self._step(model, optimizer, images, targets, subnets)
                     lr = optimizer.param_groups[0]["lr"]
                     scheduler.step()
                     step += 1
