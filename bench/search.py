@@ -22,7 +22,7 @@ Printed:
   persistent unit table, so scoring costs least for the runs that come after others in one process);
 * the pricing figures of ``bench/pricing.py`` (cold and warm, each in a fresh process), unless ``--no-pricing``.
 
-A run that reaches ``--time-cap`` seconds (its own time plus scoring) stops there (optuna-gp fits a Gaussian
+A run that reaches ``--time-cap`` CPU seconds (its own time plus scoring) stops there (optuna-gp fits a Gaussian
 process on ~830 one-hot features per ask); its hypervolume is then that of the evaluations it reached, compared with
 evolution's at the same count ("equal time" in place of "equal budget"), and the table says so.
 
@@ -44,6 +44,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import inspect
 import json
@@ -79,10 +80,12 @@ class Run:
     budget: int
     population: int
     losses: list[list[float]]  # per evaluation: (-proxy_score, latency_ms)
-    own_s: float  # ask and tell
+    own_s: float  # ask and tell, wall time
     scoring_s: float
     time_cap_s: float
     capped: bool
+    own_cpu_s: float = math.nan  # the same in CPU time of this process (all its threads)
+    scoring_cpu_s: float = math.nan
 
     @property
     def evaluations(self) -> int:
@@ -91,13 +94,16 @@ class Run:
     def hypervolume(self, budget: int, reference: np.ndarray) -> float:
         return hypervolume(np.asarray(self.losses[:budget]), reference)
 
-    def per_thousand(self) -> tuple[float, float]:
-        """(own, scoring) seconds per 1,000 evaluations."""
-        return 1000 * self.own_s / self.evaluations, 1000 * self.scoring_s / self.evaluations
+    def per_thousand(self) -> tuple[float, float, float, float]:
+        """(own, scoring) wall seconds, then (own, scoring) CPU seconds, per 1,000 evaluations."""
+        return tuple(1000 * value / self.evaluations
+                     for value in (self.own_s, self.scoring_s, self.own_cpu_s, self.scoring_cpu_s))
 
 
+@functools.cache
 def code_digest(strategy: str) -> str:
-    """A digest of the source a strategy's proposals depend on: its class's package folder and the base class."""
+    """A digest of the source a strategy's proposals depend on: its class's package folder and the base class
+    (read once, at start-up, like the code the process runs: see ``main``)."""
     folder = Path(inspect.getfile(get_strategy(strategy))).parent
     digest = hashlib.sha256()
     for path in [*sorted(folder.glob("*.py")), folder.parent / "base.py"]:
@@ -107,32 +113,36 @@ def code_digest(strategy: str) -> str:
 
 def run_one(space, scorer, strategy: str, seed: int, budget: int, population: int, time_cap: float) -> Run:
     """The ask / evaluate / tell loop of ``nas.search.optimize`` in memory, timing the strategy and the scoring
-    apart, and stopping at ``budget`` evaluations or ``time_cap`` seconds."""
+    apart, and stopping at ``budget`` evaluations or ``time_cap`` CPU seconds (CPU, not wall: on a machine shared
+    with other jobs a wall-time cap would cut runs short by the load, not by their cost)."""
     created = create_strategy(strategy, space, directions=DIRECTIONS, seed=seed, population_size=population)
     store = MemoryStore(DIRECTIONS)
     if created.uses_study:
         created.bind(store.study())
-    own = scoring = 0.0
+    own = scoring = own_cpu = scoring_cpu = 0.0
     losses: list[list[float]] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            while len(losses) < budget and own + scoring < time_cap:
-                start = time.perf_counter()
+            while len(losses) < budget and own_cpu + scoring_cpu < time_cap:
+                start, start_cpu = time.perf_counter(), time.process_time()
                 proposals = created.ask(min(population, budget - len(losses)))
                 if not proposals:
                     raise RuntimeError(f"{strategy} proposed nothing after {len(losses)} evaluations")
-                asked = time.perf_counter()
+                asked, asked_cpu = time.perf_counter(), time.process_time()
                 records = evaluate(space, scorer, proposals, keep_arch=False)
-                scored = time.perf_counter()
+                scored, scored_cpu = time.perf_counter(), time.process_time()
                 created.tell([store.record(proposal, record) for proposal, record in zip(proposals, records,
                                                                                          strict=True)])
                 own += (asked - start) + (time.perf_counter() - scored)
+                own_cpu += (asked_cpu - start_cpu) + (time.process_time() - scored_cpu)
                 scoring += scored - asked
+                scoring_cpu += scored_cpu - asked_cpu
                 losses.extend((np.array([record.values for record in records]) * SIGNS).tolist())
     finally:
         created.close()
-    return Run(strategy, seed, budget, population, losses, own, scoring, time_cap, len(losses) < budget)
+    return Run(strategy, seed, budget, population, losses, own, scoring, time_cap, len(losses) < budget, own_cpu,
+               scoring_cpu)
 
 
 class Results:
@@ -201,12 +211,15 @@ def report(runs: list[Run], small: int, large: int) -> tuple[list[str], dict]:
     if evolution:
         lines.append("goal (evolution >= every other strategy at equal budget): "
                      + ("met" if not beaten else f"NOT met by {', '.join(beaten)}"))
-    lines.append("wall time per 1,000 evaluations, mean over seeds: the strategy's own (ask, tell) + scoring its "
-                 "candidates (real predictors; cheaper when earlier runs in the process priced their units)")
+    lines.append("time per 1,000 evaluations, mean over seeds: the strategy's own (ask, tell) + scoring its "
+                 "candidates (real predictors; cheaper when earlier runs in the process priced their units); "
+                 "wall time, and CPU time of the process")
     for name, mine in by_name.items():
-        own, scoring = np.mean([run.per_thousand() for run in mine], axis=0)
-        lines.append(f"  {name:>16}: {own + scoring:9.1f} s = {own:9.1f} s own + {scoring:7.1f} s scoring")
-        figures["seconds_per_1000"][name] = {"own": float(own), "scoring": float(scoring)}
+        own, scoring, own_cpu, scoring_cpu = np.mean([run.per_thousand() for run in mine], axis=0)
+        lines.append(f"  {name:>16}: wall {own + scoring:8.1f} s = {own:8.1f} s own + {scoring:6.1f} s scoring; "
+                     f"CPU {own_cpu + scoring_cpu:8.1f} s = {own_cpu:8.1f} s own + {scoring_cpu:6.1f} s scoring")
+        figures["seconds_per_1000"][name] = {"own": float(own), "scoring": float(scoring), "own_cpu": float(own_cpu),
+                                             "scoring_cpu": float(scoring_cpu)}
     return lines, figures
 
 
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", type=int, nargs=2, default=(300, 1000), metavar=("SMALL", "LARGE"))
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--time-cap", type=float, default=3600.0,
-                        help="seconds (own + scoring) after which a run stops short of its budget")
+                        help="CPU seconds (own + scoring) after which a run stops short of its budget")
     parser.add_argument("--results", help="folder keeping each finished run (resume, share between processes)")
     parser.add_argument("--report-only", action="store_true", help="print the runs in --results, run nothing")
     parser.add_argument("--no-pricing", action="store_true", help="skip bench/pricing.py's figures")
@@ -235,13 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"space {space.name} ({space.size_text()} points, {space.num_slots} decisions), target {args.target}: "
           f"latency by the real predictor, accuracy by the stand-in log10 MACs (the 'proxy' source); "
           f"{args.seeds} seeds, budgets {small} and {large}, population {args.population}, "
-          f"time cap {args.time_cap:.0f} s per run", flush=True)
+          f"time cap {args.time_cap:.0f} CPU s per run", flush=True)
     vector_scorer = VectorScorer(space, make_scorer(target=args.target, accuracy="proxy", space=space.name))
     results = Results(args.results, space.name, args.target)
     names = [name for name in args.strategies if name != "nni-evolution" or nni_available()]
     if len(names) < len(args.strategies):
         print("nni-evolution: skipped (NNI not installed: pip install 'nas[nni]')")
     plan = [(name, RANDOM_FACTOR * large if name == "random" else large) for name in names]
+    for name in names:  # the digests of the code just imported, before anyone edits it during a long run
+        code_digest(name)
     figures: dict = {}
     mine = set(range(args.seeds) if args.seed_list is None else args.seed_list)
     for seed in range(args.seeds):
@@ -249,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             if seed in mine and results.get(name, seed, budget, args.population) is None and not args.report_only:
                 run = run_one(space, vector_scorer, name, seed, budget, args.population, args.time_cap)
                 results.put(run)
-                own, scoring = run.per_thousand()
+                own, scoring, own_cpu, scoring_cpu = run.per_thousand()
                 print(f"  {name} seed {seed}: {run.evaluations} evaluations in {run.own_s + run.scoring_s:.1f} s "
-                      f"({own:.1f} s own + {scoring:.1f} s scoring per 1,000)"
+                      f"(per 1,000: wall {own:.1f} s own + {scoring:.1f} s scoring, CPU {own_cpu:.1f} + "
+                      f"{scoring_cpu:.1f} s)"
                       + (" (time cap)" if run.capped else ""), flush=True)
         done = [run for seed_done in range(seed + 1) for name, budget in plan
                 if (run := results.get(name, seed_done, budget, args.population)) is not None]
