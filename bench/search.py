@@ -26,11 +26,12 @@ A run that reaches ``--time-cap`` CPU seconds (its own time plus scoring) stops 
 process on ~830 one-hot features per ask); its hypervolume is then that of the evaluations it reached, compared with
 evolution's at the same count ("equal time" in place of "equal budget"), and the table says so.
 
-Each finished run is kept in ``--results`` (a folder, one JSON file per run, keyed by space, target, strategy,
-seed, budget, population and a digest of the strategy's source), so a stopped bench resumes where it stopped,
-several processes may share the folder (e.g. one per strategy, to use both cores), and only the runs of a strategy
-whose code changed are run again. The table is printed after every round of seeds, so a partial run shows what it
-has; the hypervolume reference point (the nadir of every point any run found, pushed out by 10 % of the range,
+Each run is kept in ``--results`` (a folder, one JSON file per run, keyed by space, target, strategy, seed,
+budget, population and a digest of the strategy's source; a run under way is kept every 100 evaluations, and is
+reported as far as it got, but run again from its start by the next bench), so a stopped bench resumes where it
+stopped, several processes may share the folder (e.g. one per strategy, to use both cores), and only the runs of a
+strategy whose code changed are run again. The table is printed after every round of seeds, so a partial run shows
+what it has; the hypervolume reference point (the nadir of every point any run found, pushed out by 10 % of the range,
 ``nas.search.pareto.reference_point``, in loss space ``(-proxy_score, latency_ms)``) is taken over the runs present.
 
 Usage::
@@ -52,6 +53,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,6 +71,7 @@ STRATEGIES = ("evolution", "optuna-nsga2", "optuna-tpe", "optuna-gp", "nni-evolu
 DIRECTIONS = ("maximize", "minimize")  # the proxy score, latency
 SIGNS = np.array([-1.0, 1.0])
 RANDOM_FACTOR = 10
+CHECKPOINT = 100
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Run:
     capped: bool
     own_cpu_s: float = math.nan  # the same in CPU time of this process (all its threads)
     scoring_cpu_s: float = math.nan
+    finished: bool = True  # False: a snapshot of a run still going (or killed), kept every CHECKPOINT evaluations
 
     @property
     def evaluations(self) -> int:
@@ -111,16 +115,23 @@ def code_digest(strategy: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def run_one(space, scorer, strategy: str, seed: int, budget: int, population: int, time_cap: float) -> Run:
+def run_one(space, scorer, strategy: str, seed: int, budget: int, population: int, time_cap: float,
+            keep: Callable[[Run], None]) -> Run:
     """The ask / evaluate / tell loop of ``nas.search.optimize`` in memory, timing the strategy and the scoring
     apart, and stopping at ``budget`` evaluations or ``time_cap`` CPU seconds (CPU, not wall: on a machine shared
-    with other jobs a wall-time cap would cut runs short by the load, not by their cost)."""
+    with other jobs a wall-time cap would cut runs short by the load, not by their cost). Every ``CHECKPOINT``
+    evaluations the run so far goes to ``keep`` (unfinished), so a bench stopped at a deadline still reports it."""
     created = create_strategy(strategy, space, directions=DIRECTIONS, seed=seed, population_size=population)
     store = MemoryStore(DIRECTIONS)
     if created.uses_study:
         created.bind(store.study())
     own = scoring = own_cpu = scoring_cpu = 0.0
     losses: list[list[float]] = []
+
+    def snapshot(finished: bool) -> Run:
+        return Run(strategy, seed, budget, population, list(losses), own, scoring, time_cap, len(losses) < budget,
+                   own_cpu, scoring_cpu, finished)
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -138,11 +149,13 @@ def run_one(space, scorer, strategy: str, seed: int, budget: int, population: in
                 own_cpu += (asked_cpu - start_cpu) + (time.process_time() - scored_cpu)
                 scoring += scored - asked
                 scoring_cpu += scored_cpu - asked_cpu
+                before = len(losses)
                 losses.extend((np.array([record.values for record in records]) * SIGNS).tolist())
+                if len(losses) < budget and len(losses) // CHECKPOINT > before // CHECKPOINT:
+                    keep(snapshot(False))
     finally:
         created.close()
-    return Run(strategy, seed, budget, population, losses, own, scoring, time_cap, len(losses) < budget, own_cpu,
-               scoring_cpu)
+    return snapshot(True)
 
 
 class Results:
@@ -200,8 +213,9 @@ def report(runs: list[Run], small: int, large: int) -> tuple[list[str], dict]:
             base = float(np.mean([run.hypervolume(reached, reference) for run in peers])) if peers else None
             label = f"{name} x{RANDOM_FACTOR}" if budget != equal else name
             note = f" (to evolution @ {equal})" if budget != equal else ""
-            if reached < budget:  # time-capped: compared with evolution at the evaluations it reached
-                note = f" (time cap: {reached} evaluations reached; to evolution @ {reached})"
+            if reached < budget:  # time-capped or unfinished: compared with evolution at the evaluations it reached
+                why = "time cap" if all(run.finished for run in mine) else "unfinished"
+                note = f" ({why}: {reached} evaluations reached; to evolution @ {reached})"
             lines.append(f"  {label:>16} @ {budget:>5}: {_ratio_text(values, base)}{note}   [seeds {seeds}]")
             ratio = float(np.mean(values) / base) if base else math.nan
             figures["hypervolume"][f"{label}@{budget}"] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
@@ -261,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     mine = set(range(args.seeds) if args.seed_list is None else args.seed_list)
     for seed in range(args.seeds):
         for name, budget in plan:
-            if seed in mine and results.get(name, seed, budget, args.population) is None and not args.report_only:
-                run = run_one(space, vector_scorer, name, seed, budget, args.population, args.time_cap)
+            kept = results.get(name, seed, budget, args.population)
+            if seed in mine and (kept is None or not kept.finished) and not args.report_only:
+                run = run_one(space, vector_scorer, name, seed, budget, args.population, args.time_cap, results.put)
                 results.put(run)
                 own, scoring, own_cpu, scoring_cpu = run.per_thousand()
                 print(f"  {name} seed {seed}: {run.evaluations} evaluations in {run.own_s + run.scoring_s:.1f} s "
