@@ -78,7 +78,7 @@ class RidgeScreen:
         min_points: evaluated points needed before the model is trusted; until then the first children are kept.
     """
 
-    def __init__(self, *, factor: int = 8, min_points: int = 16):
+    def __init__(self, *, factor: int = 32, min_points: int = 16):
         for name, value in (("factor", factor), ("min_points", min_points)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
