@@ -190,6 +190,13 @@ def _ratio_text(values: list[float], base: float | None) -> str:
     return f"{np.mean(values):.5f} +- {np.std(values):.5f}   ratio {ratio:.4f}"
 
 
+def _equal_time(capped: list[Run], evolution: list[Run]) -> int:
+    """Evaluations evolution makes in the mean CPU time of the capped runs (at most as many as it made)."""
+    seconds = np.mean([run.own_cpu_s + run.scoring_cpu_s for run in capped])
+    per_evaluation = np.mean([(run.own_cpu_s + run.scoring_cpu_s) / run.evaluations for run in evolution])
+    return int(min(min(run.evaluations for run in evolution), seconds // per_evaluation))
+
+
 def report(runs: list[Run], small: int, large: int) -> tuple[list[str], dict]:
     """The table of the runs present: hypervolume ratios to evolution and wall times (see the module docstring)."""
     reference = reference_point(np.concatenate([np.asarray(run.losses) for run in runs]))
@@ -210,12 +217,16 @@ def report(runs: list[Run], small: int, large: int) -> tuple[list[str], dict]:
         for budget, equal in budgets:
             reached = min(min(run.evaluations for run in mine), budget)
             values = [run.hypervolume(budget, reference) for run in mine]
-            base = float(np.mean([run.hypervolume(reached, reference) for run in peers])) if peers else None
             label = f"{name} x{RANDOM_FACTOR}" if budget != equal else name
-            note = f" (to evolution @ {equal})" if budget != equal else ""
-            if reached < budget:  # time-capped or unfinished: compared with evolution at the evaluations it reached
-                why = "time cap" if all(run.finished for run in mine) else "unfinished"
-                note = f" ({why}: {reached} evaluations reached; to evolution @ {reached})"
+            compare, note = equal, f" (to evolution @ {equal})" if budget != equal else ""
+            if reached < budget and all(run.finished for run in mine):  # time-capped: equal CPU time
+                compare = _equal_time(mine, peers)
+                note = (f" (time cap: {reached} evaluations reached; to evolution @ {compare}, its count in equal "
+                        f"CPU time)")
+            elif reached < budget:  # still running: equal count (scaled for the 10x budget)
+                compare = reached * equal // budget
+                note = f" (unfinished: {reached} evaluations reached; to evolution @ {compare})"
+            base = float(np.mean([run.hypervolume(compare, reference) for run in peers])) if peers else None
             lines.append(f"  {label:>16} @ {budget:>5}: {_ratio_text(values, base)}{note}   [seeds {seeds}]")
             ratio = float(np.mean(values) / base) if base else math.nan
             figures["hypervolume"][f"{label}@{budget}"] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
@@ -223,7 +234,7 @@ def report(runs: list[Run], small: int, large: int) -> tuple[list[str], dict]:
             if name != "evolution" and budget == equal and ratio > 1.0:
                 beaten.append(f"{label}@{budget} ({ratio:.4f})")
     if evolution:
-        lines.append("goal (evolution >= every other strategy at equal budget): "
+        lines.append("goal (evolution >= every other strategy at equal budget, at equal CPU time where capped): "
                      + ("met" if not beaten else f"NOT met by {', '.join(beaten)}"))
     lines.append("time per 1,000 evaluations, mean over seeds: the strategy's own (ask, tell) + scoring its "
                  "candidates (real predictors; cheaper when earlier runs in the process priced their units); "
