@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.seeds, args.budgets, args.population, args.time_cap = 2, (24, 48), 8, 20.0
+        args.seeds, args.budgets, args.population, args.time_cap = 2, (16, 32), 8, 3.0
     small, large = args.budgets
     space = load_space(args.space)
     print(f"space {space.name} ({space.size_text()} points, {space.num_slots} decisions), target {args.target}: "
