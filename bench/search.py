@@ -1,240 +1,251 @@
-"""Search strategies compared by hypervolume, and the scoring throughput of evolution's inner loop.
+"""Search strategies compared by hypervolume on the real objectives, and pricing on the real predictors.
 
-Objectives (predictor-based, no training): the proxy score ``log10 MACs`` (maximised; the stand-in for
-accuracy of ``nas.search.accuracy``) and the predicted latency on the target (minimised). The real
-predictors price a point by summing per-unit numbers, and a unit never seen before must be traced
-(``nas.cost``, ~20 ms each); fresh random points of the MetaFormer space bring several new units each, so
-they cost 0.1-0.3 s apiece, and the ~75,000 evaluations of the comparison (random search alone takes 5 x 10,000)
-would take hours on 2 cores. So the strategies are compared on a *surrogate* of those two predictors: a
-small MLP per objective on ``Space.features`` of the point vector, fitted here on ``--fit`` points scored by
-the real predictors and checked on ``--holdout`` others (R^2 and Spearman rho are printed). The surrogate is
-deterministic and the same for every strategy, so the comparison is fair; the real predictors' throughput is
-measured separately.
+Objectives, both priced by the real predictors (no surrogate of them):
+
+* latency on the target (``iphone12``, the main job's), minimised: ``nas.latency``'s predictor, summed over each
+  candidate's units by ``nas.search.vector_scorer.VectorScorer``, equal to the Arch path's prediction;
+* accuracy, maximised, by a stated *stand-in*: the ``proxy`` source of ``nas search`` (``log10 MACs``). The main
+  job's default source, ``short-train``, trains each candidate for 60 steps (about 20 s on one core); the ~75,000
+  evaluations of this comparison would take weeks. The stand-in keeps what makes the search hard and
+  strategy-relevant: MACs and latency are priced from the same units but disagree by kind (attention,
+  memory-bound norms and pooling, strided stems cost time that MACs do not count), so the front is the set of points
+  that buy the most compute per millisecond on the target, reached by the same moves (kinds, widths, depths per
+  stage) as a front on trained accuracy. What it cannot show is how a strategy copes with a noisy accuracy.
 
 Printed:
 
-* the surrogates' held-out fit;
-* hypervolume after 300 and 1000 evaluations for evolution, optuna-nsga2, optuna-tpe, nni-evolution (when
-  NNI is installed) and random, ``--seeds`` seeds each, as ratios to evolution's mean (goal: evolution >= every
-  other strategy at equal budget), plus random with 10x the budget;
-* throughput of scoring with the real predictors (goal >= 10k candidates/s for evolution's inner loop):
-  (a) cold: fresh random points, by the Arch path (``Scorer``: decode, unit caches, tracing new units) and by
-  the vector path (``nas.search.vector_scorer.VectorScorer``: per-part tables, no Arch for points whose parts
-  were seen); (b) warm: candidates scored per second of scoring time in the second half of a long evolution
-  run with the vector path, the share of candidates with a new part and the units traced per candidate; (c) the same
-  candidates scored again once every unit is known, by both paths; then the whole inner loop (ask, score,
-  tell) on the surrogate.
+* hypervolume after 300 and 1,000 evaluations (``--budgets``) for evolution, optuna-nsga2, optuna-tpe,
+  optuna-gp, nni-evolution (when NNI is installed) and random, ``--seeds`` seeds each, as ratios of means to
+  evolution's (goal: evolution >= every other strategy at equal budget), plus random with 10x the budget;
+* each strategy's wall time per 1,000 evaluations, split into its own time (ask and tell: sampling, model fits,
+  selection) and scoring (pricing its candidates; a unit met for the first time is traced or read from the
+  persistent unit table, so scoring costs least for the runs that come after others in one process);
+* the pricing figures of ``bench/pricing.py`` (cold and warm, each in a fresh process), unless ``--no-pricing``.
 
-The hypervolume reference point is common to all runs: the nadir of every feasible point any run found,
-pushed out by 10 % of the range (``nas.search.pareto.reference_point``), in loss space
-``(-proxy_score, latency_ms)``.
+A run that reaches ``--time-cap`` CPU seconds (its own time plus scoring) stops there (optuna-gp fits a Gaussian
+process on ~830 one-hot features per ask); its hypervolume is then that of the evaluations it reached, compared with
+evolution's at the same count ("equal time" in place of "equal budget"), and the table says so.
+
+Each run is kept in ``--results`` (a folder, one JSON file per run, keyed by space, target, strategy, seed,
+budget, population and a digest of the strategy's source; a run under way is kept every 100 evaluations, and is
+reported as far as it got, but run again from its start by the next bench), so a stopped bench resumes where it
+stopped, several processes may share the folder (e.g. one per strategy, to use both cores), and only the runs of a
+strategy whose code changed are run again. The table is printed after every round of seeds, so a partial run shows
+what it has; the hypervolume reference point (the nadir of every point any run found, pushed out by 10 % of the range,
+``nas.search.pareto.reference_point``, in loss space ``(-proxy_score, latency_ms)``) is taken over the runs present.
 
 Usage::
 
-    python bench/search.py                 # the full comparison (tens of minutes on 2 cores)
-    python bench/search.py --smoke         # small sizes, for CI (about a minute)
-    python bench/search.py --strategies evolution random --seeds 3
-    python bench/search.py --scores /tmp/fit.npz   # keep the real predictors' scores for the next run
+    python bench/search.py                              # the full comparison (hours on 2 busy cores)
+    python bench/search.py --smoke                      # small sizes, for CI (about a minute)
+    python bench/search.py --strategies optuna-tpe --results runs/bench-search   # one process per strategy ...
+    python bench/search.py --report-only --results runs/bench-search             # ... and the table of them all
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import inspect
 import json
 import math
-import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
 from pricing import measure as measure_pricing
 from pricing import report as pricing_report
-from scipy.stats import spearmanr
 
-from nas.cost import CACHE
-from nas.search import MemoryStore, Scores, create_strategy, hypervolume, make_scorer, optimize, reference_point
+from nas.atomic import write_atomic
+from nas.search import MemoryStore, create_strategy, evaluate, get_strategy, hypervolume, make_scorer, reference_point
 from nas.search.strategies.nni_evolution import nni_available
 from nas.search.vector_scorer import VectorScorer
 from nas.space import load_space
 
-STRATEGIES = ("evolution", "optuna-nsga2", "optuna-tpe", "nni-evolution", "random")
-THROUGHPUT_GOAL = 10_000
-SIGNS = np.array([-1.0, 1.0])  # maximise the proxy score, minimise latency
-
-
-class MLP:
-    """A 2-hidden-layer ReLU regressor trained with torch, evaluated with numpy."""
-
-    def __init__(self, features: np.ndarray, target: np.ndarray, *, seed: int, hidden: int = 256, steps: int = 1500):
-        self.mean, self.scale = float(target.mean()), float(target.std() or 1.0)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            net = torch.nn.Sequential(torch.nn.Linear(features.shape[1], hidden), torch.nn.ReLU(),
-                                      torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
-        x = torch.from_numpy(features.astype(np.float32))
-        y = torch.from_numpy(((target - self.mean) / self.scale).astype(np.float32))[:, None]
-        optimiser = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-5)
-        for _ in range(steps):
-            optimiser.zero_grad()
-            loss = torch.nn.functional.mse_loss(net(x), y)
-            loss.backward()
-            optimiser.step()
-        self.weights = [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
-                        for layer in net if isinstance(layer, torch.nn.Linear)]
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        out = features.astype(np.float32)
-        for index, (weight, bias) in enumerate(self.weights):
-            out = out @ weight + bias
-            if index < len(self.weights) - 1:
-                np.maximum(out, 0.0, out=out)
-        return out[:, 0].astype(np.float64) * self.scale + self.mean
-
-
-class SurrogateScorer:
-    """Vector-level scorer (``evaluate_vectors``) over the two fitted surrogates; no Arch is decoded."""
-
-    def __init__(self, space, proxy: MLP, log_latency: MLP):
-        self.space, self.proxy, self.log_latency = space, proxy, log_latency
-
-    def evaluate_vectors(self, vectors: np.ndarray) -> Scores:
-        features = self.space.features(vectors)
-        proxy, latency = self.proxy(features), np.exp(self.log_latency(features))
-        return Scores(np.stack([proxy, latency], axis=1), np.zeros((len(vectors), 0)),
-                      {"proxy_score": proxy, "latency_ms": latency})
-
-
-def _r2(truth: np.ndarray, guess: np.ndarray) -> float:
-    return float(1.0 - np.sum((truth - guess) ** 2) / np.sum((truth - truth.mean()) ** 2))
-
-
-def _scored_sample(space, target: str, count: int, seed: int,
-                   cache: str | None) -> tuple[np.ndarray, np.ndarray, float]:
-    """``count`` random points and their real (proxy, latency) values; reused from ``cache`` (.npz) if it matches."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
-    vectors = space.sample_vectors(rng, count)
-    if cache and os.path.isfile(cache):
-        stored = np.load(cache)
-        if stored["vectors"].shape == vectors.shape and (stored["vectors"] == vectors).all() \
-                and str(stored["target"]) == target:
-            return vectors, stored["values"], float(stored["seconds"])
-    scorer = make_scorer(target=target, accuracy="proxy", space=space.name)
-    start = time.perf_counter()
-    values = scorer.evaluate([space.decode(vector) for vector in vectors]).values
-    seconds = time.perf_counter() - start
-    if cache:
-        np.savez(cache, vectors=vectors, values=values, seconds=seconds, target=target)
-    return vectors, values, seconds
-
-
-def fit_surrogates(space, target: str, fit: int, holdout: int, seed: int, cache: str | None = None,
-                   steps: int = 1500) -> tuple[SurrogateScorer, dict]:
-    vectors, values, scoring_s = _scored_sample(space, target, fit + holdout, seed, cache)
-    features = space.features(vectors)
-    proxy_true, latency_true = values[:, 0], values[:, 1]
-    train = slice(0, fit)
-    proxy = MLP(features[train], proxy_true[train], seed=seed, steps=steps)
-    log_latency = MLP(features[train], np.log(latency_true[train]), seed=seed + 1, steps=steps)
-    test = slice(fit, fit + holdout)
-    guess_proxy, guess_latency = proxy(features[test]), np.exp(log_latency(features[test]))
-    quality = {
-        "fit_points": fit, "holdout_points": holdout, "exact_scoring_s": round(scoring_s, 1),
-        "exact_candidates_per_s": round((fit + holdout) / scoring_s, 1),
-        "proxy_r2": round(_r2(proxy_true[test], guess_proxy), 4),
-        "proxy_spearman": round(float(spearmanr(proxy_true[test], guess_proxy).statistic), 4),
-        "latency_r2": round(_r2(latency_true[test], guess_latency), 4),
-        "latency_spearman": round(float(spearmanr(latency_true[test], guess_latency).statistic), 4),
-        "latency_mape_pct": round(float(np.mean(np.abs(guess_latency / latency_true[test] - 1)) * 100), 2),
-    }
-    return SurrogateScorer(space, proxy, log_latency), quality
+STRATEGIES = ("evolution", "optuna-nsga2", "optuna-tpe", "optuna-gp", "nni-evolution", "random")
+DIRECTIONS = ("maximize", "minimize")  # the proxy score, latency
+SIGNS = np.array([-1.0, 1.0])
+RANDOM_FACTOR = 10
+CHECKPOINT = 100
 
 
 @dataclass
-class Result:
+class Run:
+    """One strategy's run: its losses in evaluation order and where its time went."""
+
     strategy: str
     seed: int
     budget: int
-    losses: np.ndarray
-    seconds: float
+    population: int
+    losses: list[list[float]]  # per evaluation: (-proxy_score, latency_ms)
+    own_s: float  # ask and tell, wall time
+    scoring_s: float
+    time_cap_s: float
+    capped: bool
+    own_cpu_s: float = math.nan  # the same in CPU time of this process (all its threads)
+    scoring_cpu_s: float = math.nan
+    finished: bool = True  # False: a snapshot of a run still going (or killed), kept every CHECKPOINT evaluations
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.losses)
+
+    def hypervolume(self, budget: int, reference: np.ndarray) -> float:
+        return hypervolume(np.asarray(self.losses[:budget]), reference)
+
+    def per_thousand(self) -> tuple[float, float, float, float]:
+        """(own, scoring) wall seconds, then (own, scoring) CPU seconds, per 1,000 evaluations."""
+        return tuple(1000 * value / self.evaluations
+                     for value in (self.own_s, self.scoring_s, self.own_cpu_s, self.scoring_cpu_s))
 
 
-def run_one(space, scorer, strategy: str, seed: int, budget: int, population: int) -> Result:
-    created = create_strategy(strategy, space, directions=["maximize", "minimize"], seed=seed,
-                              population_size=population)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        records = optimize(space, created, scorer, MemoryStore(), budget=budget, keep_arch=False)
-    seconds = time.perf_counter() - start
-    losses = np.array([record.values for record in records]) * SIGNS
-    return Result(strategy, seed, budget, losses, seconds)
+@functools.cache
+def code_digest(strategy: str) -> str:
+    """A digest of the source a strategy's proposals depend on: its class's package folder and the base class
+    (read once, at start-up, like the code the process runs: see ``main``)."""
+    folder = Path(inspect.getfile(get_strategy(strategy))).parent
+    digest = hashlib.sha256()
+    for path in [*sorted(folder.glob("*.py")), folder.parent / "base.py"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
-def loop_rate(space, scorer, *, budget: int, population: int) -> float:
-    """Candidates/s of a whole evolution run (ask, score, tell) on ``scorer``."""
-    result = run_one(space, scorer, "evolution", 0, budget, population)
-    return budget / result.seconds
+def run_one(space, scorer, strategy: str, seed: int, budget: int, population: int, time_cap: float,
+            keep: Callable[[Run], None]) -> Run:
+    """The ask / evaluate / tell loop of ``nas.search.optimize`` in memory, timing the strategy and the scoring
+    apart, and stopping at ``budget`` evaluations or ``time_cap`` CPU seconds (CPU, not wall: on a machine shared
+    with other jobs a wall-time cap would cut runs short by the load, not by their cost). Every ``CHECKPOINT``
+    evaluations the run so far goes to ``keep`` (unfinished), so a bench stopped at a deadline still reports it."""
+    created = create_strategy(strategy, space, directions=DIRECTIONS, seed=seed, population_size=population)
+    store = MemoryStore(DIRECTIONS)
+    if created.uses_study:
+        created.bind(store.study())
+    own = scoring = own_cpu = scoring_cpu = 0.0
+    losses: list[list[float]] = []
+
+    def snapshot(finished: bool) -> Run:
+        return Run(strategy, seed, budget, population, list(losses), own, scoring, time_cap, len(losses) < budget,
+                   own_cpu, scoring_cpu, finished)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            while len(losses) < budget and own_cpu + scoring_cpu < time_cap:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                proposals = created.ask(min(population, budget - len(losses)))
+                if not proposals:
+                    raise RuntimeError(f"{strategy} proposed nothing after {len(losses)} evaluations")
+                asked, asked_cpu = time.perf_counter(), time.process_time()
+                records = evaluate(space, scorer, proposals, keep_arch=False)
+                scored, scored_cpu = time.perf_counter(), time.process_time()
+                created.tell([store.record(proposal, record) for proposal, record in zip(proposals, records,
+                                                                                         strict=True)])
+                own += (asked - start) + (time.perf_counter() - scored)
+                own_cpu += (asked_cpu - start_cpu) + (time.process_time() - scored_cpu)
+                scoring += scored - asked
+                scoring_cpu += scored_cpu - asked_cpu
+                before = len(losses)
+                losses.extend((np.array([record.values for record in records]) * SIGNS).tolist())
+                if len(losses) < budget and len(losses) // CHECKPOINT > before // CHECKPOINT:
+                    keep(snapshot(False))
+    finally:
+        created.close()
+    return snapshot(True)
 
 
-class TimedScorer:
-    """A vector scorer that keeps, per call, (candidates, seconds, decoded misses, units traced)."""
+class Results:
+    """The finished runs, one JSON file each under ``folder`` (or in memory when there is no folder)."""
 
-    def __init__(self, inner: VectorScorer):
-        self.inner = inner
-        self.calls: list[tuple[int, float, int, int]] = []
+    def __init__(self, folder: str | None, space: str, target: str):
+        self.folder = Path(folder) if folder else None
+        self.prefix = f"{space}-{target}"
+        self.memory: dict[str, Run] = {}
 
-    def evaluate_vectors(self, vectors: np.ndarray) -> Scores:
-        misses, traced = self.inner.misses, CACHE.info().misses
-        start = time.perf_counter()
-        scores = self.inner.evaluate_vectors(vectors)
-        self.calls.append((len(vectors), time.perf_counter() - start, self.inner.misses - misses,
-                           CACHE.info().misses - traced))
-        return scores
+    def _name(self, strategy: str, seed: int, budget: int, population: int) -> str:
+        return f"{self.prefix}-{strategy}-s{seed}-b{budget}-p{population}-{code_digest(strategy)}.json"
+
+    def get(self, strategy: str, seed: int, budget: int, population: int) -> Run | None:
+        name = self._name(strategy, seed, budget, population)
+        if name in self.memory:
+            return self.memory[name]
+        if self.folder is not None and (self.folder / name).is_file():
+            self.memory[name] = Run(**json.loads((self.folder / name).read_text(encoding="utf-8")))
+            return self.memory[name]
+        return None
+
+    def put(self, run: Run) -> None:
+        name = self._name(run.strategy, run.seed, run.budget, run.population)
+        self.memory[name] = run
+        if self.folder is not None:
+            write_atomic(self.folder / name, json.dumps(asdict(run)))
 
 
-def _rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else math.inf
+def _ratio_text(values: list[float], base: float | None) -> str:
+    ratio = np.mean(values) / base if base else math.nan
+    return f"{np.mean(values):.5f} +- {np.std(values):.5f}   ratio {ratio:.4f}"
 
 
-def real_throughput(space, target: str, *, fresh: int, budget: int, population: int) -> dict:
-    """Scoring rates of the real predictors (see the module docstring, (a) to (c))."""
-    def scorer():
-        return make_scorer(target=target, accuracy="proxy", space=space.name)
+def _equal_time(capped: list[Run], evolution: list[Run]) -> int:
+    """Evaluations evolution makes in the mean CPU time of the capped runs (at most as many as it made)."""
+    seconds = np.mean([run.own_cpu_s + run.scoring_cpu_s for run in capped])
+    per_evaluation = np.mean([(run.own_cpu_s + run.scoring_cpu_s) / run.evaluations for run in evolution])
+    return int(min(min(run.evaluations for run in evolution), seconds // per_evaluation))
 
-    rng = np.random.default_rng(np.random.SeedSequence([1, 0xC01D]))
-    archs = [space.decode(vector) for vector in space.sample_vectors(rng, fresh)]
-    start = time.perf_counter()
-    scorer().evaluate(archs)
-    cold_arch = _rate(fresh, time.perf_counter() - start)
-    vectors = space.sample_vectors(rng, fresh)
-    start = time.perf_counter()
-    VectorScorer(space, scorer()).evaluate_vectors(vectors)
-    cold_vector = _rate(fresh, time.perf_counter() - start)
 
-    timed = TimedScorer(VectorScorer(space, scorer()))
-    strategy = create_strategy("evolution", space, directions=["maximize", "minimize"], seed=0,
-                               population_size=population)
-    records = optimize(space, strategy, timed, MemoryStore(), budget=budget, keep_arch=False)
-    late = np.array(timed.calls[len(timed.calls) // 2:], dtype=np.float64)
-    candidates = np.stack([np.asarray(record.vector, dtype=np.int16) for record in records[budget // 2:]])
-    archs = [space.decode(vector) for vector in candidates]
-    start = time.perf_counter()
-    scorer().evaluate(archs)
-    known_arch = _rate(len(archs), time.perf_counter() - start)
-    start = time.perf_counter()
-    timed.inner.evaluate_vectors(candidates)
-    known_vector = _rate(len(candidates), time.perf_counter() - start)
-    return {
-        "fresh_points": fresh, "cold_arch_path": cold_arch, "cold_vector_path": cold_vector,
-        "evolution_budget": budget, "evolution_population": population,
-        "warm_evolution_scoring": _rate(int(late[:, 0].sum()), float(late[:, 1].sum())),
-        "warm_evolution_decoded_share": float(late[:, 2].sum() / late[:, 0].sum()),
-        "warm_evolution_units_traced_per_candidate": float(late[:, 3].sum() / late[:, 0].sum()),
-        "known_units_arch_path": known_arch, "known_parts_vector_path": known_vector,
-    }
+def report(runs: list[Run], small: int, large: int) -> tuple[list[str], dict]:
+    """The table of the runs present: hypervolume ratios to evolution and wall times (see the module docstring)."""
+    reference = reference_point(np.concatenate([np.asarray(run.losses) for run in runs]))
+    by_name: dict[str, list[Run]] = {}
+    for run in runs:
+        by_name.setdefault(run.strategy, []).append(run)
+    evolution = by_name.get("evolution", [])
+    lines = [f"hypervolume (reference point {np.round(reference, 4).tolist()} in (-proxy_score, latency_ms)); "
+             f"mean +- std over seeds, and the ratio of means to evolution's over the same seeds"]
+    figures: dict = {"reference": reference.tolist(), "hypervolume": {}, "seconds_per_1000": {}}
+    beaten = []
+    for name, mine in by_name.items():
+        seeds = sorted(run.seed for run in mine)
+        peers = [run for run in evolution if run.seed in seeds]
+        budgets = [(small, small), (large, large)]
+        if name == "random":
+            budgets += [(RANDOM_FACTOR * small, small), (RANDOM_FACTOR * large, large)]
+        for budget, equal in budgets:
+            reached = min(min(run.evaluations for run in mine), budget)
+            values = [run.hypervolume(budget, reference) for run in mine]
+            label = f"{name} x{RANDOM_FACTOR}" if budget != equal else name
+            compare, note = equal, f" (to evolution @ {equal})" if budget != equal else ""
+            if reached < budget and all(run.finished for run in mine):  # time-capped: equal CPU time
+                compare = _equal_time(mine, peers)
+                note = (f" (time cap: {reached} evaluations reached; to evolution @ {compare}, its count in equal "
+                        f"CPU time)")
+            elif reached < budget:  # still running: equal count (scaled for the 10x budget)
+                compare = reached * equal // budget
+                note = f" (unfinished: {reached} evaluations reached; to evolution @ {compare})"
+            base = float(np.mean([run.hypervolume(compare, reference) for run in peers])) if peers else None
+            lines.append(f"  {label:>16} @ {budget:>5}: {_ratio_text(values, base)}{note}   [seeds {seeds}]")
+            ratio = float(np.mean(values) / base) if base else math.nan
+            figures["hypervolume"][f"{label}@{budget}"] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                                                          "ratio": ratio, "reached": reached, "seeds": seeds}
+            if name != "evolution" and budget == equal and ratio > 1.0:
+                beaten.append(f"{label}@{budget} ({ratio:.4f})")
+    if evolution:
+        lines.append("goal (evolution >= every other strategy at equal budget, at equal CPU time where capped): "
+                     + ("met" if not beaten else f"NOT met by {', '.join(beaten)}"))
+    lines.append("time per 1,000 evaluations, mean over seeds: the strategy's own (ask, tell) + scoring its "
+                 "candidates (real predictors; cheaper when earlier runs in the process priced their units); "
+                 "wall time, and CPU time of the process")
+    for name, mine in by_name.items():
+        own, scoring, own_cpu, scoring_cpu = np.mean([run.per_thousand() for run in mine], axis=0)
+        lines.append(f"  {name:>16}: wall {own + scoring:8.1f} s = {own:8.1f} s own + {scoring:6.1f} s scoring; "
+                     f"CPU {own_cpu + scoring_cpu:8.1f} s = {own_cpu:8.1f} s own + {scoring_cpu:6.1f} s scoring")
+        figures["seconds_per_1000"][name] = {"own": float(own), "scoring": float(scoring), "own_cpu": float(own_cpu),
+                                             "scoring_cpu": float(scoring_cpu)}
+    return lines, figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,118 +255,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="iphone12")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed-list", type=int, nargs="+", help="run only these of the seeds (other processes may "
+                                                                  "run the rest into the same --results)")
     parser.add_argument("--budgets", type=int, nargs=2, default=(300, 1000), metavar=("SMALL", "LARGE"))
     parser.add_argument("--population", type=int, default=32)
-    parser.add_argument("--fit", type=int, default=3000, help="points scored by the real predictors to fit on")
-    parser.add_argument("--holdout", type=int, default=500)
-    parser.add_argument("--pricing-targets", nargs="+", help="targets whose cold and warm pricing rates are "
-                                                               "measured in fresh processes (default: --target)")
+    parser.add_argument("--time-cap", type=float, default=3600.0,
+                        help="CPU seconds (own + scoring) after which a run stops short of its budget")
+    parser.add_argument("--results", help="folder keeping each finished run (resume, share between processes)")
+    parser.add_argument("--report-only", action="store_true", help="print the runs in --results, run nothing")
+    parser.add_argument("--no-pricing", action="store_true", help="skip bench/pricing.py's figures")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--scores", help="an .npz file keeping the real predictors' scores of the fit sample, "
-                                         "reused by later runs with the same space, target and sizes")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.seeds, args.budgets, args.fit, args.holdout = 2, (40, 80), 100, 40
+        args.seeds, args.budgets, args.population, args.time_cap = 2, (16, 32), 8, 3.0
     small, large = args.budgets
-    # The figures measured in this process are of the in-memory caches alone: the persistent unit tables
-    # (whatever this user's $NAS_HOME holds) are measured by bench/pricing.py, in fresh processes.
-    os.environ["NAS_UNIT_TABLE"] = "off"
     space = load_space(args.space)
-    print(f"space {space.name} ({space.size_text()} points, {space.num_slots} decisions), target {args.target}, "
-          f"{args.seeds} seeds, budgets {small} and {large}, population {args.population}")
+    print(f"space {space.name} ({space.size_text()} points, {space.num_slots} decisions), target {args.target}: "
+          f"latency by the real predictor, accuracy by the stand-in log10 MACs (the 'proxy' source); "
+          f"{args.seeds} seeds, budgets {small} and {large}, population {args.population}, "
+          f"time cap {args.time_cap:.0f} CPU s per run", flush=True)
+    vector_scorer = VectorScorer(space, make_scorer(target=args.target, accuracy="proxy", space=space.name))
+    results = Results(args.results, space.name, args.target)
+    names = [name for name in args.strategies if name != "nni-evolution" or nni_available()]
+    if len(names) < len(args.strategies):
+        print("nni-evolution: skipped (NNI not installed: pip install 'nas[nni]')")
+    plan = [(name, RANDOM_FACTOR * large if name == "random" else large) for name in names]
+    for name in names:  # the digests of the code just imported, before anyone edits it during a long run
+        code_digest(name)
+    figures: dict = {}
+    mine = set(range(args.seeds) if args.seed_list is None else args.seed_list)
+    for seed in range(args.seeds):
+        for name, budget in plan:
+            kept = results.get(name, seed, budget, args.population)
+            if seed in mine and (kept is None or not kept.finished) and not args.report_only:
+                run = run_one(space, vector_scorer, name, seed, budget, args.population, args.time_cap, results.put)
+                results.put(run)
+                own, scoring, own_cpu, scoring_cpu = run.per_thousand()
+                print(f"  {name} seed {seed}: {run.evaluations} evaluations in {run.own_s + run.scoring_s:.1f} s "
+                      f"(per 1,000: wall {own:.1f} s own + {scoring:.1f} s scoring, CPU {own_cpu:.1f} + "
+                      f"{scoring_cpu:.1f} s)"
+                      + (" (time cap)" if run.capped else ""), flush=True)
+        done = [run for seed_done in range(seed + 1) for name, budget in plan
+                if (run := results.get(name, seed_done, budget, args.population)) is not None]
+        if done and (seed == args.seeds - 1 or not args.report_only):
+            lines, figures = report(done, small, large)
+            print(f"\nafter seeds 0..{seed}:\n" + "\n".join(lines) + "\n", flush=True)
 
-    # first, while every cache is empty: (a) is a cold start
-    real = real_throughput(space, args.target, fresh=10 if args.smoke else 200, budget=100 if args.smoke else 3000,
-                           population=args.population)
-    scorer, quality = fit_surrogates(space, args.target, args.fit, args.holdout, seed=0, cache=args.scores,
-                                     steps=300 if args.smoke else 1500)
-    print(f"surrogates: fitted on {quality['fit_points']} points scored by the real predictors "
-          f"({quality['exact_candidates_per_s']} candidates/s), checked on {quality['holdout_points']} others: "
-          f"proxy R^2 {quality['proxy_r2']}, rho {quality['proxy_spearman']}; latency R^2 {quality['latency_r2']}, "
-          f"rho {quality['latency_spearman']}, MAPE {quality['latency_mape_pct']}%")
-
-    results: list[Result] = []
-    plan = [(name, large) for name in args.strategies if name != "random"]
-    if "random" in args.strategies:
-        plan += [("random", 10 * large)]
-    for name, budget in plan:
-        if name == "nni-evolution" and not nni_available():
-            print(f"{name:>13}: skipped (NNI not installed: pip install 'nas[nni]')")
-            continue
-        for seed in range(args.seeds):
-            result = run_one(space, scorer, name, seed, budget, args.population)
-            results.append(result)
-        spent = sum(r.seconds for r in results if r.strategy == name)
-        print(f"{name:>13}: {args.seeds} runs of {budget} evaluations in {spent:.1f} s", flush=True)
-
-    everything = np.concatenate([result.losses for result in results])
-    reference = reference_point(everything)
-    rows = {}
-    for name in dict.fromkeys(result.strategy for result in results):
-        mine = [result for result in results if result.strategy == name]
-        rows[name] = {budget: [hypervolume(result.losses[:budget], reference) for result in mine]
-                      for budget in (small, large, 10 * small, 10 * large) if budget <= mine[0].budget}
-    base = {budget: float(np.mean(rows["evolution"][budget])) for budget in (small, large)} \
-        if "evolution" in rows else None
-
-    print(f"\nhypervolume (reference point {np.round(reference, 4).tolist()} in (-proxy_score, latency_ms)); "
-          f"mean +- std over {args.seeds} seeds, and the ratio of means to evolution")
-    report = {"space": space.name, "target": args.target, "seeds": args.seeds, "surrogate": quality,
-              "reference": reference.tolist(), "hypervolume": {}}
-    for name, by_budget in rows.items():
-        for budget in (small, large):
-            if budget not in by_budget:
-                continue
-            values = np.array(by_budget[budget])
-            ratio = values.mean() / base[budget] if base else math.nan
-            print(f"  {name:>13} @ {budget:>5}: {values.mean():.5f} +- {values.std():.5f}   ratio {ratio:.4f}")
-            report["hypervolume"][f"{name}@{budget}"] = {"mean": values.mean(), "std": values.std(), "ratio": ratio}
-        if name == "random":
-            for budget, equal in ((10 * small, small), (10 * large, large)):
-                values = np.array(by_budget[budget])
-                ratio = values.mean() / base[equal] if base else math.nan
-                print(f"  {'random x10':>13} @ {budget:>5}: {values.mean():.5f} +- {values.std():.5f}   "
-                      f"ratio {ratio:.4f} (to evolution @ {equal})")
-                report["hypervolume"][f"random@{budget}"] = {"mean": values.mean(), "std": values.std(),
-                                                             "ratio": ratio}
-    if base:
-        beaten = [key for key, row in report["hypervolume"].items()
-                  if not key.startswith(("evolution", "random@" + str(10 * small), "random@" + str(10 * large)))
-                  and row["ratio"] > 1.0]
-        print("goal (evolution >= every other strategy at equal budget): "
-              + ("met" if not beaten else f"NOT met by {', '.join(beaten)}"))
-
-    fast = loop_rate(space, scorer, budget=1000 if args.smoke else 4000, population=args.population)
-    wide = loop_rate(space, scorer, budget=2000 if args.smoke else 8000, population=256)
-    print(f"\nthroughput with the real predictors (latency on {args.target}, params, MACs, proxy; goal >= "
-          f"{THROUGHPUT_GOAL:,} candidates/s for evolution's inner loop):")
-    print(f"  (a) cold, {real['fresh_points']} fresh random points: {real['cold_arch_path']:,.1f}/s by the Arch "
-          f"path (Scorer), {real['cold_vector_path']:,.1f}/s by the vector path (VectorScorer); new units are "
-          f"traced")
-    print(f"  (b) warm, second half of an evolution run of {real['evolution_budget']} (population "
-          f"{real['evolution_population']}), vector path: {real['warm_evolution_scoring']:,.1f} candidates per "
-          f"second of scoring time; {real['warm_evolution_decoded_share']:.0%} of them had a new part (decoded), "
-          f"{real['warm_evolution_units_traced_per_candidate']:.2f} units traced per candidate")
-    print(f"  (c) the same candidates again, every unit known: {real['known_units_arch_path']:,.0f}/s by the Arch "
-          f"path (decode, id, signature walk, lookups), {real['known_parts_vector_path']:,.0f}/s by the vector "
-          f"path (one lookup per part)")
-    best = max(real["warm_evolution_scoring"], real["known_parts_vector_path"])
-    print(f"  goal: {'met' if real['warm_evolution_scoring'] >= THROUGHPUT_GOAL else 'NOT met'} for fresh "
-          f"candidates of evolution; {'met' if best >= THROUGHPUT_GOAL else 'NOT met'} once their parts are known")
-    print(f"whole inner loop of evolution (ask: tournaments, crossover, mutation, dedupe; scoring; tell: survival "
-          f"by rank and crowding) on the surrogate: {fast:,.0f} candidates/s at population {args.population}, "
-          f"{wide:,.0f} at population 256")
-    report["throughput"] = {**real, "surrogate_loop_candidates_per_s": fast, "surrogate_loop_population_256": wide}
-
-    print("\npricing fresh candidates on the real predictors, each figure in a fresh process (bench/pricing.py):")
-    report["pricing"] = {}
-    for target in args.pricing_targets or [args.target]:
-        runs = measure_pricing(space.name, target, budget=200 if args.smoke else 2000, population=args.population)
-        print("\n".join(pricing_report(target, runs)), flush=True)
-        report["pricing"][target] = runs
+    if not (args.no_pricing or args.report_only):
+        print("pricing fresh candidates on the real predictors, each figure in a fresh process (bench/pricing.py):")
+        runs = measure_pricing(space.name, args.target, budget=200 if args.smoke else 2000,
+                               population=args.population)
+        print("\n".join(pricing_report(args.target, runs)), flush=True)
+        figures["pricing"] = runs
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
+        write_atomic(args.json, json.dumps({"space": space.name, "target": args.target, **figures}, indent=2))
     return 0
 
 

@@ -8,7 +8,8 @@ The pieces, each with its own module:
 * :mod:`nas.search.scorer`: the batch :class:`Scorer`, measuring every objective and constraint once per Arch;
 * :mod:`nas.search.strategies`: :class:`BaseStrategy` (ask/tell life cycle) and the registry
   (``evolution``, ``random``, ``optuna-tpe``, ``optuna-nsga2``, ``optuna-gp``, ``nni-evolution``);
-* :mod:`nas.search.evolution`: NSGA-II with the space's mutation and crossover;
+* :mod:`nas.search.evolution`: NSGA-II with the space's mutation and crossover, screening bred children by a
+  ridge model of the points evaluated so far;
 * :mod:`nas.search.pareto`: non-dominated sorting, crowding, hypervolume;
 * :mod:`nas.search.loop`: :func:`optimize` over a history store (a run directory, :mod:`nas.runs`, or memory).
 

@@ -13,6 +13,9 @@ picked by binary tournaments; a pair is crossed with ``crossover_prob`` and each
 child mutated with ``mutation_prob`` by the space's own operators, which keep
 it valid; a child equal to an evaluated or sibling point is mutated again (a
 few times, then replaced by a random point), so no evaluation is spent twice.
+With a ``screen`` (the default), ``screen.factor`` times as many children are
+bred and the screen keeps the ``population_size`` that a model of every point
+evaluated so far predicts to rank best (:mod:`nas.search.evolution.screen`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from nas.errors import ConfigError
 from nas.search.base import BaseStrategy
 from nas.search.evolution.operators import Crossover, Mutation, SpaceCrossover, SpaceMutation
+from nas.search.evolution.screen import RidgeScreen
 from nas.search.pareto import rank_and_crowding
 from nas.search.records import Proposal, Record, loss_matrix, violation_vector
 
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["NSGA2Strategy"]
 
 _DEDUPE_ROUNDS = 8
+DEFAULT_SCREEN = RidgeScreen()  # holds only its settings, so one instance serves every strategy
 
 
 class NSGA2Strategy(BaseStrategy):
@@ -45,6 +50,8 @@ class NSGA2Strategy(BaseStrategy):
         mutation_prob: probability that a child is mutated (a child identical to a known point always is).
         mutation: the mutation operator (default: one move of ``Space.mutate_vectors``).
         crossover: the crossover operator (default: ``Space.crossover_vectors``).
+        screen: pre-selection of the bred children (default: :class:`RidgeScreen`); ``None`` evaluates every
+            child bred, as plain NSGA-II does.
 
     Design note: the inner loop is vectorised per generation (tournaments, crossover and mutation
     act on ``population_size x num_slots`` arrays); ``bench/search.py`` reports its throughput.
@@ -63,7 +70,8 @@ class NSGA2Strategy(BaseStrategy):
 
     def __init__(self, space: Space, *, directions: Sequence[str], seed: int = 0, population_size: int = 32,
                  worker: int = 0, constrained: bool = False, crossover_prob: float = 0.9, mutation_prob: float = 1.0,
-                 mutation: Mutation | None = None, crossover: Crossover | None = None):
+                 mutation: Mutation | None = None, crossover: Crossover | None = None,
+                 screen: RidgeScreen | None = DEFAULT_SCREEN):
         super().__init__(space, directions=directions, seed=seed, population_size=population_size, worker=worker,
                          constrained=constrained)
         for name, value in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob)):
@@ -73,13 +81,20 @@ class NSGA2Strategy(BaseStrategy):
         self.mutation_prob = float(mutation_prob)
         self.mutation = mutation or SpaceMutation()
         self.crossover = crossover or SpaceCrossover()
+        self.screen = screen
         self.population: list[Record] = []
         self.ranks = np.zeros(0, dtype=np.int64)
         self.crowding = np.zeros(0)
         self._pool: list[Record] = []
+        self._told: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (features, losses, constraints) per tell
 
     def _observe(self, records: list[Record]) -> None:
         self._pool.extend(records)
+        if self.screen is not None and records:
+            vectors = np.stack([np.asarray(record.vector, dtype=np.int16) for record in records])
+            constraints = np.array([record.violations for record in records], dtype=np.float64)
+            self._told.append((self.space.features(vectors), loss_matrix(records, self.signs),
+                               constraints.reshape(len(records), -1)))
 
     def _survive(self) -> None:
         """Population <- the best ``population_size`` distinct points of population + pool (rank, crowding)."""
@@ -119,7 +134,7 @@ class NSGA2Strategy(BaseStrategy):
             return self._proposals(self._first_batch(rng), batch)
         if not self.population:
             return self._proposals(self._fresh_samples(rng, self.population_size), batch)
-        count = self.population_size
+        count = self.population_size * (self.screen.factor if self.screen is not None else 1)
         vectors = np.stack([np.asarray(record.vector, dtype=np.int16) for record in self.population])
         winners = self._tournament(rng, 2 * count)
         first, second = winners[:count], winners[count:]
@@ -139,6 +154,16 @@ class NSGA2Strategy(BaseStrategy):
         repeat = np.flatnonzero(~self._unseen(children))
         if len(repeat):
             children[repeat] = self._fresh_samples(rng, len(repeat))
+        keep = self._screened(children)
         ids = [record.arch_id for record in self.population]
-        parents = [(ids[first[i]], ids[second[i]]) if crossed[i] else (ids[first[i]],) for i in range(count)]
-        return self._proposals(children, batch, parents)
+        parents = [(ids[first[i]], ids[second[i]]) if crossed[i] else (ids[first[i]],) for i in keep]
+        return self._proposals(children[keep], batch, parents)
+
+    def _screened(self, children: np.ndarray) -> np.ndarray:
+        """Indices of the ``population_size`` bred children to evaluate (all of them without a screen)."""
+        if self.screen is None:
+            return np.arange(len(children))
+        features, losses, constraints = (np.concatenate(column) for column in zip(*self._told, strict=True))
+        return self.screen.choose(features, losses, constraints, loss_matrix(self.population, self.signs),
+                                  violation_vector(self.population), self.space.features(children),
+                                  self.population_size)

@@ -196,11 +196,16 @@ class NSGA2SamplerStrategy(OptunaStrategy):
 
 
 class GPStrategy(OptunaStrategy):
-    """Optuna's Gaussian-process sampler (slow beyond a few hundred trials: a GP fit per ask)."""
+    """Optuna's Gaussian-process sampler (slow beyond a few hundred trials: a GP fit per ask).
+
+    GPSampler models a fixed set of parameters: a decision that exists only under some option of its parent is
+    sampled at random. That is by design here, so its warning (one per such decision per trial) is turned off.
+    """
 
     name = "optuna-gp"
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         import optuna
 
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=self._constraints_func())
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=self._constraints_func(),
+                                         warn_independent_sampling=False)
