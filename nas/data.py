@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nas.datasets.augment import Augment, PatchMixing, mix_batch, patch_mix, random_crop, random_flip
+from nas.datasets.channels import convert_channels, convert_stats
 from nas.datasets.dataset import Dataset, DatasetError
 from nas.datasets.formats import BUNDLED, DEFAULT_DATASET, load_dataset, safe_unpickle, split_indices
 from nas.datasets.randaugment import rand_augment
@@ -87,9 +88,6 @@ __all__ = [
     "random_flip",
     "patch_mix",
 ]
-
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, for RGB -> grey
-
 
 class Loader:
     """Batches of one split, from memory, for one rank.
@@ -130,7 +128,7 @@ class Loader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        mean, std = _convert_stats(dataset.mean, dataset.std, channels)
+        mean, std = convert_stats(dataset.mean, dataset.std, channels)
         self._mean = torch.tensor(mean).view(1, -1, 1, 1)
         self._std = torch.tensor(std).view(1, -1, 1, 1)
         self._crop = 0
@@ -205,7 +203,7 @@ class Loader:
         return images, targets
 
     def _normalise(self, images: Tensor) -> Tensor:
-        return (_convert_channels(images.float().div_(255.0), self.channels) - self._mean) / self._std
+        return (convert_channels(images.float().div_(255.0), self.channels) - self._mean) / self._std
 
 
 def loaders(
@@ -290,22 +288,3 @@ def _resize(images: Tensor, resolution: int) -> Tensor:
     chunks = [F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", align_corners=False,
                             antialias=True).round_().clamp_(0, 255).to(torch.uint8) for chunk in images.split(2048)]
     return torch.cat(chunks) if chunks else images.new_zeros((0, images.shape[1], resolution, resolution))
-
-
-def _convert_channels(images: Tensor, channels: int) -> Tensor:
-    if images.shape[1] == channels:
-        return images
-    if channels == 3:
-        return images.expand(-1, 3, -1, -1)
-    weights = torch.tensor(_LUMA, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
-
-
-def _convert_stats(mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> tuple[list[float], list[float]]:
-    if len(mean) == channels:
-        return list(mean), list(std)
-    if channels == 3:
-        return list(mean) * 3, list(std) * 3
-    grey_mean = sum(w * m for w, m in zip(_LUMA, mean, strict=True))
-    grey_std = sum(w * s for w, s in zip(_LUMA, std, strict=True))  # an upper bound; close for correlated channels
-    return [grey_mean], [grey_std]

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from nas.datasets.augment import Augment, mix_batch, patch_mix
+from nas.datasets.channels import convert_channels, convert_stats
 from nas.datasets.dataset import DatasetError
 from nas.datasets.randaugment import rand_augment
 
@@ -211,11 +212,8 @@ class StreamLoader:
         self.augment, self.train, self.seed, self.rank, self.world_size = augment, train, seed, rank, world_size
         self.workers = workers
         self.epoch = 0
-        mean, std = torch.tensor(dataset.mean).view(-1, 1, 1), torch.tensor(dataset.std).view(-1, 1, 1)
-        if channels == 1:
-            luma = torch.tensor((0.299, 0.587, 0.114)).view(-1, 1, 1)
-            mean, std = (mean * luma).sum(0, keepdim=True), (std * luma).sum(0, keepdim=True)
-        self._mean, self._std = mean, std
+        mean, std = convert_stats(dataset.mean, dataset.std, channels)
+        self._mean, self._std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
         self._patch_size = max(resolution // 8, 1)
         if augment is not None and augment.patch_mixing is not None and augment.patch_mixing.patch_size:
             self._patch_size = augment.patch_mixing.patch_size
@@ -237,9 +235,7 @@ class StreamLoader:
 
     def normalise(self, pixels: Tensor) -> Tensor:
         """uint8 ``3 x R x R`` to the served float channels."""
-        images = pixels.float().div_(255.0)
-        if self.channels == 1:
-            images = (images * torch.tensor((0.299, 0.587, 0.114)).view(-1, 1, 1)).sum(0, keepdim=True)
+        images = convert_channels(pixels.float().div_(255.0)[None], self.channels)[0]
         return (images - self._mean) / self._std
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
