@@ -137,26 +137,24 @@ arch_resolution = count(math.inf)  # type: ignore[arg-type]
 made, so the error names its field (``input.resolution``) like any other bad value of the Arch."""
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite float > 0."""
+def _finite_float(text: str, *, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise BadArgument(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise BadArgument(f"must be a finite number > 0, got {text}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise BadArgument(f"must be a finite number {'>=' if allow_zero else '>'} 0, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    return _finite_float(text, allow_zero=False)
 
 
 def non_negative_float(text: str) -> float:
     """An argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadArgument(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise BadArgument(f"must be a finite number >= 0, got {text}")
-    return value
+    return _finite_float(text, allow_zero=True)
 
 
 def _check_writable(folder: Path) -> None:
