@@ -156,8 +156,8 @@ def _clustered_unit(clustering: TokenClustering, enclosed: list[Unit], full: Sit
 
 def _check_buildable(block: Block, path: str) -> None:
     if not block.precision.is_default:
-        raise NasError(f"{path}.precision: {block.precision.format}{block.precision.weights} "
-                       "is not supported by build yet; only float32 blocks can be built")
+        raise NasError(f"{path}.precision: {block.precision.to_dict()} is not supported by build yet; "
+                       "only float32 blocks can be built")
 
 
 def _in_shape(site: Site) -> tuple[int, ...]:

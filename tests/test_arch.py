@@ -20,7 +20,7 @@ BLOCK_CHOICES = [
     {"mixer": "identity", "ffn": {"kind": "conv_mlp", "ratio": 2, "act": "relu"}, "norm": "batchnorm"},
     {"mixer": {"kind": "pooling", "pool_size": 5}, "ffn": "none", "norm": "layernorm"},
     {"mixer": {"kind": "pooling", "pool_size": 1}, "ffn": {"kind": "mlp", "ratio": 1.5, "batchnorm": True},
-     "norm": "none", "precision": {"weights": 8, "activations": 8, "format": "int"}},
+     "norm": "none", "precision": {"weights": "int8:channel", "activations": "int8:affine"}},
 ]
 
 
@@ -99,8 +99,8 @@ def test_repeat_and_pattern_expand_and_compress(tiny_pooling: Arch) -> None:
         (lambda d: (d["stem"].update(padding=0), d["input"].update(resolution=4)), "stem", "too small"),
         (lambda d: d.update(schema=2), "schema", "must be 1"),
         (lambda d: d["head"].update(pool="cls"), "head.pool", "class token"),
-        (lambda d: d["stages"][0]["blocks"]["block"].update(precision={"weights": 9, "format": "int"}),
-         "stages[0].blocks[0].precision.weights", "not a int format"),
+        (lambda d: d["stages"][0]["blocks"]["block"].update(precision={"weights": "int9"}),
+         "stages[0].blocks[0].precision.weights", "unknown number format 'int9'"),
     ],
 )
 def test_validation_names_the_field(tiny_pooling: Arch, change, path: str, fragment: str) -> None:

@@ -295,16 +295,16 @@ def test_contains_explains_why_not(tiny: Space) -> None:
 
 
 def test_precision_is_a_choice_like_any_other(tmp_path: Path) -> None:
-    text = TINY.replace("norm: layernorm}", "norm: layernorm, precision: {choice: [{weights: 32, activations: 32}, "
-                                            "{weights: 8, activations: 8, format: int}]}}")
+    text = TINY.replace("norm: layernorm}", "norm: layernorm, precision: {choice: [{weights: fp32}, "
+                                            "{weights: 'int8:channel', activations: int8}]}}")
     space = Space.load(_write(tmp_path, text))
     vectors = space.sample_vectors(np.random.default_rng(0), 200)
     formats = set()
     for vector in vectors[:40]:
         arch = space.decode(vector)
-        formats |= {block.precision.format for block in arch.stages[0].blocks}
+        formats |= {block.precision.weights for block in arch.stages[0].blocks}
         assert np.array_equal(space.encode(arch), vector)
-    assert formats == {"float", "int"}
+    assert formats == {"fp32", "int8:channel"}
 
 
 def test_bounded_retries_end_in_a_clear_error(tmp_path: Path) -> None:
@@ -464,7 +464,7 @@ stages:
             mixer: {kind: efficientvit, heads: 2, key_dim: 8, kernels: [3, 3], window: 4}
             ffn: {kind: mlp, ratio: 2, act: relu, bias: false, batchnorm: true}
             norm: {choice: [none, batchnorm]}
-            precision: {choice: [{weights: 32, activations: 32}, {weights: 16, activations: 16, format: int}]}
+            precision: {choice: [{weights: fp32}, {weights: int16}]}
         - repeat: {range: [0, 3]}
           pattern:
             - {mixer: {kind: attention, heads: {choice: [4, 8]}}, norm: layernorm}
