@@ -164,6 +164,20 @@ class Precision:
             if spec is not None:
                 NumberFormat.parse(spec, join_path(path, name))
 
+    @classmethod
+    def from_spec(cls, spec: str, path: str = "--precision") -> Precision:
+        """The precision ``WEIGHTS[/ACTIVATIONS]`` names (``int8``, ``int8:channel/int8:affine``, ``fp16``).
+
+        Activations default to the weights' format without its per-channel qualifier (a per-channel
+        activation scale is rarely what a user means by one word).
+        """
+        weights, _, activations = spec.partition("/")
+        if not activations:
+            activations = weights.replace(":channel", "")
+        precision = cls(weights, activations)
+        precision.check(path)
+        return precision
+
     def formats(self, part: Literal["block", "ffn"] = "block") -> tuple[NumberFormat, NumberFormat]:
         """(weights, activations) of the block's layers, or of its FFN's layers."""
         weights, activations = self.weights, self.activations
@@ -407,6 +421,13 @@ class Arch:
     def with_resolution(self, resolution: int) -> Arch:
         """The same design at another input resolution (validated again)."""
         return self.replace(input=dataclasses.replace(self.input, resolution=resolution))
+
+    def with_precision(self, precision: Precision) -> Arch:
+        """The same design with every block at ``precision`` (``nas train --precision``, ``nas quantize``)."""
+        stages = tuple(dataclasses.replace(stage, blocks=tuple(dataclasses.replace(block, precision=precision)
+                                                                for block in stage.blocks))
+                       for stage in self.stages)
+        return self.replace(stages=stages)
 
     @property
     def num_blocks(self) -> int:
