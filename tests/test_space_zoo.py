@@ -60,6 +60,7 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "spectformer_h_s": ("metaformer",),
     "vanillanet_5": ("vanillanet",),
     "wavemix_192_16": (),  # one isotropic stage of WaveMix blocks at 1/4: not a point of a shipped space
+    "affnet": (),  # five MobileViT-shaped stages (1/2 ... 1/32): not a point of the 4-stage metaformer space
 }
 
 PAIRS = [(model, space) for model in MEMBERSHIP for space in list_spaces()]

@@ -24,9 +24,10 @@ fusion). The ``adaptive_frequency`` mixer is the filter alone, for the
 MetaFormer template.
 
 Published figures (``spaces/zoo/affnet.yaml``): AFFNet has 5.5M parameters and
-1.5 GFLOPs at 256x256 (the paper's ImageNet table and microsoft/TokenMixers,
-"Adaptive Frequency Filters/README.md"); widths and depths from that repo's
-``affnet/models/classification/config/affnet.py`` (mode ``small``).
+1.5 GFLOPs (cvnets' MACs) at 256x256 (microsoft/TokenMixers, "Adaptive Frequency
+Filters/README.md", ImageNet-1K table); widths and depths from that repo's
+``affnet/models/classification/config/affnet.py`` (mode ``small``). The zoo point
+is the official code layer for layer; the README rounds its exact counts.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class AffBlockCfg(Component):
     """AFFNet's block: ``depth`` layers of inverted residual then AFF filter, a 1x1 projection, a 1x1 fusion.
 
     Attributes:
-        depth: layers; the block's ``norm`` is their norm (AFFNet: a LayerNorm over channels).
+        depth: layers; the block's ``norm`` is their norm (AFFNet: cvnets' ``layer_norm_2d``, a GroupNorm
+            with one group, ``groupnorm1``).
         ratio: expansion of each layer's inverted residual (AFFNet: 2).
         groups: diagonal blocks of the filter's mask network; must divide the width.
         shrink: the soft threshold on the mask.
