@@ -10,6 +10,7 @@ print one line to stderr and exit with status 2, having written nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from nas.errors import NasError, NasWarning
 __all__ = ["main", "COMMANDS"]
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader left
 
 
 COMMANDS: tuple[Command, ...] = (ZooCommand(), BuildCommand(), SpacesCommand(), SpaceCommand(), PredictCommand(),
@@ -81,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except NasError as exc:
             print(f"nas: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except BrokenPipeError:  # `nas history RUN | head`: the reader left; stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

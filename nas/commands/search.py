@@ -214,6 +214,10 @@ class HistoryCommand(Command):
             print_json(rows)
             return 0
         shown = table.drop(columns=["arch", "key"], errors="ignore")
+        if "arch" in table:
+            designs = [_design(text) for text in table["arch"]]
+            width = max(map(len, designs), default=0)
+            shown["design"] = [design.ljust(width) for design in designs]  # text reads left-aligned
         if not len(shown):
             print(f"{run.path}: no candidates evaluated yet")
             return 0
@@ -222,6 +226,14 @@ class HistoryCommand(Command):
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
             print(shown.round(4).to_string(index=False))
         return 0
+
+
+def _design(arch_json: str | None) -> str:
+    """The history's ``design`` column: what a candidate is made of (:func:`nas.summary.design_summary`)."""
+    from nas.arch import Arch
+    from nas.summary import design_summary
+
+    return design_summary(Arch.from_json(arch_json)) if arch_json else ""
 
 
 class PlotCommand(Command):
