@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from nas.arch import Arch
 from nas.cli import main
 from nas.runs import JOURNAL_FILE, RUN_FILE, Run
 from nas.search import get_strategy, list_strategies
+from nas.summary import design_summary
 from tests.test_search import write_tiny_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +52,10 @@ def test_search_prints_the_front_and_history_reads_it(space_file: str, tmp_path:
     assert main(["history", str(run)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["number", "arch_id", "generation"] and len(table) == 1 + 24
+    assert table[0].split()[-1] == "design"
+    archs = {row.split()[1]: row for row in table[1:]}
+    first = Run.open(run).history().iloc[0]
+    assert design_summary(Arch.from_json(first["arch"])) in archs[first["arch_id"]]
     assert main(["history", str(run), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 24 and rows[0]["arch"]["schema"] == 1
@@ -212,3 +218,12 @@ def test_relative_paths_are_stored_absolute_so_resume_works_anywhere(space_file:
     assert settings.space == str(local_space) and settings.storage == str(work / "shared.journal")
     monkeypatch.chdir(tmp_path)
     assert main(["search", "--resume", str(the_run(work / "runs")), "--no-plot"]) == 0
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(space_file: str, tmp_path: Path) -> None:
+    """`nas history RUN | head -1`: the pipe closes under the writer; nas stops quietly with SIGPIPE's status."""
+    assert main(search_args(space_file, "--out", str(tmp_path))) == 0
+    command = f"{sys.executable} -m nas.cli history {the_run(tmp_path)} | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.split()[:2] == ["number", "arch_id"]
+    assert "Traceback" not in done.stderr and done.stderr == ""
