@@ -18,6 +18,7 @@ from nas.commands.base import (
     placement_of,
     positive,
     positive_float,
+    precision_spec,
     print_json,
     resolution,
     resolve_arch,
@@ -182,11 +183,18 @@ class TrainCommand(Command):
         _train_options(parser, epochs=10)
         parser.add_argument("--full-scale", action="store_true",
                             help="the arch's own widths and resolution (ignores --proxy-width/--resolution)")
+        parser.add_argument("--precision", type=precision_spec, metavar="SPEC",
+                            help="quantisation-aware training: every block's weights and activations fake-quantised "
+                                 "to SPEC = WEIGHTS[/ACTIVATIONS], each FORMAT[:channel][:affine] (fp16, bf16, "
+                                 "fp8_e4m3, fp8_e5m2, int8, int4; e.g. int8, int4:channel/int8:affine); default: "
+                                 "the arch's own (float32 unless its blocks name one)")
 
     def run(self, args: argparse.Namespace) -> int:
         from nas.supernet import train_model
 
         arch = resolve_arch(args.arch)
+        if args.precision is not None:
+            arch = arch.with_precision(args.precision)
         dataset, settings, out = _train_run(args, "train", arch.name or arch.id)
         result = train_model(arch, dataset, settings, width=1.0 if args.full_scale else args.proxy_width,
                              resolution=None if args.full_scale else args.resolution, data_spec=args.data, out=out,

@@ -20,7 +20,21 @@ from nas.supernet.proxy import ProxyScale
 from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
 from nas.supernet.supernet import Supernet
 
-__all__ = ["Job", "SupernetJob", "ModelJob"]
+__all__ = ["Job", "SupernetJob", "ModelJob", "precision_label"]
+
+
+def precision_label(arch: Arch) -> str | list[str]:
+    """The blocks' precisions as ``WEIGHTS/ACTIVATIONS`` (with ``, ffn WEIGHTS/ACTIVATIONS`` where the FFN's
+    differ): one label if every block has the same, else one per block in execution order."""
+    labels = []
+    for block in (block for stage in arch.stages for block in stage.blocks):
+        precision = block.precision
+        label = "fp32" if precision.is_default else f"{precision.weights}/{precision.activations}"
+        ffn = (precision.ffn_weights or precision.weights, precision.ffn_activations or precision.activations)
+        if ffn != (precision.weights, precision.activations):
+            label += f", ffn {ffn[0]}/{ffn[1]}"
+        labels.append(label)
+    return labels[0] if len(set(labels)) == 1 else labels
 
 
 class Job:
@@ -30,6 +44,9 @@ class Job:
     module: nn.Module
     resolution: int
     channels: int
+    precision: str | list[str] = "fp32"
+    """The precision it trains at (the checkpoint records it and a resume under another is refused): one
+    label if every block shares it, else one per block (:func:`precision_label`)."""
 
     def subnets(self, epoch: int, step: int) -> list[Arch | None]:
         """The subnets of step ``step`` of ``epoch`` (the first is the distillation teacher)."""
@@ -101,6 +118,7 @@ class ModelJob(Job):
         self.arch = arch
         self.scale = scale
         self.proxied = scale.apply(arch)
+        self.precision = precision_label(arch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = build(self.proxied)
