@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import nas
 from nas.arch import NumberFormat, Precision
+from nas.blocks.common import set_training_progress
 from nas.blocks.fakequant import (
     FLOAT_DTYPES,
     QuantizedLayer,
@@ -21,9 +23,12 @@ from nas.blocks.fakequant import (
     integer_range,
     quantized_layers,
 )
+from nas.blocks.ofq import QatOptions, configure_qat, finish_qat
 from nas.blocks.registry import ffn_parts
 from nas.build import build, plan
 from nas.cli import main
+from nas.errors import ConfigError
+from nas.supernet import TrainSettings
 from nas.supernet.proxy import ProxyScale
 from tests.conftest import tiny_files
 
@@ -317,3 +322,94 @@ def test_a_float_run_records_fp32_and_an_older_checkpoint_without_it_resumes(tmp
     del checkpoint["precision"]  # a checkpoint written before precisions existed resumes as float32
     torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
     assert main([*TRAIN[:-3], "--max-steps", "3", "--json", "--out", str(tmp_path / "run"), "--resume"]) == 0
+
+
+# ---------------------------------------------------------------------------
+# OFQ's remedies (arXiv:2302.02210)
+
+
+def _int4_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build(_proxy("efficientformer_l1").with_precision(Precision.from_spec("int4:channel/int8:affine")))
+
+
+def _weight_quantizers(model: torch.nn.Module) -> list[Quantizer]:
+    return [layer.weight_quantizer for _, layer in quantized_layers(model)]
+
+
+def test_statsq_takes_the_weight_range_from_the_weights_mean_magnitude() -> None:
+    model = _int4_model()
+    assert configure_qat(model, QatOptions(statsq=True)) == len(_weight_quantizers(model))
+    for _, layer in quantized_layers(model):
+        rows = layer.weight.detach().flatten(1).abs().mean(1)
+        scale, _ = layer.weight_quantizer.qparams(layer.weight)
+        torch.testing.assert_close(scale, 2 * rows / 7)  # +-2 mean|w| over int4's 7 positive steps
+
+
+def test_confidence_guided_annealing_freezes_confident_weights_late_in_training() -> None:
+    model = _int4_model()
+    configure_qat(model, QatOptions(cga=0.25, cga_boundary=0.1))
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    set_training_progress(model, 0.5)
+    model(images).sum().backward()
+    assert not any(bool(quantizer.calibrated) or quantizer.frozen.any() for quantizer in _weight_quantizers(model))
+    set_training_progress(model, 0.8)
+    model.zero_grad()
+    model(images).sum().backward()
+    frozen = [quantizer.frozen.float().mean().item() for quantizer in _weight_quantizers(model)]
+    assert all(bool(quantizer.calibrated) for quantizer in _weight_quantizers(model))
+    assert 0.6 < sum(frozen) / len(frozen) < 1.0  # about 80%: all but the weights within 0.1 step of a boundary
+    for _, layer in quantized_layers(model):
+        assert layer.weight.grad is not None and not layer.weight.grad[layer.weight_quantizer.frozen].any()
+    with torch.no_grad():  # BatchNorm recalibration runs in training mode without gradients: nothing freezes
+        before = [quantizer.frozen.clone() for quantizer in _weight_quantizers(model)]
+        model(images)
+        assert all(torch.equal(old, quantizer.frozen) for old, quantizer in zip(before, _weight_quantizers(model),
+                                                                                strict=True))
+
+
+def test_finishing_qat_keeps_the_outputs_and_leaves_a_plain_model() -> None:
+    model = _int4_model()
+    configure_qat(model, QatOptions(statsq=True, cga=0.5))
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    set_training_progress(model, 0.9)
+    model(images).sum().backward()
+    with torch.no_grad():
+        for parameter in model.parameters():  # a step after freezing: frozen weights keep their grid points
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    model.eval()
+    with torch.no_grad():
+        trained = model(images)
+        finish_qat(model)
+        assert torch.equal(model(images), trained)
+    assert all(type(quantizer) is Quantizer and bool(quantizer.calibrated) for quantizer in _weight_quantizers(model))
+    _int4_model().load_state_dict(model.state_dict())  # a plain build of the same arch takes the state as it is
+
+
+def test_ofq_options_are_omitted_from_old_settings_and_refused_without_integer_weights(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert not {"statsq", "cga", "cga_boundary"} & set(TrainSettings().to_dict())
+    assert TrainSettings(cga=0.1).to_dict()["cga"] == 0.1
+    with pytest.raises(ConfigError, match="cga_boundary"):
+        TrainSettings(cga_boundary=0.5)
+    assert main([*TRAIN, "--out", str(tmp_path / "float"), "--statsq"]) == 2
+    assert "--statsq/--cga" in capsys.readouterr().err and not (tmp_path / "float").exists()
+    with pytest.raises(SystemExit):
+        main([*TRAIN, "--out", str(tmp_path / "bad"), "--precision", "int4", "--cga", "1"])
+    assert "--cga" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_train_with_ofq_anneals_and_exports_a_plain_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.arange(96) % 4
+    np.savez(tmp_path / "small.npz", x=(rng.random((96, 16, 16)) * 80 + labels[:, None, None] * 40).astype(np.uint8),
+             y=labels)
+    argv = ["train", "poolformer_s12", "--data", str(tmp_path / "small.npz"), "--proxy-width", "0.125",
+            "--resolution", "16", "--batch-size", "16", "--epochs", "2", "--precision", "int4:channel/int8",
+            "--statsq", "--cga", "0.5", "--json", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["settings"]["cga"] == 0.5 and checkpoint["settings"]["statsq"]
+    assert any(value.any() for key, value in checkpoint["model"].items() if key.endswith("weight_quantizer.frozen"))
+    exported = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    build(nas.Arch.load(tmp_path / "run" / "arch.yaml")).load_state_dict(exported["state_dict"])

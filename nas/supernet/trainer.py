@@ -69,6 +69,7 @@ from torch import nn
 from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.blocks.common import set_training_progress
+from nas.blocks.ofq import QatOptions
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError, NasWarning
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
@@ -530,6 +531,7 @@ def train_model(arch: Arch, dataset: Dataset, settings: TrainSettings, *, width:
     scale = ProxyScale(width=width, resolution=resolution, num_classes=dataset.num_classes)
     data_spec = data_spec or dataset.name
     checkpoint = _resume_checkpoint(out_path, "model", settings, data_spec) if resume else None
-    job = ModelJob(arch, scale, seed=settings.seed, sigma_reparam=settings.sigma_reparam)
+    job = ModelJob(arch, scale, seed=settings.seed, sigma_reparam=settings.sigma_reparam,
+                   qat=QatOptions(statsq=settings.statsq, cga=settings.cga, cga_boundary=settings.cga_boundary))
     return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
                    options=options).run()
