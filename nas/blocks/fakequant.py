@@ -48,7 +48,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import NumberFormat, Precision
-from nas.blocks.common import TrainingProgress
 from nas.blocks.registry import ffn_parts
 
 __all__ = [
@@ -165,7 +164,7 @@ def fake_quantize(x: torch.Tensor, fmt: NumberFormat, scale: torch.Tensor | None
     return (rounded * step).to(x.dtype)
 
 
-class Quantizer(TrainingProgress):
+class Quantizer(nn.Module):
     """One tensor's fake quantiser: its format and, once calibrated, its fixed range.
 
     Before calibration the range comes from each tensor it sees (dynamic min-max: always for weights,
@@ -236,9 +235,6 @@ class Quantizer(TrainingProgress):
             return x
         scale, zero_point = self.qparams(x)
         return fake_quantize(x, self.fmt, scale, zero_point, self.channel_axis)
-
-    def set_progress(self, progress: float) -> None:
-        """A plain quantiser does not follow training progress."""
 
     def extra_repr(self) -> str:
         qualifiers = (":channel" if self.fmt.per_channel else "") + (":affine" if self.fmt.affine else "")
