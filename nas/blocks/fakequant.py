@@ -26,8 +26,11 @@ value saturated). Scales carry no gradient: they come from the tensor's range (m
 statistics under OFQ's StatsQ) or from calibration, never learned, which is also what OFQ
 (arXiv:2302.02210) found to oscillate less.
 
-Why core torch and not torchao or Brevitas: torchao does not install here from the local package
-index, and Brevitas would be a heavy dependency for what is, per tensor, one torch call or a cast.
+Why core torch and not torchao or Brevitas: torchao installs here, but its QAT (``quantize_`` with a
+``QATConfig``) fake-quantises ``nn.Linear`` and ``nn.Embedding`` only and refuses other modules, so the
+convolutions that most of the zoo is made of would need a layer of our own anyway; Brevitas brings a
+heavy dependency (its own layer classes and configuration system) for what is, per tensor, one core
+torch call or a cast.
 Core torch's fake-quantisation ops have no meta kernel, so on ``meta`` (cost tracing) a quantiser
 passes its input on unchanged: the shapes, which are all a trace reads, are the same.
 
