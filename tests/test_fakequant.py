@@ -28,7 +28,7 @@ from nas.blocks.registry import ffn_parts
 from nas.build import build, plan
 from nas.cli import main
 from nas.errors import ConfigError
-from nas.supernet import TrainSettings
+from nas.supernet import ModelJob, TrainSettings
 from nas.supernet.proxy import ProxyScale
 from tests.conftest import tiny_files
 
@@ -413,3 +413,18 @@ def test_train_with_ofq_anneals_and_exports_a_plain_model(tmp_path: Path) -> Non
     assert any(value.any() for key, value in checkpoint["model"].items() if key.endswith("weight_quantizer.frozen"))
     exported = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     build(nas.Arch.load(tmp_path / "run" / "arch.yaml")).load_state_dict(exported["state_dict"])
+
+
+def test_qat_starts_from_a_float_run_and_refuses_weights_of_another_arch(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TRAIN, "--out", str(tmp_path / "float")]) == 0
+    float_state = torch.load(tmp_path / "float" / "checkpoint.pt", weights_only=True)["model"]
+    job = ModelJob(nas.zoo.get("poolformer_s12").with_precision(Precision.from_spec("int8")),
+                   ProxyScale(width=0.125, num_classes=10), seed=1, init=str(tmp_path / "float"))
+    assert all(torch.equal(job.module.state_dict()[key], value) for key, value in float_state.items())
+    assert main([*TRAIN, "--out", str(tmp_path / "qat"), "--precision", "int8", "--init", str(tmp_path / "float")]) == 0
+    assert torch.load(tmp_path / "qat" / "checkpoint.pt", weights_only=True)["job"]["init"] == str(tmp_path / "float")
+    capsys.readouterr()
+    other = ["train", "efficientformer_l1", "--proxy-width", "0.125", "--max-steps", "1", "--json"]
+    assert main([*other, "--out", str(tmp_path / "other"), "--init", str(tmp_path / "float")]) == 2
+    assert f"--init {tmp_path / 'float'}" in capsys.readouterr().err and not (tmp_path / "other").exists()
