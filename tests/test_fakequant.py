@@ -157,6 +157,16 @@ def test_gradients_pass_straight_through_inside_the_range_and_are_zero_outside(s
     assert torch.equal(values.grad, torch.tensor([1.0] * len(inside) + [0.0] * len(outside)))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("spec", ["int8:channel", "int4:affine", "fp8_e4m3:channel", "fp8_e5m2", "fp16", "bf16"])
+def test_fake_quant_on_cuda_matches_the_cpu(spec: str) -> None:
+    fmt = _format(spec)
+    values = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 10
+    quantizer = Quantizer(fmt, channels=3, axis=0)
+    on_cuda = quantizer.to("cuda")(values.to("cuda"))
+    assert torch.equal(on_cuda.cpu(), Quantizer(fmt, channels=3, axis=0)(values))
+
+
 # ---------------------------------------------------------------------------
 # the quantiser module
 
