@@ -3,6 +3,7 @@ gradients, quantised builds that keep the float parameters, and ``nas train --pr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from nas.build import build, plan
 from nas.cli import main
 from nas.errors import ConfigError
 from nas.supernet import ModelJob, TrainSettings
+from nas.supernet.jobs import precision_label
 from nas.supernet.proxy import ProxyScale
 from tests.conftest import tiny_files
 
@@ -438,3 +440,14 @@ def test_qat_starts_from_a_float_run_and_refuses_weights_of_another_arch(tmp_pat
     other = ["train", "efficientformer_l1", "--proxy-width", "0.125", "--max-steps", "1", "--json"]
     assert main([*other, "--out", str(tmp_path / "other"), "--init", str(tmp_path / "float")]) == 2
     assert f"--init {tmp_path / 'float'}" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def test_an_arch_with_its_own_block_precisions_trains_them_and_labels_each_block() -> None:
+    arch = nas.zoo.get("efficientformer_l1")
+    first = arch.stages[0]
+    block = dataclasses.replace(first.blocks[0], precision=Precision(weights="int4:channel", activations="int8"))
+    mixed = arch.replace(stages=(dataclasses.replace(first, blocks=(block, *first.blocks[1:])), *arch.stages[1:]))
+    job = ModelJob(mixed, ProxyScale(width=0.125, num_classes=10), seed=0)
+    assert {name.split(".")[:3] == ["stages", "0", "0"] for name, _ in quantized_layers(job.module)} == {True}
+    assert job.precision == ["int4:channel/int8"] + ["fp32"] * (arch.num_blocks - 1)
+    assert precision_label(arch.with_precision(Precision(ffn_weights="int8"))) == "fp32/fp32, ffn int8/fp32"
