@@ -217,9 +217,12 @@ class _Builder:
             return True, 0, self.labels.setdefault(text, len(self.labels))
         if runs in (UNSUPPORTED, FALLBACK):
             setting = self.setting
+            why = ("" if number_format in setting.device.formats else
+                   f" (its device lists no {PEAK_OF_FORMAT[number_format]} figure in peak_tops nor {number_format} "
+                   f"under formats)")
             raise UnsupportedPrecisionError(
                 f"{setting.label}: {op.name} ({kind}) in {op.unit or 'the model'} runs at {number_format}, which "
-                f"{setting.device.title} cannot run under {setting.runtime}, and no fallback is modelled for it")
+                f"{setting.device.title} cannot run under {setting.runtime}, and no fallback is modelled for it{why}")
         text = number_format if runs == PEAK_OF_FORMAT[number_format] else f"{number_format} as {runs}"
         return False, index, self.labels.setdefault(text, len(self.labels))
 
