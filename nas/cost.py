@@ -11,6 +11,9 @@ result is kept in :data:`CACHE`, keyed by ``(unit signature, batch, dtype)``.
 Within a trace, an aten op met before with the same inputs (shapes, strides,
 dtypes, arguments) is replayed rather than run again (:mod:`nas.op_memo`):
 the same records, at a fraction of the meta kernels' and decompositions' cost.
+A block with a precision is traced as its float module (one trace serves all
+its precisions; no fake quantisation shows up), and each op then names the
+format it runs at (:attr:`Op.precision`, :mod:`nas.op_precision`).
 
 Counting rules (per op, table-driven; the tables are in :mod:`nas.op_classes`,
 completed by the ops the kinds declare):
@@ -105,9 +108,8 @@ class Op:
         bytes_written: bytes of its tensor outputs; 0 for views and allocations.
         sources: indices (in the report's op list) of the ops whose outputs it reads; empty when it
             reads only the image and weights. These edges make the op graph (:mod:`nas.graph`).
-        precision: the number format it runs at (:mod:`nas.op_precision`): ``fp32`` for every op of a float32
-            model; for a block with a precision, its MAC ops' compute format and its other ops' activation
-            format. ``dtype`` stays the traced dtype: blocks are traced as their float module.
+        precision: the number format it runs at (:mod:`nas.op_precision`; ``fp32`` in a float32 model);
+            ``dtype`` stays the traced dtype, since blocks are traced as their float module.
     """
 
     unit: str
@@ -395,9 +397,8 @@ def _trace(module: nn.Module, shape: Shape, dtype: torch.dtype, param_dtype: tor
 
 @dataclass(frozen=True, slots=True)
 class _UnitCost:
-    """One traced unit. For a block (or a clustered run of blocks) each record's first field is the submodule
-    that ran it, and ``ffn`` names the block's FFN submodules, so the ops can be given their block's formats
-    (:func:`nas.op_precision.unit_formats`) without tracing again at each precision."""
+    """One traced unit; for blocks, each record's first field is the submodule that ran it and ``ffn`` names the
+    FFN submodules, from which :func:`nas.op_precision.unit_formats` gives each op its format."""
 
     records: tuple[_Record, ...]
     output: int
@@ -510,8 +511,7 @@ def unit_ops(units: Sequence[Unit], *, batch: int = 1, dtype: torch.dtype = torc
 
     Args:
         units: units of :func:`float_units` (a plan of the Arch without its precisions).
-        arch: the Arch they were planned from; its blocks' precisions give the ops their formats
-            (without it, every op is ``fp32``).
+        arch: the Arch they were planned from, whose precisions give the ops their formats (None: all fp32).
 
     Raises:
         NasError: ``batch`` is not a positive int, or a unit cannot be built.
