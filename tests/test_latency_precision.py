@@ -9,6 +9,7 @@ computes everything in fp16, and the V100 refuses bf16 and fp8. Float32 models a
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ import nas
 from nas.arch import NumberFormat, Precision
 from nas.blocks.registry import ffn_parts
 from nas.build import plan
+from nas.cli import main
 from nas.cost import profile, profile_module
 from nas.latency import predict, predict_many
 from nas.latency.optable import UnsupportedOpError, UnsupportedPrecisionError, build_table
@@ -169,3 +171,12 @@ def test_search_objectives_price_in_the_chosen_setting(resnet: nas.Arch) -> None
     assert got[1] < got[0] and "xeon/tensorflow_int8+fp32" in objective.label
     with pytest.raises(nas.errors.UnknownKindError, match="tensorflow_int8"):
         LatencyObjective(target="xeon", setting="tensorflow_int9")
+
+
+def test_nas_predict_shows_each_formats_placement(resnet: nas.Arch, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(_with_block(resnet.with_precision(INT8), 2, 1, FP16).to_yaml())
+    assert main(["predict", str(path), "--target", "zcu104"]) == 0
+    out = capsys.readouterr().out
+    assert "conv [int8]" in out and "conv [fp16 on a53]" in out and "transfer" in out
