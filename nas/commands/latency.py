@@ -66,8 +66,9 @@ class PredictCommand(Command):
             return 0
         print(f"{arch.name or args.arch} on {result.target}/{result.setting}, batch {result.batch}: "
               f"{result.latency_ms:.3f} ms")
+        width = max([14, *map(len, result.breakdown)])  # kinds, and kinds with their format ("conv [fp16 on a53]")
         for kind, value in sorted(result.breakdown.items(), key=lambda item: -item[1]):
-            print(f"  {kind:<14} {value:9.3f} ms  {100 * value / result.latency_ms:5.1f}%")
+            print(f"  {kind:<{width}} {value:9.3f} ms  {100 * value / result.latency_ms:5.1f}%")
         print(f"  predictor: {_figures_text(result.validation)}")
         return 0
 
