@@ -8,8 +8,9 @@ the figures are computed over all held-out predictions together:
 * MAPE, the mean absolute percentage error,
 * the share of predictions within +-10% and +-20% of the measurement.
 
-They are reported overall, per batch size, and (MAPE) per held-out family, next
-to the in-sample figures of the fit on all rows. A setting with a single family
+They are reported overall, per batch size, per held-out family, and over the CNN
+and the transformer families apart (:mod:`nas.latency.calibration.architectures`),
+next to the in-sample figures of the fit on all rows. A setting with a single family
 cannot be validated this way; its report says so and carries in-sample figures
 only. The per-row held-out predictions are stored in the YAML too, so a test can
 recompute the stored figures without refitting.
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.atomic import write_atomic
+from nas.latency.calibration.architectures import ARCHITECTURES, family_architectures
 from nas.latency.calibration.solver import fit, predict_rows
 from nas.latency.coefficients import Coefficients
 from nas.latency.targets import Setting, get_target
@@ -82,6 +84,9 @@ class ValidationReport:
         lofo: figures over all held-out predictions (``None`` with fewer than two families).
         lofo_by_batch: the same per batch size.
         lofo_by_family: per held-out family, its figures.
+        architectures: family -> ``cnn`` or ``transformer``.
+        lofo_by_architecture: figures over the held-out rows of the CNN families and of the transformer
+            families apart (a class without rows is left out).
         in_sample: figures of the fit on all rows.
         predictions: per row ``(line in the calibration file, measured ms, held-out prediction ms)``.
     """
@@ -91,6 +96,8 @@ class ValidationReport:
     lofo: Figures | None
     lofo_by_batch: dict[int, Figures]
     lofo_by_family: dict[str, Figures]
+    architectures: dict[str, str]
+    lofo_by_architecture: dict[str, Figures]
     in_sample: Figures
     predictions: tuple[tuple[int, float, float], ...]
 
@@ -112,17 +119,21 @@ def validate(dataset: Dataset, coefficients: Coefficients | None = None) -> Vali
     full = coefficients if coefficients is not None else fit(dataset)
     in_sample = figures(measured, predict_rows(dataset, full))
     counts = dict(Counter(dataset.families))
+    architectures = family_architectures(dataset.rows)
     if len(counts) < 2:
-        return ValidationReport(dataset.setting.label, counts, None, {}, {}, in_sample, ())
+        return ValidationReport(dataset.setting.label, counts, None, {}, {}, architectures, {}, in_sample, ())
     held_out = lofo_predictions(dataset)
     batches = np.array([row.batch for row in dataset.rows])
     families = np.array(dataset.families)
     by_batch = {int(b): figures(measured[batches == b], held_out[batches == b]) for b in sorted(set(batches))}
     by_family = {family: figures(measured[families == family], held_out[families == family]) for family in counts}
+    row_architectures = np.array([architectures[family] for family in dataset.families])
+    by_architecture = {name: figures(measured[row_architectures == name], held_out[row_architectures == name])
+                       for name in ARCHITECTURES if np.any(row_architectures == name)}
     predictions = tuple((row.line, float(m), float(p))
                         for row, m, p in zip(dataset.rows, measured, held_out, strict=True))
     return ValidationReport(dataset.setting.label, counts, figures(measured, held_out), by_batch, by_family,
-                            in_sample, predictions)
+                            architectures, by_architecture, in_sample, predictions)
 
 
 def summary_line(setting: Setting, report: ValidationReport) -> str:
@@ -147,6 +158,8 @@ def _validation_block(report: ValidationReport, *, command: str, date: str) -> d
         "lofo_by_batch": {batch: fig.to_dict() for batch, fig in report.lofo_by_batch.items()},
         "lofo_mape_pct_by_family": {family: round(fig.mape_pct, 1)
                                     for family, fig in sorted(report.lofo_by_family.items())},
+        "architectures": report.architectures,
+        "lofo_by_architecture": {name: fig.to_dict() for name, fig in report.lofo_by_architecture.items()},
         "in_sample": report.in_sample.to_dict(),
         "predictions_columns": ["line", "measured_ms", "lofo_ms"],
         "predictions": [[line, float(f"{m:.6g}"), float(f"{p:.6g}")] for line, m, p in report.predictions],
