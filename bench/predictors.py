@@ -37,7 +37,7 @@ import numpy as np
 
 from nas.latency import get_target, list_targets, predict_many
 from nas.latency.calibration.dataset import dataset_for
-from nas.latency.calibration.validate import Figures, summary_line, validate
+from nas.latency.calibration.validate import Figures, ValidationReport, summary_line, validate
 from nas.latency.targets import LOCAL, Setting
 
 SMOKE_TARGETS = ("iphone12",)
@@ -55,24 +55,43 @@ def _validation(targets: list[str]) -> None:
     print("leave-one-family-out validation (each family predicted by a fit on the others)")
     for name in targets:
         for setting in get_target(name).settings.values():
+            dataset = dataset_for(setting)
+            fitted = _kept_families(setting, dataset.families)
+            if fitted is not None:
+                print(f"{setting.label}: stored coefficients kept (fitted on {', '.join(sorted(fitted))}); the "
+                      "other families are predicted by them:")
+                start = time.perf_counter()
+                report = validate(dataset, setting.coefficients, fitted)
+                _print_report(name, setting, report, time.perf_counter() - start)
+                print(f"{setting.label}: refitted on every family (not taken):")
             start = time.perf_counter()
-            report = validate(dataset_for(setting))
-            print(f"{summary_line(setting, report)}  [{time.perf_counter() - start:.1f} s]")
-            families = ", ".join(f"{family} ({rows})" for family, rows in sorted(report.families.items()))
-            print(f"    families: {families}")
-            if report.lofo_by_batch and len(report.lofo_by_batch) > 1:
-                parts = [f"b{batch}: rho {fig.spearman_rho:.3f} MAPE {fig.mape_pct:.1f}%"
-                         for batch, fig in report.lofo_by_batch.items() if fig.spearman_rho is not None]
-                print(f"    by batch: {'; '.join(parts)}")
-            for architecture, fig in report.lofo_by_architecture.items():
-                members = [family for family, kind in report.architectures.items()
-                           if kind == architecture and family in report.families]
-                verdict = _goal(name, setting) if architecture == "transformer" else None
-                print(f"    {architecture:<11} {_figures(fig)}  ({len(members)} families)"
-                      + ("" if verdict is None else verdict(fig)))
-            for family, fig in sorted(report.lofo_by_family.items()):
-                if report.architectures.get(family) == "transformer":
-                    print(f"      {family:<18} {_figures(fig)}")
+            report = validate(dataset)
+            _print_report(name, setting, report, time.perf_counter() - start)
+
+
+def _kept_families(setting: Setting, families: tuple[str, ...]) -> frozenset[str] | None:
+    """The families the stored coefficients were fitted on, if rows of other families arrived since."""
+    stored = (setting.validation or {}).get("fitted_families")
+    return frozenset(stored) if stored and not set(families) <= set(stored) else None
+
+
+def _print_report(name: str, setting: Setting, report: ValidationReport, seconds: float) -> None:
+    print(f"{summary_line(setting, report)}  [{seconds:.1f} s]")
+    families = ", ".join(f"{family} ({rows})" for family, rows in sorted(report.families.items()))
+    print(f"    families: {families}")
+    if report.lofo_by_batch and len(report.lofo_by_batch) > 1:
+        parts = [f"b{batch}: rho {fig.spearman_rho:.3f} MAPE {fig.mape_pct:.1f}%"
+                 for batch, fig in report.lofo_by_batch.items() if fig.spearman_rho is not None]
+        print(f"    by batch: {'; '.join(parts)}")
+    for architecture, fig in report.lofo_by_architecture.items():
+        members = [family for family, kind in report.architectures.items() if kind == architecture]
+        verdict = _goal(name, setting) if architecture == "transformer" else None
+        print(f"    {architecture:<11} {_figures(fig)}  ({len(members)} families)"
+              + ("" if verdict is None else verdict(fig)))
+    for family, fig in sorted(report.lofo_by_family.items()):
+        if report.architectures.get(family) == "transformer":
+            kept = "" if family in report.fitted_families else "  (never fitted)"
+            print(f"      {family:<18} {_figures(fig)}{kept}")
 
 
 def _figures(fig: Figures) -> str:
