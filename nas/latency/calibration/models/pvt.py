@@ -17,6 +17,7 @@ the calibration rows ran are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -27,10 +28,12 @@ from torch import nn
 from nas.blocks.common import factory_kwargs
 from nas.latency.calibration.models.base import ReferenceModel
 
-__all__ = ["PatchEmbed", "SpatialReductionAttention", "TokenMlp", "Block", "StageSpec", "PyramidTransformer",
-           "MODELS"]
+__all__ = ["AttentionFactory", "PatchEmbed", "SpatialReductionAttention", "TokenMlp", "Block", "StageSpec",
+           "PyramidTransformer", "attend", "MODELS"]
 
 Size = tuple[int, int]
+AttentionFactory = Callable[..., nn.Module]
+"""``(dim, block index, device=, dtype=) -> attention module`` taking ``(tokens, size)``."""
 
 
 class PatchEmbed(nn.Module):
@@ -134,7 +137,7 @@ class StageSpec:
     dim: int
     depth: int
     patch: int
-    make_attention: Any
+    make_attention: AttentionFactory
     mlp_ratio: float
     depthwise_mlp: bool
     position_conv: bool
@@ -185,7 +188,7 @@ class PyramidTransformer(nn.Module):
         return self.head(self.stages(x).mean((2, 3)))
 
 
-def _sra(heads: int, sr: int) -> Any:
+def _sra(heads: int, sr: int) -> AttentionFactory:
     return lambda dim, index, **dd: SpatialReductionAttention(dim, heads, sr, **dd)
 
 

@@ -30,7 +30,14 @@ from torch import nn
 
 from nas.blocks.common import factory_kwargs
 from nas.latency.calibration.models.base import ReferenceModel
-from nas.latency.calibration.models.pvt import PyramidTransformer, Size, SpatialReductionAttention, StageSpec, attend
+from nas.latency.calibration.models.pvt import (
+    AttentionFactory,
+    PyramidTransformer,
+    Size,
+    SpatialReductionAttention,
+    StageSpec,
+    attend,
+)
 
 __all__ = ["LocallyGroupedAttention", "MODELS"]
 
@@ -59,7 +66,7 @@ class LocallyGroupedAttention(nn.Module):
 
 
 def _pcpvt(depths: tuple[int, ...]) -> partial:
-    def attention(heads: int, sr: int) -> Any:
+    def attention(heads: int, sr: int) -> AttentionFactory:
         return lambda dim, index, **dd: SpatialReductionAttention(dim, heads, sr, **dd)
 
     stages = tuple(StageSpec(dim, depth, 4 if index == 0 else 2, attention(heads, sr), ratio, False, True, False)
@@ -70,7 +77,7 @@ def _pcpvt(depths: tuple[int, ...]) -> partial:
 
 
 def _svt(widths: tuple[int, ...], heads: tuple[int, ...], depths: tuple[int, ...]) -> partial:
-    def attention(count: int, sr: int) -> Any:
+    def attention(count: int, sr: int) -> AttentionFactory:
         def make(dim: int, index: int, **dd: Any) -> nn.Module:
             if index % 2 == 0:
                 return LocallyGroupedAttention(dim, count, **dd)
