@@ -139,3 +139,12 @@ def test_cli_targets_json_carries_the_split_and_the_coefficient_sources(capsys: 
     assert rows["v100", "paddle_trt_fp32"]["coefficients"]["fallback"] is None
     assert set(rows["v100", "paddle_trt_fp32"]["validation"]["lofo_by_architecture"]) == set(ARCHITECTURES)
     assert np.isfinite(rows["iphone12", "coreml_predict"]["validation"]["lofo_by_architecture"]["cnn"]["mape_pct"])
+
+
+def test_cli_predict_says_how_much_of_a_zcu104_transformer_rests_on_priors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "efficientformer_l1", "--target", "zcu104"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("priors:"))
+    share = float(line.split("(")[1].split("%")[0])
+    assert 0 < share <= 100 and "a53" in line
+    assert main(["predict", "efficientformer_l1", "--target", "v100"]) == 0
+    assert "priors:" not in capsys.readouterr().out

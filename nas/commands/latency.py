@@ -69,7 +69,21 @@ class PredictCommand(Command):
         for kind, value in sorted(result.breakdown.items(), key=lambda item: -item[1]):
             print(f"  {kind:<14} {value:9.3f} ms  {100 * value / result.latency_ms:5.1f}%")
         print(f"  predictor: {_figures_text(result.validation)}")
+        _print_fallback_priors(result)
         return 0
+
+
+def _print_fallback_priors(result: Any) -> None:
+    """Say how much of a prediction runs on a fallback processor priced on priors only (the ZCU104's A53)."""
+    import nas.latency
+    from nas.latency.provenance import coefficient_sources, fallback_prior_ms
+
+    sources = coefficient_sources(nas.latency.get_target(result.target).setting(result.setting))
+    share = fallback_prior_ms(result.breakdown, sources)
+    if share > 0:
+        print(f"  priors: {share:.3f} ms ({100 * share / result.latency_ms:.1f}%) runs on the fallback processor "
+              f"{sources.fallback_device} or switches to it, priced on priors only (no calibration row exercises "
+              "them; see `nas targets`)")
 
 
 class TargetsCommand(Command):

@@ -11,11 +11,12 @@ whose ops run on another group's kernels (``shared_kernels``) price nothing and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nas.latency.targets import Setting
 
-__all__ = ["CoefficientSources", "coefficient_sources", "compact_names"]
+__all__ = ["CoefficientSources", "coefficient_sources", "compact_names", "fallback_prior_ms"]
 
 _HOST = "host."
 _FALLBACK_SCALARS = ("switch_us",)
@@ -66,6 +67,17 @@ def _shared(name: str, shared_kernels: dict[str, str]) -> bool:
     """Whether ``name`` is an efficiency of a group whose ops take another group's efficiencies."""
     head, _, group = name.removeprefix(_HOST).partition(".")
     return head in ("compute_efficiency", "memory_efficiency") and group in shared_kernels
+
+
+def fallback_prior_ms(breakdown: Mapping[str, float], sources: CoefficientSources) -> float:
+    """Milliseconds of a prediction's ``breakdown`` priced by fallback priors: its fallback kinds and switches.
+
+    A kind is placed on the fallback processor as a whole, so its share of the breakdown is all fallback time;
+    ``transfer`` is the time of the switches between the processors.
+    """
+    if not sources.fallback_priors:
+        return 0.0
+    return sum(breakdown.get(kind, 0.0) for kind in (*sources.fallback_kinds, "transfer"))
 
 
 def compact_names(names: tuple[str, ...], every: tuple[str, ...]) -> list[str]:
