@@ -70,24 +70,37 @@ class PredictCommand(Command):
         for kind, value in sorted(result.breakdown.items(), key=lambda item: -item[1]):
             print(f"  {kind:<{width}} {value:9.3f} ms  {100 * value / result.latency_ms:5.1f}%")
         print(f"  predictor: {_figures_text(result.validation)}")
+        _print_fallback_priors(result)
         return 0
 
 
+def _print_fallback_priors(result: Any) -> None:
+    """Say how much of a prediction runs on a fallback processor priced on priors only (the ZCU104's A53)."""
+    import nas.latency
+    from nas.latency.provenance import coefficient_sources, fallback_prior_ms
+
+    sources = coefficient_sources(nas.latency.get_target(result.target).setting(result.setting))
+    share = fallback_prior_ms(result.breakdown, sources)
+    if share > 0:
+        print(f"  priors: {share:.3f} ms ({100 * share / result.latency_ms:.1f}%) runs on the fallback processor "
+              f"{sources.fallback_device} or switches to it, priced on priors only (no calibration row exercises "
+              "them; see `nas targets`)")
+
+
 class TargetsCommand(Command):
-    """List the hardware targets: each setting (runtime, precision, batch) and its validation figures."""
+    """List the hardware targets: each setting, its validation over CNN and transformer families, its priors."""
 
     name = "targets"
 
     def run(self, args: argparse.Namespace) -> int:
         import nas.latency
         from nas.latency.predict import validation_summary
+        from nas.latency.provenance import coefficient_sources
 
         rows = []
         for name in nas.latency.list_targets():
             target = nas.latency.get_target(name)
             for setting in target.settings.values():
-                summary = validation_summary(setting)
-                lofo = (summary or {}).get("lofo") or (summary or {}).get("held_out") or {}
                 rows.append({
                     "target": name,
                     "setting": setting.name,
@@ -97,23 +110,67 @@ class TargetsCommand(Command):
                     "precision": setting.precision,
                     "batch_sizes": list(setting.batch_sizes),
                     "fitted": setting.coefficients is not None,
-                    "validation": summary,
-                    "rho": lofo.get("spearman_rho"),
-                    "mape_pct": lofo.get("mape_pct"),
-                    "within_20_pct": lofo.get("within_20_pct"),
-                    "families": len((summary or {}).get("families", {})),
+                    "validation": validation_summary(setting),
+                    "coefficients": coefficient_sources(setting).to_dict(),
+                    "_setting": setting,
                 })
         if args.json:
-            print_json([{key: value for key, value in row.items()
-                          if key not in ("rho", "mape_pct", "within_20_pct", "families")} for row in rows])
-        else:
-            print_table([{"target": row["target"], "setting": row["setting"] + (" *" if row["default"] else ""),
-                           "precision": row["precision"], "batch": ",".join(map(str, row["batch_sizes"])),
-                           "LOFO rho": row["rho"], "MAPE %": row["mape_pct"], "within 20 %": row["within_20_pct"],
-                           "families": row["families"]} for row in rows])
-            print("* default setting; figures: leave-one-family-out over the calibration rows (predictors/*.yaml); "
-                  "local: held-out models measured here (nas profile --target local)")
+            print_json([{key: value for key, value in row.items() if key != "_setting"} for row in rows])
+            return 0
+        print_table([_targets_line(row) for row in rows])
+        print("* default setting. LOFO: leave-one-family-out over the calibration rows (predictors/*.yaml), all "
+              "families, then the CNN and the transformer families apart (rho / MAPE %); local: held-out models "
+              "measured here (nas profile --target local). coefficients: fitted to measurements / left at their "
+              "priors (not matched by the setting's fit.free).")
+        for line in _prior_lines(rows):
+            print(line)
         return 0
+
+
+def _pair(figures: dict[str, Any] | None) -> str:
+    """``rho / MAPE`` of a stored figures block, or ``-``."""
+    if not figures:
+        return "-"
+    rho = figures.get("spearman_rho")
+    return f"{'n/a' if rho is None else f'{rho:.3f}'} / {figures.get('mape_pct'):.1f}"
+
+
+def _targets_line(row: dict[str, Any]) -> dict[str, Any]:
+    summary = row["validation"] or {}
+    overall = summary.get("lofo") or summary.get("held_out")
+    by_architecture = summary.get("lofo_by_architecture") or {}
+    kinds = list((summary.get("architectures") or {}).values())
+    coefficients = row["coefficients"]
+    return {"target": row["target"], "setting": row["setting"] + (" *" if row["default"] else ""),
+            "precision": row["precision"], "batch": ",".join(map(str, row["batch_sizes"])),
+            "LOFO rho / MAPE": _pair(overall), "CNN": _pair(by_architecture.get("cnn")),
+            "transformer": _pair(by_architecture.get("transformer")),
+            "families cnn/tr": f"{kinds.count('cnn')}/{kinds.count('transformer')}" if kinds
+            else len(summary.get("families", {})),
+            "coefficients fitted/priors": f"{len(coefficients['fitted'])}/{len(coefficients['priors'])}"}
+
+
+def _prior_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per setting with coefficients left at their priors; fallback processors first and in words."""
+    from nas.latency.provenance import coefficient_sources, compact_names
+
+    lines = []
+    for row in rows:
+        setting = row["_setting"]
+        sources = coefficient_sources(setting)
+        if not sources.priors:
+            continue
+        every = tuple(setting.priors.names())
+        label = f"  {row['target']}/{row['setting']}"
+        if sources.fallback_priors:
+            kinds = ", ".join(sources.fallback_kinds)
+            lines.append(f"{label}: ops on the fallback processor {sources.fallback_device} ({kinds}: softmax, layer "
+                         f"norms and attention matmuls among them) are priced on priors only: "
+                         f"{', '.join(compact_names(sources.fallback_priors, every))}")
+        others = tuple(name for name in sources.priors if name not in sources.fallback_priors)
+        if others:
+            lines.append(f"{label}: priors, not fitted: {', '.join(compact_names(others, every))}")
+    return lines
 
 
 def _profile_options(args: argparse.Namespace) -> Any:

@@ -82,7 +82,8 @@ def validation_summary(setting: Setting) -> dict[str, Any] | None:
     """The setting's stored validation figures without the per-row predictions."""
     if setting.validation is None:
         return None
-    keep = ("method", "date", "rows", "families", "lofo", "lofo_by_batch", "held_out", "in_sample")
+    keep = ("method", "date", "rows", "families", "lofo", "lofo_by_batch", "architectures", "lofo_by_architecture",
+            "held_out", "in_sample")
     return {key: setting.validation[key] for key in keep if key in setting.validation}
 
 

@@ -3,11 +3,12 @@
 A setting selects its rows from ``predictors/calibration/<target>.csv`` by the
 fields in its ``calibration`` block (device, runtime, precision and, where
 given, threads; a list allows several values; ``published`` maps a published
-column to text it must contain, for regimes the normalised columns do not
-tell apart), so rows measured in another regime never enter its fit. Each
-row's model is traced once (:func:`nas.latency.calibration.measurements.trace`, cached in
-process), priced into an op table under the setting's rules, and turned into
-coefficient-free features (:func:`nas.latency.opmodel.features`).
+column to text it must contain, case ignored since "XCode 14" and "Xcode 14.0"
+name one tool, for regimes the normalised columns do not tell apart), so rows
+measured in another regime never enter its fit. Each row's model is traced once
+(:func:`nas.latency.calibration.measurements.trace`, cached in process), priced
+into an op table under the setting's rules, and turned into coefficient-free
+features (:func:`nas.latency.opmodel.features`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def _matches(row: Measurement, setting: Setting) -> bool:
     published = row.published_columns
     for column, texts in wanted.get("published", {}).items():
         alternatives = texts if isinstance(texts, list) else [texts]
-        if not any(text in published.get(column, "") for text in alternatives):
+        value = published.get(column, "").casefold()
+        if not any(text.casefold() in value for text in alternatives):
             return False
     return True
 

@@ -317,7 +317,10 @@ def _setting_iphone12(row: dict[str, str]) -> _Setting | str:
     latency = _number(row["latency_ms"])
     if latency is None:
         return "no latency"
-    return _Setting("", 1, "fp32", "coreml", "iPhone 12 (A14)", "", latency, "")
+    # "224 (per maintainer, issue #9)": the leading number is the input size; empty where not stated.
+    resolution = row["input_resolution"].split(" ", 1)[0]
+    return _Setting(resolution if resolution.isdigit() else "", 1, "fp32", "coreml", "iPhone 12 (A14)", "", latency,
+                    "")
 
 
 def _setting_xeon(row: dict[str, str]) -> _Setting | str:

@@ -8,8 +8,9 @@ the figures are computed over all held-out predictions together:
 * MAPE, the mean absolute percentage error,
 * the share of predictions within +-10% and +-20% of the measurement.
 
-They are reported overall, per batch size, and (MAPE) per held-out family, next
-to the in-sample figures of the fit on all rows. A setting with a single family
+They are reported overall, per batch size, per held-out family, and over the CNN
+and the transformer families apart (:mod:`nas.latency.calibration.architectures`),
+next to the in-sample figures of the fit on all rows. A setting with a single family
 cannot be validated this way; its report says so and carries in-sample figures
 only. The per-row held-out predictions are stored in the YAML too, so a test can
 recompute the stored figures without refitting.
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.atomic import write_atomic
+from nas.latency.calibration.architectures import ARCHITECTURES, family_architectures
 from nas.latency.calibration.solver import fit, predict_rows
 from nas.latency.coefficients import Coefficients
 from nas.latency.targets import Setting, get_target
@@ -79,55 +81,89 @@ class ValidationReport:
     Attributes:
         setting: ``target/setting``.
         families: rows per family.
+        fitted_families: the families the coefficients were fitted on (all, unless stored coefficients were kept
+            while rows of new families arrived).
         lofo: figures over all held-out predictions (``None`` with fewer than two families).
         lofo_by_batch: the same per batch size.
         lofo_by_family: per held-out family, its figures.
-        in_sample: figures of the fit on all rows.
+        architectures: family -> ``cnn`` or ``transformer``.
+        lofo_by_architecture: figures over the held-out rows of the CNN families and of the transformer
+            families apart (a class without rows is left out).
+        in_sample: figures of the coefficients on the rows of the fitted families.
         predictions: per row ``(line in the calibration file, measured ms, held-out prediction ms)``.
     """
 
     setting: str
     families: dict[str, int]
+    fitted_families: tuple[str, ...]
     lofo: Figures | None
     lofo_by_batch: dict[int, Figures]
     lofo_by_family: dict[str, Figures]
+    architectures: dict[str, str]
+    lofo_by_architecture: dict[str, Figures]
     in_sample: Figures
     predictions: tuple[tuple[int, float, float], ...]
 
 
-def lofo_predictions(dataset: Dataset) -> np.ndarray:
-    """Held-out prediction (ms) per row: each family predicted by a fit on the others."""
+def lofo_predictions(dataset: Dataset, fitted: frozenset[str] | None = None,
+                     coefficients: Coefficients | None = None) -> np.ndarray:
+    """Held-out prediction (ms) per row: each family predicted by a fit on the others.
+
+    With ``fitted`` (the families ``coefficients`` were fitted on), only those families are refitted without
+    themselves; the rows of every other family, which the coefficients never saw, are predicted by
+    ``coefficients`` as they stand.
+    """
     families = np.array(dataset.families)
+    pool = np.isin(families, sorted(fitted)) if fitted is not None else np.ones(len(families), dtype=bool)
     out = np.empty(len(families))
     for family in dict.fromkeys(dataset.families):
         held = families == family
-        coefficients = fit(dataset.subset(~held))
-        out[held] = predict_rows(dataset.subset(held), coefficients)
+        if fitted is not None and family not in fitted:
+            assert coefficients is not None, "kept coefficients are needed for the families they never saw"
+            out[held] = predict_rows(dataset.subset(held), coefficients)
+        else:
+            out[held] = predict_rows(dataset.subset(held), fit(dataset.subset(pool & ~held)))
     return out
 
 
-def validate(dataset: Dataset, coefficients: Coefficients | None = None) -> ValidationReport:
-    """Leave-one-family-out figures of ``dataset.setting`` (``coefficients``: the all-rows fit, refitted if None)."""
+def validate(dataset: Dataset, coefficients: Coefficients | None = None,
+             fitted: frozenset[str] | None = None) -> ValidationReport:
+    """Leave-one-family-out figures of ``dataset.setting``.
+
+    Args:
+        dataset: the setting's rows.
+        coefficients: the all-rows fit (refitted if None), or the stored coefficients when they are kept.
+        fitted: the families ``coefficients`` were fitted on, when that is not every family of ``dataset``
+            (kept coefficients, new rows): the others are predicted by ``coefficients`` as never-fitted
+            families, and the in-sample figures cover the fitted families only.
+    """
     measured = dataset.measured_s * 1e3
     full = coefficients if coefficients is not None else fit(dataset)
-    in_sample = figures(measured, predict_rows(dataset, full))
-    counts = dict(Counter(dataset.families))
-    if len(counts) < 2:
-        return ValidationReport(dataset.setting.label, counts, None, {}, {}, in_sample, ())
-    held_out = lofo_predictions(dataset)
-    batches = np.array([row.batch for row in dataset.rows])
     families = np.array(dataset.families)
+    pool = frozenset(dataset.families) if fitted is None else fitted
+    in_pool = np.isin(families, sorted(pool))
+    in_sample = figures(measured[in_pool], predict_rows(dataset.subset(in_pool), full))
+    counts = dict(Counter(dataset.families))
+    architectures = family_architectures(dataset.rows)
+    if len(pool & set(counts)) < 2:
+        return ValidationReport(dataset.setting.label, counts, tuple(sorted(pool)), None, {}, {}, architectures, {},
+                                in_sample, ())
+    held_out = lofo_predictions(dataset, fitted, full)
+    batches = np.array([row.batch for row in dataset.rows])
     by_batch = {int(b): figures(measured[batches == b], held_out[batches == b]) for b in sorted(set(batches))}
     by_family = {family: figures(measured[families == family], held_out[families == family]) for family in counts}
+    row_architectures = np.array([architectures[family] for family in dataset.families])
+    by_architecture = {name: figures(measured[row_architectures == name], held_out[row_architectures == name])
+                       for name in ARCHITECTURES if np.any(row_architectures == name)}
     predictions = tuple((row.line, float(m), float(p))
                         for row, m, p in zip(dataset.rows, measured, held_out, strict=True))
-    return ValidationReport(dataset.setting.label, counts, figures(measured, held_out), by_batch, by_family,
-                            in_sample, predictions)
+    return ValidationReport(dataset.setting.label, counts, tuple(sorted(pool)), figures(measured, held_out), by_batch,
+                            by_family, architectures, by_architecture, in_sample, predictions)
 
 
 def summary_line(setting: Setting, report: ValidationReport) -> str:
     """One line: setting, rows, families, LOFO rho / MAPE / within 10% / 20%, in-sample MAPE."""
-    head = f"{setting.label:<34} rows {report.in_sample.rows:>4}  families {len(report.families):>3}"
+    head = f"{setting.label:<34} rows {sum(report.families.values()):>4}  families {len(report.families):>3}"
     if report.lofo is None:
         return f"{head}  LOFO n/a (one family)  in-sample MAPE {report.in_sample.mape_pct:5.1f}%"
     lofo = report.lofo
@@ -138,20 +174,32 @@ def summary_line(setting: Setting, report: ValidationReport) -> str:
 
 def _validation_block(report: ValidationReport, *, command: str, date: str) -> dict[str, Any]:
     block: dict[str, Any] = {
-        "method": METHOD if report.lofo is not None else "in-sample only: a single family cannot be held out",
+        "method": _method(report),
         "date": date,
         "command": command,
-        "rows": report.in_sample.rows,
+        "rows": sum(report.families.values()),
         "families": dict(sorted(report.families.items())),
+        "fitted_families": list(report.fitted_families),
         "lofo": None if report.lofo is None else report.lofo.to_dict(),
         "lofo_by_batch": {batch: fig.to_dict() for batch, fig in report.lofo_by_batch.items()},
         "lofo_mape_pct_by_family": {family: round(fig.mape_pct, 1)
                                     for family, fig in sorted(report.lofo_by_family.items())},
+        "architectures": report.architectures,
+        "lofo_by_architecture": {name: fig.to_dict() for name, fig in report.lofo_by_architecture.items()},
         "in_sample": report.in_sample.to_dict(),
         "predictions_columns": ["line", "measured_ms", "lofo_ms"],
         "predictions": [[line, float(f"{m:.6g}"), float(f"{p:.6g}")] for line, m, p in report.predictions],
     }
     return block
+
+
+def _method(report: ValidationReport) -> str:
+    if report.lofo is None:
+        return "in-sample only: a single family cannot be held out"
+    if set(report.fitted_families) >= set(report.families):
+        return METHOD
+    return (f"{METHOD}, among the families the coefficients were fitted on ({', '.join(report.fitted_families)}); "
+            "the other families, never fitted, predicted by the stored coefficients")
 
 
 def figures_from_stored(validation: Mapping[str, Any]) -> Figures | None:

@@ -1,4 +1,4 @@
-"""Reference models: the calibration tables' non-seed models as plain, traceable ``nn.Module`` trees.
+"""Reference models: the calibration tables' non-seed models (CNNs and transformers) as traceable modules.
 
 One module per family, each written from its paper's architecture table (cited
 in the module docstring) and listing its named variants in ``MODELS``.
@@ -28,9 +28,12 @@ from nas.latency.calibration.models import (
     mobilenet,
     mobilenetv3,
     mobileone,
+    nextvit,
     peleenet,
     pplcnet,
+    pvt,
     regnet,
+    repnext,
     repvgg,
     res2net,
     resnest,
@@ -38,6 +41,9 @@ from nas.latency.calibration.models import (
     resnext,
     shufflenet,
     squeezenet,
+    tinyvit,
+    tome,
+    twins,
     vgg,
     vit,
     xception,
@@ -58,9 +64,12 @@ _FAMILIES: tuple[tuple[ReferenceModel, ...], ...] = (
     mobilenet.MODELS,
     mobilenetv3.MODELS,
     mobileone.MODELS,
+    nextvit.MODELS,
     peleenet.MODELS,
     pplcnet.MODELS,
+    pvt.MODELS,
     regnet.MODELS,
+    repnext.MODELS,
     repvgg.MODELS,
     res2net.MODELS,
     resnest.MODELS,
@@ -68,6 +77,9 @@ _FAMILIES: tuple[tuple[ReferenceModel, ...], ...] = (
     resnext.MODELS,
     shufflenet.MODELS,
     squeezenet.MODELS,
+    tinyvit.MODELS,
+    tome.MODELS,
+    twins.MODELS,
     vgg.MODELS,
     vit.MODELS,
     xception.MODELS,
