@@ -43,8 +43,8 @@ from nas.errors import ConfigError, NasError
 from nas.quantization.estimators import RangeQuantize, channels_first, minmax_range, mse_range, percentile_range
 from nas.quantization.noisy_bias import add_noisy_bias
 
-__all__ = ["METHODS", "WEIGHT_METHODS", "CalibrationSettings", "QuantizedModel", "Observer", "FloatMode", "float_mode",
-           "has_range", "quantize_model", "quantized_copy", "range_quantize", "fit_range"]
+__all__ = ["METHODS", "WEIGHT_METHODS", "CalibrationSettings", "DEFAULT_SETTINGS", "QuantizedModel", "Observer",
+           "FloatMode", "float_mode", "has_range", "quantize_model", "quantized_copy", "range_quantize", "fit_range"]
 
 METHODS = ("minmax", "percentile", "mse")
 """Activation range estimators."""
@@ -88,6 +88,9 @@ class CalibrationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+DEFAULT_SETTINGS = CalibrationSettings()
 
 
 @dataclass
@@ -221,7 +224,7 @@ def _calibrate_weights(module: nn.Module, method: str) -> None:
 
 @torch.no_grad()
 def quantize_model(model: nn.Module, arch: Arch, precision: Precision, images: Iterable[Tensor],
-                   settings: CalibrationSettings = CalibrationSettings()) -> QuantizedModel:
+                   settings: CalibrationSettings = DEFAULT_SETTINGS) -> QuantizedModel:
     """Calibrate ``model`` (float weights of ``arch``) at ``precision`` on the first ``settings.batches`` of
     ``images``.
 
