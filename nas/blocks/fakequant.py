@@ -56,6 +56,7 @@ __all__ = [
     "integer_range",
     "float_max",
     "qparams_from_range",
+    "along_axis",
     "fake_quantize",
     "Quantizer",
     "QuantizedLayer",
@@ -116,7 +117,7 @@ def qparams_from_range(fmt: NumberFormat, low: torch.Tensor,
     return torch.ones_like(low), zero_point
 
 
-def _along(value: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
+def along_axis(value: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
     """``value`` (a scalar, or one entry per channel of ``x`` along ``axis``) shaped to broadcast against ``x``."""
     if axis is None or value.ndim == 0:
         return value
@@ -158,7 +159,7 @@ def fake_quantize(x: torch.Tensor, fmt: NumberFormat, scale: torch.Tensor | None
     limit = float_max(fmt)
     step = (torch.as_tensor(scale, dtype=torch.float32, device=x.device) if _is_scaled(fmt) and scale is not None
             else torch.ones((), device=x.device))
-    step = _along(step, work, axis)
+    step = along_axis(step, work, axis)
     inside = (work / step).clamp(-limit, limit)  # clamp's gradient: 1 inside the range, 0 where it saturates
     rounded = inside + (inside.to(FLOAT_DTYPES[fmt.name]).float() - inside).detach()
     return (rounded * step).to(x.dtype)
@@ -194,6 +195,7 @@ class Quantizer(TrainingProgress):
     def __init__(self, fmt: NumberFormat, *, channels: int = 1, axis: int = 0, device: Any = None):
         super().__init__()
         self.fmt = fmt
+        self.channels = channels
         self.axis = axis
         shape = (channels,) if fmt.per_channel else ()
         self.register_buffer("scale", torch.ones(shape, device=device))

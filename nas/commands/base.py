@@ -27,8 +27,8 @@ from nas.errors import ConfigError, NasError
 from nas.runs.settings import MAX_CANDIDATES, MAX_SEED  # the bounds a run's settings keep, so the CLI's agree
 
 __all__ = ["BadArgument", "Command", "print_json", "print_table", "resolve_arch", "count", "positive", "positive_float",
-           "output_file", "output_dir", "threads_option", "set_threads", "max_threads", "MAX_CANDIDATES",
-           "MAX_PRINTED_POINTS", "MAX_STEPS", "MAX_BATCH", "MAX_SEED", "max_resolution", "resolution",
+           "output_file", "output_dir", "precision_spec", "threads_option", "set_threads", "max_threads",
+           "MAX_CANDIDATES", "MAX_PRINTED_POINTS", "MAX_STEPS", "MAX_BATCH", "MAX_SEED", "max_resolution", "resolution",
            "arch_resolution"]
 
 
@@ -155,6 +155,17 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """An argparse type: a finite float >= 0."""
     return _finite_float(text, allow_zero=True)
+
+
+def precision_spec(text: str) -> Any:
+    """An argparse type: a :class:`~nas.arch.Precision` written ``WEIGHTS[/ACTIVATIONS]`` (``int8``,
+    ``int8:channel/int8:affine``; :meth:`~nas.arch.Precision.from_spec`)."""
+    from nas.arch import Precision
+
+    try:
+        return Precision.from_spec(text, path="")
+    except ConfigError as error:
+        raise BadArgument(f"{error} (written WEIGHTS[/ACTIVATIONS], e.g. int8 or int8:channel/int8:affine)") from None
 
 
 def _check_writable(folder: Path) -> None:

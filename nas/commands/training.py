@@ -10,6 +10,7 @@ from nas.commands.base import (
     MAX_BATCH,
     MAX_SEED,
     MAX_STEPS,
+    BadArgument,
     Command,
     count,
     device_options,
@@ -18,6 +19,7 @@ from nas.commands.base import (
     placement_of,
     positive,
     positive_float,
+    precision_spec,
     print_json,
     resolution,
     resolve_arch,
@@ -72,6 +74,22 @@ def _train_options(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile a stand-alone model (falls back to eager, with a warning, where a kind "
                              "does not compile; a supernet is never compiled)")
+
+
+def _annealed_share(text: str) -> float:
+    """An argparse type: the share of training under confidence-guided annealing, in [0, 1)."""
+    value = non_negative_float(text)
+    if value >= 1:
+        raise BadArgument(f"must be < 1 (a share of the training steps), got {text}")
+    return value
+
+
+def _boundary_width(text: str) -> float:
+    """An argparse type: how close to a rounding boundary (in grid steps) a weight keeps training, in (0, 0.5)."""
+    value = positive_float(text)
+    if value >= 0.5:
+        raise BadArgument(f"must be < 0.5 (half a grid step is every weight), got {text}")
+    return value
 
 
 def _train_run(args: argparse.Namespace, kind: str, name: str) -> tuple[Dataset, TrainSettings, Path]:
@@ -182,12 +200,31 @@ class TrainCommand(Command):
         _train_options(parser, epochs=10)
         parser.add_argument("--full-scale", action="store_true",
                             help="the arch's own widths and resolution (ignores --proxy-width/--resolution)")
+        parser.add_argument("--precision", type=precision_spec, metavar="SPEC",
+                            help="quantisation-aware training: every block's weights and activations fake-quantised "
+                                 "to SPEC = WEIGHTS[/ACTIVATIONS], each FORMAT[:channel][:affine] (fp16, bf16, "
+                                 "fp8_e4m3, fp8_e5m2, int8, int4; e.g. int8, int4:channel/int8:affine); default: "
+                                 "the arch's own (float32 unless its blocks name one)")
+        parser.add_argument("--statsq", action="store_true",
+                            help="OFQ's statistical weight quantisation: integer weight ranges +-2 mean|w| instead of "
+                                 "min-max")
+        parser.add_argument("--cga", type=_annealed_share, default=0.0, metavar="SHARE",
+                            help="OFQ's confidence-guided annealing over the last SHARE of training (e.g. 0.1): "
+                                 "integer weights away from a rounding boundary freeze (default 0: off)")
+        parser.add_argument("--cga-boundary", type=_boundary_width, default=0.005, metavar="WIDTH",
+                            help="under --cga, weights within WIDTH grid steps of a rounding boundary keep training "
+                                 "(default 0.005)")
 
     def run(self, args: argparse.Namespace) -> int:
+        from dataclasses import replace
+
         from nas.supernet import train_model
 
         arch = resolve_arch(args.arch)
-        dataset, settings, out = _train_run(args, "train", arch.name or arch.id)
+        if args.precision is not None:
+            arch = arch.with_precision(args.precision)
+        dataset, shared, out = _train_run(args, "train", arch.name or arch.id)
+        settings = replace(shared, statsq=args.statsq, cga=args.cga, cga_boundary=args.cga_boundary)
         result = train_model(arch, dataset, settings, width=1.0 if args.full_scale else args.proxy_width,
                              resolution=None if args.full_scale else args.resolution, data_spec=args.data, out=out,
                              resume=args.resume, options=_train_options_of(args))

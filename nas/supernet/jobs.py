@@ -13,14 +13,31 @@ import torch
 from torch import nn
 
 from nas.arch import Arch
+from nas.blocks.fakequant import quantized_layers
 from nas.blocks.moe import auxiliary_loss
+from nas.blocks.ofq import QatOptions, configure_qat, finish_qat
 from nas.build import build
+from nas.errors import NasError
 from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
 from nas.supernet.supernet import Supernet
 
-__all__ = ["Job", "SupernetJob", "ModelJob"]
+__all__ = ["Job", "SupernetJob", "ModelJob", "precision_label"]
+
+
+def precision_label(arch: Arch) -> str | list[str]:
+    """The blocks' precisions as ``WEIGHTS/ACTIVATIONS`` (with ``, ffn WEIGHTS/ACTIVATIONS`` where the FFN's
+    differ): one label if every block has the same, else one per block in execution order."""
+    labels = []
+    for block in (block for stage in arch.stages for block in stage.blocks):
+        precision = block.precision
+        label = "fp32" if precision.is_default else f"{precision.weights}/{precision.activations}"
+        ffn = (precision.ffn_weights or precision.weights, precision.ffn_activations or precision.activations)
+        if ffn != (precision.weights, precision.activations):
+            label += f", ffn {ffn[0]}/{ffn[1]}"
+        labels.append(label)
+    return labels[0] if len(set(labels)) == 1 else labels
 
 
 class Job:
@@ -30,6 +47,9 @@ class Job:
     module: nn.Module
     resolution: int
     channels: int
+    precision: str | list[str] = "fp32"
+    """The precision it trains at (the checkpoint records it and a resume under another is refused): one
+    label if every block shares it, else one per block (:func:`precision_label`)."""
 
     def subnets(self, epoch: int, step: int) -> list[Arch | None]:
         """The subnets of step ``step`` of ``epoch`` (the first is the distillation teacher)."""
@@ -97,18 +117,34 @@ class ModelJob(Job):
 
     kind = "model"
 
-    def __init__(self, arch: Arch, scale: ProxyScale, *, seed: int, sigma_reparam: bool = False):
+    def __init__(self, arch: Arch, scale: ProxyScale, *, seed: int, sigma_reparam: bool = False,
+                 qat: QatOptions | None = None):
         self.arch = arch
         self.scale = scale
         self.proxied = scale.apply(arch)
+        self.precision = precision_label(arch)
+        self.sigma_reparam = sigma_reparam
+        self.qat = qat or QatOptions()  # OFQ's remedies: none
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.module = build(self.proxied)
-        self.sigma_reparam = sigma_reparam
-        if sigma_reparam:
-            apply_sigma_reparam(self.module, seed=seed)
+            self.module = self._built(seed)
         self.resolution = self.proxied.input.resolution
         self.channels = self.proxied.input.channels
+
+    def _built(self, seed: int = 0) -> nn.Module:
+        """The proxied arch built as it trains: with sigmaReparam and OFQ's options where asked for.
+
+        Raises:
+            NasError: OFQ's options without a block whose weights are quantised to an integer format.
+        """
+        module = build(self.proxied)
+        if self.sigma_reparam:
+            apply_sigma_reparam(module, seed=seed)
+        if self.qat.enabled and not configure_qat(module, self.qat):
+            raise NasError(f"--statsq/--cga act on integer weight formats, but no block of "
+                           f"{self.arch.name or 'the arch'} quantises its weights to one (precision {self.precision}); "
+                           "add --precision, e.g. int4")
+        return module
 
     def subnets(self, epoch: int, step: int) -> list[Arch | None]:
         return [None]
@@ -127,15 +163,17 @@ class ModelJob(Job):
         return {"accuracy": accuracy(self.module, batches.validation)}
 
     def export(self) -> dict[str, Any]:
-        """The trained model for ``nas export``: the proxied arch and plain (non-parametrized) weights."""
+        """The trained model for ``nas export``: the proxied arch and plain weights (sigmaReparam baked in, weight
+        ranges fixed as trained, OFQ's frozen weights written in), which ``build(proxied)`` loads as they are."""
         model = build(self.proxied)
         state = self.module.state_dict()
-        if self.sigma_reparam:
-            baked = build(self.proxied)
-            apply_sigma_reparam(baked)
-            baked.load_state_dict(state)
-            remove_sigma_reparam(baked)
-            state = baked.state_dict()
+        if self.sigma_reparam or list(quantized_layers(self.module)):
+            trained = self._built()
+            trained.load_state_dict(state)
+            if self.sigma_reparam:
+                remove_sigma_reparam(trained)
+            finish_qat(trained)
+            state = trained.state_dict()
         model.load_state_dict(state)
         return {"format": "nas-model", "version": 1, "arch": self.proxied.to_dict(), "source_arch": self.arch.to_dict(),
                 "scale": self.scale.to_dict(), "state_dict": model.state_dict()}

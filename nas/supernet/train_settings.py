@@ -16,7 +16,8 @@ from nas.errors import ConfigError
 __all__ = ["TrainSettings", "TrainResult"]
 
 _SETTINGS_SOURCE = "train settings"  # where a TrainSettings error says the bad value is
-_ADDED_LATER = {"mixup": 0.0, "cutmix": 0.0, "randaugment_ops": 0, "randaugment_magnitude": 9}
+_ADDED_LATER = {"mixup": 0.0, "cutmix": 0.0, "randaugment_ops": 0, "randaugment_magnitude": 9, "statsq": False,
+                "cga": 0.0, "cga_boundary": 0.005}
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class TrainSettings:
         mixup, cutmix: Beta parameters of mixup and CutMix on top of ``augment`` (0: off; see
             :class:`nas.data.Augment`).
         randaugment_ops, randaugment_magnitude: RandAugment per image on top of ``augment`` (0 ops: off).
+        statsq, cga, cga_boundary: OFQ's remedies for quantisation-aware training of integer weights (stand-alone
+            models only; :class:`nas.blocks.ofq.QatOptions`): weight ranges from the weights' statistics, and
+            confidence-guided annealing over the last ``cga`` of training with its boundary width.
         seed: data order, augmentation, subnet sampling, and a stand-alone model's initial weights.
     """
 
@@ -70,6 +74,9 @@ class TrainSettings:
     cutmix: float = 0.0
     randaugment_ops: int = 0
     randaugment_magnitude: int = 9
+    statsq: bool = False
+    cga: float = 0.0
+    cga_boundary: float = 0.005
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,6 +98,7 @@ class TrainSettings:
                  ("mixup", self.mixup >= 0, ">= 0"), ("cutmix", self.cutmix >= 0, ">= 0"),
                  ("randaugment_ops", self.randaugment_ops >= 0, ">= 0"),
                  ("randaugment_magnitude", 0 <= self.randaugment_magnitude <= 30, "in [0, 30]"),
+                 ("cga", 0 <= self.cga < 1, "in [0, 1)"), ("cga_boundary", 0 < self.cga_boundary < 0.5, "in (0, 0.5)"),
                  ("seed", self.seed >= 0, ">= 0")]
         for name, ok, rule in rules:
             if not ok:

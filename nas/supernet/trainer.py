@@ -37,8 +37,9 @@ learning rate serves both jobs.
 
 Run directory (``out``)::
 
-    checkpoint.pt   the latest checkpoint (resume from it)
-    result.json     written when training completes: settings, metrics, throughput, and for a model
+    checkpoint.pt   the latest checkpoint (resume from it); it records the precision the blocks train at
+                    (fake quantisation: ``nas train --precision``), and a resume under another is refused
+    result.json     written when training completes: settings, precision, metrics, throughput, and for a model
                     with MoE layers its load-balancing ``auxiliary_loss`` (the history's
                     ``auxiliary_losses`` per step and subnet, added to the task loss)
     model.pt        stand-alone runs: {"format": "nas-model", "arch", "state_dict", ...} for export
@@ -68,6 +69,7 @@ from torch import nn
 from nas.arch import Arch
 from nas.atomic import write_atomic
 from nas.blocks.common import set_training_progress
+from nas.blocks.ofq import QatOptions
 from nas.data import Augment, Dataset, PatchMixing, loaders
 from nas.errors import NasError, NasWarning
 from nas.supernet.checkpoint import CHECKPOINT, CheckpointError, check_matches, load_checkpoint, save_checkpoint
@@ -220,6 +222,8 @@ class Trainer:
             raise CheckpointError(f"{path}: a {data['kind']} checkpoint, this run trains a {self.job.kind}")
         check_matches(path, data["settings"], self.settings.to_dict(), "train settings")
         check_matches(path, {"data": data["data"]}, {"data": self.data_spec}, "data")
+        check_matches(path, {"precision": data.get("precision", "fp32")}, {"precision": self.job.precision},
+                      "quantisation settings")
         check_matches(path, data["job"], self.job.describe(), "job")
         check_matches(path, {"amp": data.get("amp", "off")}, {"amp": self.placement.amp}, "mixed-precision settings")
         try:
@@ -305,7 +309,8 @@ class Trainer:
             "kind": self.job.kind, "job": self.job.describe(), "settings": self.settings.to_dict(),
             "data": self.data_spec, "step": step, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": self._rng_state(), "history": history,
-            "amp": self.placement.amp, **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})})
+            "amp": self.placement.amp, "precision": self.job.precision,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})})
 
     def _compiled(self, model: nn.Module) -> nn.Module:
         """``torch.compile(model)`` for a stand-alone model; a supernet stays eager (see :class:`TrainOptions`)."""
@@ -443,7 +448,8 @@ class Trainer:
         summary = {"kind": self.job.kind, "job": self.job.describe() if self.job.kind == "model" else
                    {"space": self.job.supernet.spec.space,  # type: ignore[attr-defined]
                     "scale": self.job.supernet.scale.to_dict()},  # type: ignore[attr-defined]
-                   "settings": self.settings.to_dict(), "data": self.data_spec, "steps": result.steps,
+                   "settings": self.settings.to_dict(), "precision": self.job.precision, "data": self.data_spec,
+                   "steps": result.steps,
                    "metrics": result.metrics, "seconds": round(result.seconds, 3),
                    "images_per_second": round(result.images_per_second, 2)}
         extras = [record["auxiliary_losses"][0] for record in result.history if "auxiliary_losses" in record]
@@ -525,6 +531,7 @@ def train_model(arch: Arch, dataset: Dataset, settings: TrainSettings, *, width:
     scale = ProxyScale(width=width, resolution=resolution, num_classes=dataset.num_classes)
     data_spec = data_spec or dataset.name
     checkpoint = _resume_checkpoint(out_path, "model", settings, data_spec) if resume else None
-    job = ModelJob(arch, scale, seed=settings.seed, sigma_reparam=settings.sigma_reparam)
+    job = ModelJob(arch, scale, seed=settings.seed, sigma_reparam=settings.sigma_reparam,
+                   qat=QatOptions(statsq=settings.statsq, cga=settings.cga, cga_boundary=settings.cga_boundary))
     return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
                    options=options).run()
