@@ -13,16 +13,23 @@ ratio 2) trained alone on the bundled default dataset three times, from the same
   ``alpha`` = :data:`CLIP_ALPHA`, ``T`` = 65 tokens);
 * ``gated``: the per-head conditional gate.
 
-For each it prints, over the inputs of every quantised layer (``nas analyze``'s table on the calibration
-batches): the largest ``max |x|``, the largest and the mean kurtosis; then the float top-1 on the validation split,
-the top-1 after INT8 PTQ (weights and activations int8 per tensor, min-max calibration on 8 training batches:
-``nas quantize``'s defaults) and the drop. Those figures are what the paper's Table 2 reports for its models.
+For each it prints, on the 8 calibration batches (training images):
+
+* over the residual stream (every block's output, what the paper's Table 2 measures): the largest ``max |x|``
+  and the mean kurtosis (Pearson's, over all elements of a block's output);
+* over the inputs of every quantised layer (``nas analyze``'s table): the largest ``max |x|`` and the mean
+  kurtosis. These are what fake quantisation rounds here: block layers' inputs (after LayerNorm for ``qkv`` and
+  ``fc1``, the heads' output for ``proj``, the GELU output for ``fc2``); the residual stream itself stays float;
+
+then the float top-1 on the validation split, the top-1 after PTQ (default ``int8``: weights and activations
+int8 per tensor, min-max calibration on 8 training batches, ``nas quantize``'s defaults) and the drop.
 
 Usage::
 
     python bench/quant.py                 # 2 epochs each: about 5 minutes on one busy core
     python bench/quant.py --epochs 30     # longer training, where outliers have time to grow
     python bench/quant.py --seeds 0 1 2   # several seeds, one line per variant and seed
+    python bench/quant.py --precision int4   # the same models at another precision
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ import torch
 import nas
 from nas.data import load_dataset
 from nas.quantization import CalibrationSettings, analyze, load_float, ptq, summarize
-from nas.supernet import TrainOptions, TrainSettings, train_model
+from nas.quantization.analyze import LayerAccumulator
+from nas.supernet import EvalBatches, TrainOptions, TrainSettings, train_model
 
 TOKENS = 65  # 8 x 8 patches and the class token
 CLIP_ALPHA = 0.5  # gamma = -alpha / T: alpha >= 1 would clip a uniform (initial) attention row to all zeros
@@ -60,7 +68,25 @@ def arch_of(variant: str) -> nas.Arch:
     })
 
 
-def measure(variant: str, seed: int, epochs: int, dataset: object, folder: Path) -> dict[str, float]:
+@torch.no_grad()
+def residual_stream(model: torch.nn.Module, images: list[torch.Tensor]) -> dict[str, float]:
+    """The largest ``max |x|`` and the mean kurtosis of the blocks' outputs over ``images``."""
+    blocks = [block for stage in model.stages for block in stage]
+    accumulators = [LayerAccumulator() for _ in blocks]
+    handles = [block.register_forward_hook(lambda module, inputs, output, acc=acc: acc.add_input(output))
+               for block, acc in zip(blocks, accumulators, strict=True)]
+    try:
+        for batch in images:
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"residual_max_abs": max(acc.max_abs for acc in accumulators),
+            "residual_kurtosis": sum(acc.kurtosis() for acc in accumulators) / len(accumulators)}
+
+
+def measure(variant: str, seed: int, epochs: int, precision: nas.Precision, dataset: object,
+            folder: Path) -> dict[str, float]:
     arch = arch_of(variant)
     started = time.perf_counter()
     out = folder / f"{variant}-{seed}"
@@ -68,33 +94,37 @@ def measure(variant: str, seed: int, epochs: int, dataset: object, folder: Path)
                 resolution=32, out=out, options=TrainOptions(progress=False))
     trained_s = time.perf_counter() - started
     arch, model = load_float(arch, out)
-    precision = nas.Precision.from_spec("int8")
     settings = CalibrationSettings(seed=seed)
+    calibration = EvalBatches.from_dataset(dataset, resolution=32, channels=3, calibration_batches=settings.batches,
+                                           batch_size=64, seed=seed, max_val=1).calibration
+    residual = residual_stream(model, [images for images, _ in calibration])
     stats = summarize(analyze(model, arch, precision, dataset, settings))
     metrics = ptq(model, arch, precision, dataset, settings).metrics
-    return {**stats, **metrics, "train_s": trained_s}
+    return {**residual, **stats, **metrics, "train_s": trained_s}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per variant (default 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
+    parser.add_argument("--precision", default="int8", help="the PTQ precision, WEIGHTS[/ACTIVATIONS] (default int8)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    precision = nas.Precision.from_spec(args.precision)
     dataset = load_dataset(None)
     print(f"{dataset.name}: {dataset.num_train} training / {len(dataset.val_labels)} validation images; "
-          f"{args.epochs} epochs; INT8 PTQ: int8 weights and activations per tensor, min-max, 8 batches")
-    header = (f"{'variant':<8} {'seed':>4} {'max|x|':>8} {'kurt max':>9} {'kurt mean':>9} {'float':>7} "
-              f"{'int8':>7} {'drop':>7} {'train s':>8}")
-    print(header)
+          f"{args.epochs} epochs; PTQ at {args.precision} (per tensor unless :channel), min-max, 8 batches")
+    print(f"{'':<13} {'residual stream':>17}  {'quantised inputs':>18}")
+    print(f"{'variant':<8} {'seed':>4} {'max|x|':>8} {'kurt':>8}  {'max|x|':>8} {'kurt':>8}  {'float':>7} "
+          f"{'PTQ':>7} {'drop':>7} {'train s':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
             for variant in VARIANTS:
-                row = measure(variant, seed, args.epochs, dataset, Path(folder))
-                print(f"{variant:<8} {seed:>4} {row['max_abs']:>8.2f} {row['kurtosis_max']:>9.2f} "
-                      f"{row['kurtosis_mean']:>9.2f} {row['float_accuracy']:>7.4f} {row['quantized_accuracy']:>7.4f} "
-                      f"{row['drop']:>+7.4f} {row['train_s']:>8.1f}", flush=True)
+                row = measure(variant, seed, args.epochs, precision, dataset, Path(folder))
+                print(f"{variant:<8} {seed:>4} {row['residual_max_abs']:>8.2f} {row['residual_kurtosis']:>8.2f}  "
+                      f"{row['max_abs']:>8.2f} {row['kurtosis_mean']:>8.2f}  {row['float_accuracy']:>7.4f} "
+                      f"{row['quantized_accuracy']:>7.4f} {row['drop']:>+7.4f} {row['train_s']:>8.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -264,3 +264,16 @@ def test_nas_analyze_prints_the_statistics_and_writes_the_plot(capsys, trained: 
     assert list(table["layer"]) == [name for name, _ in quantized_layers(nas.build(arch))]
     assert bool((table["max_abs"] > 0).all()) and bool((table["sqnr_db"] > 0).all())
     assert (tmp_path / "layers.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_nas_quantize_recalibrates_a_model_trained_with_quantisation(capsys, trained: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    data, _ = trained
+    run = tmp_path / "qat"
+    assert main(["train", str(TINY), "--data", str(data), "--epochs", "1", "--batch-size", "32", "--precision",
+                 "int8", "--out", str(run), "--json"]) == 0
+    assert main(["quantize", str(run / "arch.yaml"), "--checkpoint", str(run), "--precision", "int4/int8",
+                 "--data", str(data), "--batches", "1", "--eval-images", "0", "--out", str(tmp_path / "q")]) == 0
+    loaded = load_quantized(tmp_path / "q")
+    assert loaded.arch.stages[0].blocks[0].precision == nas.Precision("int4", "int8")
+    assert loaded.metrics == {}

@@ -4,7 +4,8 @@ A **float model** comes from a checkpoint (:func:`load_float`):
 
 * a stand-alone training's ``model.pt`` (``nas train``; a run directory stands for its ``model.pt``): it holds
   the Arch it was trained at (the proxied one) and the Arch asked for; either may be named, and the trained
-  Arch is the one built;
+  Arch is the one built. A model trained with quantisation (``nas train --precision``) gives its float
+  weights: its quantisers' state is dropped, and calibration fixes new ranges at the precision asked for;
 * a plain ``state_dict`` file (or a dict with a ``state_dict``/``model`` entry): loaded into ``build(arch)``.
 
 A **calibrated model** is one folder (:func:`save_quantized`):
@@ -45,6 +46,7 @@ __all__ = ["QUANTIZED_KIND", "MODEL_FILE", "ARCH_FILE", "LoadedQuantized", "load
 QUANTIZED_KIND = "quantized-model"
 MODEL_FILE = MODEL  # the name a training run gives its model, so a calibrated folder reads like a run's
 ARCH_FILE = "arch.yaml"
+_QUANTIZERS = (".input_quantizer", ".weight_quantizer")  # the quantised layers' submodules (nas.blocks.fakequant)
 
 
 def _float_arch(arch: Arch) -> Arch:
@@ -68,6 +70,13 @@ def _load_state(arch: Arch, state: Any, path: Path) -> nn.Module:
     return model.eval()
 
 
+def _without_quantizers(state: Any) -> Any:
+    """A QAT model's state without its quantisers' entries (the float build has none)."""
+    if not isinstance(state, dict):
+        return state
+    return {key: value for key, value in state.items() if not any(f"{name}." in f".{key}" for name in _QUANTIZERS)}
+
+
 def load_float(arch: Arch, checkpoint: str | os.PathLike[str]) -> tuple[Arch, nn.Module]:
     """The float model of ``arch`` with the weights of ``checkpoint``, and the Arch it was built from.
 
@@ -86,7 +95,7 @@ def load_float(arch: Arch, checkpoint: str | os.PathLike[str]) -> tuple[Arch, nn
         if wanted.id not in (trained.id, _float_arch(asked).id):
             raise NasError(f"{path}: the weights of Arch {asked.name or asked.id} ({trained.id} as trained), not "
                            f"of {arch.name or arch.id} ({wanted.id})")
-        return trained, _load_state(trained, data["state_dict"], path)
+        return trained, _load_state(trained, _without_quantizers(data["state_dict"]), path)
     if isinstance(data, dict) and not any(isinstance(value, torch.Tensor) for value in data.values()):
         data = data.get("state_dict", data.get("model", data))
     return wanted, _load_state(wanted, data, path)
