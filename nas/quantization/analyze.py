@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -93,7 +93,10 @@ class LayerAccumulator:
                 "relative_mse": relative, "sqnr_db": sqnr}
 
 
-def _hook(accumulator: LayerAccumulator, mode: FloatMode):  # noqa: ANN202 (a forward hook)
+def _hook(accumulator: LayerAccumulator, mode: FloatMode) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+    """A layer's forward hook: its float input and output into ``accumulator``, and its quantised output on the
+    same input (computed with ``mode`` switched off for the moment)."""
+
     def measure(layer: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         accumulator.add_input(inputs[0])
         mode.active = False
