@@ -103,8 +103,9 @@ class QuantizeCommand(Command):
             return 0
         print(f"calibrated {arch.name or arch.id} at {args.precision} ({settings.method}, {settings.batches} "
               f"batches): {', '.join(summary['files'])}")
-        if result.quantized.noisy_bias:
-            print(f"  noisy bias on {len(result.quantized.noisy_bias)} layers")
+        if args.noisy_bias:
+            print(f"  noisy bias on {len(result.quantized.noisy_bias)} layers (the others have no integer "
+                  "activations, are not linear in a constant input, or were best without noise)")
         if result.metrics:
             print(f"  float accuracy      {result.metrics['float_accuracy']:.4f}")
             print(f"  quantised accuracy  {result.metrics['quantized_accuracy']:.4f}  "
