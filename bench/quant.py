@@ -22,7 +22,8 @@ For each it prints, on the 8 calibration batches (training images):
   ``fc1``, the heads' output for ``proj``, the GELU output for ``fc2``); the residual stream itself stays float;
 
 then the float top-1 on the validation split, the top-1 after PTQ (default ``int8``: weights and activations
-int8 per tensor, min-max calibration on 8 training batches, ``nas quantize``'s defaults) and the drop.
+int8 per tensor, min-max calibration on 8 training batches, ``nas quantize``'s defaults) and the drop, and the
+top-1 after the same PTQ with NoisyQuant's noisy bias (``nas quantize --noisy-bias``).
 
 Usage::
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -100,7 +102,8 @@ def measure(variant: str, seed: int, epochs: int, precision: nas.Precision, data
     residual = residual_stream(model, [images for images, _ in calibration])
     stats = summarize(analyze(model, arch, precision, dataset, settings))
     metrics = ptq(model, arch, precision, dataset, settings).metrics
-    return {**residual, **stats, **metrics, "train_s": trained_s}
+    noisy = ptq(model, arch, precision, dataset, replace(settings, noisy_bias=True)).metrics
+    return {**residual, **stats, **metrics, "noisy_accuracy": noisy["quantized_accuracy"], "train_s": trained_s}
 
 
 def main() -> None:
@@ -117,14 +120,15 @@ def main() -> None:
           f"{args.epochs} epochs; PTQ at {args.precision} (per tensor unless :channel), min-max, 8 batches")
     print(f"{'':<13} {'residual stream':>17}  {'quantised inputs':>18}")
     print(f"{'variant':<8} {'seed':>4} {'max|x|':>8} {'kurt':>8}  {'max|x|':>8} {'kurt':>8}  {'float':>7} "
-          f"{'PTQ':>7} {'drop':>7} {'train s':>8}")
+          f"{'PTQ':>7} {'drop':>7} {'PTQ+NQ':>7} {'train s':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
             for variant in VARIANTS:
                 row = measure(variant, seed, args.epochs, precision, dataset, Path(folder))
                 print(f"{variant:<8} {seed:>4} {row['residual_max_abs']:>8.2f} {row['residual_kurtosis']:>8.2f}  "
                       f"{row['max_abs']:>8.2f} {row['kurtosis_mean']:>8.2f}  {row['float_accuracy']:>7.4f} "
-                      f"{row['quantized_accuracy']:>7.4f} {row['drop']:>+7.4f} {row['train_s']:>8.1f}", flush=True)
+                      f"{row['quantized_accuracy']:>7.4f} {row['drop']:>+7.4f} {row['noisy_accuracy']:>7.4f} "
+                      f"{row['train_s']:>8.1f}", flush=True)
 
 
 if __name__ == "__main__":
