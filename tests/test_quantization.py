@@ -277,3 +277,22 @@ def test_nas_quantize_recalibrates_a_model_trained_with_quantisation(capsys, tra
     loaded = load_quantized(tmp_path / "q")
     assert loaded.arch.stages[0].blocks[0].precision == nas.Precision("int4", "int8")
     assert loaded.metrics == {}
+
+
+@torch.no_grad()
+def test_noise_cancels_in_float_through_a_pointwise_convolution() -> None:
+    torch.manual_seed(1)
+    conv = nn.Conv2d(8, 6, 1, groups=2)
+    quantize_layer(conv, NumberFormat("int8"), NumberFormat("int8"))
+    x = torch.randn(2, 8, 5, 5)
+    conv.input_quantizer.set_range(x.min(), x.max())
+    expected = F.conv2d(x, conv.weight, conv.bias, groups=2)
+    module = _noisy(conv)
+    with float_mode(conv):
+        module.set_noise(conv, (torch.rand(8) - 0.5) * conv.input_quantizer.scale)
+        torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
+    padded = nn.Conv2d(8, 6, 3, padding=1)
+    quantize_layer(padded, NumberFormat("int8"), NumberFormat("int8"))
+    from nas.quantization.noisy_bias import supports_noisy_bias
+
+    assert supports_noisy_bias(conv) and not supports_noisy_bias(padded)

@@ -62,8 +62,8 @@ def supports_noisy_bias(layer: nn.Module) -> bool:
         return False
     if isinstance(layer, nn.Linear):
         return True
-    if isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed:
-        padding = layer.padding if isinstance(layer.padding, tuple) else (1,)
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d)):  # the convolutions nas.blocks.fakequant quantises
+        padding = layer.padding if isinstance(layer.padding, tuple) else (1,)  # "same": treated as padded
         return all(size == 1 for size in layer.kernel_size) and all(pad == 0 for pad in padding)
     return False
 
@@ -75,7 +75,7 @@ def _layer_response(layer: nn.Module, noise: Tensor) -> Tensor:
         return F.linear(noise, weight)
     spatial = weight.dim() - 2
     shaped = noise.reshape(1, -1, *([1] * spatial))
-    convolve = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
+    convolve = F.conv1d if spatial == 1 else F.conv2d
     return convolve(shaped, weight, groups=layer.groups).reshape(-1)
 
 
