@@ -3,6 +3,7 @@ gradients, quantised builds that keep the float parameters, and ``nas train --pr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from nas.blocks.registry import ffn_parts
 from nas.build import build, plan
 from nas.cli import main
 from nas.errors import ConfigError
-from nas.supernet import TrainSettings
+from nas.supernet import ModelJob, TrainSettings
+from nas.supernet.jobs import precision_label
 from nas.supernet.proxy import ProxyScale
 from tests.conftest import tiny_files
 
@@ -155,6 +157,16 @@ def test_gradients_pass_straight_through_inside_the_range_and_are_zero_outside(s
     fake_quantize(values, fmt, torch.tensor(scale), zero).sum().backward()
     assert values.grad is not None
     assert torch.equal(values.grad, torch.tensor([1.0] * len(inside) + [0.0] * len(outside)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("spec", ["int8:channel", "int4:affine", "fp8_e4m3:channel", "fp8_e5m2", "fp16", "bf16"])
+def test_fake_quant_on_cuda_matches_the_cpu(spec: str) -> None:
+    fmt = _format(spec)
+    values = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 10
+    quantizer = Quantizer(fmt, channels=3, axis=0)
+    on_cuda = quantizer.to("cuda")(values.to("cuda"))
+    assert torch.equal(on_cuda.cpu(), Quantizer(fmt, channels=3, axis=0)(values))
 
 
 # ---------------------------------------------------------------------------
@@ -413,3 +425,29 @@ def test_train_with_ofq_anneals_and_exports_a_plain_model(tmp_path: Path) -> Non
     assert any(value.any() for key, value in checkpoint["model"].items() if key.endswith("weight_quantizer.frozen"))
     exported = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     build(nas.Arch.load(tmp_path / "run" / "arch.yaml")).load_state_dict(exported["state_dict"])
+
+
+def test_qat_starts_from_a_float_run_and_refuses_weights_of_another_arch(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TRAIN, "--out", str(tmp_path / "float")]) == 0
+    float_state = torch.load(tmp_path / "float" / "checkpoint.pt", weights_only=True)["model"]
+    job = ModelJob(nas.zoo.get("poolformer_s12").with_precision(Precision.from_spec("int8")),
+                   ProxyScale(width=0.125, num_classes=10), seed=1, init=str(tmp_path / "float"))
+    assert all(torch.equal(job.module.state_dict()[key], value) for key, value in float_state.items())
+    assert main([*TRAIN, "--out", str(tmp_path / "qat"), "--precision", "int8", "--init", str(tmp_path / "float")]) == 0
+    assert torch.load(tmp_path / "qat" / "checkpoint.pt", weights_only=True)["job"]["init"] == str(tmp_path / "float")
+    capsys.readouterr()
+    other = ["train", "efficientformer_l1", "--proxy-width", "0.125", "--max-steps", "1", "--json"]
+    assert main([*other, "--out", str(tmp_path / "other"), "--init", str(tmp_path / "float")]) == 2
+    assert f"--init {tmp_path / 'float'}" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def test_an_arch_with_its_own_block_precisions_trains_them_and_labels_each_block() -> None:
+    arch = nas.zoo.get("efficientformer_l1")
+    first = arch.stages[0]
+    block = dataclasses.replace(first.blocks[0], precision=Precision(weights="int4:channel", activations="int8"))
+    mixed = arch.replace(stages=(dataclasses.replace(first, blocks=(block, *first.blocks[1:])), *arch.stages[1:]))
+    job = ModelJob(mixed, ProxyScale(width=0.125, num_classes=10), seed=0)
+    assert {name.split(".")[:3] == ["stages", "0", "0"] for name, _ in quantized_layers(job.module)} == {True}
+    assert job.precision == ["int4:channel/int8"] + ["fp32"] * (arch.num_blocks - 1)
+    assert precision_label(arch.with_precision(Precision(ffn_weights="int8"))) == "fp32/fp32, ffn int8/fp32"

@@ -26,8 +26,11 @@ value saturated). Scales carry no gradient: they come from the tensor's range (m
 statistics under OFQ's StatsQ) or from calibration, never learned, which is also what OFQ
 (arXiv:2302.02210) found to oscillate less.
 
-Why core torch and not torchao or Brevitas: torchao does not install here from the local package
-index, and Brevitas would be a heavy dependency for what is, per tensor, one torch call or a cast.
+Why core torch and not torchao or Brevitas: torchao installs here, but its QAT (``quantize_`` with a
+``QATConfig``) fake-quantises ``nn.Linear`` and ``nn.Embedding`` only and refuses other modules, so the
+convolutions that most of the zoo is made of would need a layer of our own anyway; Brevitas brings a
+heavy dependency (its own layer classes and configuration system) for what is, per tensor, one core
+torch call or a cast.
 Core torch's fake-quantisation ops have no meta kernel, so on ``meta`` (cost tracing) a quantiser
 passes its input on unchanged: the shapes, which are all a trace reads, are the same.
 
@@ -48,7 +51,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import NumberFormat, Precision
-from nas.blocks.common import TrainingProgress
 from nas.blocks.registry import ffn_parts
 
 __all__ = [
@@ -165,7 +167,7 @@ def fake_quantize(x: torch.Tensor, fmt: NumberFormat, scale: torch.Tensor | None
     return (rounded * step).to(x.dtype)
 
 
-class Quantizer(TrainingProgress):
+class Quantizer(nn.Module):
     """One tensor's fake quantiser: its format and, once calibrated, its fixed range.
 
     Before calibration the range comes from each tensor it sees (dynamic min-max: always for weights,
@@ -236,9 +238,6 @@ class Quantizer(TrainingProgress):
             return x
         scale, zero_point = self.qparams(x)
         return fake_quantize(x, self.fmt, scale, zero_point, self.channel_axis)
-
-    def set_progress(self, progress: float) -> None:
-        """A plain quantiser does not follow training progress."""
 
     def extra_repr(self) -> str:
         qualifiers = (":channel" if self.fmt.per_channel else "") + (":affine" if self.fmt.affine else "")

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas.blocks.common import TrainingProgress
 from nas.blocks.fakequant import Quantizer, along_axis, quantized_layers
 
 __all__ = ["QatOptions", "StatisticalQuantizer", "AnnealedQuantizer", "configure_qat", "finish_qat"]
@@ -86,10 +87,11 @@ class StatisticalQuantizer(Quantizer):
         return _statistical_range(self, x)
 
 
-class AnnealedQuantizer(Quantizer):
+class AnnealedQuantizer(Quantizer, TrainingProgress):
     """A weight quantiser under confidence-guided annealing (see the module docstring).
 
-    Before ``start`` (a fraction of training) it quantises as a plain quantiser (or a statistical one, with
+    The trainer tells it the progress of training (:class:`~nas.blocks.common.TrainingProgress`). Before
+    ``start`` (a fraction of training) it quantises as a plain quantiser (or a statistical one, with
     ``statistical``). From then on, at its first training forward it fixes its range from the weight it
     sees, and at each training step (a training-mode forward with gradients) freezes the weights farther
     than ``boundary`` grid steps from a rounding boundary at their grid points.

@@ -205,6 +205,10 @@ class TrainCommand(Command):
                                  "to SPEC = WEIGHTS[/ACTIVATIONS], each FORMAT[:channel][:affine] (fp16, bf16, "
                                  "fp8_e4m3, fp8_e5m2, int8, int4; e.g. int8, int4:channel/int8:affine); default: "
                                  "the arch's own (float32 unless its blocks name one)")
+        parser.add_argument("--init", metavar="PATH",
+                            help="start from a trained model's weights (the model.pt or run directory of an earlier "
+                                 "`nas train` of this arch at this scale; a float32 one for quantisation-aware "
+                                 "fine-tuning)")
         parser.add_argument("--statsq", action="store_true",
                             help="OFQ's statistical weight quantisation: integer weight ranges +-2 mean|w| instead of "
                                  "min-max")
@@ -227,5 +231,5 @@ class TrainCommand(Command):
         settings = replace(shared, statsq=args.statsq, cga=args.cga, cga_boundary=args.cga_boundary)
         result = train_model(arch, dataset, settings, width=1.0 if args.full_scale else args.proxy_width,
                              resolution=None if args.full_scale else args.resolution, data_spec=args.data, out=out,
-                             resume=args.resume, options=_train_options_of(args))
+                             resume=args.resume, options=_train_options_of(args), init=args.init)
         return _print_training(args, result) if _is_rank_zero() else 0

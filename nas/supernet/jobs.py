@@ -18,12 +18,31 @@ from nas.blocks.moe import auxiliary_loss
 from nas.blocks.ofq import QatOptions, configure_qat, finish_qat
 from nas.build import build
 from nas.errors import NasError
+from nas.supernet.checkpoint import CheckpointError, checkpoint_file, read_torch_file
 from nas.supernet.evaluate import EvalBatches, accuracy, recalibrate_batchnorm
 from nas.supernet.proxy import ProxyScale
 from nas.supernet.sigma import apply_sigma_reparam, remove_sigma_reparam
 from nas.supernet.supernet import Supernet
 
-__all__ = ["Job", "SupernetJob", "ModelJob", "precision_label"]
+__all__ = ["Job", "SupernetJob", "ModelJob", "precision_label", "initial_weights"]
+
+
+def initial_weights(path: str) -> dict[str, torch.Tensor]:
+    """The weights a run starts from (``nas train --init``): a stand-alone run's ``model.pt``, its
+    ``checkpoint.pt`` (or run directory), or a plain state-dict file.
+
+    Raises:
+        CheckpointError: unreadable, or holding no model weights.
+    """
+    data = read_torch_file(checkpoint_file(path))
+    if isinstance(data, dict) and data.get("kind", "model") == "model":
+        for key in ("state_dict", "model"):
+            if isinstance(data.get(key), dict):
+                return data[key]
+        if data and all(isinstance(value, torch.Tensor) for value in data.values()):
+            return data
+    raise CheckpointError(f"{path}: holds no stand-alone model's weights (a model.pt or checkpoint.pt of `nas train`, "
+                          "or a state dict)")
 
 
 def precision_label(arch: Arch) -> str | list[str]:
@@ -118,26 +137,35 @@ class ModelJob(Job):
     kind = "model"
 
     def __init__(self, arch: Arch, scale: ProxyScale, *, seed: int, sigma_reparam: bool = False,
-                 qat: QatOptions | None = None):
+                 qat: QatOptions | None = None, init: str | None = None):
         self.arch = arch
         self.scale = scale
         self.proxied = scale.apply(arch)
         self.precision = precision_label(arch)
         self.sigma_reparam = sigma_reparam
         self.qat = qat or QatOptions()  # OFQ's remedies: none
+        self.init = init
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.module = self._built(seed)
+            self.module = self._built(seed, initial=None if init is None else initial_weights(init))
         self.resolution = self.proxied.input.resolution
         self.channels = self.proxied.input.channels
 
-    def _built(self, seed: int = 0) -> nn.Module:
-        """The proxied arch built as it trains: with sigmaReparam and OFQ's options where asked for.
+    def _built(self, seed: int = 0, initial: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """The proxied arch built as it trains: from ``initial`` weights where given, with sigmaReparam and
+        OFQ's options where asked for.
 
         Raises:
-            NasError: OFQ's options without a block whose weights are quantised to an integer format.
+            NasError: ``initial`` does not fit the model; OFQ's options without a block whose weights are
+                quantised to an integer format.
         """
         module = build(self.proxied)
+        if initial is not None:
+            try:
+                module.load_state_dict(initial)  # a float model's weights: its quantisers stay uncalibrated
+            except RuntimeError as exc:
+                raise NasError(f"--init {self.init}: its weights do not fit {self.arch.name or 'the arch'} at this "
+                               f"proxy scale: {str(exc).strip().splitlines()[-1].strip()}") from None
         if self.sigma_reparam:
             apply_sigma_reparam(module, seed=seed)
         if self.qat.enabled and not configure_qat(module, self.qat):
@@ -156,7 +184,8 @@ class ModelJob(Job):
         return auxiliary_loss(self.module)
 
     def describe(self) -> dict[str, Any]:
-        return {"arch": self.arch.to_dict(), "scale": self.scale.to_dict()}
+        return {"arch": self.arch.to_dict(), "scale": self.scale.to_dict(),
+                **({"init": self.init} if self.init is not None else {})}
 
     def metrics(self, batches: EvalBatches) -> dict[str, float]:
         recalibrate_batchnorm(self.module, batches.calibration)

@@ -520,18 +520,22 @@ def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, wid
 
 def train_model(arch: Arch, dataset: Dataset, settings: TrainSettings, *, width: float = 0.25,
                 resolution: int | None = 32, data_spec: str | None = None, out: str | os.PathLike[str] | None = None,
-                resume: bool = False, options: TrainOptions = TrainOptions()) -> TrainResult:
+                resume: bool = False, options: TrainOptions = TrainOptions(),
+                init: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train ``arch`` alone at the proxy scale ``(width, resolution)`` (``width=1, resolution=None``: full scale).
 
     The head is resized to the dataset's classes. At the default scale the
     model is exactly the supernet's subnet for ``arch`` (same proxy), so the
-    accuracies are comparable.
+    accuracies are comparable. ``init`` starts from a trained model's weights
+    (:func:`~nas.supernet.jobs.initial_weights`): quantisation-aware training
+    of a model trained in float32, whose checkpoint has no quantiser state.
     """
     out_path = None if out is None else Path(out)
     scale = ProxyScale(width=width, resolution=resolution, num_classes=dataset.num_classes)
     data_spec = data_spec or dataset.name
     checkpoint = _resume_checkpoint(out_path, "model", settings, data_spec) if resume else None
     job = ModelJob(arch, scale, seed=settings.seed, sigma_reparam=settings.sigma_reparam,
-                   qat=QatOptions(statsq=settings.statsq, cga=settings.cga, cga_boundary=settings.cga_boundary))
+                   qat=QatOptions(statsq=settings.statsq, cga=settings.cga, cga_boundary=settings.cga_boundary),
+                   init=None if init is None else str(init))
     return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
                    options=options).run()
