@@ -20,6 +20,7 @@ from nas.commands.base import Command
 from nas.commands.catalog import BuildCommand, SpaceCommand, SpacesCommand, ZooCommand
 from nas.commands.export import ExportCommand
 from nas.commands.latency import PredictCommand, ProfileCommand, TargetsCommand
+from nas.commands.quantization import AnalyzeCommand, QuantizeCommand
 from nas.commands.search import FinalistsCommand, HistoryCommand, PlotCommand, SearchCommand
 from nas.commands.training import SupernetCommand, TrainCommand
 from nas.errors import NasError, NasWarning
@@ -33,7 +34,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whos
 COMMANDS: tuple[Command, ...] = (ZooCommand(), BuildCommand(), SpacesCommand(), SpaceCommand(), PredictCommand(),
                                  TargetsCommand(), ProfileCommand(), PlotCommand(),
                                  ExportCommand(), SearchCommand(), HistoryCommand(), FinalistsCommand(),
-                                 SupernetCommand(), TrainCommand())
+                                 SupernetCommand(), TrainCommand(), QuantizeCommand(), AnalyzeCommand())
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,6 +20,8 @@ evaluated candidate in evaluation order) and gives:
 * the hypervolume after each evaluation (infeasible candidates add nothing), with the run's reference point
   (:func:`nas.search.pareto.front_reference`: the nadir of the front's candidates pushed out by 10 %).
 
+:func:`render_layer_statistics` draws ``nas analyze``'s per-layer table (:mod:`nas.quantization.analyze`).
+
 :func:`render_pareto` draws two panels (accuracy against latency with the front highlighted; hypervolume
 against evaluations) into a PNG, written atomically; :func:`plot` does both for a run
 (``runs/<id>/pareto.png``). matplotlib is imported when drawing, through its Agg canvas (no display needed).
@@ -63,6 +65,7 @@ __all__ = [
     "zoo_references",
     "render_pareto",
     "plot",
+    "render_layer_statistics",
     "FREE_ACCURACY_SOURCES",
 ]
 
@@ -445,3 +448,44 @@ def plot(run: Run, out: str | os.PathLike[str] | None = None, *, zoo_space: Spac
     """
     info = pareto_info(run, zoo_space=zoo_space, score_zoo_accuracy=score_zoo_accuracy)
     return render_pareto(info, run.path / PLOT_FILE if out is None else out), info
+
+
+# ---------------------------------------------------------------------------
+# per-layer quantisation statistics (`nas analyze`)
+
+_LAYER_PANELS = (("max_abs", "max |x| (layer input)", True), ("kurtosis", "kurtosis of the input", True),
+                 ("sqnr_db", "SQNR of the output (dB)", False))
+
+
+def render_layer_statistics(table: pandas.DataFrame, path: str | os.PathLike[str], *, title: str = "",
+                            dpi: int = _DPI) -> Path:
+    """Draw a :func:`nas.quantization.layer_statistics` table as a PNG at ``path`` (atomically).
+
+    Three panels over the layers in model order: the input's largest magnitude and its kurtosis (log scales: the
+    outliers span orders of magnitude) and the output's SQNR at the table's precision (higher is better).
+
+    Raises:
+        NasError: matplotlib is missing, or the table has no row.
+    """
+    if table.empty:
+        raise NasError("no layer to draw")
+    figure_class, canvas_class = _matplotlib()
+    path = Path(path)
+    width = max(_FIGSIZE_IN[0], 0.25 * len(table))
+    figure = figure_class(figsize=(width, 8.0), dpi=dpi)
+    canvas_class(figure)
+    positions = np.arange(len(table))
+    panels = figure.subplots(len(_LAYER_PANELS), 1, sharex=True)
+    for axes, (column, label, log) in zip(panels, _LAYER_PANELS, strict=True):
+        values = table[column].to_numpy(dtype=float)
+        axes.bar(positions, np.where(np.isfinite(values), values, np.nan), color="tab:blue")
+        if log and np.nanmin(values) > 0:
+            axes.set_yscale("log")
+        axes.set_ylabel(label, fontsize=8)
+        axes.grid(True, axis="y", alpha=0.3)
+    panels[-1].set_xticks(positions, table["layer"].tolist(), rotation=90, fontsize=6)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    with atomic_output(path) as out:
+        figure.savefig(out, format="png", dpi=dpi)
+    return path

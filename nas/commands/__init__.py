@@ -5,5 +5,6 @@
 * :mod:`~nas.commands.latency`: ``predict``, ``targets``, ``profile``;
 * :mod:`~nas.commands.search`: ``search``, ``history``, ``plot``, ``finalists``;
 * :mod:`~nas.commands.export`: ``export``;
-* :mod:`~nas.commands.training`: ``supernet train``, ``train``.
+* :mod:`~nas.commands.training`: ``supernet train``, ``train``;
+* :mod:`~nas.commands.quantization`: ``quantize``, ``analyze``.
 """
