@@ -5,27 +5,36 @@ A fake-quantised model (``build`` of an Arch with int8 blocks) quantises each in
 ``DequantizeLinear`` pair (QDQ). The layer's output stays float, as in the torch model. onnxruntime's CPU
 provider only replaces ``DQ -> Conv/Gemm/MatMul -> Q`` groups by its int8 kernels (``QLinearConv``, ``QGemm``,
 ``QLinearMatMul``): without a ``QuantizeLinear`` on the output, it dequantises the weights and runs the float
-kernel. :func:`requantize_outputs` therefore gives every int8 layer's output a QDQ pair too (int8, per
-tensor, symmetric, its range observed on a calibration batch), unless every reader of the output already
-quantises it (the next int8 layer's input). That is the one rounding the torch model does not have: the
-exported model matches it to within a few quantisation steps (:func:`int8_tolerance`), not to float rounding.
+kernel. :func:`requantize_outputs` therefore gives every int8 convolution's (and Gemm's) output a QDQ pair
+too (int8, per tensor, symmetric, its range observed on a calibration batch), unless every reader of the output
+already quantises it (the next int8 layer's input). That is the one rounding the torch model does not have:
+the exported model matches it to within a few quantisation steps (:func:`int8_tolerance`), not to float
+rounding. A MatMul (a Linear on tokens) needs no pair: onnxruntime runs it as ``MatMulIntegerToFloat``, int8
+inputs and a float output, as the torch model computes it, as long as the batch dimension is dynamic.
 
 onnx and onnxruntime are optional (``nas[onnx]``) and imported at call time by the caller's ``require``.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from nas.arch import Arch, NumberFormat
+from nas.blocks.fakequant import Quantizer, quantized_layers
 from nas.errors import NasError
+from nas.quiet import quiet_exporters
 
-__all__ = ["ONNX_FORMATS", "INT8_LAYERS", "check_onnx_precision", "has_int8", "requantize_outputs",
-           "int8_tolerance", "int8_kernels"]
+__all__ = ["ONNX_FORMATS", "INT8_LAYERS", "INT8_KERNELS", "QdqModel", "check_onnx_precision", "has_int8",
+           "freeze_ranges", "requantize_outputs", "export_qdq", "int8_tolerance", "int8_kernels"]
 
 ONNX_FORMATS = ("fp32", "int8")
 """The tensor formats an ONNX export carries: fp32, and int8 as QDQ pairs that onnxruntime runs as int8."""
@@ -37,13 +46,31 @@ INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat",
 """The int8 kernels onnxruntime's CPU provider replaces QDQ groups by (what :func:`int8_kernels` counts)."""
 
 _INT8_MAX = 127.0
-_LAYOUT_OPS = ("Transpose", "Reshape")  # between a weight's DequantizeLinear and its layer
+_REQUANTIZED = ("Conv", "Gemm")  # the int8 layers whose outputs get a QDQ pair (see _int8_outputs)
+# Between a DequantizeLinear and its layer: the TorchScript exporter transposes Linear weights and writes the
+# fake-quant ops' float32 -> float32 casts (onnxruntime removes both before it fuses).
+_PASS_THROUGH = ("Transpose", "Reshape", "Cast", "Identity")
 # The inserted pairs are uint8 with zero point 128: the same grid as int8 with zero point 0, and the activation
 # type onnxruntime's x86 int8 kernels take (it converts int8 activations to it when each Q has one reader, which
 # a pair whose output several nodes read would not allow).
 _REQUANT_ZERO_POINT = 128
 _TINY_RANGE = 1e-8  # a range of an all-zero output: any positive scale represents it exactly
 _STEPS = 4.0  # int8_tolerance: this many output quantisation steps
+
+
+@dataclass(frozen=True)
+class QdqModel:
+    """An int8 model as QDQ ONNX (:func:`export_qdq`).
+
+    Attributes:
+        data: the serialised ``onnx.ModelProto`` (input ``image``, output ``logits``).
+        calibrated: activation quantisers whose range was observed on the example (0: all were calibrated).
+        requantized: int8 layer outputs given a QDQ pair (see the module docstring).
+    """
+
+    data: bytes
+    calibrated: int
+    requantized: int
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,74 @@ def has_int8(arch: Arch) -> bool:
     return any(site.fmt.name == "int8" for site in _sites(arch))
 
 
+def freeze_ranges(model: nn.Module, example: torch.Tensor) -> int:
+    """Fix the range of every uncalibrated quantiser of ``model``, in place: weights from their own values (what
+    their dynamic min-max computes anyway), activations from what they see on ``example`` (min-max).
+
+    An exported QDQ model needs constant scales: a range computed from the live tensor would become graph
+    arithmetic that onnxruntime cannot fuse into its int8 kernels. Calibrated quantisers (``nas quantize``,
+    a PTQ checkpoint) keep their ranges.
+
+    Returns:
+        How many activation quantisers were calibrated on ``example`` (0: the model's own ranges were used).
+    """
+    seen: dict[Quantizer, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def observe(quantizer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        seen[quantizer] = quantizer.observed_range(inputs[0])  # type: ignore[operator]
+
+    activations = [layer.input_quantizer for _, layer in quantized_layers(model)
+                   if not layer.input_quantizer.fmt.is_float32 and not bool(layer.input_quantizer.calibrated)]
+    handles = [quantizer.register_forward_pre_hook(observe) for quantizer in activations]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for quantizer in activations:
+        quantizer.set_range(*seen[quantizer])
+    for _, layer in quantized_layers(model):
+        weights = layer.weight_quantizer
+        if not weights.fmt.is_float32 and not bool(weights.calibrated):
+            weights.set_range(*weights.observed_range(layer.weight))  # type: ignore[arg-type]
+    return len(activations)
+
+
+def export_qdq(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_batch: bool) -> QdqModel:
+    """A fake-quantised model as a QDQ ONNX model that onnxruntime runs with int8 kernels.
+
+    ``model`` is changed: its uncalibrated quantisers get fixed ranges (:func:`freeze_ranges`), so compare it
+    with the result afterwards. The TorchScript exporter (``dynamo=False``) writes it: a quantiser branches on
+    whether it is calibrated, which the tracer records as taken, while ``torch.export`` refuses to branch on a
+    buffer's value.
+
+    Args:
+        model: a built model with int8 blocks, in eval mode.
+        example: the calibration and tracing batch, ``(batch, channels, resolution, resolution)``.
+        opset: the ONNX opset (>= 13, for per-channel QDQ).
+        dynamic_batch: whether the batch dimension stays free.
+
+    Raises:
+        NasError: the exporter failed.
+    """
+    import onnx
+
+    calibrated = freeze_ranges(model, example)
+    buffer = io.BytesIO()
+    axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    try:
+        with quiet_exporters(), torch.no_grad():
+            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["image"], output_names=["logits"],
+                              opset_version=opset, dynamic_axes=axes)
+    except Exception as exc:  # the exporter raises many unrelated types; all mean "cannot export"
+        lines = str(exc).strip().splitlines()
+        raise NasError(f"int8 ONNX export failed: {type(exc).__name__}: {lines[0] if lines else ''}") from exc
+    proto = onnx.load_from_string(buffer.getvalue())
+    requantized = requantize_outputs(proto, {"image": example.numpy()})
+    return QdqModel(proto.SerializeToString(), calibrated, requantized)
+
+
 def int8_tolerance(reference: np.ndarray) -> float:
     """The largest difference an int8 export may show to its fake-quantised torch model.
 
@@ -105,43 +200,33 @@ def _consumers(graph: Any) -> dict[str, list[Any]]:
 
 
 def _int8_outputs(graph: Any) -> list[str]:
-    """The output of every int8 layer whose readers do not all quantise it already.
+    """The output of every int8 layer that needs a QDQ pair for onnxruntime to run it in int8.
 
-    An int8 layer is a :data:`INT8_LAYERS` node whose data and weight inputs both come from
-    DequantizeLinear. A MatMul's bias Add (the exporters split a Linear on tokens into MatMul + Add) belongs
-    to the layer: the Add's output is the one quantised.
+    An int8 layer is a :data:`INT8_LAYERS` node whose data and weight inputs both come from DequantizeLinear.
+    Conv and Gemm need the pair, unless every reader of the output quantises it already (the next int8 layer's
+    input). MatMul does not: onnxruntime runs ``DQ -> MatMul`` as ``MatMulIntegerToFloat`` (int8 inputs, float
+    output: exactly the fake-quantised layer), provided the batch dimension is dynamic (with static shapes it
+    first fuses the bias Add into a float Gemm).
     """
     producers, readers = _producers(graph), _consumers(graph)
-    initializers = {tensor.name for tensor in graph.initializer}
     graph_outputs = {output.name for output in graph.output}
 
     def dequantized(name: str) -> bool:
         node = producers.get(name)
-        while node is not None and node.op_type in _LAYOUT_OPS:  # the TorchScript exporter transposes Linear weights
+        while node is not None and node.op_type in _PASS_THROUGH:
             node = producers.get(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
     out = []
     for node in graph.node:
-        if node.op_type not in INT8_LAYERS or len(node.input) < 2:
-            continue
-        if not (dequantized(node.input[0]) and dequantized(node.input[1])):
+        if node.op_type not in _REQUANTIZED or not (dequantized(node.input[0]) and dequantized(node.input[1])):
             continue
         name = node.output[0]
-        following = readers.get(name, [])
-        if (node.op_type == "MatMul" and len(following) == 1 and following[0].op_type == "Add"
-                and any(value in initializers or _is_constant(producers.get(value)) for value in following[0].input
-                        if value != name)):
-            name = following[0].output[0]
         following = readers.get(name, [])
         if name in graph_outputs or (following and all(reader.op_type == "QuantizeLinear" for reader in following)):
             continue
         out.append(name)
     return out
-
-
-def _is_constant(node: Any) -> bool:
-    return node is not None and node.op_type == "Constant"
 
 
 def _observed_scales(model: Any, names: list[str], feed: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -208,9 +293,6 @@ def requantize_outputs(model: Any, feed: Mapping[str, np.ndarray]) -> int:
 def int8_kernels(model_bytes: bytes, *, threads: int = 1) -> dict[str, int]:
     """How many nodes of each int8 kernel (:data:`INT8_KERNELS`) onnxruntime runs for a model, after its
     graph optimisations (the proof that a QDQ model executes in int8, not dequantised to float)."""
-    import os
-    import tempfile
-
     import onnx
     import onnxruntime
 
