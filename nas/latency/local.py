@@ -81,6 +81,9 @@ _FUSION = {"torch": {}, "onnxruntime": _ORT_FUSION}
 _LAUNCH_US = {"torch": {"conv": 10.0, "matmul": 6.0, "vector": 4.0, "movement": 4.0},
               "onnxruntime": {"conv": 3.0, "matmul": 2.0, "vector": 1.0, "movement": 1.0}}
 _FIXED_MS = {"torch": 0.05, "onnxruntime": 0.02}
+# Op classes a runtime cannot run, whose models a profile leaves out of its draw: the TorchScript ONNX exporter
+# (opset 17) has no symbolic for aten::fft_rfft2 (SpectFormer's global filter).
+_CANNOT_RUN = {"torch": frozenset(), "onnxruntime": frozenset({"fft"})}
 _FREE = ["compute_efficiency.*", "memory_efficiency.*", "launch_us.*", "saturation_parallelism", "fixed_ms"]
 # Weak pull to the priors: a profile has many rows and the priors are guesses (a stronger pull, such as 0.1, put
 # far fewer of the held-out models within +-10%).
@@ -193,8 +196,10 @@ def _at_modest_resolution(arch: Arch, resolution: int) -> Arch:
     return arch
 
 
-def sample_archs(space: str, count: int, resolution: int, seed: int) -> list[Arch]:
-    """``count`` distinct random Archs of ``space``, each at the valid resolution nearest ``resolution``."""
+def sample_archs(space: str, count: int, resolution: int, seed: int, *,
+                 skip_op_classes: frozenset[str] = frozenset()) -> list[Arch]:
+    """``count`` distinct random Archs of ``space``, each at the valid resolution nearest ``resolution``, leaving out
+    those with an op of ``skip_op_classes`` (ones the runtime cannot run)."""
     from nas.space import load_space
 
     loaded = load_space(space)
@@ -202,6 +207,8 @@ def sample_archs(space: str, count: int, resolution: int, seed: int) -> list[Arc
     out: dict[str, Arch] = {}
     for _ in range(count * 20):
         arch = _at_modest_resolution(loaded.sample(rng), resolution)
+        if skip_op_classes and any(op.op_class in skip_op_classes for op in profile(arch, batch=1).ops):
+            continue
         out.setdefault(arch.id, arch)
         if len(out) == count:
             return list(out.values())
@@ -475,7 +482,8 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     if archs is None:
         floats = options.fit_archs + options.held_out_archs
         drawn = sample_archs(options.space, floats + options.mixed_fit_archs + options.mixed_held_out_archs,
-                             options.resolution, options.seed)  # the float draws are those of a float-only profile
+                             options.resolution, options.seed,  # the float draws are those of a float-only profile
+                             skip_op_classes=_CANNOT_RUN[protocol.runtime])
         fit_archs, held_archs = drawn[:options.fit_archs], drawn[options.fit_archs:floats]
         made = mixed_archs(drawn[floats:], options.seed)
         mixed_fit, mixed_held = made[:options.mixed_fit_archs], made[options.mixed_fit_archs:]
