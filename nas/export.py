@@ -339,7 +339,8 @@ def _export_onnx_int8(job: _Job, onnxruntime: Any) -> None:
     kernels = int8_kernels(exported.data)
     job.notes.append(f"int8: {exported.requantized} layer output(s) requantised to int8 (ranges from the check "
                      f"input); onnxruntime runs int8 kernels: "
-                     + (", ".join(f"{name} x{count}" for name, count in sorted(kernels.items())) or "none"))
+                     + (", ".join(f"{name} x{count}" for name, count in sorted(kernels.items()))
+                        or "none (the int8 layers run dequantised, in float)"))
 
 
 def _drop_aliases(program: ExportedProgram) -> ExportedProgram:

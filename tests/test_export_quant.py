@@ -21,6 +21,7 @@ from nas.qdq import check_onnx_precision, freeze_ranges, has_int8, int8_kernels,
 from tests.conftest import TINY_DIR
 
 INT8 = Precision.from_spec("int8:channel")
+AFFINE = Precision.from_spec("int8:channel/int8:affine")
 
 
 def _with_block_precision(arch: nas.Arch, precisions: dict[tuple[int, int], Precision]) -> nas.Arch:
@@ -46,11 +47,14 @@ def _run(path: Path, images: torch.Tensor) -> np.ndarray:
     return session.run(["logits"], {"image": images.numpy()})[0]
 
 
-@pytest.mark.parametrize("name", ["mixer_pooling.yaml", "mixer_attention.yaml"])  # convolutions; linears
-def test_int8_qdq_export_runs_int8_kernels_and_matches_the_fake_quant_model(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(("name", "precision"), [("mixer_pooling.yaml", INT8),  # convolutions
+                                                 ("mixer_attention.yaml", INT8),  # linear layers on tokens
+                                                 ("mixer_pooling.yaml", AFFINE)])  # activations with a zero point
+def test_int8_qdq_export_runs_int8_kernels_and_matches_the_fake_quant_model(tmp_path: Path, name: str,
+                                                                            precision: Precision) -> None:
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    arch = nas.Arch.load(TINY_DIR / name).with_precision(INT8)
+    arch = nas.Arch.load(TINY_DIR / name).with_precision(precision)
     result = export(arch, tmp_path, format="onnx")
     graph = onnx.load(result.files[0]).graph
     ops = [node.op_type for node in graph.node]

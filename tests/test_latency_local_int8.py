@@ -14,7 +14,9 @@ from nas.errors import NasError
 from nas.latency import get_target, predict
 from nas.latency.local import ProfileOptions, profile_local
 from nas.latency.local_int8 import MIXED_PRECISION, mixed_archs, within_pct
+from nas.latency import measure
 from nas.latency.measure import Protocol, Timing
+from nas.qdq import export_qdq, int8_kernels
 from tests.conftest import TINY_DIR
 
 FLOAT = ("mixer_pooling", "mixer_convnext", "mixer_attention", "mixer_mbconv", "stem_conv", "mixer_lka",
@@ -92,3 +94,19 @@ def test_mixed_counts_default_by_runtime_and_are_refused_with_torch() -> None:
         ProfileOptions(protocol=ORT, mixed_held_out_archs=2)
     with pytest.raises(NasError, match="both 0 or both set"):
         ProfileOptions(protocol=ORT, mixed_fit_archs=0)
+
+
+def test_the_onnxruntime_runner_runs_a_mixed_precision_model_as_its_int8_qdq_model(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    exported = []
+
+    def recording(*args: object, **kwargs: object) -> object:
+        exported.append(export_qdq(*args, **kwargs))
+        return exported[-1]
+
+    monkeypatch.setattr(measure, "export_qdq", recording)
+    arch = mixed_archs([nas.Arch.load(TINY_DIR / "mixer_convnext.yaml")], seed=1)[0]
+    (logits,) = measure.prepare(arch, ORT)()
+    assert logits.shape == (1, arch.head.num_classes)
+    assert len(exported) == 1 and sum(int8_kernels(exported[0].data).values()) > 0
