@@ -11,10 +11,9 @@ import pytest
 
 import nas
 from nas.errors import NasError
-from nas.latency import get_target, predict
+from nas.latency import get_target, measure, predict
 from nas.latency.local import ProfileOptions, profile_local
 from nas.latency.local_int8 import MIXED_PRECISION, mixed_archs, within_pct
-from nas.latency import measure
 from nas.latency.measure import Protocol, Timing
 from nas.qdq import export_qdq, int8_kernels
 from tests.conftest import TINY_DIR
