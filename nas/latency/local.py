@@ -523,7 +523,7 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
         mixed_fit_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in mixed_fit]
         mixed_held_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in mixed_held]
         rates = fit_int8_rates(setting, coefficients, mixed_fit, mixed_fit_ms)
-        _set_int8_rates(device, rates, len(mixed_fit))
+        _set_int8_rates(device, rates, len(mixed_fit))  # the document holds this device dict
         setting = parse_target(document, path).setting(name)
         mixed_report = _mixed_validation(setting, coefficients, (mixed_fit, mixed_fit_ms), (mixed_held, mixed_held_ms),
                                          rates)
