@@ -60,20 +60,23 @@ def test_mixed_archs_make_some_blocks_int8_and_keep_some_fp32() -> None:
         assert mixed.id != plain.id and mixed.with_precision(nas.arch.Precision()).id == plain.id
 
 
-def test_profile_fits_int8_rates_on_mixed_models_and_leaves_float_predictions_alone(home: Path) -> None:
+def test_profile_fits_an_int8_processor_on_mixed_models_and_leaves_float_predictions_alone(home: Path) -> None:
     floats = _archs()
     fit, held = floats[:5], floats[5:]
     options = ProfileOptions(protocol=ORT, resume=False)
     float_only = profile_local(options, archs=(fit, held), measurer=_fake, peaks=PEAKS)
     assert float_only.mixed is None
     before = [predict(arch, target="local").latency_ms for arch in floats]
+    float_only_coefficients = get_target("local").setting(float_only.setting).coefficients
 
     made = mixed_archs(floats, seed=0)
     result = profile_local(options, archs=(fit, held), mixed=(made[:5], made[5:]), measurer=_fake, peaks=PEAKS)
     assert [predict(arch, target="local").latency_ms for arch in floats] == pytest.approx(before, rel=1e-9)
     setting = get_target("local").setting(result.setting)
-    assert setting.device.peak_tops["int8"] == result.mixed["int8_rates_tops"]["mac"] > 0
-    assert setting.device.vector_tops["int8"] == result.mixed["int8_rates_tops"]["vector"] > 0
+    assert setting.device.runs("int8") == "fallback" and setting.fallback.precision == "int8"
+    fitted, priors = setting.coefficients, setting.priors
+    assert fitted.get("switch_us") != priors.get("switch_us")  # the int8 processor was fitted ...
+    assert fitted.get("compute_efficiency.conv") == float_only_coefficients.get("compute_efficiency.conv")  # ... alone
     report = setting.validation["mixed_precision"]
     assert report["rows"] == 3 and report["fit_rows"] == 5
     stored = {row[0]: row[3] for row in report["predictions"]}

@@ -141,7 +141,7 @@ class ProfileCommand(Command):
                             help="further random models to validate on, never fitted (default 60)")
         parser.add_argument("--mixed-fit", type=count(MAX_STEPS, minimum=0), metavar="N",
                             help="onnxruntime: random mixed-precision (int8 + fp32 blocks) models to fit the int8 "
-                                 "rates on (default 30; 0: none)")
+                                 "processor on (default 30; 0: none)")
         parser.add_argument("--mixed-held-out", type=count(MAX_STEPS, minimum=0), metavar="N",
                             help="onnxruntime: further mixed-precision models to validate them on (default 30)")
         parser.add_argument("--resolution", type=resolution, default=128,
@@ -171,9 +171,9 @@ class ProfileCommand(Command):
         print(f"  held out {held.rows} models: Spearman rho {held.spearman_rho:.3f}, MAPE {held.mape_pct:.1f}%, "
               f"within 10% {held.within_10_pct:.1f}%, within 20% {held.within_20_pct:.1f}%")
         if result.mixed is not None:
-            mixed, rates = result.mixed["held_out"], result.mixed["int8_rates_tops"]
-            print(f"  int8 rates fitted on {result.mixed['fit_rows']} mixed-precision models: MAC {rates['mac']:g} "
-                  f"TOPS, vector {rates['vector']:g} TOPS; in-sample MAPE {result.mixed['in_sample']['mape_pct']}%")
+            mixed = result.mixed["held_out"]
+            print(f"  int8 processor fitted on {result.mixed['fit_rows']} mixed-precision models: in-sample MAPE "
+                  f"{result.mixed['in_sample']['mape_pct']}%")
             print(f"  held out {mixed['rows']} mixed-precision (int8 + fp32) models: Spearman rho "
                   f"{mixed['spearman_rho']}, MAPE {mixed['mape_pct']}%, within 15% {result.mixed['within_15_pct']}% "
                   f"(acceptance: >= 90%)")

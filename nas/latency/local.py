@@ -24,7 +24,7 @@ The job, in order:
    best-fit scale factor, since the Xeons measured differ from this one).
    With ``--runtime onnxruntime`` the profile also times mixed-precision models
    (int8 and fp32 blocks, run as int8 QDQ models) and fits the setting's int8
-   rates to some of them, validating on the others
+   processor to some of them, validating on the others
    (:mod:`nas.latency.local_int8`; acceptance: 90% within +-15%).
 6. **Write** the setting into ``local.yaml`` (:func:`nas.latency.targets.local_target_path`)
    atomically, with the machine, versions, protocol, load and figures; other
@@ -50,7 +50,7 @@ from nas.cost import profile
 from nas.errors import ConfigError, NasError
 from nas.latency.calibration.solver import fit_features
 from nas.latency.calibration.validate import Figures, figures
-from nas.latency.local_int8 import ACCEPTANCE_BAND, fit_int8_rates, mixed_archs, predict_ms, within_pct
+from nas.latency.local_int8 import ACCEPTANCE_BAND, fit_int8, int8_processor, mixed_archs, predict_ms, within_pct
 from nas.latency.measure import Protocol, Timing, prepare, time_chunk
 from nas.latency.opmodel import Features, compress, concat, evaluate, features, params_of
 from nas.latency.optable import build_table
@@ -81,6 +81,7 @@ _FUSION = {"torch": {}, "onnxruntime": _ORT_FUSION}
 _LAUNCH_US = {"torch": {"conv": 10.0, "matmul": 6.0, "vector": 4.0, "movement": 4.0},
               "onnxruntime": {"conv": 3.0, "matmul": 2.0, "vector": 1.0, "movement": 1.0}}
 _FIXED_MS = {"torch": 0.05, "onnxruntime": 0.02}
+_SWITCH_US = {"onnxruntime": 2.0}  # prior cost of a switch between fp32 and int8 ops (the profile fits it)
 # Op classes a runtime cannot run, whose models a profile leaves out of its draw: the TorchScript ONNX exporter
 # (opset 17) has no symbolic for aten::fft_rfft2 (SpectFormer's global filter).
 _CANNOT_RUN = {"torch": frozenset(), "onnxruntime": frozenset({"fft"})}
@@ -102,9 +103,9 @@ class ProfileOptions:
         space: the space the Archs are drawn from.
         seed: seed of the draw.
         mixed_fit_archs: further random Archs, made mixed-precision (int8 and fp32 blocks), the setting's int8
-            rates are fitted on; ``None``: :data:`MIXED_DEFAULT` with the onnxruntime runtime, 0 with torch (eager
+            processor is fitted on; ``None``: :data:`MIXED_DEFAULT` with the onnxruntime runtime, 0 with torch (eager
             torch computes fake quantisation in float: there is no int8 execution to time).
-        mixed_held_out_archs: further mixed-precision Archs the int8 rates are validated on; ``None`` as above.
+        mixed_held_out_archs: further mixed-precision Archs the int8 processor is validated on; ``None`` as above.
         resume: reuse timings cached by an earlier (e.g. killed) profile with the same machine and protocol
             (the timings of this one are cached either way).
     """
@@ -153,8 +154,9 @@ class ProfileResult:
         wall_s: seconds the profile took.
         measured: models timed now (the rest came from the cache).
         load: 1-minute load average: min, median, max over the chunks.
-        mixed: for the mixed-precision models (onnxruntime), the fitted int8 rates and the held-out figures
-            (``held_out``, ``within_15_pct``); ``None`` when none were timed.
+        mixed: for the mixed-precision models (onnxruntime), the figures of the int8 processor's fit
+            (``fit_rows``, ``in_sample``) and of the held-out models (``held_out``, ``within_15_pct``); ``None``
+            when none were timed.
     """
 
     path: Path
@@ -410,21 +412,29 @@ def _document(path: Path, cpu_model: str, device_key: str, device: dict[str, Any
             "default_setting": name, "devices": devices, "settings": settings}  # the runtime just profiled
 
 
-def _set_int8_rates(device: dict[str, Any], rates: tuple[float, float], rows: int) -> None:
-    """Write the fitted int8 rates into the device document, with their source."""
-    device["peak_tops"]["int8"], device["vector_tops"]["int8"] = rates
-    device["sources"].append(
-        f"int8 (peak_tops.int8 {rates[0]:g}, vector_tops.int8 {rates[1]:g}): fitted here to {rows} mixed-precision "
-        "models timed as int8 QDQ models, with the fp32 coefficients fixed (effective rates: the quantise/dequantise "
-        "work and the float element-wise ops of int8 blocks are in them; nas.latency.local_int8)")
+def _add_int8_processor(document: dict[str, Any], device_key: str, entry: dict[str, Any], protocol: Protocol) -> None:
+    """Give the setting its int8 processor (:mod:`nas.latency.local_int8`): a fallback device that the main device
+    sends int8 ops to, with priors like the main processor's."""
+    device = document["devices"][device_key]
+    int8_key = f"{device_key}_int8"
+    document["devices"][int8_key] = int8_processor(device, device["peak_tops"]["fp32"])
+    device["formats"] = {"int8": "fallback"}
+    entry["fallback"] = {"device": int8_key, "kinds": [], "precision": "int8",
+                         "notes": ("int8 ops (the layers of int8 blocks and the float ops between their quantise and "
+                                   "dequantise nodes) priced as a processor of their own; a switch is a quantise or "
+                                   "dequantise pass at an int8 region's edge")}
+    priors = entry["priors"]
+    priors["host"] = {key: priors[key] for key in ("compute_efficiency", "memory_efficiency", "launch_us", "kernel_us",
+                                                   "saturation_parallelism")}
+    priors["switch_us"] = _SWITCH_US[protocol.runtime]
 
 
 def _mixed_validation(setting: Setting, coefficients: Any, fitted: tuple[Sequence[Arch], Sequence[float]],
-                      held: tuple[Sequence[Arch], Sequence[float]], rates: tuple[float, float]) -> dict[str, Any]:
+                      held: tuple[Sequence[Arch], Sequence[float]]) -> dict[str, Any]:
     """The mixed-precision figures: in-sample over the fit models, held-out over the others (with predictions)."""
     in_sample = figures(fitted[1], predict_ms(setting, coefficients, fitted[0]))
     predicted = predict_ms(setting, coefficients, held[0])
-    return {"int8_rates_tops": {"mac": rates[0], "vector": rates[1]}, "fit_rows": len(fitted[0]),
+    return {"fit_rows": len(fitted[0]),
             "rows": len(held[0]), "in_sample": in_sample.to_dict(), "held_out": figures(held[1], predicted).to_dict(),
             "within_15_pct": round(within_pct(held[1], predicted, ACCEPTANCE_BAND), 2),
             "predictions": [[arch.id, arch.input.resolution, float(f"{m:.6g}"), float(f"{p:.6g}")]
@@ -463,7 +473,7 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
         options: what to measure (defaults: :class:`ProfileOptions`).
         archs: ``(fit, held_out)`` Archs to use instead of sampling ``options.space``; then no mixed-precision
             models are sampled either, only those ``mixed`` gives.
-        mixed: ``(fit, held_out)`` mixed-precision Archs (int8 blocks) to fit and validate the int8 rates on.
+        mixed: ``(fit, held_out)`` mixed-precision Archs (int8 blocks) to fit and validate the int8 processor on.
         measurer: times a chunk of Archs instead of running them (tests inject measurements with it).
         peaks: ``gemm_tflops`` and ``copy_gbs`` instead of measuring them.
         progress: show a tqdm progress bar with its time estimate on stderr.
@@ -509,12 +519,11 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     name = setting_name(protocol)
     device_key = f"cpu_{protocol.runtime}_{protocol.threads}t"  # its peaks were measured with this setting
     device = _device(machine, peaks, protocol.threads, protocol.clock)
-    if mixed_fit:  # placeholders that place the int8 ops; the fit below replaces them
-        device["peak_tops"]["int8"] = device["peak_tops"]["fp32"]
-        device["vector_tops"] = dict(device["peak_tops"])
     entry = _setting_entry(protocol, device_key, machine.cpu_model, versions)
     path = local_target_path()
     document = _document(path, machine.cpu_model, device_key, device, name, entry)
+    if mixed_fit:
+        _add_int8_processor(document, device_key, entry, protocol)
     setting = parse_target(document, path).setting(name)
     coefficients, in_sample, held_out, predicted = fit_local(setting, fit_archs, fit_ms, held_archs, held_ms)
     xeon = compare_xeon(held_archs, held_ms)
@@ -522,11 +531,8 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     if mixed_fit:
         mixed_fit_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in mixed_fit]
         mixed_held_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in mixed_held]
-        rates = fit_int8_rates(setting, coefficients, mixed_fit, mixed_fit_ms)
-        _set_int8_rates(device, rates, len(mixed_fit))  # the document holds this device dict
-        setting = parse_target(document, path).setting(name)
-        mixed_report = _mixed_validation(setting, coefficients, (mixed_fit, mixed_fit_ms), (mixed_held, mixed_held_ms),
-                                         rates)
+        coefficients = fit_int8(setting, coefficients, mixed_fit, mixed_fit_ms)
+        mixed_report = _mixed_validation(setting, coefficients, (mixed_fit, mixed_fit_ms), (mixed_held, mixed_held_ms))
     used = [timings[arch.id] for arch in everything]
     load = _load_summary(used)
     wall = time.perf_counter() - started
@@ -546,7 +552,7 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
         entry["validation"]["mixed_precision"] = {
             **mixed_report, "method": (f"held-out: {len(mixed_held)} random mixed-precision {options.space} "
                                        f"architectures (int8 and fp32 blocks, run as int8 QDQ models) measured end "
-                                       f"to end here, never used in the fit of the int8 rates to {len(mixed_fit)} "
+                                       f"to end here, never used in the fit of the int8 processor to {len(mixed_fit)} "
                                        f"others")}
     entry["measurement"] = {
         "machine": machine.to_dict(), "versions": versions, "peaks": {k: round(v, 6) for k, v in peaks.items()},
@@ -566,5 +572,4 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     write_atomic(path, header_lines + dump_yaml(document))
     return ProfileResult(path, name, in_sample, held_out, xeon, wall, measured, load,
                          None if mixed_report is None else {key: mixed_report[key] for key in
-                                                            ("int8_rates_tops", "fit_rows", "in_sample", "held_out",
-                                                             "within_15_pct")})
+                                                            ("fit_rows", "in_sample", "held_out", "within_15_pct")})

@@ -7,34 +7,37 @@ fp32 (:func:`mixed_archs`). onnxruntime runs them as their QDQ models
 (``QLinearConv``, ``MatMulIntegerToFloat``), its other ops (norms,
 activations, residual adds) run in float between quantise/dequantise nodes.
 
-The per-op model (:mod:`nas.latency.opmodel`) prices an op at int8 with the
-device's int8 rates, ``peak_tops.int8`` for the MAC ops and ``vector_tops.int8``
-for the rest, and the same per-group efficiencies as fp32. Those two rates are
-the local setting's int8 coefficients: :func:`fit_int8_rates` fits them to the
-mixed-precision fit models with the fp32 coefficients fixed (already fitted to
-the float models), so the float predictions do not change. They are effective
-rates, not a data sheet's: the quantise/dequantise work around the int8
-kernels and the float element-wise ops inside int8 blocks are in them.
-The held-out mixed-precision models, never fitted, validate the result
-(acceptance: 90% of them within +-15%).
+The local setting prices int8 ops as a processor of their own: the main device
+sends int8 ops to a *fallback* processor (``formats: {int8: fallback}``), the
+same CPU running onnxruntime's int8 kernels (:func:`int8_processor`). It gets
+the fallback's full coefficient set, per op group: compute and memory
+efficiencies, launch costs and saturation, plus a cost per switch between fp32
+and int8 ops with the crossing tensor (a quantise or dequantise pass at an int8
+region's edges). :func:`fit_int8` fits those to the mixed-precision fit models
+with the fp32 coefficients fixed (already fitted to the float models), so the
+float predictions do not change. The held-out mixed-precision models, never
+fitted, validate the result (acceptance: 90% of them within +-15%).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from nas.arch import Arch, Precision
 from nas.cost import profile
+from nas.latency.calibration.solver import fit_features
 from nas.latency.coefficients import Coefficients
 from nas.latency.opmodel import Params, compress, concat, evaluate, features, params_of
 from nas.latency.optable import OpTable, build_table
 from nas.latency.targets import Setting
 
-__all__ = ["MIXED_PRECISION", "INT8_BLOCK_SHARE", "ACCEPTANCE_BAND", "mixed_archs", "fit_int8_rates",
-           "with_int8_rates", "predict_ms", "within_pct"]
+__all__ = ["MIXED_PRECISION", "INT8_BLOCK_SHARE", "ACCEPTANCE_BAND", "INT8_FREE", "mixed_archs", "int8_processor",
+           "fit_int8", "predict_ms", "within_pct"]
 
 MIXED_PRECISION = Precision("int8:channel", "int8")
 """An int8 block of a mixed-precision profile model: weights per output channel, activations per tensor (the
@@ -46,7 +49,9 @@ INT8_BLOCK_SHARE = 0.5
 ACCEPTANCE_BAND = 0.15
 """The held-out mixed-precision models' acceptance band: within +-15% of the measurement."""
 
-_RATE_BOUNDS_TOPS = (1e-5, 1e2)
+INT8_FREE = ("host.compute_efficiency.*", "host.memory_efficiency.*", "host.launch_us.*", "host.saturation_parallelism",
+             "switch_us")
+"""The int8 processor's coefficients a profile fits (as the fp32 ones, kernel_us left at its prior)."""
 
 
 def mixed_archs(archs: Sequence[Arch], seed: int) -> list[Arch]:
@@ -69,12 +74,14 @@ def mixed_archs(archs: Sequence[Arch], seed: int) -> list[Arch]:
     return out
 
 
-def with_int8_rates(setting: Setting, mac_tops: float, vector_tops: float) -> Setting:
-    """``setting`` whose device runs int8 ops at these rates (its float rates unchanged)."""
-    device = setting.device
-    return dataclasses.replace(setting, device=dataclasses.replace(
-        device, peak_tops={**device.peak_tops, "int8": mac_tops},
-        vector_tops={**device.vector_tops, "int8": vector_tops}))
+def int8_processor(device: dict[str, Any], peak_tops: float) -> dict[str, Any]:
+    """The device document of the int8 processor: the CPU of ``device`` (a local device document) running int8
+    kernels; its rate is the fp32 GEMM peak (the fitted int8 efficiencies are relative to it)."""
+    return {**device, "title": f"{device['title']}, onnxruntime int8 kernels (QDQ)",
+            "peak_tops": {"int8": peak_tops}, "vector_tops": {"int8": peak_tops},
+            "sources": [*device["sources"], "int8 processor: the same CPU running onnxruntime's int8 kernels "
+                        "(QLinearConv, MatMulIntegerToFloat) and the float ops between quantise/dequantise nodes; "
+                        "rate = the fp32 GEMM peak above, efficiencies fitted here (nas.latency.local_int8)"]}
 
 
 def _tables(setting: Setting, archs: Sequence[Arch]) -> list[tuple[OpTable, float]]:
@@ -97,35 +104,23 @@ def predict_ms(setting: Setting, coefficients: Coefficients, archs: Sequence[Arc
     return _evaluate_ms(setting, params_of(coefficients), _tables(setting, archs))
 
 
-def fit_int8_rates(setting: Setting, coefficients: Coefficients, archs: Sequence[Arch],
-                   measured_ms: Sequence[float]) -> tuple[float, float]:
-    """``(peak_tops.int8, vector_tops.int8)`` that best predict the mixed-precision ``archs`` (deterministic).
+def fit_int8(setting: Setting, coefficients: Coefficients, archs: Sequence[Arch],
+             measured_ms: Sequence[float]) -> Coefficients:
+    """``coefficients`` with the int8 processor's (``host.*``) and ``switch_us`` fitted to the mixed-precision
+    ``archs`` (deterministic); the fp32 ones are held fixed.
 
     Args:
-        setting: the local setting; its device must list int8 rates already (any positive values: they place the
-            int8 ops, the fit replaces them).
-        coefficients: the setting's fitted (fp32) coefficients, held fixed.
+        setting: the local setting with its int8 processor (a fallback that ``formats: {int8: fallback}`` sends
+            int8 ops to).
+        coefficients: the setting's fitted fp32 coefficients (with the int8 processor's priors).
         archs: mixed-precision models.
         measured_ms: their measured latencies.
-
-    The fit minimises the soft-L1 loss of the log ratio predicted / measured (relative errors, robust to a
-    model the shared machine slowed down), over the log of each rate.
     """
-    from scipy.optimize import least_squares
-
-    params = params_of(coefficients)
-    tables = _tables(setting, archs)
-    measured = np.asarray(measured_ms, dtype=np.float64)
-
-    def residuals(log_rates: np.ndarray) -> np.ndarray:
-        rated = with_int8_rates(setting, *np.exp(log_rates))
-        return np.log(_evaluate_ms(rated, params, tables) / measured)
-
-    start = np.log([setting.device.peak_tops["fp32"]] * 2)
-    bounds = np.log(_RATE_BOUNDS_TOPS)
-    found = least_squares(residuals, start, bounds=(bounds[0], bounds[1]), loss="soft_l1", f_scale=0.1)
-    mac, vector = np.exp(found.x)
-    return float(f"{mac:.6g}"), float(f"{vector:.6g}")
+    free = tuple(name for name in coefficients.names() if any(fnmatch.fnmatch(name, pattern) for pattern in INT8_FREE))
+    staged = dataclasses.replace(setting, priors=coefficients, free=free)
+    feats = concat([compress(features(table, setting, input_bytes=size)) for table, size in _tables(setting, archs)])
+    return fit_features(staged, feats, np.asarray(measured_ms, dtype=np.float64) * 1e-3,
+                        ["measured here"] * len(archs))
 
 
 def within_pct(measured: Sequence[float], predicted: Sequence[float], band: float = ACCEPTANCE_BAND) -> float:
