@@ -141,9 +141,9 @@ class ProfileCommand(Command):
                             help="further random models to validate on, never fitted (default 60)")
         parser.add_argument("--mixed-fit", type=count(MAX_STEPS, minimum=0), metavar="N",
                             help="onnxruntime: random mixed-precision (int8 + fp32 blocks) models to fit the int8 "
-                                 "processor on (default 30; 0: none)")
+                                 "processor on (default 40; 0: none)")
         parser.add_argument("--mixed-held-out", type=count(MAX_STEPS, minimum=0), metavar="N",
-                            help="onnxruntime: further mixed-precision models to validate them on (default 30)")
+                            help="onnxruntime: further mixed-precision models to validate it on (default 20)")
         parser.add_argument("--resolution", type=resolution, default=128,
                             help="input resolution (the nearest valid one per model; default 128)")
         parser.add_argument("--repeats", type=count(MAX_STEPS), default=7, help="timed runs per model (default 7)")

@@ -64,8 +64,11 @@ Measurer = Callable[[Sequence[Arch], Protocol], list[Timing]]
 """Times a chunk of Archs (the default prepares and times them, :func:`nas.latency.measure.time_chunk`)."""
 
 _RESOLUTIONS = tuple(range(64, 513, 8))
-MIXED_DEFAULT = 30
-"""Mixed-precision models fitted on, and as many held out, by a profile with the onnxruntime runtime."""
+MIXED_FIT_DEFAULT = 40
+"""Mixed-precision models a profile with the onnxruntime runtime fits the int8 processor on (about 20 coefficients:
+half as many models overfitted them in bench/local_int8.py)."""
+MIXED_HELD_OUT_DEFAULT = 20
+"""Further mixed-precision models it validates on (the acceptance counts at least 20)."""
 _CACHE_SCHEMA = 1
 
 # Fusion a runtime applies when it builds the model: none in eager PyTorch (every aten op runs on its own);
@@ -103,9 +106,10 @@ class ProfileOptions:
         space: the space the Archs are drawn from.
         seed: seed of the draw.
         mixed_fit_archs: further random Archs, made mixed-precision (int8 and fp32 blocks), the setting's int8
-            processor is fitted on; ``None``: :data:`MIXED_DEFAULT` with the onnxruntime runtime, 0 with torch (eager
-            torch computes fake quantisation in float: there is no int8 execution to time).
-        mixed_held_out_archs: further mixed-precision Archs the int8 processor is validated on; ``None`` as above.
+            processor is fitted on; ``None``: :data:`MIXED_FIT_DEFAULT` with the onnxruntime runtime, 0 with torch
+            (eager torch computes fake quantisation in float: there is no int8 execution to time).
+        mixed_held_out_archs: further mixed-precision Archs the int8 processor is validated on; ``None``:
+            :data:`MIXED_HELD_OUT_DEFAULT` with the onnxruntime runtime, 0 with torch.
         resume: reuse timings cached by an earlier (e.g. killed) profile with the same machine and protocol
             (the timings of this one are cached either way).
     """
@@ -126,10 +130,11 @@ class ProfileOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise NasError(f"{name} must be an int >= {low}, got {value!r}")
         onnxruntime = self.protocol.runtime == "onnxruntime"
-        for name, low in (("mixed_fit_archs", 2), ("mixed_held_out_archs", 3)):
+        for name, low, default in (("mixed_fit_archs", 2, MIXED_FIT_DEFAULT),
+                                   ("mixed_held_out_archs", 3, MIXED_HELD_OUT_DEFAULT)):
             value = getattr(self, name)
             if value is None:
-                object.__setattr__(self, name, MIXED_DEFAULT if onnxruntime else 0)
+                object.__setattr__(self, name, default if onnxruntime else 0)
             elif isinstance(value, bool) or not isinstance(value, int) or (value != 0 and value < low):
                 raise NasError(f"{name} must be 0 or an int >= {low}, got {value!r}")
             elif value and not onnxruntime:

@@ -53,6 +53,9 @@ INT8_FREE = ("host.compute_efficiency.*", "host.memory_efficiency.*", "host.laun
              "switch_us")
 """The int8 processor's coefficients a profile fits (as the fp32 ones, kernel_us left at its prior)."""
 
+INT8_PRIOR_WEIGHT = 0.003
+"""Pull of the fitted fp32 coefficients on the int8 processor's (log-space, per parameter)."""
+
 
 def mixed_archs(archs: Sequence[Arch], seed: int) -> list[Arch]:
     """Each Arch with every block int8 (:data:`MIXED_PRECISION`) with probability :data:`INT8_BLOCK_SHARE`, else
@@ -117,7 +120,11 @@ def fit_int8(setting: Setting, coefficients: Coefficients, archs: Sequence[Arch]
         measured_ms: their measured latencies.
     """
     free = tuple(name for name in coefficients.names() if any(fnmatch.fnmatch(name, pattern) for pattern in INT8_FREE))
-    staged = dataclasses.replace(setting, priors=coefficients, free=free)
+    # The int8 processor starts as the fitted fp32 one and the prior pulls it there: it departs from fp32 only where
+    # the mixed-precision models say so (a few dozen rows against ~20 coefficients).
+    host = [name for name in coefficients.names() if name.startswith("host.")]
+    like_fp32 = coefficients.replace_values({name: coefficients.get(name[len("host."):]) for name in host})
+    staged = dataclasses.replace(setting, priors=like_fp32, free=free, prior_weight=INT8_PRIOR_WEIGHT)
     feats = concat([compress(features(table, setting, input_bytes=size)) for table, size in _tables(setting, archs)])
     return fit_features(staged, feats, np.asarray(measured_ms, dtype=np.float64) * 1e-3,
                         ["measured here"] * len(archs))
