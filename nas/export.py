@@ -10,7 +10,8 @@ json       ``<stem>.json``: the same as JSON
 torch      ``<stem>.pt2``: a :func:`torch.export.export` program (:func:`torch.export.save`; the Arch YAML and a
            note travel inside as extra files), plus ``<stem>.state_dict.pt`` when a trained checkpoint is given;
            without one the program holds a seeded random initialisation, and the result says so
-onnx       ``<stem>.onnx``: one self-contained file, checked by running it in onnxruntime against torch
+onnx       ``<stem>.onnx``: one self-contained file, checked by running it in onnxruntime against torch; an Arch
+           with int8 blocks becomes a QDQ model that onnxruntime runs with int8 kernels (see below)
 coreml     ``<stem>.mlpackage``: an ML program converted by coremltools from the torch.export program; CoreML
            prediction needs macOS, so it is written and not run here
 =========  =====================================================================================================
@@ -20,6 +21,13 @@ dynamic where the model allows (CoreML: batch 1), and give ``(batch, num_classes
 
 Writes are atomic as a whole: everything is written and checked in a staging folder beside the destination and
 moved into place only when every step succeeded, so a failure leaves the folder as it was.
+
+Int8 points (blocks whose precision names int8) export to ONNX as QuantizeLinear/DequantizeLinear (QDQ) pairs
+(:func:`nas.qdq.export_qdq`): the fake-quantised model with its ranges fixed (a checkpoint's calibrated ranges;
+otherwise min-max over the check input, and the result says so), each int8 layer's output requantised so that
+onnxruntime fuses its int8 kernels. It is checked against the fake-quantised torch model to within a few int8
+steps of the output (:func:`nas.qdq.int8_tolerance`), and the notes name the int8 kernels onnxruntime runs.
+Formats ONNX cannot carry here (int4, fp8, fp16, bf16) are refused before anything is written, naming the block.
 
 ONNX and CoreML are optional extras (``pip install "nas[onnx]"``, ``pip install "nas[coreml]"``); they are
 imported at call time and their absence is a :class:`~nas.errors.NasError` carrying the install hint.
@@ -34,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import re
@@ -50,6 +59,7 @@ from torch import nn
 from nas.arch import Arch
 from nas.build import build
 from nas.errors import NasError
+from nas.qdq import check_onnx_precision, export_qdq, has_int8, int8_kernels, int8_tolerance
 from nas.quiet import quiet_exporters
 from nas.registry import Registry
 
@@ -287,6 +297,9 @@ def _export_onnx(job: _Job) -> None:
     require("onnx")
     require("onnxscript")
     onnxruntime = require("onnxruntime")
+    if has_int8(job.arch):
+        _export_onnx_int8(job, onnxruntime)
+        return
     module = job.model()
     program, example = _exported(module, job.arch, job.notes)
     target = job.path(f"{job.stem}.onnx")
@@ -303,6 +316,31 @@ def _export_onnx(job: _Job) -> None:
     if job.max_abs_diff > ONNX_TOLERANCE:
         raise NasError(f"onnxruntime's output differs from torch's by {job.max_abs_diff:.3g} "
                        f"(tolerance {ONNX_TOLERANCE:g}); nothing written")
+
+
+def _export_onnx_int8(job: _Job, onnxruntime: Any) -> None:
+    """The QDQ model of an int8 point, checked against its fake-quantised torch model (module docstring)."""
+    module = copy.deepcopy(job.model())  # fixing the ranges changes the module: the caller's stays as it was
+    example = _check_input(job.arch, _CHECK_BATCH)
+    exported = export_qdq(module, example, opset=ONNX_OPSET, dynamic_batch=True)
+    target = job.path(f"{job.stem}.onnx")
+    target.write_bytes(exported.data)
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    (output,) = session.run(["logits"], {"image": example.numpy()})
+    reference = _eager(module, example)
+    job.max_abs_diff = _max_diff(torch.from_numpy(output), reference)
+    tolerance = int8_tolerance(reference.numpy())
+    if job.max_abs_diff > tolerance:
+        raise NasError(f"onnxruntime's output differs from the fake-quantised torch model's by "
+                       f"{job.max_abs_diff:.3g} (tolerance {tolerance:.3g}: a few int8 steps); nothing written")
+    if exported.calibrated:
+        job.notes.append(f"{exported.calibrated} activation range(s) were not calibrated: min-max over the check "
+                         "input (random images); calibrate on real data first (nas quantize)")
+    kernels = int8_kernels(exported.data)
+    job.notes.append(f"int8: {exported.requantized} layer output(s) requantised to int8 (ranges from the check "
+                     f"input); onnxruntime runs int8 kernels: "
+                     + (", ".join(f"{name} x{count}" for name, count in sorted(kernels.items()))
+                        or "none (the int8 layers run dequantised, in float)"))
 
 
 def _drop_aliases(program: ExportedProgram) -> ExportedProgram:
@@ -427,6 +465,8 @@ def export_many(archs: Sequence[Arch], out_dir: str | os.PathLike[str], *, forma
     for arch in archs:
         if not isinstance(arch, Arch):
             raise NasError(f"expected an Arch, got {type(arch).__name__}")
+        if kind.name == "onnx":
+            check_onnx_precision(arch)
     stems = [_stem_of(arch, name) for arch, name in zip(archs, names, strict=True)]
     repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if repeated:

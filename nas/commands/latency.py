@@ -180,7 +180,8 @@ def _profile_options(args: argparse.Namespace) -> Any:
     protocol = Protocol(runtime=args.runtime, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
                         chunk=args.chunk, statistic=args.statistic)
     return ProfileOptions(protocol=protocol, fit_archs=args.fit_archs, held_out_archs=args.held_out,
-                          resolution=args.resolution, seed=args.seed, resume=not args.fresh)
+                          resolution=args.resolution, seed=args.seed, resume=not args.fresh,
+                          mixed_fit_archs=args.mixed_fit, mixed_held_out_archs=args.mixed_held_out)
 
 
 class ProfileCommand(Command):
@@ -196,6 +197,11 @@ class ProfileCommand(Command):
         parser.add_argument("--fit-archs", type=positive, default=60, help="random models to fit on (default 60)")
         parser.add_argument("--held-out", type=positive, default=60,
                             help="further random models to validate on, never fitted (default 60)")
+        parser.add_argument("--mixed-fit", type=count(MAX_STEPS, minimum=0), metavar="N",
+                            help="onnxruntime: random mixed-precision (int8 + fp32 blocks) models to fit the int8 "
+                                 "processor on (default 40; 0: none)")
+        parser.add_argument("--mixed-held-out", type=count(MAX_STEPS, minimum=0), metavar="N",
+                            help="onnxruntime: further mixed-precision models to validate it on (default 20)")
         parser.add_argument("--resolution", type=resolution, default=128,
                             help="input resolution (the nearest valid one per model; default 128)")
         parser.add_argument("--repeats", type=count(MAX_STEPS), default=7, help="timed runs per model (default 7)")
@@ -222,6 +228,13 @@ class ProfileCommand(Command):
         print(f"  fit on {fit.rows} models: MAPE {fit.mape_pct:.1f}%")
         print(f"  held out {held.rows} models: Spearman rho {held.spearman_rho:.3f}, MAPE {held.mape_pct:.1f}%, "
               f"within 10% {held.within_10_pct:.1f}%, within 20% {held.within_20_pct:.1f}%")
+        if result.mixed is not None:
+            mixed = result.mixed["held_out"]
+            print(f"  int8 processor fitted on {result.mixed['fit_rows']} mixed-precision models: in-sample MAPE "
+                  f"{result.mixed['in_sample']['mape_pct']}%")
+            print(f"  held out {mixed['rows']} mixed-precision (int8 + fp32) models: Spearman rho "
+                  f"{mixed['spearman_rho']}, MAPE {mixed['mape_pct']}%, within 15% {result.mixed['within_15_pct']}% "
+                  f"(acceptance: >= 90%)")
         for name, figures in result.xeon.items():
             print(f"  xeon/{name} vs these measurements: rho {figures['spearman_rho']}, MAPE {figures['mape_pct']}%; "
                   f"after scale x{figures['scale']}: MAPE {figures['scaled_mape_pct']}%, within 10% "

@@ -22,6 +22,10 @@ The job, in order:
    (acceptance: 90% within +-10%; goal 99%), and compare the packaged ``xeon``
    predictor's settings with the same live measurements (rho, and MAPE after one
    best-fit scale factor, since the Xeons measured differ from this one).
+   With ``--runtime onnxruntime`` the profile also times mixed-precision models
+   (int8 and fp32 blocks, run as int8 QDQ models) and fits the setting's int8
+   processor to some of them, validating on the others
+   (:mod:`nas.latency.local_int8`; acceptance: 90% within +-15%).
 6. **Write** the setting into ``local.yaml`` (:func:`nas.latency.targets.local_target_path`)
    atomically, with the machine, versions, protocol, load and figures; other
    settings of the file (another runtime or thread count on the same CPU) are kept.
@@ -46,6 +50,7 @@ from nas.cost import profile
 from nas.errors import ConfigError, NasError
 from nas.latency.calibration.solver import fit_features
 from nas.latency.calibration.validate import Figures, figures
+from nas.latency.local_int8 import ACCEPTANCE_BAND, fit_int8, int8_processor, mixed_archs, predict_ms, within_pct
 from nas.latency.measure import Protocol, Timing, prepare, time_chunk
 from nas.latency.opmodel import Features, compress, concat, evaluate, features, params_of
 from nas.latency.optable import build_table
@@ -59,6 +64,11 @@ Measurer = Callable[[Sequence[Arch], Protocol], list[Timing]]
 """Times a chunk of Archs (the default prepares and times them, :func:`nas.latency.measure.time_chunk`)."""
 
 _RESOLUTIONS = tuple(range(64, 513, 8))
+MIXED_FIT_DEFAULT = 40
+"""Mixed-precision models a profile with the onnxruntime runtime fits the int8 processor on (about 20 coefficients:
+half as many models overfitted them in bench/local_int8.py)."""
+MIXED_HELD_OUT_DEFAULT = 20
+"""Further mixed-precision models it validates on (the acceptance counts at least 20)."""
 _CACHE_SCHEMA = 1
 
 # Fusion a runtime applies when it builds the model: none in eager PyTorch (every aten op runs on its own);
@@ -74,6 +84,10 @@ _FUSION = {"torch": {}, "onnxruntime": _ORT_FUSION}
 _LAUNCH_US = {"torch": {"conv": 10.0, "matmul": 6.0, "vector": 4.0, "movement": 4.0},
               "onnxruntime": {"conv": 3.0, "matmul": 2.0, "vector": 1.0, "movement": 1.0}}
 _FIXED_MS = {"torch": 0.05, "onnxruntime": 0.02}
+_SWITCH_US = {"onnxruntime": 2.0}  # prior cost of a switch between fp32 and int8 ops (the profile fits it)
+# Op classes a runtime cannot run, whose models a profile leaves out of its draw: the TorchScript ONNX exporter
+# (opset 17) has no symbolic for aten::fft_rfft2 (SpectFormer's global filter).
+_CANNOT_RUN = {"torch": frozenset(), "onnxruntime": frozenset({"fft"})}
 _FREE = ["compute_efficiency.*", "memory_efficiency.*", "launch_us.*", "saturation_parallelism", "fixed_ms"]
 # Weak pull to the priors: a profile has many rows and the priors are guesses (a stronger pull, such as 0.1, put
 # far fewer of the held-out models within +-10%).
@@ -91,6 +105,11 @@ class ProfileOptions:
         resolution: the input resolution the Archs are moved to (the nearest valid one, per Arch).
         space: the space the Archs are drawn from.
         seed: seed of the draw.
+        mixed_fit_archs: further random Archs, made mixed-precision (int8 and fp32 blocks), the setting's int8
+            processor is fitted on; ``None``: :data:`MIXED_FIT_DEFAULT` with the onnxruntime runtime, 0 with torch
+            (eager torch computes fake quantisation in float: there is no int8 execution to time).
+        mixed_held_out_archs: further mixed-precision Archs the int8 processor is validated on; ``None``:
+            :data:`MIXED_HELD_OUT_DEFAULT` with the onnxruntime runtime, 0 with torch.
         resume: reuse timings cached by an earlier (e.g. killed) profile with the same machine and protocol
             (the timings of this one are cached either way).
     """
@@ -102,12 +121,29 @@ class ProfileOptions:
     space: str = "metaformer"
     seed: int = 0
     resume: bool = True
+    mixed_fit_archs: int | None = None
+    mixed_held_out_archs: int | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("fit_archs", 2), ("held_out_archs", 3), ("resolution", 32)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise NasError(f"{name} must be an int >= {low}, got {value!r}")
+        onnxruntime = self.protocol.runtime == "onnxruntime"
+        for name, low, default in (("mixed_fit_archs", 2, MIXED_FIT_DEFAULT),
+                                   ("mixed_held_out_archs", 3, MIXED_HELD_OUT_DEFAULT)):
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, default if onnxruntime else 0)
+            elif isinstance(value, bool) or not isinstance(value, int) or (value != 0 and value < low):
+                raise NasError(f"{name} must be 0 or an int >= {low}, got {value!r}")
+            elif value and not onnxruntime:
+                raise NasError(f"{name}: mixed-precision models are timed with the onnxruntime runtime only (eager "
+                               f"torch computes fake quantisation in float), got {value} with runtime "
+                               f"{self.protocol.runtime!r}")
+        if (self.mixed_fit_archs == 0) != (self.mixed_held_out_archs == 0):
+            raise NasError(f"mixed_fit_archs and mixed_held_out_archs are both 0 or both set, got "
+                           f"{self.mixed_fit_archs} and {self.mixed_held_out_archs}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +159,9 @@ class ProfileResult:
         wall_s: seconds the profile took.
         measured: models timed now (the rest came from the cache).
         load: 1-minute load average: min, median, max over the chunks.
+        mixed: for the mixed-precision models (onnxruntime), the figures of the int8 processor's fit
+            (``fit_rows``, ``in_sample``) and of the held-out models (``held_out``, ``within_15_pct``); ``None``
+            when none were timed.
     """
 
     path: Path
@@ -133,11 +172,12 @@ class ProfileResult:
     wall_s: float
     measured: int
     load: dict[str, float]
+    mixed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "setting": self.setting, "fit": self.fit.to_dict(),
                 "held_out": self.held_out.to_dict(), "xeon": self.xeon, "wall_s": round(self.wall_s, 1),
-                "measured": self.measured, "load": self.load}
+                "measured": self.measured, "load": self.load, "mixed": self.mixed}
 
 
 def setting_name(protocol: Protocol) -> str:
@@ -163,8 +203,10 @@ def _at_modest_resolution(arch: Arch, resolution: int) -> Arch:
     return arch
 
 
-def sample_archs(space: str, count: int, resolution: int, seed: int) -> list[Arch]:
-    """``count`` distinct random Archs of ``space``, each at the valid resolution nearest ``resolution``."""
+def sample_archs(space: str, count: int, resolution: int, seed: int, *,
+                 skip_op_classes: frozenset[str] = frozenset()) -> list[Arch]:
+    """``count`` distinct random Archs of ``space``, each at the valid resolution nearest ``resolution``, leaving out
+    those with an op of ``skip_op_classes`` (ones the runtime cannot run)."""
     from nas.space import load_space
 
     loaded = load_space(space)
@@ -172,6 +214,8 @@ def sample_archs(space: str, count: int, resolution: int, seed: int) -> list[Arc
     out: dict[str, Arch] = {}
     for _ in range(count * 20):
         arch = _at_modest_resolution(loaded.sample(rng), resolution)
+        if skip_op_classes and any(op.op_class in skip_op_classes for op in profile(arch, batch=1).ops):
+            continue
         out.setdefault(arch.id, arch)
         if len(out) == count:
             return list(out.values())
@@ -383,6 +427,37 @@ def _document(path: Path, cpu_model: str, device_key: str, device: dict[str, Any
             "default_setting": name, "devices": devices, "settings": settings}  # the runtime just profiled
 
 
+def _add_int8_processor(document: dict[str, Any], device_key: str, entry: dict[str, Any], protocol: Protocol) -> None:
+    """Give the setting its int8 processor (:mod:`nas.latency.local_int8`): a fallback device that the main device
+    sends int8 ops to, with priors like the main processor's."""
+    device = document["devices"][device_key]
+    int8_key = f"{device_key}_int8"
+    document["devices"][int8_key] = int8_processor(device, device["peak_tops"]["fp32"])
+    device["formats"] = {"int8": "fallback"}
+    entry["fallback"] = {"device": int8_key, "kinds": [], "precision": "int8",
+                         "notes": ("int8 ops (the layers of int8 blocks and the float ops between their quantise and "
+                                   "dequantise nodes) priced as a processor of their own; a switch is a quantise or "
+                                   "dequantise pass at an int8 region's edge")}
+    priors = entry["priors"]
+    priors["host"] = {key: priors[key] for key in ("compute_efficiency", "memory_efficiency", "launch_us", "kernel_us",
+                                                   "saturation_parallelism")}
+    priors["switch_us"] = _SWITCH_US[protocol.runtime]
+
+
+def _mixed_validation(setting: Setting, coefficients: Any, fitted: tuple[Sequence[Arch], Sequence[float]],
+                      held: tuple[Sequence[Arch], Sequence[float]]) -> dict[str, Any]:
+    """The mixed-precision figures: in-sample over the fit models, held-out over the others (with predictions)."""
+    in_sample = figures(fitted[1], predict_ms(setting, coefficients, fitted[0]))
+    predicted = predict_ms(setting, coefficients, held[0])
+    return {"fit_rows": len(fitted[0]),
+            "rows": len(held[0]), "in_sample": in_sample.to_dict(), "held_out": figures(held[1], predicted).to_dict(),
+            "within_15_pct": round(within_pct(held[1], predicted, ACCEPTANCE_BAND), 2),
+            "predictions": [[arch.id, arch.input.resolution, float(f"{m:.6g}"), float(f"{p:.6g}")]
+                            for arch, m, p in zip(held[0], held[1], predicted, strict=True)],
+            "fit_archs": [[arch.id, arch.input.resolution, float(f"{ms:.6g}")]
+                          for arch, ms in zip(fitted[0], fitted[1], strict=True)]}
+
+
 # -- the job ---------------------------------------------------------------------------------
 
 
@@ -404,13 +479,16 @@ def _noise(timings: Sequence[Timing]) -> dict[str, float]:
 
 
 def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequence[Arch], Sequence[Arch]] | None = None,
-                  measurer: Measurer | None = None, peaks: dict[str, float] | None = None, progress: bool = False,
+                  mixed: tuple[Sequence[Arch], Sequence[Arch]] | None = None, measurer: Measurer | None = None,
+                  peaks: dict[str, float] | None = None, progress: bool = False,
                   command: str = "nas profile --target local") -> ProfileResult:
     """Measure this machine, fit and validate its predictor, and write the ``local`` target.
 
     Args:
         options: what to measure (defaults: :class:`ProfileOptions`).
-        archs: ``(fit, held_out)`` Archs to use instead of sampling ``options.space``.
+        archs: ``(fit, held_out)`` Archs to use instead of sampling ``options.space``; then no mixed-precision
+            models are sampled either, only those ``mixed`` gives.
+        mixed: ``(fit, held_out)`` mixed-precision Archs (int8 blocks) to fit and validate the int8 processor on.
         measurer: times a chunk of Archs instead of running them (tests inject measurements with it).
         peaks: ``gemm_tflops`` and ``copy_gbs`` instead of measuring them.
         progress: show a tqdm progress bar with its time estimate on stderr.
@@ -427,21 +505,29 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     machine = machine_facts()
     versions = runtime_versions()
     if archs is None:
-        drawn = sample_archs(options.space, options.fit_archs + options.held_out_archs, options.resolution,
-                             options.seed)
-        fit_archs, held_archs = drawn[:options.fit_archs], drawn[options.fit_archs:]
+        floats = options.fit_archs + options.held_out_archs
+        drawn = sample_archs(options.space, floats + options.mixed_fit_archs + options.mixed_held_out_archs,
+                             options.resolution, options.seed,  # the float draws are those of a float-only profile
+                             skip_op_classes=_CANNOT_RUN[protocol.runtime])
+        fit_archs, held_archs = drawn[:options.fit_archs], drawn[options.fit_archs:floats]
+        made = mixed_archs(drawn[floats:], options.seed)
+        mixed_fit, mixed_held = made[:options.mixed_fit_archs], made[options.mixed_fit_archs:]
     else:
         fit_archs, held_archs = list(archs[0]), list(archs[1])
         if not fit_archs or len(held_archs) < 3:
             raise NasError(f"need at least 1 fit and 3 held-out Archs, got {len(fit_archs)} and {len(held_archs)}")
-    overlap = {arch.id for arch in fit_archs} & {arch.id for arch in held_archs}
+        mixed_fit, mixed_held = (list(mixed[0]), list(mixed[1])) if mixed is not None else ([], [])
+        if mixed is not None and (not mixed_fit or len(mixed_held) < 3):
+            raise NasError(f"need at least 1 fit and 3 held-out mixed-precision Archs, got {len(mixed_fit)} and "
+                           f"{len(mixed_held)}")
+    overlap = {arch.id for arch in (*fit_archs, *mixed_fit)} & {arch.id for arch in (*held_archs, *mixed_held)}
     if overlap:
         raise NasError(f"held-out Archs must not be fitted; in both: {', '.join(sorted(overlap))}")
     peaks = peaks or measure_peaks(protocol.threads, clock=protocol.clock)
     header = _cache_header(protocol, machine.cpu_model)
-    timings, measured = _measure([*fit_archs, *held_archs], protocol, cache=cache_path(protocol),
-                                 resume=options.resume, header=header, measurer=measurer or _default_measurer,
-                                 progress=progress)
+    everything = [*fit_archs, *held_archs, *mixed_fit, *mixed_held]
+    timings, measured = _measure(everything, protocol, cache=cache_path(protocol), resume=options.resume,
+                                 header=header, measurer=measurer or _default_measurer, progress=progress)
     fit_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in fit_archs]
     held_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in held_archs]
 
@@ -451,10 +537,18 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     entry = _setting_entry(protocol, device_key, machine.cpu_model, versions)
     path = local_target_path()
     document = _document(path, machine.cpu_model, device_key, device, name, entry)
+    if mixed_fit:
+        _add_int8_processor(document, device_key, entry, protocol)
     setting = parse_target(document, path).setting(name)
     coefficients, in_sample, held_out, predicted = fit_local(setting, fit_archs, fit_ms, held_archs, held_ms)
     xeon = compare_xeon(held_archs, held_ms)
-    used = [timings[arch.id] for arch in (*fit_archs, *held_archs)]
+    mixed_report = None
+    if mixed_fit:
+        mixed_fit_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in mixed_fit]
+        mixed_held_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in mixed_held]
+        coefficients = fit_int8(setting, coefficients, mixed_fit, mixed_fit_ms)
+        mixed_report = _mixed_validation(setting, coefficients, (mixed_fit, mixed_fit_ms), (mixed_held, mixed_held_ms))
+    used = [timings[arch.id] for arch in everything]
     load = _load_summary(used)
     wall = time.perf_counter() - started
     entry["coefficients"] = coefficients.to_dict()
@@ -469,6 +563,12 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
         "predictions": [[arch.id, arch.input.resolution, float(f"{m:.6g}"), float(f"{p:.6g}")]
                         for arch, m, p in zip(held_archs, held_ms, predicted, strict=True)],
     }
+    if mixed_report is not None:
+        entry["validation"]["mixed_precision"] = {
+            **mixed_report, "method": (f"held-out: {len(mixed_held)} random mixed-precision {options.space} "
+                                       f"architectures (int8 and fp32 blocks, run as int8 QDQ models) measured end "
+                                       f"to end here, never used in the fit of the int8 processor to {len(mixed_fit)} "
+                                       f"others")}
     entry["measurement"] = {
         "machine": machine.to_dict(), "versions": versions, "peaks": {k: round(v, 6) for k, v in peaks.items()},
         "protocol": {**protocol.to_dict(), "space": options.space, "seed": options.seed,
@@ -485,4 +585,6 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     header_lines = ("# The local latency target, written by `nas profile --target local` "
                     "(format: predictors/README.md).\n# Re-run the profile to refresh it; edits are overwritten.\n")
     write_atomic(path, header_lines + dump_yaml(document))
-    return ProfileResult(path, name, in_sample, held_out, xeon, wall, measured, load)
+    return ProfileResult(path, name, in_sample, held_out, xeon, wall, measured, load,
+                         None if mixed_report is None else {key: mixed_report[key] for key in
+                                                            ("fit_rows", "in_sample", "held_out", "within_15_pct")})

@@ -36,7 +36,10 @@ Runtimes:
   exporter: the dynamo exporter of :mod:`nas.export` takes about a minute per
   model, too slow for a profile of a hundred models) and run by an
   ``InferenceSession`` on the CPU execution provider with all graph
-  optimisations, ``threads`` intra-op threads and one inter-op thread.
+  optimisations, ``threads`` intra-op threads and one inter-op thread. An Arch
+  with int8 blocks runs as its QDQ model (:func:`nas.qdq.export_qdq`, the one
+  ``nas export --format onnx`` writes: ranges observed on the timed input,
+  batch dimension dynamic), so its int8 layers run onnxruntime's int8 kernels.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import torch
 from nas.arch import Arch
 from nas.build import build
 from nas.errors import NasError
+from nas.qdq import export_qdq, has_int8
 from nas.quiet import quiet_exporters
 
 __all__ = ["RUNTIMES", "CLOCKS", "STATISTICS", "Protocol", "Timing", "prepare", "time_chunk"]
@@ -158,12 +162,7 @@ def _torch_runner(arch: Arch) -> Callable[[], object]:
     return run
 
 
-def _onnxruntime_runner(arch: Arch, threads: int) -> Callable[[], object]:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise NasError('the onnxruntime runtime needs onnxruntime: pip install "nas[onnx]"') from None
-    model, example = _model_and_input(arch)
+def _float_onnx(arch: Arch, model: torch.nn.Module, example: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     try:
         with quiet_exporters(), torch.no_grad():
@@ -172,12 +171,25 @@ def _onnxruntime_runner(arch: Arch, threads: int) -> Callable[[], object]:
     except Exception as exc:  # the exporter raises many unrelated types; all mean "cannot export"
         raise NasError(f"ONNX export of {arch.name or arch.id} failed: {type(exc).__name__}: "
                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return buffer.getvalue()
+
+
+def _onnxruntime_runner(arch: Arch, threads: int) -> Callable[[], object]:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise NasError('the onnxruntime runtime needs onnxruntime: pip install "nas[onnx]"') from None
+    model, example = _model_and_input(arch)
+    if has_int8(arch):
+        data = export_qdq(model, example, opset=_ONNX_OPSET, dynamic_batch=True).data
+    else:
+        data = _float_onnx(arch, model, example)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     feed = {"image": example.numpy()}
     return lambda: session.run(None, feed)
 
