@@ -126,7 +126,7 @@ def freeze_ranges(model: nn.Module, example: torch.Tensor) -> int:
         seen[quantizer] = quantizer.observed_range(inputs[0])  # type: ignore[operator]
 
     activations = [layer.input_quantizer for _, layer in quantized_layers(model)
-                   if not layer.input_quantizer.fmt.is_float32 and not bool(layer.input_quantizer.calibrated)]
+                   if not layer.input_quantizer.fmt.is_float32 and not layer.input_quantizer.is_calibrated]
     handles = [quantizer.register_forward_pre_hook(observe) for quantizer in activations]
     try:
         with torch.no_grad():
@@ -138,7 +138,7 @@ def freeze_ranges(model: nn.Module, example: torch.Tensor) -> int:
         quantizer.set_range(*seen[quantizer])
     for _, layer in quantized_layers(model):
         weights = layer.weight_quantizer
-        if not weights.fmt.is_float32 and not bool(weights.calibrated):
+        if not weights.fmt.is_float32 and not weights.is_calibrated:
             weights.set_range(*weights.observed_range(layer.weight))  # type: ignore[arg-type]
     return len(activations)
 

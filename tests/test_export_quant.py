@@ -124,3 +124,21 @@ def test_cli_refuses_an_int4_point_and_writes_nothing(tmp_path: Path, capsys: py
     assert main(["export", str(source), "--format", "onnx", "--out", str(tmp_path / "out")]) != 0
     assert "stages[0].blocks[0].precision.weights: int4 cannot be exported to ONNX" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_torch_export_carries_an_int8_point(tmp_path: Path, calibrate: bool) -> None:
+    """torch.export traces a quantiser whether or not it is calibrated: it branches on a Python flag, not
+    on a buffer's value (which would be a data-dependent guard torch.export refuses)."""
+    arch = nas.Arch.load(TINY_DIR / "mixer_pooling.yaml").with_precision(INT8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nas.build(arch).eval()
+    if calibrate:
+        for _, layer in quantized_layers(model):
+            layer.input_quantizer.set_range(-0.5, 0.5)
+    result = export(arch, tmp_path, format="torch", checkpoint=model.state_dict())
+    program = torch.export.load(str(result.files[0]))
+    example = export_module._check_input(arch, 1)
+    with torch.no_grad():
+        assert torch.equal(program.module()(example), model(example))

@@ -188,6 +188,8 @@ class Quantizer(nn.Module):
     Attributes:
         scale, zero_point: the calibrated range's (persistent buffers; scalars, or one per channel).
         calibrated: whether :meth:`set_range` fixed them (a persistent bool buffer).
+        is_calibrated: the same as a Python bool, which ``forward`` branches on: a branch on a buffer's
+            value is data-dependent, and ``torch.export`` refuses to trace one.
     """
 
     scale: torch.Tensor
@@ -203,6 +205,7 @@ class Quantizer(nn.Module):
         self.register_buffer("scale", torch.ones(shape, device=device))
         self.register_buffer("zero_point", torch.zeros(shape, dtype=torch.int32, device=device))
         self.register_buffer("calibrated", torch.tensor(False, device=device))
+        self.is_calibrated = False
 
     @property
     def channel_axis(self) -> int | None:
@@ -219,7 +222,7 @@ class Quantizer(nn.Module):
 
     def qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scale, zero_point)`` used for ``x``: the calibrated ones, else those of ``x``'s own range."""
-        if bool(self.calibrated):
+        if self.is_calibrated:
             return self.scale, self.zero_point
         return qparams_from_range(self.fmt, *self.observed_range(x))
 
@@ -232,6 +235,7 @@ class Quantizer(nn.Module):
             self.scale.copy_(scale.expand_as(self.scale))
             self.zero_point.copy_(zero_point.expand_as(self.zero_point))
             self.calibrated.fill_(True)
+        self.is_calibrated = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fmt.is_float32 or x.is_meta:
@@ -250,6 +254,7 @@ class Quantizer(nn.Module):
             return  # a float checkpoint: stay uncalibrated (see the class docstring)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self.is_calibrated = bool(self.calibrated)
 
 
 class QuantizedLayer(nn.Module):

@@ -77,6 +77,7 @@ def _rebuilt(quantizer: Quantizer, cls: type[Quantizer] = Quantizer) -> Quantize
     with torch.no_grad():
         for name in ("scale", "zero_point", "calibrated"):
             getattr(out, name).copy_(getattr(quantizer, name))
+    out.is_calibrated = quantizer.is_calibrated
     return out
 
 
@@ -124,7 +125,7 @@ class AnnealedQuantizer(Quantizer, TrainingProgress):
         if x.is_meta:
             return x
         stepping = self.training and self.annealing and torch.is_grad_enabled()  # not BatchNorm recalibration
-        if stepping and not bool(self.calibrated):
+        if stepping and not self.is_calibrated:
             self.set_range(*self.observed_range(x))  # the grid stays put while weights freeze on it
         quantised = super().forward(x)
         if stepping:
@@ -174,7 +175,7 @@ def finish_qat(model: nn.Module) -> None:
     """
     for _, layer in quantized_layers(model):
         quantizer = layer.weight_quantizer
-        if not bool(quantizer.calibrated):
+        if not quantizer.is_calibrated:
             quantizer.set_range(*quantizer.observed_range(layer.weight))
         if isinstance(quantizer, AnnealedQuantizer):
             layer.weight.copy_(torch.where(quantizer.frozen, quantizer.frozen_value.to(layer.weight.dtype),
