@@ -165,14 +165,25 @@ def _stem_of(arch: Arch, name: str | None) -> str:
 Checkpoint = str | os.PathLike[str] | Mapping[str, torch.Tensor] | nn.Module
 
 
+def _calibrated_model(arch: Arch, path: Path) -> nn.Module:
+    """A `nas quantize` model file: its calibrated ranges and any noisy biases, which a plain load would drop."""
+    from nas.quantization.model_file import load_quantized
+
+    loaded = load_quantized(path)
+    if loaded.arch.id != arch.id:
+        raise NasError(f"{path}: a calibrated model of Arch {loaded.arch.id}, not of {arch.id} "
+                       f"(export the arch.yaml written beside it)")
+    return loaded.module
+
+
 def load_checkpoint(arch: Arch, checkpoint: Checkpoint) -> nn.Module:
     """``build(arch)`` with trained weights from ``checkpoint``, in eval mode.
 
     Args:
         arch: the point the weights belong to.
         checkpoint: a file holding a ``state_dict`` (``torch.save(model.state_dict(), path)``, or a dict with a
-            ``state_dict``/``model`` entry), a ``state_dict`` itself, or a module with the same parameter names
-            (what ``nas.supernet`` extracts for an Arch).
+            ``state_dict``/``model`` entry), a ``state_dict`` itself, a module with the same parameter names
+            (what ``nas.supernet`` extracts for an Arch), or a calibrated model file of ``nas quantize``.
 
     Raises:
         NasError: the file cannot be read or is damaged (its recorded hash does not match), or its keys or
@@ -183,12 +194,15 @@ def load_checkpoint(arch: Arch, checkpoint: Checkpoint) -> nn.Module:
     elif isinstance(checkpoint, Mapping):
         state = dict(checkpoint)
     else:
+        from nas.quantization.model_file import QUANTIZED_KIND
         from nas.supernet.checkpoint import read_torch_file  # the one safe torch.load; the import is heavy
 
         path = Path(checkpoint)
         if not path.is_file():
             raise NasError(f"{path}: cannot read checkpoint (no such file)")
         loaded = read_torch_file(path)
+        if isinstance(loaded, Mapping) and loaded.get("kind") == QUANTIZED_KIND:
+            return _calibrated_model(arch, path)
         if isinstance(loaded, Mapping) and not any(isinstance(value, torch.Tensor) for value in loaded.values()):
             loaded = loaded.get("state_dict", loaded.get("model", loaded))
         if not isinstance(loaded, Mapping):

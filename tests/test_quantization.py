@@ -15,6 +15,8 @@ import nas
 from nas.arch import NumberFormat
 from nas.blocks.fakequant import quantize_layer, quantized_layers
 from nas.cli import main
+from nas.errors import NasError
+from nas.export import export
 from nas.quantization import (
     CalibrationSettings,
     add_noisy_bias,
@@ -224,6 +226,14 @@ def test_nas_quantize_writes_a_loadable_calibrated_model(capsys, trained: tuple[
     batch = torch.randn(2, 3, loaded.arch.input.resolution, loaded.arch.input.resolution)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(batch), load_quantized(out / "model.pt").module(batch))
+    exported = export(loaded.arch, tmp_path / "export", format="torch", checkpoint=out / "model.pt")
+    program = torch.export.load(str(exported.files[0])).module()  # the noisy biases and ranges travel along
+    one = batch[:1]
+    with torch.no_grad():
+        torch.testing.assert_close(program(one), loaded.module(one))
+    with pytest.raises(NasError, match="a calibrated model of Arch"):
+        export(nas.Arch.load(TINY_DIR / "mixer_pooling.yaml"), tmp_path / "other", format="torch",
+               checkpoint=out / "model.pt")
 
 
 @pytest.mark.parametrize("change, message", [

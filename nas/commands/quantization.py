@@ -72,8 +72,8 @@ class QuantizeCommand(Command):
         parser.add_argument("--precision", required=True, metavar="SPEC",
                             help="WEIGHTS[/ACTIVATIONS], each FORMAT[:channel][:affine] (e.g. int8, "
                                  "int8:channel/int8:affine, fp8_e4m3)")
-        parser.add_argument("--data", required=True, metavar="PATH",
-                            help="calibration and test data (a dataset path, or animal-mnist for the bundled one)")
+        parser.add_argument("--data", metavar="PATH",
+                            help="calibration and test data: a dataset path (default: the bundled Animal-MNIST)")
         parser.add_argument("--noisy-bias", action="store_true",
                             help="NoisyQuant's noisy bias on the layers with integer activations that take it")
         parser.add_argument("--eval-images", type=count(10**9, minimum=0), metavar="N",
