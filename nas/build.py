@@ -28,10 +28,10 @@ from torch import nn
 from nas.arch import Arch, Block, Site, TokenClustering
 from nas.blocks.clustering import ClusteredRun
 from nas.blocks.common import Layout, ToNCHW, ToNLC
+from nas.blocks.fakequant import apply_precision
 from nas.blocks.moe import auxiliary_loss
 from nas.blocks.registry import module_class
 from nas.blocks.template import BlockContext, create_block
-from nas.errors import NasError
 from nas.walk import Step, steps
 
 __all__ = ["Unit", "StageOutput", "Plan", "plan", "Model", "build"]
@@ -110,7 +110,7 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
 
     Raises:
         NasError: the Arch asks for something the builder cannot make (a class token
-            through a layer that needs a map, a precision not supported yet).
+            through a layer that needs a map).
     """
     units: list[Unit] = []
     outputs: list[StageOutput] = []
@@ -120,8 +120,6 @@ def plan(arch: Arch, *, drop_path_rate: float = 0.0) -> Plan:
     for step in steps(arch, check=False):  # the Arch checked itself on construction
         clustering = arch.stages[step.stage].clustering if 0 <= step.stage < len(arch.stages) else None
         target = enclosed if clustering is not None and (step.index or 0) >= clustering.depth else units
-        if step.index is not None:  # a block, or the layout conversion before it
-            _check_buildable(arch.stages[step.stage].blocks[step.index], step.path)
         if step.role == "block":
             target.append(_block_unit(step, drop_path_rate * depth / total))
             depth += 1
@@ -152,12 +150,6 @@ def _clustered_unit(clustering: TokenClustering, enclosed: list[Unit], full: Sit
 
     key = _signature("clustered", dataclasses.asdict(clustering), size, [unit.key for unit in enclosed])
     return Unit(f"stages[{stage}].blocks[{index}:]", stage, key, in_shape, make, "clustered", index, clustering)
-
-
-def _check_buildable(block: Block, path: str) -> None:
-    if not block.precision.is_default:
-        raise NasError(f"{path}.precision: {block.precision.to_dict()} is not supported by build yet; "
-                       "only float32 blocks can be built")
 
 
 def _in_shape(site: Site) -> tuple[int, ...]:
@@ -221,9 +213,11 @@ def _bind(cls: type, cfg: Any, **context: Any) -> Callable[..., nn.Module]:
     return make
 
 
-def _block_factory(block: Any, context: BlockContext) -> Callable[..., nn.Module]:
+def _block_factory(block: Block, context: BlockContext) -> Callable[..., nn.Module]:
+    """Builds the block, then fake-quantises its layers to its precision (nothing for a float32 block)."""
+
     def make(*, device: Any = None, dtype: Any = None) -> nn.Module:
-        return create_block(block, context, device=device, dtype=dtype)
+        return apply_precision(create_block(block, context, device=device, dtype=dtype), block.precision)
 
     return make
 
