@@ -17,6 +17,9 @@ evaluated candidate in evaluation order) and gives:
   short-train sources are not run on them unless asked (``score_zoo_accuracy=True``), so a model takes the accuracy the
   run measured when the search evaluated it (evolution starts from the zoo's models), and the others are drawn
   as vertical reference lines at their latency, which the legend says;
+* each candidate's precision mix (:func:`precision_mix`, ``int8 x10, fp32 x2``) and the mean bits of its blocks'
+  weights (:func:`weight_bits`), read from its Arch; a plot of a run whose candidates differ in precision
+  colours the front by those bits and labels each front point with its mix;
 * the hypervolume after each evaluation (infeasible candidates add nothing), with the run's reference point
   (:func:`nas.search.pareto.front_reference`: the nadir of the front's candidates pushed out by 10 %).
 
@@ -38,13 +41,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from nas.arch import Arch
+from nas.arch import Arch, NumberFormat, Precision
 from nas.atomic import atomic_output
 from nas.errors import NasError
 from nas.runs import PLOT_FILE, ObjectiveSpec, Run
@@ -63,6 +67,9 @@ __all__ = [
     "zoo_references",
     "render_pareto",
     "plot",
+    "precision_column",
+    "precision_mix",
+    "weight_bits",
     "FREE_ACCURACY_SOURCES",
 ]
 
@@ -108,6 +115,8 @@ class ParetoInfo(NamedTuple):
         references_note: what the references show, for the legend ("" when there are none).
         hypervolume: ``n`` floats: the hypervolume after each evaluation (in loss space, every column minimised).
         hypervolume_reference: the reference point (losses, one per objective), or None without feasible points.
+        precisions: ``n`` precision mixes (:func:`precision_mix`); empty when the source holds no Archs.
+        bits: ``n`` mean weight bits per block (:func:`weight_bits`); empty when the source holds no Archs.
     """
 
     title: str
@@ -124,6 +133,13 @@ class ParetoInfo(NamedTuple):
     references_note: str
     hypervolume: np.ndarray
     hypervolume_reference: np.ndarray | None
+    precisions: tuple[str, ...] = ()
+    bits: np.ndarray = np.zeros(0)
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether the candidates differ in precision (the plot then shows it)."""
+        return len(set(self.precisions)) > 1
 
     def front_order(self) -> np.ndarray:
         """Indices of the front's points sorted by ``x`` (the order to join them with a line)."""
@@ -133,6 +149,58 @@ class ParetoInfo(NamedTuple):
 
 # ---------------------------------------------------------------------------
 # computation
+
+
+def _format_label(weights: NumberFormat, activations: NumberFormat) -> str:
+    """``int8`` when weights and activations share a format, else ``int4/int8`` (qualifiers left out)."""
+    return weights.name if weights.name == activations.name else f"{weights.name}/{activations.name}"
+
+
+def _block_label(precision: Precision) -> str:
+    block, ffn = _format_label(*precision.formats("block")), _format_label(*precision.formats("ffn"))
+    return block if block == ffn else f"{block}+ffn {ffn}"
+
+
+def precision_mix(arch: Arch) -> str:
+    """Each block's precision, counted, most common first: ``int8 x10, fp32 x2``.
+
+    A block whose FFN runs at another precision than its mixer counts as ``fp32+ffn int8``; ``int4/int8``
+    names different weight and activation formats. Stems, downsamplers and heads have no precision of their
+    own (float32) and are not counted.
+    """
+    counts = Counter(_block_label(block.precision) for stage in arch.stages for block in stage.blocks)
+    return ", ".join(f"{label} x{count}" for label, count in
+                     sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def weight_bits(arch: Arch) -> float:
+    """The mean bits of the blocks' weights, each block the mean of its mixer part and its FFN part."""
+    bits = [(block.precision.formats("block")[0].bits + block.precision.formats("ffn")[0].bits) / 2
+            for stage in arch.stages for block in stage.blocks]
+    return float(np.mean(bits)) if bits else 32.0
+
+
+def _archs_of(frame: pandas.DataFrame) -> list[Arch] | None:
+    """The Archs of a history table's rows (its ``arch`` column, JSON); None if it has none for some row."""
+    if "arch" not in frame or not all(isinstance(text, str) and text for text in frame["arch"]):
+        return None
+    return [Arch.from_json(text) for text in frame["arch"]]
+
+
+def precision_column(frame: pandas.DataFrame) -> list[str] | None:
+    """Each row's :func:`precision_mix`, for the ``precision`` column of ``nas history``; None when the table
+    holds no Archs or every candidate is float32 throughout (the column would say nothing)."""
+    archs = _archs_of(frame)
+    if not archs or all(block.precision.is_default for arch in archs for stage in arch.stages
+                        for block in stage.blocks):
+        return None
+    return [precision_mix(arch) for arch in archs]
+
+
+def _arch_summaries(archs: Sequence[Arch] | None) -> tuple[tuple[str, ...], np.ndarray]:
+    if archs is None:
+        return (), np.zeros(0)
+    return tuple(precision_mix(arch) for arch in archs), np.array([weight_bits(arch) for arch in archs])
 
 
 def _pick_axes(objectives: Sequence[ObjectiveSpec], x: str | None, y: str | None) -> tuple[int, int]:
@@ -262,6 +330,9 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
         accuracy = settings.accuracy if accuracy is None else accuracy
         latency_batch = settings.latency_batch
         frame = source.history()
+        known = source.archs
+        archs: Sequence[Arch] | None = [known[arch_id] for arch_id in frame["arch_id"]] \
+            if all(arch_id in known for arch_id in frame["arch_id"]) else None
         title = title or f"{source.name}: {settings.space} on {settings.target} ({settings.strategy})"
         zoo_choice: Space | str | bool = settings.space if zoo_space is True else zoo_space
     else:
@@ -269,6 +340,7 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
             raise NasError("objectives are required to read a history table")
         objectives = tuple(objectives)
         frame = source
+        archs = _archs_of(frame)
         title = title or "Pareto front"
         zoo_choice = False if zoo_space is True else zoo_space
     accuracy = accuracy or "proxy"
@@ -310,6 +382,7 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
 
     points = values[:, [x_index, y_index]]
     all_x = np.concatenate([points[:, 0], [point.x for point in references]])
+    precisions, bits = _arch_summaries(archs)
     return ParetoInfo(
         title=title,
         objectives=objectives,
@@ -325,6 +398,8 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
         references_note=_references_note(references, objectives[y_index], accuracy),
         hypervolume=curve,
         hypervolume_reference=reference,
+        precisions=precisions,
+        bits=bits,
     )
 
 
@@ -360,8 +435,11 @@ def _draw_front(axes: Axes, info: ParetoInfo) -> None:
             axes.step(points[order, 0], points[order, 1], where="post", color="#1f5fa8", linewidth=1.2, alpha=0.8)
         else:
             axes.plot(points[order, 0], points[order, 1], color="#1f5fa8", linewidth=1.2, alpha=0.8)
-        axes.scatter(points[order, 0], points[order, 1], s=36, color="#1f5fa8", edgecolor="white", zorder=3,
-                     label=f"Pareto front ({len(order)})")
+        if info.mixed_precision:
+            _draw_front_precisions(axes, info, order)
+        else:
+            axes.scatter(points[order, 0], points[order, 1], s=36, color="#1f5fa8", edgecolor="white", zorder=3,
+                         label=f"Pareto front ({len(order)})")
     lines_labelled = markers_labelled = False
     for point in info.references:
         if not math.isfinite(point.x):
@@ -386,6 +464,18 @@ def _draw_front(axes: Axes, info: ParetoInfo) -> None:
     axes.set_title(f"{info.y.column} vs {info.x.column}")
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
+
+
+def _draw_front_precisions(axes: Axes, info: ParetoInfo, order: np.ndarray) -> None:
+    """The front's points coloured by their mean weight bits, each labelled with its precision mix."""
+    points = info.points
+    drawn = axes.scatter(points[order, 0], points[order, 1], s=40, c=info.bits[order], cmap="viridis",
+                         vmin=min(4.0, float(info.bits.min())), vmax=32.0, edgecolor="white", zorder=3,
+                         label=f"Pareto front ({len(order)}), coloured by mean weight bits")
+    axes.figure.colorbar(drawn, ax=axes, pad=0.01, label="mean weight bits per block")
+    for index in order:
+        axes.annotate(info.precisions[index], (points[index, 0], points[index, 1]), textcoords="offset points",
+                      xytext=(4, -9), fontsize=6, color="#1f3f68")
 
 
 def _draw_hypervolume(axes: Axes, info: ParetoInfo) -> None:

@@ -203,10 +203,14 @@ class HistoryCommand(Command):
         parser.add_argument("--pareto", action="store_true", help="only the feasible non-dominated candidates")
 
     def run(self, args: argparse.Namespace) -> int:
+        from nas.report import precision_column
         from nas.runs import Run
 
         run = Run.open(args.run)
         table = run.pareto() if args.pareto else run.history()
+        precisions = precision_column(table)
+        if precisions is not None:  # only when candidates differ from float32: each one's mix, int8 x10, ...
+            table.insert(table.columns.get_loc("feasible") + 1, "precision", precisions)
         if args.json:
             rows = json.loads(table.to_json(orient="records"))
             for row in rows:
