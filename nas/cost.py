@@ -55,13 +55,15 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.arch import Arch, Published
-from nas.build import Unit, plan
+from nas.blocks.registry import ffn_parts
+from nas.build import Unit
 from nas.component import join_path
 from nas.errors import ConfigError, NasError
 from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
 from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
 from nas.op_memo import MEMO, Capture, Replay, key_of, rebuild
+from nas.op_precision import BLOCK_ROLES, FLOAT32, float_units, unit_formats
 
 if TYPE_CHECKING:
     import pandas
@@ -75,6 +77,7 @@ __all__ = [
     "CostReport",
     "Op",
     "check_limits",
+    "float_units",
     "op_class",
     "profile",
     "profile_module",
@@ -102,6 +105,9 @@ class Op:
         bytes_written: bytes of its tensor outputs; 0 for views and allocations.
         sources: indices (in the report's op list) of the ops whose outputs it reads; empty when it
             reads only the image and weights. These edges make the op graph (:mod:`nas.graph`).
+        precision: the number format it runs at (:mod:`nas.op_precision`): ``fp32`` for every op of a float32
+            model; for a block with a precision, its MAC ops' compute format and its other ops' activation
+            format. ``dtype`` stays the traced dtype: blocks are traced as their float module.
     """
 
     unit: str
@@ -114,10 +120,11 @@ class Op:
     bytes_read: int
     bytes_written: int
     sources: tuple[int, ...] = ()
+    precision: str = FLOAT32
 
 
 _OP_COLUMNS = ("unit", "name", "op_class", "in_shapes", "out_shapes", "dtype", "flops", "bytes_read",
-               "bytes_written")
+               "bytes_written", "precision")
 
 
 @dataclass(frozen=True)
@@ -388,6 +395,10 @@ def _trace(module: nn.Module, shape: Shape, dtype: torch.dtype, param_dtype: tor
 
 @dataclass(frozen=True, slots=True)
 class _UnitCost:
+    """One traced unit. For a block (or a clustered run of blocks) each record's first field is the submodule
+    that ran it, and ``ffn`` names the block's FFN submodules, so the ops can be given their block's formats
+    (:func:`nas.op_precision.unit_formats`) without tracing again at each precision."""
+
     records: tuple[_Record, ...]
     output: int
     params: int
@@ -395,12 +406,13 @@ class _UnitCost:
     flops: int
     bytes_read: int
     bytes_written: int
+    ffn: tuple[str, ...] = ()
 
 
-def _summarise(records: Sequence[_Record], output: int, params: int) -> _UnitCost:
+def _summarise(records: Sequence[_Record], output: int, params: int, ffn: tuple[str, ...] = ()) -> _UnitCost:
     mac_flops = sum(record[6] for record in records if record[2] in MAC_CLASSES)
     return _UnitCost(tuple(records), output, params, mac_flops // 2, sum(record[6] for record in records),
-                     sum(record[7] for record in records), sum(record[8] for record in records))
+                     sum(record[7] for record in records), sum(record[8] for record in records), ffn)
 
 
 CACHE = LruCache[tuple[str, int, torch.dtype], _UnitCost](maxsize=4096)
@@ -425,8 +437,10 @@ def _trace_unit(unit: Unit, batch: int, dtype: torch.dtype) -> _UnitCost:
         module = unit.make(device="meta", dtype=dtype)
     except (NotImplementedError, RuntimeError):
         module = unit.make(device="cpu", dtype=dtype)
-    records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=False, path=unit.path)
-    return _summarise(records, output, sum(p.numel() for p in module.parameters()))
+    blocks = unit.role in BLOCK_ROLES
+    records, output = _trace(module, (batch, *unit.in_shape), dtype, dtype, track=blocks, path=unit.path)
+    ffn = tuple(name for name, _ in ffn_parts(module)) if blocks else ()
+    return _summarise(records, output, sum(p.numel() for p in module.parameters()), ffn)
 
 
 def comparable_macs(report: CostReport, published: Published) -> int:
@@ -458,28 +472,35 @@ def profile(arch: Arch, *, batch: int = 1, dtype: torch.dtype = torch.float32) -
         (11.92, 1.81)
     """
     _check_batch(batch)
-    units = plan(arch).units
+    units = float_units(arch)
     costs = [_unit_cost(unit, batch, dtype) for unit in units]
-    return CostReport(_assemble(units, costs), sum(c.params for c in costs), sum(c.macs for c in costs),
+    return CostReport(_assemble(units, costs, arch), sum(c.params for c in costs), sum(c.macs for c in costs),
                       sum(c.flops for c in costs),
                       sum(c.bytes_read for c in costs), sum(c.bytes_written for c in costs), batch)
 
 
-def _assemble(units: Sequence[Unit], costs: Sequence[_UnitCost]) -> tuple[Op, ...]:
-    """The ops of ``units`` in order, each unit's first ops reading the output of the unit before it."""
+def _assemble(units: Sequence[Unit], costs: Sequence[_UnitCost], arch: Arch | None = None) -> tuple[Op, ...]:
+    """The ops of ``units`` in order, each unit's first ops reading the output of the unit before it; with
+    ``arch`` (the Arch the units were planned from, precisions included), each op carries its format."""
     ops: list[Op] = []
     previous_output = _INPUT  # the image
     for unit, unit_cost in zip(units, costs, strict=True):
         offset = len(ops)
-        for record in unit_cost.records:
+        formats = unit_formats(unit, unit_cost.records, unit_cost.ffn, arch)
+        for number, record in enumerate(unit_cost.records):
             sources = tuple(previous_output if source == _INPUT else offset + source for source in record[9])
-            ops.append(Op(unit.path, *record[1:9], tuple(source for source in sources if source != _INPUT)))
+            sources = tuple(source for source in sources if source != _INPUT)
+            if formats is None:
+                ops.append(Op(unit.path, *record[1:9], sources))
+            else:
+                ops.append(Op(unit.path, *record[1:9], sources, formats[number]))
         if unit_cost.output != _INPUT:
             previous_output = offset + unit_cost.output
     return tuple(ops)
 
 
-def unit_ops(units: Sequence[Unit], *, batch: int = 1, dtype: torch.dtype = torch.float32) -> tuple[Op, ...]:
+def unit_ops(units: Sequence[Unit], *, batch: int = 1, dtype: torch.dtype = torch.float32,
+             arch: Arch | None = None) -> tuple[Op, ...]:
     """The ops of some units of one plan, listed as :func:`profile` lists them, from the same :data:`CACHE`.
 
     For pricing a few new units of an Arch without assembling all of its ops
@@ -487,11 +508,16 @@ def unit_ops(units: Sequence[Unit], *, batch: int = 1, dtype: torch.dtype = torc
     those of :func:`profile`'s list; a unit's first ops read the output of the unit before it *in
     ``units``*, which is its predecessor in the plan only when ``units`` is the whole plan.
 
+    Args:
+        units: units of :func:`float_units` (a plan of the Arch without its precisions).
+        arch: the Arch they were planned from; its blocks' precisions give the ops their formats
+            (without it, every op is ``fp32``).
+
     Raises:
         NasError: ``batch`` is not a positive int, or a unit cannot be built.
     """
     _check_batch(batch)
-    return _assemble(units, [_unit_cost(unit, batch, dtype) for unit in units])
+    return _assemble(units, [_unit_cost(unit, batch, dtype) for unit in units], arch)
 
 
 def check_limits(arch: Arch, *, source: str | None = None) -> CostReport:

@@ -143,7 +143,7 @@ def test_report_views_add_up(tiny_pooling: nas.Arch) -> None:
     report = cost.profile(tiny_pooling)
     frame = report.to_frame()
     assert list(frame.columns) == ["unit", "name", "op_class", "in_shapes", "out_shapes", "dtype", "flops",
-                                   "bytes_read", "bytes_written"]
+                                   "bytes_read", "bytes_written", "precision"]
     assert len(frame) == len(report.ops) and frame["flops"].sum() == report.flops
     assert sum(report.by_class().values()) == report.flops
     assert sum(report.by_class("bytes").values()) == report.bytes_read + report.bytes_written

@@ -51,8 +51,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nas.arch import Arch, Site
-from nas.build import Unit, plan
-from nas.cost import unit_counts, unit_ops
+from nas.build import Unit
+from nas.cost import float_units, unit_counts, unit_ops
 from nas.errors import NasError
 from nas.latency.opmodel import combine, features, params_of, row_parts, transfer_seconds
 from nas.latency.optable import build_table
@@ -245,9 +245,9 @@ class _UnitTable:
         self._store: UnitStore | None = None
         self._store_opened = False
 
-    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[Any]]]:
+    def _price(self, units: Sequence[Unit], arch: Arch) -> Iterable[tuple[str, Sequence[Any]]]:
         """``(unit path or op-table segment name, numbers)`` for every priced piece of ``units`` (some units of
-        one plan, in order)."""
+        ``arch``'s plan, in order)."""
         raise NotImplementedError
 
     def _open_store(self) -> UnitStore | None:
@@ -291,7 +291,7 @@ class _UnitTable:
                 missing.setdefault(key, path)
         totals: dict[str, list[Any]] = {path: [0] * self.width for path in missing.values()}
         units = [unit for unit in _planned(arch) if _item_path(unit.path, arch) in totals]
-        for name, numbers in self._price(units):
+        for name, numbers in self._price(units, arch):
             total = totals[_item_of(name, arch, totals)]
             for index, number in enumerate(numbers):
                 total[index] += number
@@ -334,7 +334,7 @@ class CostTable(_UnitTable):
 
     width = 2  # parameters, MACs
 
-    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[int]]]:
+    def _price(self, units: Sequence[Unit], arch: Arch) -> Iterable[tuple[str, Sequence[int]]]:
         return [(path, (params, macs)) for path, params, macs in unit_counts(units)]
 
     def _open_store(self) -> UnitStore | None:
@@ -384,9 +384,10 @@ class BatchPredictor(_UnitTable):
 
     # -- pricing ------------------------------------------------------------------------------
 
-    def _price(self, units: Sequence[Unit]) -> Iterable[tuple[str, Sequence[float]]]:
-        """Execution, issue and switching seconds per op-table segment of ``units`` (traced once each)."""
-        table = build_table(unit_ops(units, batch=self.batch), self.setting, by_unit=True)
+    def _price(self, units: Sequence[Unit], arch: Arch) -> Iterable[tuple[str, Sequence[float]]]:
+        """Execution, issue and switching seconds per op-table segment of ``units`` (traced once each), each op
+        at the format ``arch``'s precisions give it."""
+        table = build_table(unit_ops(units, batch=self.batch, arch=arch), self.setting, by_unit=True)
         feats = features(table, self.setting, per_segment=True)
         execute, issue = row_parts(feats, self.params)
         transfer = transfer_seconds(feats, self.params)
@@ -447,11 +448,12 @@ _RECENT_PLANS = 64  # Archs whose plan is kept: the latency and the params/MACs 
 
 
 def _planned(arch: Arch) -> list[Unit]:
-    """``plan(arch).units``, planned once for both tables when an Arch misses in each."""
+    """``arch``'s units as :func:`nas.cost.profile` traces them (:func:`nas.cost.float_units`), planned once for
+    both tables when an Arch misses in each."""
     found = _PLANS.get(id(arch))
     if found is not None and found[0] is arch:
         return found[1]
-    units = plan(arch).units
+    units = float_units(arch)
     if len(_PLANS) >= _RECENT_PLANS:
         _PLANS.clear()
     _PLANS[id(arch)] = (arch, units)
