@@ -117,6 +117,7 @@ class ParetoInfo(NamedTuple):
         hypervolume_reference: the reference point (losses, one per objective), or None without feasible points.
         precisions: ``n`` precision mixes (:func:`precision_mix`); empty when the source holds no Archs.
         bits: ``n`` mean weight bits per block (:func:`weight_bits`); empty when the source holds no Archs.
+        mixed_precision: the candidates' blocks are not all at one precision (the plot then shows them).
     """
 
     title: str
@@ -135,11 +136,7 @@ class ParetoInfo(NamedTuple):
     hypervolume_reference: np.ndarray | None
     precisions: tuple[str, ...] = ()
     bits: np.ndarray = np.zeros(0)
-
-    @property
-    def mixed_precision(self) -> bool:
-        """Whether the candidates differ in precision (the plot then shows it)."""
-        return len(set(self.precisions)) > 1
+    mixed_precision: bool = False
 
     def front_order(self) -> np.ndarray:
         """Indices of the front's points sorted by ``x`` (the order to join them with a line)."""
@@ -197,10 +194,13 @@ def precision_column(frame: pandas.DataFrame) -> list[str] | None:
     return [precision_mix(arch) for arch in archs]
 
 
-def _arch_summaries(archs: Sequence[Arch] | None) -> tuple[tuple[str, ...], np.ndarray]:
+def _arch_summaries(archs: Sequence[Arch] | None) -> tuple[tuple[str, ...], np.ndarray, bool]:
+    """Each Arch's precision mix and mean weight bits, and whether their blocks differ in precision at all."""
     if archs is None:
-        return (), np.zeros(0)
-    return tuple(precision_mix(arch) for arch in archs), np.array([weight_bits(arch) for arch in archs])
+        return (), np.zeros(0), False
+    precisions = {block.precision for arch in archs for stage in arch.stages for block in stage.blocks}
+    return (tuple(precision_mix(arch) for arch in archs), np.array([weight_bits(arch) for arch in archs]),
+            len(precisions) > 1)
 
 
 def _pick_axes(objectives: Sequence[ObjectiveSpec], x: str | None, y: str | None) -> tuple[int, int]:
@@ -382,7 +382,7 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
 
     points = values[:, [x_index, y_index]]
     all_x = np.concatenate([points[:, 0], [point.x for point in references]])
-    precisions, bits = _arch_summaries(archs)
+    precisions, bits, mixed_precision = _arch_summaries(archs)
     return ParetoInfo(
         title=title,
         objectives=objectives,
@@ -400,6 +400,7 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
         hypervolume_reference=reference,
         precisions=precisions,
         bits=bits,
+        mixed_precision=mixed_precision,
     )
 
 
