@@ -247,7 +247,8 @@ def _frame_columns(frame: pandas.DataFrame, objectives: Sequence[ObjectiveSpec])
 
 def zoo_references(space: Space, objectives: Sequence[ObjectiveSpec], *, target: str, accuracy: str = "proxy",
                    score_accuracy: bool | None = None, archs: Mapping[str, Arch] | None = None,
-                   latency_batch: int = 1) -> tuple[tuple[ReferencePoint, ...], bool]:
+                   latency_batch: int = 1,
+                   latency_setting: str | None = None) -> tuple[tuple[ReferencePoint, ...], bool]:
     """The zoo models that are points of ``space``, priced with ``objectives``.
 
     Args:
@@ -258,6 +259,7 @@ def zoo_references(space: Space, objectives: Sequence[ObjectiveSpec], *, target:
         score_accuracy: score the accuracy objective too; default: only for :data:`FREE_ACCURACY_SOURCES`.
         archs: the candidates by name (default: the whole zoo).
         latency_batch: inputs per forward pass for latency.
+        latency_setting: the target's setting (None: its default).
 
     Returns:
         The reference points (x and y left NaN: :func:`pareto_info` fills them), and whether accuracy was scored.
@@ -278,7 +280,7 @@ def zoo_references(space: Space, objectives: Sequence[ObjectiveSpec], *, target:
             values[objective.column] = np.full(len(batch), math.nan)
             continue
         measure = make_objective(objective.name, target=target, accuracy=accuracy, space=space.name,
-                                 latency_batch=latency_batch)
+                                 latency_batch=latency_batch, latency_setting=latency_setting)
         values[objective.column] = np.asarray(measure.evaluate(batch), dtype=np.float64)
     points = tuple(
         ReferencePoint(name, arch.id, {column: float(column_values[index]) for column, column_values in values.items()},
@@ -323,12 +325,14 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
             asked of a DataFrame without ``target``.
     """
     latency_batch = 1
+    latency_setting = None
     if isinstance(source, Run):
         settings = source.settings
         objectives = tuple(settings.objectives) if objectives is None else tuple(objectives)
         target = settings.target if target is None else target
         accuracy = settings.accuracy if accuracy is None else accuracy
         latency_batch = settings.latency_batch
+        latency_setting = settings.latency_setting
         frame = source.history()
         known = source.archs
         archs: Sequence[Arch] | None = [known[arch_id] for arch_id in frame["arch_id"]] \
@@ -367,7 +371,8 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
 
         space = load_space(zoo_choice) if isinstance(zoo_choice, str) else zoo_choice
         priced, _ = zoo_references(space, objectives, target=target, accuracy=accuracy,
-                                   score_accuracy=score_zoo_accuracy, archs=zoo_archs, latency_batch=latency_batch)
+                                   score_accuracy=score_zoo_accuracy, archs=zoo_archs, latency_batch=latency_batch,
+                                   latency_setting=latency_setting)
         column_x, column_y = objectives[x_index].column, objectives[y_index].column
         evaluated = {arch_id: index for index, arch_id in reversed(list(enumerate(arch_ids)))}
 

@@ -49,7 +49,7 @@ class SearchCommand(Command):
     """Search a space for the accuracy/latency Pareto front on a target; writes a run directory."""
 
     name = "search"
-    _SETTINGS = ("space", "target", "strategy", "budget", "population", "seed", "accuracy", "max_latency",
+    _SETTINGS = ("space", "target", "setting", "strategy", "budget", "population", "seed", "accuracy", "max_latency",
                  "max_params", "max_macs", "storage", "study", "top", "supernet")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,10 @@ class SearchCommand(Command):
 
         parser.add_argument("--space", help="a space name (see `nas spaces`) or a space YAML file")
         parser.add_argument("--target", help="the latency target (see `nas targets`)")
+        parser.add_argument("--setting", help="the target's setting latency is predicted in, e.g. a precision regime "
+                                              "(tensorflow_int8; NAME+fp32 keeps float32 ops in fp32; default: the "
+                                              "target's default setting); each point's per-block precision is "
+                                              "priced per op in it")
         parser.add_argument("--strategy", help="evolution (default), random, optuna-tpe, optuna-nsga2, optuna-gp, "
                                                "nni-evolution")
         parser.add_argument("--budget", type=positive, help=f"candidates to evaluate, by all workers of a --storage "
@@ -166,8 +170,8 @@ class SearchCommand(Command):
                          "pareto_front": json.loads(front[columns].to_json(orient="records"))})
             return 0
         accuracy = settings.objectives[0].label or f"{settings.accuracy} accuracy"
-        print(f"Pareto front ({len(front)} of {run.count()} candidates; {accuracy}, "
-              f"latency on {settings.target}):")
+        where = settings.target if settings.latency_setting is None else f"{settings.target}/{settings.latency_setting}"
+        print(f"Pareto front ({len(front)} of {run.count()} candidates; {accuracy}, latency on {where}):")
         print_table(json.loads(front[columns].round(4).to_json(orient="records")) if len(front) else [])
         print(f"run:  {run.path}")
         print(f"top:  {run.path / 'top'}")
@@ -187,7 +191,7 @@ class SearchCommand(Command):
             seed=args.seed, accuracy=args.accuracy or None,
             constraints={"max_latency": args.max_latency, "max_params": args.max_params, "max_macs": args.max_macs},
             storage=args.storage, study=args.study, top_k=args.top, supernet=args.supernet,
-            zoo_start=False if args.no_zoo_start else None)
+            zoo_start=False if args.no_zoo_start else None, latency_setting=args.setting)
         root = args.out or output_dir("runs")  # checked here: --resume does not use it
         return start_search(request, root=root, extra={"command": ["nas", *sys.argv[1:]]}, progress=not args.json,
                             log=None if args.json else print, placement=placement)

@@ -26,7 +26,7 @@ Example:
 
 from __future__ import annotations
 
-from nas.latency.optable import UnsupportedOpError
+from nas.latency.optable import UnsupportedOpError, UnsupportedPrecisionError
 from nas.latency.predict import Prediction, predict, predict_many
 from nas.latency.targets import Setting, Target, get_target, list_targets
 
@@ -35,6 +35,7 @@ __all__ = [
     "Setting",
     "Target",
     "UnsupportedOpError",
+    "UnsupportedPrecisionError",
     "get_target",
     "list_targets",
     "predict",

@@ -292,13 +292,23 @@ def compare_xeon(archs: Sequence[Arch], measured_ms: Sequence[float]) -> dict[st
 # -- the target document -----------------------------------------------------------------------
 
 
+def _peak_tops(peaks: dict[str, float]) -> dict[str, float]:
+    """The device's peaks: fp32 from the GEMM measured here, and int8 where a measured int8 GEMM rate is given
+    (``int8_gemm_tops``, e.g. timed through onnxruntime's int8 kernels). Without it, an int8 op cannot be
+    priced on this target (:meth:`nas.latency.targets.Device.runs`): nothing here is assumed about int8."""
+    out = {"fp32": float(f"{peaks['gemm_tflops']:.6g}")}
+    if "int8_gemm_tops" in peaks:
+        out["int8"] = float(f"{peaks['int8_gemm_tops']:.6g}")
+    return out
+
+
 def _device(machine: Any, peaks: dict[str, float], threads: int, clock: str) -> dict[str, Any]:
     caches = ", ".join(f"{level} {size}" for level, size in machine.caches.items())
     cores = (f"{machine.cores or '?'} cores, {machine.threads_per_core or '?'} thread(s) per core, "
              f"{machine.logical_cpus} logical CPUs; {threads} thread(s) used; {caches}")
     device: dict[str, Any] = {
         "title": f"{machine.cpu_model}, {threads} thread(s)", "kind": "cpu",
-        "peak_tops": {"fp32": float(f"{peaks['gemm_tflops']:.6g}")},
+        "peak_tops": _peak_tops(peaks),
         "memory_bandwidth_gbs": float(f"{peaks['copy_gbs']:.6g}"),
         "cores": cores, "channel_tile": machine.simd_lanes,
         "sources": [

@@ -11,8 +11,11 @@ A setting's ``shared_kernels`` prices a group with another group's efficiencies
 (linear layers as 1x1 convolutions where the runtime runs both as one GEMM).
 ``peak_u`` is the device's MAC peak for the convolution and matmul groups and
 its vector peak for the rest, at the setting's precision (the fallback
-processor's own precision for fallback ops). ``bytes`` were traced at float32
-and are scaled to the precision's element size. ``parallelism`` counts the
+processor's own precision for fallback ops), or at the peak format an op's own
+number format runs at (:attr:`nas.latency.optable.OpTable.fmt`: an int8 op of a
+quantised block on a float32 setting takes the int8 peaks). ``bytes`` were
+traced at float32 and are scaled to the element size of the format the op
+computes in. ``parallelism`` counts the
 op's independent work items (:attr:`nas.latency.optable.OpTable.parallelism`):
 an op too small to fill the processor computes below its efficiency, while
 its memory traffic is not penalised (a small op's weights still stream at full
@@ -48,7 +51,7 @@ import numpy as np
 from nas.latency.coefficients import Coefficients, UnitCoefficients
 from nas.latency.kinds import COMPUTE_GROUP_OF, COMPUTE_GROUPS, KINDS, LAUNCH_GROUP_OF, LAUNCH_GROUPS
 from nas.latency.optable import OpTable
-from nas.latency.targets import BYTES_PER_ELEMENT, Setting
+from nas.latency.targets import BYTES_PER_ELEMENT, PEAK_FORMATS, Setting
 
 __all__ = ["NC", "NL", "TRANSFER_INDEX", "Features", "Params", "features", "concat", "compress", "params_of",
            "op_parts", "row_parts", "combine", "transfer_seconds", "evaluate", "breakdown_ms"]
@@ -76,6 +79,7 @@ class Features:
         launch_index: per op, index into the launch-cost vector.
         launch: per op, 1.0 if it launches a kernel.
         kind: per op, index into :data:`~nas.latency.kinds.KINDS`.
+        label: per op, index into ``labels``: how its number format was placed (``OpTable.label``).
         count: per op, how many identical ops it stands for (see :func:`compress`).
         row: per op, the row (model) it belongs to.
         switches: per row, switches between processors.
@@ -83,6 +87,7 @@ class Features:
         input_bytes: per row, bytes of the float32 input tensor (0 for rows that are parts of a model).
         rows: number of rows.
         overlap: the setting issues ops asynchronously (see the module docstring).
+        labels: the distinct format labels (``""``: at the setting's precision).
     """
 
     compute_s: np.ndarray
@@ -93,6 +98,7 @@ class Features:
     launch_index: np.ndarray
     launch: np.ndarray
     kind: np.ndarray
+    label: np.ndarray
     count: np.ndarray
     row: np.ndarray
     switches: np.ndarray
@@ -100,11 +106,12 @@ class Features:
     input_bytes: np.ndarray
     rows: int
     overlap: bool
+    labels: tuple[str, ...] = ("",)
 
 
 _PER_OP = ("compute_s", "memory_s", "parallelism", "compute_index", "unit", "launch_index", "launch", "kind",
-           "count", "row")
-_INTEGER = frozenset({"compute_index", "unit", "launch_index", "kind", "row"})
+           "label", "count", "row")
+_INTEGER = frozenset({"compute_index", "unit", "launch_index", "kind", "label", "row"})
 
 
 @dataclass(frozen=True)
@@ -165,23 +172,33 @@ def features(table: OpTable, setting: Setting, *, input_bytes: float = 0.0, per_
         transfer_s = np.array([table.transfer_bytes.sum() / host_bandwidth])
         rows = 1
         inputs = np.array([float(input_bytes)])
+    for index in np.unique(table.fmt[table.fmt > 0]):  # ops at a number format of their own (none in a float model)
+        peak = PEAK_FORMATS[index - 1]
+        chosen = table.fmt == index
+        rate = np.where(vector[chosen], main.peak_ops(peak, vector=True), main.peak_ops(peak))
+        compute_s[chosen] = table.flops[chosen] / rate
+        memory_s[chosen] = table.bytes[chosen] * (BYTES_PER_ELEMENT[peak] / 4.0) / bandwidth[0]
     group = _COMPUTE_INDEX[table.kind]
     for follower, leader in setting.shared_kernels.items():
         group = np.where(group == COMPUTE_GROUPS.index(follower), COMPUTE_GROUPS.index(leader), group)
     return Features(compute_s, memory_s, table.parallelism, group + unit * NC, unit,
-                    _LAUNCH_INDEX[table.kind] + unit * NL, table.launch, table.kind, np.ones(len(table)), row,
-                    switches, transfer_s, inputs, rows, setting.overlap)
+                    _LAUNCH_INDEX[table.kind] + unit * NL, table.launch, table.kind, table.label, np.ones(len(table)),
+                    row, switches, transfer_s, inputs, rows, setting.overlap, table.labels)
 
 
 def concat(parts: Sequence[Features]) -> Features:
-    """Stack the rows of several feature sets of one setting (row indices renumbered)."""
+    """Stack the rows of several feature sets of one setting (row indices and format labels renumbered)."""
     offsets = np.cumsum([0] + [part.rows for part in parts[:-1]])
-    return Features(*(np.concatenate([getattr(part, name) for part in parts]) for name in _PER_OP[:-1]),
-                    np.concatenate([part.row + offset for part, offset in zip(parts, offsets, strict=True)]),
-                    np.concatenate([part.switches for part in parts]),
-                    np.concatenate([part.transfer_s for part in parts]),
-                    np.concatenate([part.input_bytes for part in parts]), int(sum(part.rows for part in parts)),
-                    parts[0].overlap)
+    labels = list(dict.fromkeys(label for part in parts for label in part.labels))
+    stacked = {name: np.concatenate([getattr(part, name) for part in parts]) for name in _PER_OP[:-1]}
+    stacked["label"] = np.concatenate([np.array([labels.index(label) for label in part.labels],
+                                                dtype=np.int64)[part.label] for part in parts])
+    return Features(**stacked,
+                    row=np.concatenate([part.row + offset for part, offset in zip(parts, offsets, strict=True)]),
+                    switches=np.concatenate([part.switches for part in parts]),
+                    transfer_s=np.concatenate([part.transfer_s for part in parts]),
+                    input_bytes=np.concatenate([part.input_bytes for part in parts]),
+                    rows=int(sum(part.rows for part in parts)), overlap=parts[0].overlap, labels=tuple(labels))
 
 
 def compress(feats: Features) -> Features:
@@ -195,7 +212,7 @@ def compress(feats: Features) -> Features:
     values = {name: (unique[:, index].astype(np.int64) if name in _INTEGER else unique[:, index])
               for index, name in enumerate(names)}
     return Features(**values, count=counts, switches=feats.switches, transfer_s=feats.transfer_s,
-                    input_bytes=feats.input_bytes, rows=feats.rows, overlap=feats.overlap)
+                    input_bytes=feats.input_bytes, rows=feats.rows, overlap=feats.overlap, labels=feats.labels)
 
 
 def op_parts(feats: Features, params: Params) -> tuple[np.ndarray, np.ndarray]:
@@ -235,14 +252,22 @@ def evaluate(feats: Features, params: Params) -> np.ndarray:
 def breakdown_ms(feats: Features, params: Params) -> dict[str, float]:
     """Milliseconds per op kind (kinds present only), over all rows of ``feats``.
 
+    Ops at a number format of their own are shown apart, their kind followed by how their format was
+    placed: ``conv [int8]``, ``conv [int8 as fp16]``, ``norm [fp16 on a53]`` (on the fallback processor).
     With ``overlap`` an op's share is its execution time, and ``launch_bound`` is the time issuing exceeds
     executing; otherwise an op's share includes its issue cost. ``transfer`` is the switching time. The
     per-inference terms (``fixed_ms``, input) are not included.
     """
     execute, issue = op_parts(feats, params)
     share = execute if feats.overlap else execute + issue
-    per_kind = np.bincount(feats.kind, weights=share * feats.count, minlength=len(KINDS)) * 1e3
-    out = {KINDS[index]: float(value) for index, value in enumerate(per_kind) if value > 0}
+    per_kind = np.bincount(feats.kind + len(KINDS) * feats.label, weights=share * feats.count,
+                           minlength=len(KINDS) * len(feats.labels)) * 1e3
+    out = {}
+    for index, value in enumerate(per_kind):
+        if value > 0:
+            label = feats.labels[index // len(KINDS)]
+            kind = KINDS[index % len(KINDS)]
+            out[f"{kind} [{label}]" if label else kind] = float(value)
     if feats.overlap:
         excess = float(np.sum(issue * feats.count) - np.sum(execute * feats.count))
         if excess > 0:

@@ -35,7 +35,15 @@
    into the convolution before it. Priced so, the V100 setting predicts the
    hardswish families (MobileNetV3, PP-LCNet, EfficientNet) markedly better
    on held-out data (same validation block);
-6. counts the switches between processors and the bytes they move.
+6. counts the switches between processors and the bytes they move;
+7. places each op by its number format (:attr:`nas.cost.Op.precision`): a float32 op runs at the
+   setting's precision (the runtime deploys the float model so, unless the setting keeps float ops,
+   :attr:`~nas.latency.targets.Setting.keep_float`); an op at another format runs where the main
+   processor's ``formats`` say (:meth:`~nas.latency.targets.Device.runs`): at a peak format of its own,
+   on the fallback processor (the ZCU104's DPU sends every float format to the A53, which computes it in
+   its own precision), or nowhere, which raises :class:`UnsupportedPrecisionError` naming the op and the
+   format. Each such op keeps a label (``int8``, ``int8 as fp16``, ``fp16 on a53``) that the prediction's
+   breakdown shows.
 
 Fusion only looks inside a *segment*: for an Arch, one unit of
 :func:`nas.build.plan` (a block, a stem, a downsampler), because a block's
@@ -55,15 +63,21 @@ import numpy as np
 from nas.cost import Op
 from nas.errors import NasError
 from nas.latency.kinds import KINDS, kind_of, numel
-from nas.latency.targets import Setting
+from nas.latency.targets import FALLBACK, PEAK_FORMATS, PEAK_OF_FORMAT, UNSUPPORTED, Setting
+from nas.op_precision import FLOAT32
 
-__all__ = ["SPLIT_REDUCTION", "UnsupportedOpError", "OpTable", "build_table", "segments_of"]
+__all__ = ["SPLIT_REDUCTION", "UnsupportedOpError", "UnsupportedPrecisionError", "OpTable", "build_table",
+           "segments_of"]
 
 _KIND_INDEX = {kind: index for index, kind in enumerate(KINDS)}
 
 
 class UnsupportedOpError(NasError):
     """A model contains an op the target setting cannot run (and no fallback is modelled for it)."""
+
+
+class UnsupportedPrecisionError(UnsupportedOpError):
+    """A model contains an op at a number format the target setting cannot run (e.g. fp8 on a V100)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,12 @@ class OpTable:
         segment_names: name of each segment (the Arch unit path, or ``""`` for a module).
         switches: per segment, switches between main and fallback processor.
         transfer_bytes: per segment, float32 bytes crossing between the processors.
+        fmt: per op, the peak format it computes at on the main processor, as an index into
+            :data:`~nas.latency.targets.PEAK_FORMATS` plus one; 0 for the setting's own precision (every
+            op of a float32 model) and for every op on the fallback processor (which computes in its own).
+        label: per op, index into ``labels``: how its number format was placed (0: ``""``, at the setting's
+            precision).
+        labels: the distinct labels (``""``, ``int8``, ``int8 as fp16``, ``fp16 on a53``).
     """
 
     kind: np.ndarray
@@ -97,6 +117,9 @@ class OpTable:
     segment_names: tuple[str, ...]
     switches: np.ndarray
     transfer_bytes: np.ndarray
+    fmt: np.ndarray
+    label: np.ndarray
+    labels: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -172,6 +195,36 @@ class _Builder:
         self.segment: list[int] = []
         self.switches: list[int] = []
         self.transfer: list[float] = []
+        self.fmt: list[int] = []
+        self.label: list[int] = []
+        self.labels: dict[str, int] = {"": 0}
+        self.placed: dict[str, tuple[str, int]] = {}  # number format -> (how it runs, peak format index + 1)
+
+    def place(self, op: Op, kind: str, host: bool) -> tuple[bool, int, int]:
+        """``(on the fallback, peak format index + 1, label index)`` of ``op``, placed by its number format."""
+        number_format = op.precision
+        if number_format == FLOAT32 and not self.setting.keep_float:
+            return host, 0, 0
+        placed = self.placed.get(number_format)
+        if placed is None:
+            runs = self.setting.device.runs(number_format)
+            index = PEAK_FORMATS.index(runs) + 1 if runs in PEAK_FORMATS else 0
+            placed = self.placed[number_format] = (runs, index)
+        runs, index = placed
+        fallback = self.setting.fallback
+        if fallback is not None and (host or runs == FALLBACK):
+            text = f"{number_format} on {fallback.device.name}"
+            return True, 0, self.labels.setdefault(text, len(self.labels))
+        if runs in (UNSUPPORTED, FALLBACK):
+            setting = self.setting
+            why = ("" if number_format in setting.device.formats else
+                   f" (its device lists no {PEAK_OF_FORMAT[number_format]} figure in peak_tops nor {number_format} "
+                   f"under formats)")
+            raise UnsupportedPrecisionError(
+                f"{setting.label}: {op.name} ({kind}) in {op.unit or 'the model'} runs at {number_format}, which "
+                f"{setting.device.title} cannot run under {setting.runtime}, and no fallback is modelled for it{why}")
+        text = number_format if runs == PEAK_OF_FORMAT[number_format] else f"{number_format} as {runs}"
+        return False, index, self.labels.setdefault(text, len(self.labels))
 
     def add_segment(self, index: int, ops: Sequence[Op], first: int) -> None:
         """Add the ops of segment ``index``, whose first op is ``first`` in the traced op list."""
@@ -194,7 +247,7 @@ class _Builder:
                 raise UnsupportedOpError(
                     f"{self.setting.label}: {op.name} ({kind}) in {op.unit or 'the model'} cannot run on "
                     f"{self.setting.device.title} under {self.setting.runtime}, and no fallback is modelled for it")
-            host = kind in self.host_kinds
+            host, fmt, label = self.place(op, kind, kind in self.host_kinds)
             if host != on_host:
                 switches += 1
                 # The tensor crossing: the op's first input (entering or leaving the fallback processor).
@@ -219,6 +272,8 @@ class _Builder:
             self.launch.append(0.0 if fuses else 1.0)
             self.host.append(host)
             self.segment.append(index)
+            self.fmt.append(fmt)
+            self.label.append(label)
             previous_elements = out_elements
             previous_bytes = out_elements * _element_size(op)
         if on_host:
@@ -232,7 +287,9 @@ class _Builder:
                        np.asarray(self.parallelism, dtype=np.float64), np.asarray(self.bytes, dtype=np.float64),
                        np.asarray(self.launch, dtype=np.float64),
                        np.asarray(self.host, dtype=bool), np.asarray(self.segment, dtype=np.int64), names,
-                       np.asarray(self.switches, dtype=np.float64), np.asarray(self.transfer, dtype=np.float64))
+                       np.asarray(self.switches, dtype=np.float64), np.asarray(self.transfer, dtype=np.float64),
+                       np.asarray(self.fmt, dtype=np.int64), np.asarray(self.label, dtype=np.int64),
+                       tuple(self.labels))
 
 
 def build_table(ops: Sequence[Op], setting: Setting, *, by_unit: bool) -> OpTable:
@@ -245,6 +302,7 @@ def build_table(ops: Sequence[Op], setting: Setting, *, by_unit: bool) -> OpTabl
 
     Raises:
         UnsupportedOpError: an op's kind is in ``setting.unsupported``.
+        UnsupportedPrecisionError: an op's number format is one the setting cannot run.
     """
     builder = _Builder(setting)
     segments = segments_of(ops, by_unit=by_unit)

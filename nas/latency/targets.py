@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import re
@@ -51,7 +52,12 @@ from nas.yamlio import line_of, load_yaml, plain
 
 __all__ = [
     "PRECISIONS",
+    "PEAK_FORMATS",
+    "PEAK_OF_FORMAT",
     "BYTES_PER_ELEMENT",
+    "FALLBACK",
+    "UNSUPPORTED",
+    "KEEP_FLOAT",
     "Device",
     "Fallback",
     "Setting",
@@ -71,10 +77,27 @@ Precision = Literal["fp32", "fp16", "amp", "int8"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 """Precision tokens (as in the calibration files); ``amp`` is mixed fp16/fp32 with fp16 tensors."""
 
-BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "amp": 2, "int8": 1}
-"""Bytes per tensor element a runtime moves at each precision."""
+PEAK_FORMATS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
+"""The formats a device's ``peak_tops`` / ``vector_tops`` may list (both fp8 variants share ``fp8``)."""
 
-_PEAK_KEY = {"fp32": "fp32", "fp16": "fp16", "amp": "fp16", "int8": "int8"}
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "amp": 2, "int8": 1, "bf16": 2, "fp8": 1, "int4": 0.5}
+"""Bytes per tensor element a runtime moves at each precision (and each peak format)."""
+
+PEAK_OF_FORMAT = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8",
+                  "int8": "int8", "int4": "int4"}
+"""The peak format an op's number format (:data:`nas.arch.NUMBER_FORMATS`) computes at where a device runs it."""
+
+FALLBACK = "fallback"
+"""In a device's ``formats``: ops at this format run on the setting's fallback processor."""
+UNSUPPORTED = "unsupported"
+"""In a device's ``formats``: ops at this format cannot run; predicting a model with one raises."""
+
+KEEP_FLOAT = "+fp32"
+"""Suffix of a derived setting (``vitis_ai_2_5+fp32``) that keeps float32 ops in fp32 instead of deploying them at
+the setting's precision (see :attr:`Setting.keep_float`)."""
+
+_PEAK_KEY = {"fp32": "fp32", "fp16": "fp16", "amp": "fp16", "int8": "int8", "bf16": "bf16", "fp8": "fp8",
+             "int4": "int4"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _DeviceKind = Literal["gpu", "cpu", "npu", "dpu"]
 
@@ -102,6 +125,9 @@ class Device:
         channel_tile: the channel blocking of its MAC kernels (SIMD lanes, DPU channel parallelism, GEMM tile);
             a matrix product's output and reduction dimensions are padded to it (1: no padding).
         sources: where each fact was read.
+        formats: op number format -> how the device runs an op at it: a peak format of its own (``int8``; an
+            int8 op on the iPhone's Neural Engine computes in ``fp16``), :data:`FALLBACK` or :data:`UNSUPPORTED`
+            (see :meth:`runs`).
     """
 
     name: str
@@ -115,6 +141,17 @@ class Device:
     clock_ghz: float | None
     channel_tile: int
     sources: tuple[str, ...]
+    formats: dict[str, str] = field(default_factory=dict)
+
+    def runs(self, number_format: str) -> str:
+        """How an op at ``number_format`` runs here: the peak format it computes at, :data:`FALLBACK` or
+        :data:`UNSUPPORTED`. Formats the file does not list run at their own peak format where the device has
+        one, and are unsupported otherwise."""
+        found = self.formats.get(number_format)
+        if found is not None:
+            return found
+        peak = PEAK_OF_FORMAT[number_format]
+        return peak if peak in self.peak_tops else UNSUPPORTED
 
     def peak_ops(self, precision: str, *, vector: bool = False) -> float:
         """Peak operations per second at ``precision`` (MAC ops, or element-wise work if ``vector``)."""
@@ -181,6 +218,11 @@ class Setting:
         notes: anything a reader must know about the regime.
         measurement: for a setting measured here (the ``local`` target), the machine, the protocol and the load
             it ran under; ``None`` for published measurements.
+        keep_float: how float32 ops are priced. False (every setting a file defines): at ``precision``, as the
+            runtime deploys a float model (Vitis AI quantises it to int8, Core ML computes it in fp16), which is
+            what every calibration row measured. True (the derived setting ``NAME+fp32``): float32 ops stay fp32
+            and run where the main processor's ``formats`` say (on the ZCU104, on the fallback). Ops at any
+            other format always run at it (:meth:`Device.runs`).
     """
 
     name: str
@@ -205,6 +247,7 @@ class Setting:
     validation: dict[str, Any] | None
     notes: str = ""
     measurement: dict[str, Any] | None = None
+    keep_float: bool = False
 
     @property
     def label(self) -> str:
@@ -229,14 +272,28 @@ class Target:
     default_setting: str
     path: Path
     document: Any = field(repr=False, compare=False)
+    _derived: dict[str, Setting] = field(default_factory=dict, repr=False, compare=False)
 
     def setting(self, name: str | None = None) -> Setting:
-        """The setting ``name`` (the default one if ``None``); an unknown name lists the known ones."""
+        """The setting ``name`` (the default one if ``None``); an unknown name lists the known ones.
+
+        ``NAME+fp32`` is setting ``NAME`` keeping float32 ops in fp32 (:attr:`Setting.keep_float`); the same
+        object is returned on every call, so caches keyed by setting keep working.
+        """
         key = self.default_setting if name is None else name
-        if key not in self.settings:
+        base = key.removesuffix(KEEP_FLOAT) if isinstance(key, str) else key
+        if base not in self.settings:
             raise UnknownKindError(f"unknown setting {key!r} of target {self.name!r}; "
-                                   f"known: {', '.join(_closest(key, list(self.settings)))}")
-        return self.settings[key]
+                                   f"known: {', '.join(_closest(key, list(self.settings)))} "
+                                   f"(each also as NAME{KEEP_FLOAT}, keeping float32 ops in fp32)")
+        if base == key:
+            return self.settings[key]
+        derived = self._derived.get(key)
+        if derived is None:
+            setting = self.settings[base]
+            derived = self._derived[key] = dataclasses.replace(
+                setting, name=key, title=f"{setting.title}; float32 ops kept in fp32", keep_float=True)
+        return derived
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -279,10 +336,25 @@ def _tops(data: Any, path: str) -> dict[str, float]:
         raise ConfigError("must be a mapping precision -> TOPS", path=path)
     out = {}
     for key, value in data.items():
-        if key not in ("fp32", "fp16", "int8"):
-            raise ConfigError(f"unknown precision {key!r}; allowed: fp32, fp16, int8", path=path)
+        if key not in PEAK_FORMATS:
+            raise ConfigError(f"unknown precision {key!r}; allowed: {', '.join(PEAK_FORMATS)}", path=path)
         out[key] = _number(value, f"{path}.{key}")
     return out  # type: ignore[return-value]
+
+
+def _formats(data: Any, peak: Mapping[str, float], vector: Mapping[str, float], path: str) -> dict[str, str]:
+    if not isinstance(data, Mapping):
+        raise ConfigError("must be a mapping number format -> peak format, fallback or unsupported", path=path)
+    for key, value in data.items():
+        if key not in PEAK_OF_FORMAT:
+            raise ConfigError(f"unknown number format {key!r}; allowed: {', '.join(PEAK_OF_FORMAT)}", path=path)
+        if value in (FALLBACK, UNSUPPORTED):
+            continue
+        if value not in peak or value not in vector:
+            raise ConfigError(f"{key}: {value!r} is neither {FALLBACK}, {UNSUPPORTED} nor a format this device "
+                              f"lists in both peak_tops and vector_tops ({', '.join(k for k in peak if k in vector)})",
+                              path=f"{path}.{key}")
+    return dict(data)
 
 
 def _kinds(data: Any, path: str) -> tuple[str, ...]:
@@ -309,7 +381,7 @@ def _op_names(data: Any, path: str) -> tuple[str, ...]:
 
 def _device(name: str, data: Any, path: str) -> Device:
     data = _mapping(data, path, required=("title", "kind", "peak_tops", "memory_bandwidth_gbs", "sources"),
-                    optional=("vector_tops", "cache_mb", "cores", "clock_ghz", "channel_tile"))
+                    optional=("vector_tops", "cache_mb", "cores", "clock_ghz", "channel_tile", "formats"))
     kind = coerce_field(data["kind"], _DeviceKind, f"{path}.kind")
     sources = coerce_field(data["sources"], tuple[str, ...], f"{path}.sources")
     if not sources or not all(sources):
@@ -323,7 +395,8 @@ def _device(name: str, data: Any, path: str) -> Device:
                   _number(data["memory_bandwidth_gbs"], f"{path}.memory_bandwidth_gbs"),  # type: ignore[arg-type]
                   _number(data.get("cache_mb"), f"{path}.cache_mb", allow_none=True),
                   _text(data, "cores", path, ""),
-                  _number(data.get("clock_ghz"), f"{path}.clock_ghz", allow_none=True), tile, sources)
+                  _number(data.get("clock_ghz"), f"{path}.clock_ghz", allow_none=True), tile, sources,
+                  _formats(data.get("formats", {}), peak, vector, f"{path}.formats"))
 
 
 def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path: str) -> Setting:

@@ -75,7 +75,8 @@ def plan_search(request: SearchRequest) -> tuple[RunSettings, Any, Any]:
         check_storage_url(storage)
     strategy, seed, latency_batch = request.value("strategy"), request.value("seed"), request.value("latency_batch")
     scorer = make_scorer(target=request.target, accuracy=accuracy, objectives=request.objectives, constraints=parsed,
-                         space=space, seed=seed, latency_batch=latency_batch, supernet=supernet)
+                         space=space, seed=seed, latency_batch=latency_batch, supernet=supernet,
+                         latency_setting=request.latency_setting)
     specs = tuple(ObjectiveSpec(o.kind, o.column, o.direction, o.label) for o in scorer.objectives)
     study = request.study or (default_study_name(space, request.target, strategy, seed) if storage else
                               RunSettings.study)
@@ -84,7 +85,8 @@ def plan_search(request: SearchRequest) -> tuple[RunSettings, Any, Any]:
         population=request.value("population"), seed=seed, accuracy=accuracy, objectives=specs,
         constraints=tuple(ConstraintSpec(c.name, c.column, c.limit, c.text) for c in parsed),
         storage=storage, study=study, top_k=request.value("top_k"),
-        latency_batch=latency_batch, supernet=supernet, zoo_start=request.value("zoo_start"))
+        latency_batch=latency_batch, supernet=supernet, zoo_start=request.value("zoo_start"),
+        latency_setting=request.latency_setting)
     create_strategy(strategy, loaded, directions=settings.directions, seed=seed, population_size=settings.population,
                     constrained=bool(parsed))
     return settings, loaded, scorer
@@ -184,7 +186,7 @@ def _search(run: Run, *, on_record: Any, on_start: Any, placement: Any) -> list[
     scorer = make_scorer(target=settings.target, accuracy=settings.accuracy,
                          objectives=[spec.name for spec in settings.objectives], constraints=constraints,
                          space=settings.space, seed=settings.seed, latency_batch=settings.latency_batch,
-                         supernet=settings.supernet, placement=placement)
+                         supernet=settings.supernet, placement=placement, latency_setting=settings.latency_setting)
     run.repair()
     run.claim()
     try:

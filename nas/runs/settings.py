@@ -99,6 +99,8 @@ class RunSettings:
         supernet: the supernet checkpoint of the ``supernet`` accuracy source.
         zoo_start: open the first generation with the zoo's models that are points of the space
             (strategies with a warm start: evolution, random).
+        latency_setting: the target's setting latency is predicted in (None: the target's default), e.g. a
+            precision regime (``tensorflow_int8``, ``vitis_ai_2_5+fp32``).
     """
 
     space: str
@@ -116,6 +118,7 @@ class RunSettings:
     latency_batch: int = 1
     supernet: str | None = None
     zoo_start: bool = True
+    latency_setting: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("budget", "population", "top_k", "latency_batch"):
@@ -198,6 +201,7 @@ class SearchRequest:
     latency_batch: int | None = None
     supernet: str | None = None
     zoo_start: bool | None = None
+    latency_setting: str | None = None
 
     def value(self, name: str) -> Any:
         """The field ``name`` as given, or RunSettings' default where it is None."""

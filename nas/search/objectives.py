@@ -57,6 +57,9 @@ class ObjectiveContext:
         space: the space searched (the supernet is per space).
         seed: for sources that draw (initial weights, calibration images).
         latency_batch: inputs per forward pass for latency.
+        latency_setting: the target's setting latency is predicted in (None: its default); ``NAME+fp32`` keeps
+            float32 ops in fp32 (:meth:`nas.latency.targets.Target.setting`). Each point's per-block precision is
+            priced per op in it.
         supernet: the supernet checkpoint, for the ``supernet`` source.
         placement: where sources that train or evaluate networks compute (``nas.supernet.device.Placement``;
             None: the CPU in float32). Not a setting of the run: a resumed run may move to another device.
@@ -69,6 +72,7 @@ class ObjectiveContext:
     latency_batch: int = 1
     supernet: str | None = None
     placement: Placement | None = None
+    latency_setting: str | None = None
 
 
 class Objective(ABC):
@@ -103,6 +107,8 @@ class LatencyObjective(Objective):
     Args:
         target: a target name (``nas targets``).
         batch: inputs per forward pass.
+        setting: the target's setting (default: its default setting), e.g. a precision regime such as
+            ``tensorflow_int8``; every op is priced at its own number format within it.
         exact: price each Arch whole with ``nas.latency.predict``. The default (``False``) uses the batch
             predictor ``nas.latency.predict_many``: unit-cached, many times faster once warm, and equal to
             ``predict`` up to float rounding (1e-12 relative) whatever the process priced before, so a resumed
@@ -113,26 +119,28 @@ class LatencyObjective(Objective):
     column = "latency_ms"
     direction = "minimize"
 
-    def __init__(self, *, target: str, batch: int = 1, exact: bool = False):
+    def __init__(self, *, target: str, batch: int = 1, exact: bool = False, setting: str | None = None):
         from nas.latency.predict import resolve_setting
 
-        resolve_setting(target)  # an unknown target fails here, before any search
+        resolve_setting(target, setting)  # an unknown target or setting fails here, before any search
         self.target = target
+        self.setting = setting
         self.batch = batch
         self.exact = exact
-        self.label = f"latency on {target} (ms)"
+        self.label = f"latency on {target if setting is None else f'{target}/{setting}'} (ms)"
 
     @classmethod
     def from_context(cls, context: ObjectiveContext) -> LatencyObjective:
-        return cls(target=context.target, batch=context.latency_batch)
+        return cls(target=context.target, batch=context.latency_batch, setting=context.latency_setting)
 
     def evaluate(self, archs: Sequence[Arch]) -> np.ndarray:
         from nas.latency.predict import predict, predict_many
 
         if self.exact:
-            return np.array([predict(arch, target=self.target, batch=self.batch).latency_ms for arch in archs],
-                            dtype=np.float64)
-        return np.asarray(predict_many(list(archs), target=self.target, batch=self.batch), dtype=np.float64)
+            return np.array([predict(arch, target=self.target, batch=self.batch, setting=self.setting).latency_ms
+                             for arch in archs], dtype=np.float64)
+        return np.asarray(predict_many(list(archs), target=self.target, batch=self.batch, setting=self.setting),
+                          dtype=np.float64)
 
 
 @OBJECTIVES.register("params")
@@ -193,7 +201,7 @@ def list_objectives() -> list[str]:
 
 def make_objective(kind: str, *, target: str, accuracy: str = "proxy", space: str = "", seed: int = 0,
                    latency_batch: int = 1, supernet: str | None = None,
-                   placement: Placement | None = None) -> Objective:
+                   placement: Placement | None = None, latency_setting: str | None = None) -> Objective:
     """An objective by kind with the run's context.
 
     Raises:
@@ -201,5 +209,5 @@ def make_objective(kind: str, *, target: str, accuracy: str = "proxy", space: st
         NasError: an accuracy source that is not available in this build or lacks what it needs.
     """
     context = ObjectiveContext(target=target, accuracy=accuracy, space=space, seed=seed, latency_batch=latency_batch,
-                               supernet=supernet, placement=placement)
+                               supernet=supernet, placement=placement, latency_setting=latency_setting)
     return OBJECTIVES.get(kind).from_context(context)

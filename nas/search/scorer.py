@@ -106,7 +106,8 @@ class Scorer:
 
 def make_scorer(*, target: str, accuracy: str = "proxy", objectives: Sequence[str] = ("accuracy", "latency"),
                 constraints: Sequence[Constraint] = (), space: str = "", seed: int = 0,
-                latency_batch: int = 1, supernet: str | None = None, placement: Placement | None = None) -> Scorer:
+                latency_batch: int = 1, supernet: str | None = None, placement: Placement | None = None,
+                latency_setting: str | None = None) -> Scorer:
     """The scorer of a search: the objectives by kind, plus whatever the constraints need measured.
 
     Raises:
@@ -118,7 +119,8 @@ def make_scorer(*, target: str, accuracy: str = "proxy", objectives: Sequence[st
 
     def make(kind: str) -> Objective:
         return make_objective(kind, target=target, accuracy=accuracy, space=space, seed=seed,
-                              latency_batch=latency_batch, supernet=supernet, placement=placement)
+                              latency_batch=latency_batch, supernet=supernet, placement=placement,
+                              latency_setting=latency_setting)
 
     made = [make(kind) for kind in objectives]
     measures = [make(c.objective) for c in constraints if c.objective not in objectives]

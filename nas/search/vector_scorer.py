@@ -75,7 +75,7 @@ class VectorScorer:
             if not (proxy or isinstance(measure, (LatencyObjective, ParamsObjective, MacsObjective))):
                 raise NasError(f"VectorScorer prices predictor objectives only (latency, params, macs, proxy "
                                f"accuracy), not {measure.column!r}")
-        self._predictor = (batch_predictor(resolve_setting(latency[0].target), latency[0].batch)
+        self._predictor = (batch_predictor(resolve_setting(latency[0].target, latency[0].setting), latency[0].batch)
                            if latency else None)
         self._costs = cost_table()
         slots = space.part_slots()
