@@ -17,9 +17,9 @@ evaluated candidate in evaluation order) and gives:
   short-train sources are not run on them unless asked (``score_zoo_accuracy=True``), so a model takes the accuracy the
   run measured when the search evaluated it (evolution starts from the zoo's models), and the others are drawn
   as vertical reference lines at their latency, which the legend says;
-* each candidate's precision mix (:func:`precision_mix`, ``int8 x10, fp32 x2``) and the mean bits of its blocks'
-  weights (:func:`weight_bits`), read from its Arch; a plot of a run whose candidates differ in precision
-  colours the front by those bits and labels each front point with its mix;
+* each candidate's precision mix (:func:`nas.summary.precision_mix`, ``int8 x10, fp32 x2``) and the mean
+  bits of its blocks' weights (:func:`weight_bits`), read from its Arch; a plot of a run whose candidates
+  differ in precision colours the front by those bits and labels each front point with its mix;
 * the hypervolume after each evaluation (infeasible candidates add nothing), with the run's reference point
   (:func:`nas.search.pareto.front_reference`: the nadir of the front's candidates pushed out by 10 %).
 
@@ -41,18 +41,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from nas.arch import Arch, NumberFormat, Precision
+from nas.arch import Arch
 from nas.atomic import atomic_output
 from nas.errors import NasError
 from nas.runs import PLOT_FILE, ObjectiveSpec, Run
 from nas.search.pareto import front_mask, front_reference, hypervolume_curve
+from nas.summary import precision_mix
 
 if TYPE_CHECKING:
     import pandas
@@ -67,8 +67,6 @@ __all__ = [
     "zoo_references",
     "render_pareto",
     "plot",
-    "precision_column",
-    "precision_mix",
     "weight_bits",
     "FREE_ACCURACY_SOURCES",
 ]
@@ -115,7 +113,8 @@ class ParetoInfo(NamedTuple):
         references_note: what the references show, for the legend ("" when there are none).
         hypervolume: ``n`` floats: the hypervolume after each evaluation (in loss space, every column minimised).
         hypervolume_reference: the reference point (losses, one per objective), or None without feasible points.
-        precisions: ``n`` precision mixes (:func:`precision_mix`); empty when the source holds no Archs.
+        precisions: ``n`` precision mixes (:func:`nas.summary.precision_mix`); empty when the source holds no
+            Archs.
         bits: ``n`` mean weight bits per block (:func:`weight_bits`); empty when the source holds no Archs.
         mixed_precision: the candidates' blocks are not all at one precision (the plot then shows them).
     """
@@ -148,28 +147,6 @@ class ParetoInfo(NamedTuple):
 # computation
 
 
-def _format_label(weights: NumberFormat, activations: NumberFormat) -> str:
-    """``int8`` when weights and activations share a format, else ``int4/int8`` (qualifiers left out)."""
-    return weights.name if weights.name == activations.name else f"{weights.name}/{activations.name}"
-
-
-def _block_label(precision: Precision) -> str:
-    block, ffn = _format_label(*precision.formats("block")), _format_label(*precision.formats("ffn"))
-    return block if block == ffn else f"{block}+ffn {ffn}"
-
-
-def precision_mix(arch: Arch) -> str:
-    """Each block's precision, counted, most common first: ``int8 x10, fp32 x2``.
-
-    A block whose FFN runs at another precision than its mixer counts as ``fp32+ffn int8``; ``int4/int8``
-    names different weight and activation formats. Stems, downsamplers and heads have no precision of their
-    own (float32) and are not counted.
-    """
-    counts = Counter(_block_label(block.precision) for stage in arch.stages for block in stage.blocks)
-    return ", ".join(f"{label} x{count}" for label, count in
-                     sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
 def weight_bits(arch: Arch) -> float:
     """The mean bits of the blocks' weights, each block the mean of its mixer part and its FFN part."""
     bits = [(block.precision.formats("block")[0].bits + block.precision.formats("ffn")[0].bits) / 2
@@ -182,16 +159,6 @@ def _archs_of(frame: pandas.DataFrame) -> list[Arch] | None:
     if "arch" not in frame or not all(isinstance(text, str) and text for text in frame["arch"]):
         return None
     return [Arch.from_json(text) for text in frame["arch"]]
-
-
-def precision_column(frame: pandas.DataFrame) -> list[str] | None:
-    """Each row's :func:`precision_mix`, for the ``precision`` column of ``nas history``; None when the table
-    holds no Archs or every candidate is float32 throughout (the column would say nothing)."""
-    archs = _archs_of(frame)
-    if not archs or all(block.precision.is_default for arch in archs for stage in arch.stages
-                        for block in stage.blocks):
-        return None
-    return [precision_mix(arch) for arch in archs]
 
 
 def _arch_summaries(archs: Sequence[Arch] | None) -> tuple[tuple[str, ...], np.ndarray, bool]:

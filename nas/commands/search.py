@@ -207,14 +207,10 @@ class HistoryCommand(Command):
         parser.add_argument("--pareto", action="store_true", help="only the feasible non-dominated candidates")
 
     def run(self, args: argparse.Namespace) -> int:
-        from nas.report import precision_column
         from nas.runs import Run
 
         run = Run.open(args.run)
         table = run.pareto() if args.pareto else run.history()
-        precisions = precision_column(table)
-        if precisions is not None:  # only when candidates differ from float32: each one's mix, int8 x10, ...
-            table.insert(table.columns.get_loc("feasible") + 1, "precision", precisions)
         if args.json:
             rows = json.loads(table.to_json(orient="records"))
             for row in rows:
@@ -222,6 +218,10 @@ class HistoryCommand(Command):
             print_json(rows)
             return 0
         shown = table.drop(columns=["arch", "key"], errors="ignore")
+        if "arch" in table:
+            designs = [_design(text) for text in table["arch"]]
+            width = max(map(len, designs), default=0)
+            shown["design"] = [design.ljust(width) for design in designs]  # text reads left-aligned
         if not len(shown):
             print(f"{run.path}: no candidates evaluated yet")
             return 0
@@ -230,6 +230,14 @@ class HistoryCommand(Command):
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
             print(shown.round(4).to_string(index=False))
         return 0
+
+
+def _design(arch_json: str | None) -> str:
+    """The history's ``design`` column: what a candidate is made of (:func:`nas.summary.design_summary`)."""
+    from nas.arch import Arch
+    from nas.summary import design_summary
+
+    return design_summary(Arch.from_json(arch_json)) if arch_json else ""
 
 
 class PlotCommand(Command):
