@@ -17,6 +17,9 @@ evaluated candidate in evaluation order) and gives:
   short-train sources are not run on them unless asked (``score_zoo_accuracy=True``), so a model takes the accuracy the
   run measured when the search evaluated it (evolution starts from the zoo's models), and the others are drawn
   as vertical reference lines at their latency, which the legend says;
+* each candidate's precision mix (:func:`nas.summary.precision_mix`, ``int8 x10, fp32 x2``) and the mean
+  bits of its blocks' weights (:func:`weight_bits`), read from its Arch; a plot of a run whose candidates
+  differ in precision colours the front by those bits and labels each front point with its mix;
 * the hypervolume after each evaluation (infeasible candidates add nothing), with the run's reference point
   (:func:`nas.search.pareto.front_reference`: the nadir of the front's candidates pushed out by 10 %).
 
@@ -51,6 +54,7 @@ from nas.atomic import atomic_output
 from nas.errors import NasError
 from nas.runs import PLOT_FILE, ObjectiveSpec, Run
 from nas.search.pareto import front_mask, front_reference, hypervolume_curve
+from nas.summary import precision_mix
 
 if TYPE_CHECKING:
     import pandas
@@ -66,6 +70,7 @@ __all__ = [
     "render_pareto",
     "plot",
     "render_layer_statistics",
+    "weight_bits",
     "FREE_ACCURACY_SOURCES",
 ]
 
@@ -111,6 +116,10 @@ class ParetoInfo(NamedTuple):
         references_note: what the references show, for the legend ("" when there are none).
         hypervolume: ``n`` floats: the hypervolume after each evaluation (in loss space, every column minimised).
         hypervolume_reference: the reference point (losses, one per objective), or None without feasible points.
+        precisions: ``n`` precision mixes (:func:`nas.summary.precision_mix`); empty when the source holds no
+            Archs.
+        bits: ``n`` mean weight bits per block (:func:`weight_bits`); empty when the source holds no Archs.
+        mixed_precision: the candidates' blocks are not all at one precision (the plot then shows them).
     """
 
     title: str
@@ -127,6 +136,9 @@ class ParetoInfo(NamedTuple):
     references_note: str
     hypervolume: np.ndarray
     hypervolume_reference: np.ndarray | None
+    precisions: tuple[str, ...] = ()
+    bits: np.ndarray = np.zeros(0)
+    mixed_precision: bool = False
 
     def front_order(self) -> np.ndarray:
         """Indices of the front's points sorted by ``x`` (the order to join them with a line)."""
@@ -136,6 +148,29 @@ class ParetoInfo(NamedTuple):
 
 # ---------------------------------------------------------------------------
 # computation
+
+
+def weight_bits(arch: Arch) -> float:
+    """The mean bits of the blocks' weights, each block the mean of its mixer part and its FFN part."""
+    bits = [(block.precision.formats("block")[0].bits + block.precision.formats("ffn")[0].bits) / 2
+            for stage in arch.stages for block in stage.blocks]
+    return float(np.mean(bits)) if bits else 32.0
+
+
+def _archs_of(frame: pandas.DataFrame) -> list[Arch] | None:
+    """The Archs of a history table's rows (its ``arch`` column, JSON); None if it has none for some row."""
+    if "arch" not in frame or not all(isinstance(text, str) and text for text in frame["arch"]):
+        return None
+    return [Arch.from_json(text) for text in frame["arch"]]
+
+
+def _arch_summaries(archs: Sequence[Arch] | None) -> tuple[tuple[str, ...], np.ndarray, bool]:
+    """Each Arch's precision mix and mean weight bits, and whether their blocks differ in precision at all."""
+    if archs is None:
+        return (), np.zeros(0), False
+    precisions = {block.precision for arch in archs for stage in arch.stages for block in stage.blocks}
+    return (tuple(precision_mix(arch) for arch in archs), np.array([weight_bits(arch) for arch in archs]),
+            len(precisions) > 1)
 
 
 def _pick_axes(objectives: Sequence[ObjectiveSpec], x: str | None, y: str | None) -> tuple[int, int]:
@@ -269,6 +304,9 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
         latency_batch = settings.latency_batch
         latency_setting = settings.latency_setting
         frame = source.history()
+        known = source.archs
+        archs: Sequence[Arch] | None = [known[arch_id] for arch_id in frame["arch_id"]] \
+            if all(arch_id in known for arch_id in frame["arch_id"]) else None
         title = title or f"{source.name}: {settings.space} on {settings.target} ({settings.strategy})"
         zoo_choice: Space | str | bool = settings.space if zoo_space is True else zoo_space
     else:
@@ -276,6 +314,7 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
             raise NasError("objectives are required to read a history table")
         objectives = tuple(objectives)
         frame = source
+        archs = _archs_of(frame)
         title = title or "Pareto front"
         zoo_choice = False if zoo_space is True else zoo_space
     accuracy = accuracy or "proxy"
@@ -318,6 +357,7 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
 
     points = values[:, [x_index, y_index]]
     all_x = np.concatenate([points[:, 0], [point.x for point in references]])
+    precisions, bits, mixed_precision = _arch_summaries(archs)
     return ParetoInfo(
         title=title,
         objectives=objectives,
@@ -333,6 +373,9 @@ def pareto_info(source: Run | pandas.DataFrame, *, objectives: Sequence[Objectiv
         references_note=_references_note(references, objectives[y_index], accuracy),
         hypervolume=curve,
         hypervolume_reference=reference,
+        precisions=precisions,
+        bits=bits,
+        mixed_precision=mixed_precision,
     )
 
 
@@ -368,8 +411,11 @@ def _draw_front(axes: Axes, info: ParetoInfo) -> None:
             axes.step(points[order, 0], points[order, 1], where="post", color="#1f5fa8", linewidth=1.2, alpha=0.8)
         else:
             axes.plot(points[order, 0], points[order, 1], color="#1f5fa8", linewidth=1.2, alpha=0.8)
-        axes.scatter(points[order, 0], points[order, 1], s=36, color="#1f5fa8", edgecolor="white", zorder=3,
-                     label=f"Pareto front ({len(order)})")
+        if info.mixed_precision:
+            _draw_front_precisions(axes, info, order)
+        else:
+            axes.scatter(points[order, 0], points[order, 1], s=36, color="#1f5fa8", edgecolor="white", zorder=3,
+                         label=f"Pareto front ({len(order)})")
     lines_labelled = markers_labelled = False
     for point in info.references:
         if not math.isfinite(point.x):
@@ -394,6 +440,18 @@ def _draw_front(axes: Axes, info: ParetoInfo) -> None:
     axes.set_title(f"{info.y.column} vs {info.x.column}")
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
+
+
+def _draw_front_precisions(axes: Axes, info: ParetoInfo, order: np.ndarray) -> None:
+    """The front's points coloured by their mean weight bits, each labelled with its precision mix."""
+    points = info.points
+    drawn = axes.scatter(points[order, 0], points[order, 1], s=40, c=info.bits[order], cmap="viridis",
+                         vmin=min(4.0, float(info.bits.min())), vmax=32.0, edgecolor="white", zorder=3,
+                         label=f"Pareto front ({len(order)}), coloured by mean weight bits")
+    axes.figure.colorbar(drawn, ax=axes, pad=0.01, label="mean weight bits per block")
+    for index in order:
+        axes.annotate(info.precisions[index], (points[index, 0], points[index, 1]), textcoords="offset points",
+                      xytext=(4, -9), fontsize=6, color="#1f3f68")
 
 
 def _draw_hypervolume(axes: Axes, info: ParetoInfo) -> None:

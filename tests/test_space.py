@@ -20,8 +20,8 @@ from nas.cli import main
 from nas.search.constraints import probe_points
 from nas.space import Space, list_spaces, load_space
 
-SHIPPED = ["convnext", "crossvit", "efficientformer", "efficientvit", "isotropic", "metaformer", "swin", "vanillanet",
-           "volo"]
+SHIPPED = ["convnext", "crossvit", "efficientformer", "efficientvit", "fliqs", "isotropic", "metaformer", "swin",
+           "vanillanet", "volo"]
 PROPERTY = settings(max_examples=20, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SAMPLES_PER_EXAMPLE = 12  # 20 examples x 12 = 240 samples per space
 

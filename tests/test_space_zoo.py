@@ -51,7 +51,7 @@ MEMBERSHIP: dict[str, tuple[str, ...]] = {
     "deit_base": ("isotropic",),
     "convit_tiny": ("isotropic",),
     "t2t_vit_14": ("isotropic",),
-    "mobilenetv2_100": (),  # seven stages of inverted residuals; no shipped space is built for them
+    "mobilenetv2_100": ("fliqs",),  # the mixed-precision space's backbone (every block at fp32)
     "resnet50": (),  # bottleneck blocks, strided inside the stage: not a MetaFormer design
     "cvt_13": (),  # three stages (1/4, 1/8, 1/16): not a point of the 4-stage metaformer space
     "uniformer_s": ("metaformer",),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import Block, Component, Stage
+from nas.arch import Block, Component, Precision, Stage
 from nas.yamlio import LocatedDict, LocatedList
 
 __all__ = ["VECTOR_DTYPE", "Where", "Decision", "Node", "Const", "Pick", "Same", "Cached", "Record", "Blocks",
@@ -254,6 +254,10 @@ class Record(Cached):
             return f"{self.kind}({', '.join(fixed)})" if fixed else self.kind
         if self.cls is Block:
             return f"block({self.fields['mixer'].label()})"
+        if self.cls is Precision:  # options differ only in their formats: name the ones that are not fp32
+            given = [f"{name}={node.label()}" for name, node in self.fields.items()
+                     if not isinstance(node, Const) or node.constant != getattr(Precision, name)]
+            return f"precision({', '.join(given) or 'fp32'})"
         return self.cls.__name__.lower()
 
 

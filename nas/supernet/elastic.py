@@ -3,7 +3,7 @@
 The supernet does not have an elastic version of each mixer. A subnet is built
 with the ordinary :func:`nas.build.plan` units (a *skeleton*, built once per
 unit signature), and every parameter and persistent buffer of a unit is a view
-of one shared, max-size tensor:
+of one shared, max-size tensor, but for the fake quantisers' (see Precision below):
 
 * **Keys.** A unit tensor is stored under ``(position, group, local name)``.
   The position is ``stem``, ``stages.S.downsample``, ``stages.S.blocks.I`` or
@@ -32,6 +32,14 @@ of one shared, max-size tensor:
   differentiable, so gradients reach the shared tensor; BatchNorm statistics
   are prefix views too, so training a subnet updates the shared statistics in
   place.
+* **Precision.** A block's precision is part of its unit signature (a
+  skeleton per precision, its layers fake-quantised by ``build``) but not of
+  any storage key: the same float weights serve every precision, rounded to
+  the sampled one in each forward, as FLIQS shares them one-shot
+  (arXiv:2308.03290). The quantisers stay uncalibrated, so activation and
+  weight ranges are taken per batch (dynamic min-max): no calibration state is
+  shared across precisions or subnets. A subnet extracted for deployment is
+  calibrated afterwards (``nas quantize``).
 * **Capacity.** The max shapes come from a scan of sampled points
   (:class:`Capacity`), aggregated per *stage* rather than per position: every
   block position of a stage, up to the deepest seen, gets the largest shape
@@ -57,6 +65,7 @@ from torch import nn
 
 from nas.arch import Arch, Block, Component
 from nas.blocks.contract import Sharing, declared_sharing
+from nas.blocks.fakequant import Quantizer
 from nas.blocks.registry import module_class
 from nas.build import Unit, plan
 from nas.errors import NasError
@@ -237,8 +246,11 @@ def _raw_slots(unit: Unit, module: nn.Module) -> list[Slot]:
     """
     parts, rest = _parts(unit, module)
     parameters = dict(module.named_parameters())
+    own = _quantizer_state(module)
     slots = []
     for name, tensor in module.state_dict(keep_vars=True).items():
+        if name in own:
+            continue
         part, local = next(((part, local) for part in parts if (local := _strip(name, part.prefix)) is not None),
                            (rest, name))
         declared = declared_sharing(part.component.sharing, local) if part.component is not None else None
@@ -254,9 +266,25 @@ def _raw_slots(unit: Unit, module: nn.Module) -> list[Slot]:
     return slots
 
 
+def _quantizer_state(module: nn.Module) -> set[str]:
+    """State-dict names of the fake quantisers' buffers in a unit: they are the skeleton's own, not shared.
+
+    Precision is not part of a storage key, so a layer's weights are the same tensors at every precision
+    (FLIQS's one-shot sharing, arXiv:2308.03290) and only the quantisers differ between skeletons. They
+    stay uncalibrated, so every forward takes its ranges from the batch and the weights it sees: no
+    range learnt under one subnet's precision leaks into another's.
+    """
+    return {f"{prefix}.{name}" if prefix else name
+            for prefix, sub in module.named_modules() if isinstance(sub, Quantizer)
+            for name, _ in sub.named_buffers(recurse=False)}
+
+
 def _to_meta(module: nn.Module) -> None:
-    """Replace a skeleton's parameters and persistent buffers by meta tensors (they are always passed in)."""
+    """Replace a skeleton's parameters and persistent buffers by meta tensors (they are always passed in);
+    fake quantisers keep theirs (:func:`_quantizer_state`)."""
     for sub in module.modules():
+        if isinstance(sub, Quantizer):
+            continue
         for name, parameter in list(sub._parameters.items()):
             if parameter is not None:
                 sub._parameters[name] = nn.Parameter(torch.empty_like(parameter, device="meta"),
@@ -267,8 +295,11 @@ def _to_meta(module: nn.Module) -> None:
 
 
 def _move_derived(module: nn.Module, device: torch.device) -> None:
-    """Move a skeleton's derived (non-persistent) buffers to ``device``."""
+    """Move a skeleton's derived (non-persistent) buffers and its fake quantisers' buffers to ``device``."""
     for sub in module.modules():
+        if isinstance(sub, Quantizer):
+            sub.to(device)
+            continue
         for name in sub._non_persistent_buffers_set:
             buffer = sub._buffers.get(name)
             if buffer is not None:

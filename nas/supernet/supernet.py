@@ -97,7 +97,9 @@ class Supernet(nn.Module):
     channels), MLP ratio (prefix hidden units), heads (prefix heads of fused
     ``qkv``, cut per part), kernel sizes (centred crops) and the token-mixer
     choice per block (a tensor set per kind and position; the FFN at a
-    position is shared by all kinds).
+    position is shared by all kinds), and the precision per block (the same
+    float weights, fake-quantised per forward to the sampled formats with
+    ranges from the batch: :mod:`nas.supernet.elastic`).
 
     Trade-offs: running plain modules through ``functional_call`` costs
     Python time per forward against a hand-written elastic layer
