@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from nas.blocks.fakequant import quantized_layers
 from nas.errors import NasError
-from nas.quantization.calibrate import FloatMode, float_mode
+from nas.quantization.calibrate import FloatMode, float_mode, run_batches
 
 if TYPE_CHECKING:
     import pandas
@@ -128,21 +128,10 @@ def layer_statistics(model: nn.Module, images: Iterable[Tensor], *, batches: int
     if not layers:
         raise NasError("the model has no quantised layer to analyse")
     accumulators = {name: LayerAccumulator(outlier_sigmas) for name, _ in layers}
-    seen = 0
     model.eval()
     with float_mode(model) as mode:
         handles = [layer.register_forward_hook(_hook(accumulators[name], mode)) for name, layer in layers]
-        try:
-            for batch in images:
-                if seen >= batches:
-                    break
-                model(batch)
-                seen += 1
-        finally:
-            for handle in handles:
-                handle.remove()
-    if seen == 0:
-        raise NasError("no batch to analyse: the data gave no images")
+        run_batches(model, images, batches, handles, "no batch to analyse")
     rows = [{"layer": name, "type": type(layer).__name__, **accumulators[name].row()} for name, layer in layers
             if accumulators[name].count]
     return pd.DataFrame(rows, columns=list(COLUMNS))

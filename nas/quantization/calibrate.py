@@ -186,6 +186,26 @@ class FloatMode:
         return inputs[0] if self.active else output
 
 
+def run_batches(module: nn.Module, images: Iterable[Tensor], batches: int, hooks: list[Any], empty: str) -> None:
+    """Feed up to ``batches`` batches of ``images`` through ``module``, then remove ``hooks`` (also on error).
+
+    Raises:
+        NasError: ``empty`` when the data gave no batch at all.
+    """
+    seen = 0
+    try:
+        for batch in images:
+            if seen >= batches:
+                break
+            module(batch)
+            seen += 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if seen == 0:
+        raise NasError(f"{empty}: the data gave no images")
+
+
 @contextmanager
 def float_mode(model: nn.Module) -> Iterator[FloatMode]:
     """Inside the block ``model`` computes in float: its quantisers pass through while the yielded
@@ -247,19 +267,8 @@ def quantize_model(model: nn.Module, arch: Arch, precision: Precision, images: I
         handles.append(quantizer.register_forward_pre_hook(observer.hook))
         if settings.noisy_bias:
             handles.append(quantizer.register_forward_pre_hook(_first_input(first_inputs.setdefault(name, []))))
-    seen = 0
-    try:
-        with float_mode(module):
-            for batch in images:
-                if seen >= settings.batches:
-                    break
-                module(batch)
-                seen += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-    if seen == 0:
-        raise NasError("no calibration batch: the data gave no images")
+    with float_mode(module):
+        run_batches(module, images, settings.batches, handles, "no calibration batch")
     for name, layer in layers:
         if name in observers:
             quantizer = layer.input_quantizer
