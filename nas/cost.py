@@ -110,6 +110,9 @@ class Op:
             reads only the image and weights. These edges make the op graph (:mod:`nas.graph`).
         precision: the number format it runs at (:mod:`nas.op_precision`; ``fp32`` in a float32 model);
             ``dtype`` stays the traced dtype, since blocks are traced as their float module.
+        dilation: a convolution's largest kernel dilation (1 for every other op): a dilated depthwise
+            convolution reads a wider window than its kernel, which a runtime may run on other kernels
+            (:mod:`nas.latency.kinds`).
     """
 
     unit: str
@@ -123,6 +126,7 @@ class Op:
     bytes_written: int
     sources: tuple[int, ...] = ()
     precision: str = FLOAT32
+    dilation: int = 1
 
 
 _OP_COLUMNS = ("unit", "name", "op_class", "in_shapes", "out_shapes", "dtype", "flops", "bytes_read",
@@ -204,7 +208,8 @@ def _tensors(values: Any) -> list[torch.Tensor]:
     return out
 
 
-_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int, tuple[int, ...]]
+_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int, tuple[int, ...],
+                int]  # ..., sources, dilation
 _INPUT = -1  # stands for the traced module's input in a record's sources
 
 
@@ -268,7 +273,7 @@ class _Recorder(TorchDispatchMode):
             return start + code if code >= 0 else producers[-1 - code]  # type: ignore[return-value]
 
         for record in replay.records:
-            self.records.append((unit, *record[:8], tuple(sorted({source(code) for code in record[8]}))))
+            self.records.append((unit, *record[:8], tuple(sorted({source(code) for code in record[8]})), record[9]))
         made: list[torch.Tensor] = []
         out = rebuild(replay.outputs, tensors, made)
         for tensor, code in zip(made, replay.producers, strict=True):
@@ -309,8 +314,15 @@ class _Recorder(TorchDispatchMode):
         self.records.append((
             self.units[-1] if self.units else "", info.name, info.op_class,
             tuple(tuple(t.shape) for t in inputs), tuple(tuple(t.shape) for t in outputs),
-            str(outputs[0].dtype).removeprefix("torch."), flops, read, written, sources))
+            str(outputs[0].dtype).removeprefix("torch."), flops, read, written, sources,
+            _dilation(args, kwargs) if info.op_class == "conv" else 1))
         return out
+
+
+def _dilation(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The largest dilation of a convolution call (``aten.convolution`` and ``aten.conv*d`` take it 6th)."""
+    dilation = kwargs.get("dilation", args[5] if len(args) > 5 else 1)
+    return max(dilation) if isinstance(dilation, (list, tuple)) and dilation else int(dilation)
 
 
 @contextmanager
@@ -492,9 +504,9 @@ def _assemble(units: Sequence[Unit], costs: Sequence[_UnitCost], arch: Arch | No
             sources = tuple(previous_output if source == _INPUT else offset + source for source in record[9])
             sources = tuple(source for source in sources if source != _INPUT)
             if formats is None:
-                ops.append(Op(unit.path, *record[1:9], sources))
+                ops.append(Op(unit.path, *record[1:9], sources, dilation=record[10]))
             else:
-                ops.append(Op(unit.path, *record[1:9], sources, formats[number]))
+                ops.append(Op(unit.path, *record[1:9], sources, formats[number], record[10]))
         if unit_cost.output != _INPUT:
             previous_output = offset + unit_cost.output
     return tuple(ops)
@@ -595,6 +607,7 @@ def profile_module(module: nn.Module, input_shape: Sequence[int], *, batch: int 
         dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
     records, output = _trace(module, (batch, *shape), dtype, param_dtype, track=True)
     cost = _summarise(records, output, sum(p.numel() for p in module.parameters()))
-    ops = tuple(Op(*record[:9], tuple(source for source in record[9] if source != _INPUT)) for record in records)
+    ops = tuple(Op(*record[:9], tuple(source for source in record[9] if source != _INPUT), dilation=record[10])
+                for record in records)
     return CostReport(ops, cost.params, cost.macs, cost.flops,
                       cost.bytes_read, cost.bytes_written, batch)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import ConfigError
-from nas.latency.kinds import COMPUTE_GROUPS, LAUNCH_GROUPS
+from nas.latency.kinds import COMPUTE_GROUPS, LAUNCH_GROUPS, OPTIONAL_GROUPS
 
 __all__ = ["UnitCoefficients", "Coefficients"]
 
@@ -39,10 +39,12 @@ def _groups(data: Any, groups: tuple[str, ...], path: str) -> dict[str, float]:
     unknown = sorted(set(data) - set(groups))
     if unknown:
         raise ConfigError(f"unknown group(s) {', '.join(map(str, unknown))}; known: {', '.join(groups)}", path=path)
-    missing = [group for group in groups if group not in data]
+    missing = [group for group in groups if group not in data and group not in OPTIONAL_GROUPS]
     if missing:
         raise ConfigError(f"missing group(s) {', '.join(missing)}", path=path)
-    return {group: _positive(data[group], f"{path}.{group}") for group in groups}
+    values = {group: _positive(data[group], f"{path}.{group}") for group in groups if group in data}
+    # An optional group left out runs on its leader's kernels (an implicit shared_kernels entry): its value.
+    return {group: values.get(group, values.get(OPTIONAL_GROUPS.get(group, ""), 0.0)) for group in groups}
 
 
 @dataclass(frozen=True)

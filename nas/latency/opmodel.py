@@ -56,7 +56,7 @@ from nas.latency.targets import BYTES_PER_ELEMENT, PEAK_FORMATS, Setting
 __all__ = ["NC", "NL", "TRANSFER_INDEX", "Features", "Params", "features", "concat", "compress", "params_of",
            "op_parts", "row_parts", "combine", "transfer_seconds", "evaluate", "breakdown_ms"]
 
-_MAC_GROUPS = frozenset({"conv", "pwconv", "dwconv", "gconv", "matmul", "bmm"})
+_MAC_GROUPS = frozenset({"conv", "pwconv", "dwconv", "dwconv_large", "gconv", "matmul", "bmm"})
 _COMPUTE_INDEX = np.array([COMPUTE_GROUPS.index(COMPUTE_GROUP_OF[kind]) for kind in KINDS])
 _LAUNCH_INDEX = np.array([LAUNCH_GROUPS.index(LAUNCH_GROUP_OF[kind]) for kind in KINDS])
 _IS_VECTOR = np.array([COMPUTE_GROUP_OF[kind] not in _MAC_GROUPS for kind in KINDS])

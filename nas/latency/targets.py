@@ -47,7 +47,7 @@ from nas.arch import coerce_field
 from nas.cost import op_class
 from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.latency.coefficients import Coefficients
-from nas.latency.kinds import COMPUTE_GROUPS, KINDS
+from nas.latency.kinds import COMPUTE_GROUPS, KINDS, OPTIONAL_GROUPS
 from nas.yamlio import line_of, load_yaml, plain
 
 __all__ = [
@@ -453,6 +453,9 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
                               f"{', '.join(_closest(pattern, priors.names()))}", path=f"{path}.fit.free[{index}]")
         free.extend(name for name in matched if name not in free)
     shared = _shared_kernels(data.get("shared_kernels", {}), f"{path}.shared_kernels")
+    listed = data["priors"].get("compute_efficiency", {})
+    shared.update({group: leader for group, leader in OPTIONAL_GROUPS.items()
+                   if group not in listed and group not in shared})  # left out: runs on the leader's kernels
     free = [name for name in free if not _efficiency_of(name, shared)]
     coefficients = None
     if data.get("coefficients") is not None:
