@@ -43,7 +43,7 @@ def _groups(data: Any, groups: tuple[str, ...], path: str) -> dict[str, float]:
     if missing:
         raise ConfigError(f"missing group(s) {', '.join(missing)}", path=path)
     values = {group: _positive(data[group], f"{path}.{group}") for group in groups if group in data}
-    # An optional group left out runs on its leader's kernels (an implicit shared_kernels entry): its value.
+    # An optional group left out runs on its leader's kernels (Setting.left_out), so it takes its value.
     return {group: values.get(group, values.get(OPTIONAL_GROUPS.get(group, ""), 0.0)) for group in groups}
 
 

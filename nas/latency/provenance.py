@@ -51,7 +51,7 @@ class CoefficientSources:
 
 def coefficient_sources(setting: Setting) -> CoefficientSources:
     """Split ``setting``'s coefficients into fitted and priors (all priors if it was never fitted)."""
-    names = setting.priors.names()
+    names = [name for name in setting.priors.names() if not _shared(name, setting.left_out)]  # not in the file
     free = set(setting.free) if setting.coefficients is not None else set()
     unused = tuple(name for name in names if _shared(name, setting.shared_kernels))
     fitted = tuple(name for name in names if name in free)

@@ -218,6 +218,8 @@ class Setting:
         notes: anything a reader must know about the regime.
         measurement: for a setting measured here (the ``local`` target), the machine, the protocol and the load
             it ran under; ``None`` for published measurements.
+        left_out: optional compute groups (:data:`~nas.latency.kinds.OPTIONAL_GROUPS`) the file does not
+            list -> the group whose kernels run them instead; they have no coefficients of their own.
         keep_float: how float32 ops are priced. False (every setting a file defines): at ``precision``, as the
             runtime deploys a float model (Vitis AI quantises it to int8, Core ML computes it in fp16), which is
             what every calibration row measured. True (the derived setting ``NAME+fp32``): float32 ops stay fp32
@@ -248,6 +250,12 @@ class Setting:
     notes: str = ""
     measurement: dict[str, Any] | None = None
     keep_float: bool = False
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kernel_leaders(self) -> dict[str, str]:
+        """Compute group -> the group whose efficiencies price its ops: ``shared_kernels`` and ``left_out``."""
+        return {**self.left_out, **self.shared_kernels}
 
     @property
     def label(self) -> str:
@@ -454,9 +462,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         free.extend(name for name in matched if name not in free)
     shared = _shared_kernels(data.get("shared_kernels", {}), f"{path}.shared_kernels")
     listed = data["priors"].get("compute_efficiency", {})
-    shared.update({group: leader for group, leader in OPTIONAL_GROUPS.items()
-                   if group not in listed and group not in shared})  # left out: runs on the leader's kernels
-    free = [name for name in free if not _efficiency_of(name, shared)]
+    left_out = {group: leader for group, leader in OPTIONAL_GROUPS.items() if group not in listed}
+    free = [name for name in free if not _efficiency_of(name, {**left_out, **shared})]
     coefficients = None
     if data.get("coefficients") is not None:
         coefficients = Coefficients.from_dict(data["coefficients"], f"{path}.coefficients",
@@ -474,7 +481,7 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         fusion=fusion, fallback=fallback,
         unsupported=_kinds(data.get("unsupported", []), f"{path}.unsupported"),
         eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"),
-        plugins=_op_names(data.get("plugins", []), f"{path}.plugins"), shared_kernels=shared,
+        plugins=_op_names(data.get("plugins", []), f"{path}.plugins"), shared_kernels=shared, left_out=left_out,
         free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
         priors=priors, coefficients=coefficients, validation=plain(validation),
