@@ -461,9 +461,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
                               f"{', '.join(_closest(pattern, priors.names()))}", path=f"{path}.fit.free[{index}]")
         free.extend(name for name in matched if name not in free)
     shared = _shared_kernels(data.get("shared_kernels", {}), f"{path}.shared_kernels")
-    listed = data["priors"].get("compute_efficiency", {})
-    left_out = {group: leader for group, leader in OPTIONAL_GROUPS.items() if group not in listed}
-    free = [name for name in free if not _efficiency_of(name, {**left_out, **shared})]
+    left_out = {group: OPTIONAL_GROUPS[group] for group in priors.main.left_out}
+    free = [name for name in free if not _efficiency_of(name, shared)]
     coefficients = None
     if data.get("coefficients") is not None:
         coefficients = Coefficients.from_dict(data["coefficients"], f"{path}.coefficients",
