@@ -59,8 +59,9 @@ fully connected layers over the static capacity buffer.
 depthwise kernel on other code than a 3x3 one: Core ML on the Neural Engine runs
 RepNeXt's large-kernel depthwise convolutions well above the efficiency of its
 3x3 ones (``predictors/iphone12.yaml``). The threshold 7 is where the large-kernel
-designs start (ConvNeXt's 7x7, RepLKNet's 13x13 to 31x31, RepNeXt's merged 7x7 and
-larger) while MobileNets and EfficientNets stop at 5x5. It is a rule kind of
+designs start (ConvNeXt's and FastViT's 7x7, RepNeXt's 7x7 and 11x11, RepLKNet's 13x13
+to 31x31) while MobileNets and EfficientNets stop at 5x5, which no calibration row
+shows to run differently from 3x3. It is a rule kind of
 ``dwconv`` (:data:`RULE_KIND_OF`): fusion, placement and unsupported lists naming
 ``dwconv`` cover it, and a setting without the group in its priors runs it on the
 ``dwconv`` group's kernels (:data:`OPTIONAL_GROUPS`, ``Setting.left_out``), so
