@@ -85,6 +85,7 @@ __all__ = [
     "LAUNCH_GROUPS",
     "COMPUTE_GROUP_OF",
     "LAUNCH_GROUP_OF",
+    "LARGE_DEPTHWISE_KERNEL",
     "OPTIONAL_GROUPS",
     "RULE_KIND_OF",
     "kind_of",
@@ -116,6 +117,7 @@ OPTIONAL_GROUPS: dict[str, str] = {"dwconv_large": "dwconv"}
 RULE_KIND_OF: dict[str, str] = {"dwconv_large": "dwconv"}
 """Kinds that settings' fusion, placement and unsupported lists name by another kind."""
 LARGE_DEPTHWISE_KERNEL = 7
+"""The smallest depthwise kernel (on its larger side) that makes a ``dwconv_large``."""
 LAUNCH_GROUPS = ("conv", "matmul", "vector", "movement")
 
 _FREE_CLASSES = frozenset({"view", "alloc", "creation"})
