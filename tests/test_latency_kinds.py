@@ -56,10 +56,10 @@ def test_dwconv_large_prices_as_dwconv_unless_the_setting_lists_its_group(target
     as_large = float(evaluate(features(table, chosen), params)[0])
     as_small = float(evaluate(features(relabelled, chosen), params)[0])
     if (target, setting) in OWN_GROUP:
-        assert chosen.left_out == {}
+        assert chosen.priors.main.leaders == {}
         assert "compute_efficiency.dwconv_large" in chosen.free
         assert as_large != pytest.approx(as_small)
     else:
-        assert chosen.left_out == {"dwconv_large": "dwconv"}
+        assert chosen.priors.main.leaders == {"dwconv_large": "dwconv"}
         assert not any("dwconv_large" in name for name in chosen.fitted.names())
         assert as_large == as_small

@@ -43,7 +43,7 @@ def _groups(data: Any, groups: tuple[str, ...], path: str) -> dict[str, float]:
     if missing:
         raise ConfigError(f"missing group(s) {', '.join(missing)}", path=path)
     values = {group: _positive(data[group], f"{path}.{group}") for group in groups if group in data}
-    # An optional group left out runs on its leader's kernels (Setting.left_out), so it takes its value.
+    # An optional group left out runs on its leader's kernels (UnitCoefficients.leaders), so it takes its value.
     return {group: values.get(group, values.get(OPTIONAL_GROUPS.get(group, ""), 0.0)) for group in groups}
 
 
@@ -87,6 +87,11 @@ class UnitCoefficients:
                    _positive(data.get("kernel_us"), f"{path}.kernel_us"),
                    _positive(data.get("saturation_parallelism"), f"{path}.saturation_parallelism"),
                    tuple(group for group in OPTIONAL_GROUPS if group not in data["compute_efficiency"]))
+
+    @property
+    def leaders(self) -> dict[str, str]:
+        """Each left-out optional group -> the group whose kernels run its ops (and whose values it holds)."""
+        return {group: OPTIONAL_GROUPS[group] for group in self.left_out}
 
     def to_dict(self) -> dict[str, Any]:
         return {"compute_efficiency": {k: _round(v) for k, v in self.compute_efficiency.items()

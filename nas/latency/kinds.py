@@ -64,8 +64,8 @@ to 31x31) while MobileNets and EfficientNets stop at 5x5, which no calibration r
 shows to run differently from 3x3. It is a rule kind of
 ``dwconv`` (:data:`RULE_KIND_OF`): fusion, placement and unsupported lists naming
 ``dwconv`` cover it, and a setting without the group in its priors runs it on the
-``dwconv`` group's kernels (:data:`OPTIONAL_GROUPS`, ``Setting.left_out``), so
-its predictions there are those of a ``dwconv``.
+``dwconv`` group's kernels (:data:`OPTIONAL_GROUPS`), so its predictions there
+are those of a ``dwconv``.
 
 ``routing`` is its own kind so that a target can place it: it is data-dependent
 (which token goes where is known only at run time) and works on integer ids,

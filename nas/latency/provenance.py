@@ -6,8 +6,7 @@ predictions rest on priors. The case that matters most is a fallback processor t
 uses: on the ZCU104 every op the DPU cannot run (softmax, layer norm, GELU, attention matmuls, FFTs, MoE
 routing) runs on the A53, priced by its ``host.*`` coefficients and ``switch_us`` alone, so every transformer
 prediction there rests on priors. A setting never fitted has nothing but priors. The efficiencies of a group
-whose ops run on another group's kernels (``shared_kernels``, or an optional group the file leaves out:
-``Setting.left_out``) price nothing and are listed as unused.
+whose ops run on another group's kernels (``shared_kernels``) price nothing and are listed as unused.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ class CoefficientSources:
     Attributes:
         fitted: names the fit adjusted to the calibration rows.
         priors: names left at their priors that price some op.
-        unused: efficiencies of groups that run on another group's kernels (``Setting.kernel_leaders``).
+        unused: efficiencies of groups that run on another group's kernels (``shared_kernels``).
         fallback_kinds: op kinds the setting places on its fallback processor (empty without one).
         fallback_device: that processor's name in the target file (empty without one).
         fallback_priors: the priors among the coefficients that price the fallback (``host.*``, ``switch_us``).
@@ -54,7 +53,7 @@ def coefficient_sources(setting: Setting) -> CoefficientSources:
     """Split ``setting``'s coefficients into fitted and priors (all priors if it was never fitted)."""
     names = setting.priors.names()
     free = set(setting.free) if setting.coefficients is not None else set()
-    unused = tuple(name for name in names if _shared(name, setting.kernel_leaders))
+    unused = tuple(name for name in names if _shared(name, setting.shared_kernels))
     fitted = tuple(name for name in names if name in free)
     priors = tuple(name for name in names if name not in free and name not in unused)
     fallback = setting.fallback

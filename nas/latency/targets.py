@@ -47,7 +47,7 @@ from nas.arch import coerce_field
 from nas.cost import op_class
 from nas.errors import ConfigError, UnknownKindError, closest_first
 from nas.latency.coefficients import Coefficients
-from nas.latency.kinds import COMPUTE_GROUPS, KINDS, OPTIONAL_GROUPS
+from nas.latency.kinds import COMPUTE_GROUPS, KINDS
 from nas.yamlio import line_of, load_yaml, plain
 
 __all__ = [
@@ -218,8 +218,6 @@ class Setting:
         notes: anything a reader must know about the regime.
         measurement: for a setting measured here (the ``local`` target), the machine, the protocol and the load
             it ran under; ``None`` for published measurements.
-        left_out: optional compute groups (:data:`~nas.latency.kinds.OPTIONAL_GROUPS`) the file does not
-            list -> the group whose kernels run them instead; they have no coefficients of their own.
         keep_float: how float32 ops are priced. False (every setting a file defines): at ``precision``, as the
             runtime deploys a float model (Vitis AI quantises it to int8, Core ML computes it in fp16), which is
             what every calibration row measured. True (the derived setting ``NAME+fp32``): float32 ops stay fp32
@@ -250,12 +248,6 @@ class Setting:
     notes: str = ""
     measurement: dict[str, Any] | None = None
     keep_float: bool = False
-    left_out: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def kernel_leaders(self) -> dict[str, str]:
-        """Compute group -> the group whose efficiencies price its ops: ``shared_kernels`` and ``left_out``."""
-        return {**self.left_out, **self.shared_kernels}
 
     @property
     def label(self) -> str:
@@ -461,7 +453,6 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
                               f"{', '.join(_closest(pattern, priors.names()))}", path=f"{path}.fit.free[{index}]")
         free.extend(name for name in matched if name not in free)
     shared = _shared_kernels(data.get("shared_kernels", {}), f"{path}.shared_kernels")
-    left_out = {group: OPTIONAL_GROUPS[group] for group in priors.main.left_out}
     free = [name for name in free if not _efficiency_of(name, shared)]
     coefficients = None
     if data.get("coefficients") is not None:
@@ -480,7 +471,7 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         fusion=fusion, fallback=fallback,
         unsupported=_kinds(data.get("unsupported", []), f"{path}.unsupported"),
         eliminated=_kinds(data.get("eliminated", []), f"{path}.eliminated"),
-        plugins=_op_names(data.get("plugins", []), f"{path}.plugins"), shared_kernels=shared, left_out=left_out,
+        plugins=_op_names(data.get("plugins", []), f"{path}.plugins"), shared_kernels=shared,
         free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
         priors=priors, coefficients=coefficients, validation=plain(validation),
