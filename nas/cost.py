@@ -64,7 +64,7 @@ from nas.component import join_path
 from nas.errors import ConfigError, NasError
 from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
-from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, op_class, op_info
+from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, dilation_of, op_class, op_info
 from nas.op_memo import MEMO, Capture, Replay, key_of, rebuild
 from nas.op_precision import BLOCK_ROLES, FLOAT32, float_units, unit_formats
 
@@ -110,6 +110,7 @@ class Op:
             reads only the image and weights. These edges make the op graph (:mod:`nas.graph`).
         precision: the number format it runs at (:mod:`nas.op_precision`; ``fp32`` in a float32 model);
             ``dtype`` stays the traced dtype, since blocks are traced as their float module.
+        dilation: a convolution's largest dilation, 1 for other ops (it sets the kind, :mod:`nas.latency.kinds`).
     """
 
     unit: str
@@ -123,6 +124,7 @@ class Op:
     bytes_written: int
     sources: tuple[int, ...] = ()
     precision: str = FLOAT32
+    dilation: int = 1
 
 
 _OP_COLUMNS = ("unit", "name", "op_class", "in_shapes", "out_shapes", "dtype", "flops", "bytes_read",
@@ -204,7 +206,7 @@ def _tensors(values: Any) -> list[torch.Tensor]:
     return out
 
 
-_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int, tuple[int, ...]]
+_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int, tuple[int, ...], int]
 _INPUT = -1  # stands for the traced module's input in a record's sources
 
 
@@ -268,7 +270,7 @@ class _Recorder(TorchDispatchMode):
             return start + code if code >= 0 else producers[-1 - code]  # type: ignore[return-value]
 
         for record in replay.records:
-            self.records.append((unit, *record[:8], tuple(sorted({source(code) for code in record[8]}))))
+            self.records.append((unit, *record[:8], tuple(sorted({source(code) for code in record[8]})), record[9]))
         made: list[torch.Tensor] = []
         out = rebuild(replay.outputs, tensors, made)
         for tensor, code in zip(made, replay.producers, strict=True):
@@ -307,9 +309,9 @@ class _Recorder(TorchDispatchMode):
             read = sum(t.numel() * t.element_size() for t in inputs)
             written = sum(t.numel() * t.element_size() for t in outputs)
         self.records.append((
-            self.units[-1] if self.units else "", info.name, info.op_class,
-            tuple(tuple(t.shape) for t in inputs), tuple(tuple(t.shape) for t in outputs),
-            str(outputs[0].dtype).removeprefix("torch."), flops, read, written, sources))
+            self.units[-1] if self.units else "", info.name, info.op_class, tuple(tuple(t.shape) for t in inputs),
+            tuple(tuple(t.shape) for t in outputs), str(outputs[0].dtype).removeprefix("torch."), flops, read,
+            written, sources, dilation_of(info, args, kwargs)))
         return out
 
 
@@ -491,10 +493,8 @@ def _assemble(units: Sequence[Unit], costs: Sequence[_UnitCost], arch: Arch | No
         for number, record in enumerate(unit_cost.records):
             sources = tuple(previous_output if source == _INPUT else offset + source for source in record[9])
             sources = tuple(source for source in sources if source != _INPUT)
-            if formats is None:
-                ops.append(Op(unit.path, *record[1:9], sources))
-            else:
-                ops.append(Op(unit.path, *record[1:9], sources, formats[number]))
+            precision = FLOAT32 if formats is None else formats[number]
+            ops.append(Op(unit.path, *record[1:9], sources, precision, record[10]))
         if unit_cost.output != _INPUT:
             previous_output = offset + unit_cost.output
     return tuple(ops)
@@ -595,6 +595,6 @@ def profile_module(module: nn.Module, input_shape: Sequence[int], *, batch: int 
         dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
     records, output = _trace(module, (batch, *shape), dtype, param_dtype, track=True)
     cost = _summarise(records, output, sum(p.numel() for p in module.parameters()))
-    ops = tuple(Op(*record[:9], tuple(source for source in record[9] if source != _INPUT)) for record in records)
+    ops = tuple(Op(*record[:9], tuple(s for s in record[9] if s != _INPUT), dilation=record[10]) for record in records)
     return CostReport(ops, cost.params, cost.macs, cost.flops,
                       cost.bytes_read, cost.bytes_written, batch)

@@ -23,7 +23,8 @@ from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 from nas.arch import ROLES, config_type, list_kinds
 from nas.errors import NasError
 
-__all__ = ["MAC_CLASSES", "OP_CLASSES", "SKIPPED", "OpInfo", "declared_op_classes", "op_class", "op_info"]
+__all__ = ["MAC_CLASSES", "OP_CLASSES", "SKIPPED", "OpInfo", "declared_op_classes", "dilation_of", "op_class",
+           "op_info"]
 
 # Ops whose FLOPs make up the MACs (MACs = their FLOPs / 2).
 MAC_CLASSES = frozenset({"conv", "matmul", "attention"})
@@ -248,3 +249,11 @@ def op_info(func: torch._ops.OpOverload) -> OpInfo:
         info = OpInfo(name, kind, formula, rule, moves_bytes, func.has_kernel_for_dispatch_key(_COMPOSITE))
         _OP_INFO[func] = info
     return info
+
+
+def dilation_of(info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """A convolution call's largest dilation (``aten.convolution`` and ``aten.conv*d`` take it 6th); 1 otherwise."""
+    if info.op_class != "conv":
+        return 1
+    dilation = kwargs.get("dilation", args[5] if len(args) > 5 else 1)
+    return max(dilation) if isinstance(dilation, (list, tuple)) and dilation else int(dilation)

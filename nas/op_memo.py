@@ -153,7 +153,7 @@ class Capture:
             sources = tuple(self._source(source) for source in record[9])
             if None in sources:
                 return None
-            encoded.append((*record[1:9], sources))
+            encoded.append((*record[1:9], sources, record[10]))
         produced: list[int | None] = []
         outputs = self._spec(out, producer, produced)
         if outputs is None:

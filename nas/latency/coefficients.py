@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.errors import ConfigError
-from nas.latency.kinds import COMPUTE_GROUPS, LAUNCH_GROUPS
+from nas.latency.kinds import COMPUTE_GROUPS, LAUNCH_GROUPS, OPTIONAL_GROUPS
 
 __all__ = ["UnitCoefficients", "Coefficients"]
 
@@ -39,10 +39,12 @@ def _groups(data: Any, groups: tuple[str, ...], path: str) -> dict[str, float]:
     unknown = sorted(set(data) - set(groups))
     if unknown:
         raise ConfigError(f"unknown group(s) {', '.join(map(str, unknown))}; known: {', '.join(groups)}", path=path)
-    missing = [group for group in groups if group not in data]
+    missing = [group for group in groups if group not in data and group not in OPTIONAL_GROUPS]
     if missing:
         raise ConfigError(f"missing group(s) {', '.join(missing)}", path=path)
-    return {group: _positive(data[group], f"{path}.{group}") for group in groups}
+    values = {group: _positive(data[group], f"{path}.{group}") for group in groups if group in data}
+    # An optional group left out runs on its leader's kernels (UnitCoefficients.leaders), so it takes its value.
+    return {group: values.get(group, values.get(OPTIONAL_GROUPS.get(group, ""), 0.0)) for group in groups}
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class UnitCoefficients:
             ``P`` work items (:attr:`nas.latency.optable.OpTable.parallelism`) computes ``(1 + saturation / P)``
             times slower (a GPU at batch 1 cannot fill its SMs with a 7x7x512 map; a 4-core CPU barely
             notices).
+        left_out: optional compute groups (:data:`~nas.latency.kinds.OPTIONAL_GROUPS`) the file does not
+            list: they hold their leader group's values, are not named by :meth:`names` and are not written.
     """
 
     compute_efficiency: dict[str, float]
@@ -70,28 +74,38 @@ class UnitCoefficients:
     launch_us: dict[str, float]
     kernel_us: float
     saturation_parallelism: float
+    left_out: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Any, path: str) -> UnitCoefficients:
         if not isinstance(data, Mapping):
             raise ConfigError("must be a mapping with compute_efficiency, memory_efficiency, launch_us, "
                               "kernel_us, saturation_parallelism", path=path)
-        return cls(_groups(data.get("compute_efficiency"), COMPUTE_GROUPS, f"{path}.compute_efficiency"),
-                   _groups(data.get("memory_efficiency"), COMPUTE_GROUPS, f"{path}.memory_efficiency"),
+        compute = _groups(data.get("compute_efficiency"), COMPUTE_GROUPS, f"{path}.compute_efficiency")
+        return cls(compute, _groups(data.get("memory_efficiency"), COMPUTE_GROUPS, f"{path}.memory_efficiency"),
                    _groups(data.get("launch_us"), LAUNCH_GROUPS, f"{path}.launch_us"),
                    _positive(data.get("kernel_us"), f"{path}.kernel_us"),
-                   _positive(data.get("saturation_parallelism"), f"{path}.saturation_parallelism"))
+                   _positive(data.get("saturation_parallelism"), f"{path}.saturation_parallelism"),
+                   tuple(group for group in OPTIONAL_GROUPS if group not in data["compute_efficiency"]))
+
+    @property
+    def leaders(self) -> dict[str, str]:
+        """Each left-out optional group -> the group whose kernels run its ops (and whose values it holds)."""
+        return {group: OPTIONAL_GROUPS[group] for group in self.left_out}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"compute_efficiency": {k: _round(v) for k, v in self.compute_efficiency.items()},
-                "memory_efficiency": {k: _round(v) for k, v in self.memory_efficiency.items()},
+        return {"compute_efficiency": {k: _round(v) for k, v in self.compute_efficiency.items()
+                                       if k not in self.left_out},
+                "memory_efficiency": {k: _round(v) for k, v in self.memory_efficiency.items()
+                                      if k not in self.left_out},
                 "launch_us": {k: _round(v) for k, v in self.launch_us.items()},
                 "kernel_us": _round(self.kernel_us),
                 "saturation_parallelism": _round(self.saturation_parallelism)}
 
     def names(self, prefix: str = "") -> list[str]:
-        return ([f"{prefix}compute_efficiency.{group}" for group in COMPUTE_GROUPS]
-                + [f"{prefix}memory_efficiency.{group}" for group in COMPUTE_GROUPS]
+        groups = [group for group in COMPUTE_GROUPS if group not in self.left_out]
+        return ([f"{prefix}compute_efficiency.{group}" for group in groups]
+                + [f"{prefix}memory_efficiency.{group}" for group in groups]
                 + [f"{prefix}launch_us.{group}" for group in LAUNCH_GROUPS]
                 + [f"{prefix}kernel_us", f"{prefix}saturation_parallelism"])
 
@@ -188,4 +202,4 @@ def _unit_dict(unit: UnitCoefficients | None) -> dict[str, Any] | None:
         return None
     return {"compute_efficiency": dict(unit.compute_efficiency), "memory_efficiency": dict(unit.memory_efficiency),
             "launch_us": dict(unit.launch_us), "kernel_us": unit.kernel_us,
-            "saturation_parallelism": unit.saturation_parallelism}
+            "saturation_parallelism": unit.saturation_parallelism, "left_out": unit.left_out}

@@ -16,6 +16,8 @@ conv          dense convolution with a spatial kernel     conv           conv
 pwconv        dense 1x1 convolution (a matrix product)    pwconv         conv
 dwconv        depthwise convolution (1 input channel      dwconv         conv
               per group)
+dwconv_large  depthwise convolution with a kernel of      dwconv_large   conv
+              7 or more, or dilated
 gconv         grouped convolution (ResNeXt, RegNet)       gconv          conv
 matmul        linear layer (``mm``/``addmm``: weights;    matmul         matmul
               ``baddbmm``: a batch of them, MoE experts)
@@ -53,6 +55,18 @@ linear layers with weights of their own, the experts of an MoE FFN, not an
 activation x activation product (those have no bias); a runtime runs it as
 fully connected layers over the static capacity buffer.
 
+``dwconv_large`` is its own kind because a runtime may run a large or dilated
+depthwise kernel on other code than a 3x3 one: Core ML on the Neural Engine runs
+RepNeXt's large-kernel depthwise convolutions well above the efficiency of its
+3x3 ones (``predictors/iphone12.yaml``). The threshold 7 is where the large-kernel
+designs start (ConvNeXt's and FastViT's 7x7, RepNeXt's 7x7 and 11x11, RepLKNet's 13x13
+to 31x31) while MobileNets and EfficientNets stop at 5x5, which no calibration row
+shows to run differently from 3x3. It is a rule kind of
+``dwconv`` (:data:`RULE_KIND_OF`): fusion, placement and unsupported lists naming
+``dwconv`` cover it, and a setting without the group in its priors runs it on the
+``dwconv`` group's kernels (:data:`OPTIONAL_GROUPS`), so its predictions there
+are those of a ``dwconv``.
+
 ``routing`` is its own kind so that a target can place it: it is data-dependent
 (which token goes where is known only at run time) and works on integer ids,
 which an accelerator computing on quantised activations (the ZCU104's DPU)
@@ -71,21 +85,25 @@ __all__ = [
     "LAUNCH_GROUPS",
     "COMPUTE_GROUP_OF",
     "LAUNCH_GROUP_OF",
+    "LARGE_DEPTHWISE_KERNEL",
+    "OPTIONAL_GROUPS",
+    "RULE_KIND_OF",
     "kind_of",
     "numel",
 ]
 
 KINDS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "batchnorm", "norm", "softmax", "act", "act_special",
-         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other", "fft", "routing")
+         "elementwise", "pool", "reduce", "concat", "movement", "resize", "other", "fft", "routing",
+         "dwconv_large")
 
 COMPUTE_GROUP_OF: dict[str, str] = {
     "conv": "conv", "pwconv": "pwconv", "dwconv": "dwconv", "gconv": "gconv", "matmul": "matmul", "bmm": "bmm",
-    "norm": "special", "softmax": "special", "act_special": "special", "fft": "special",
+    "dwconv_large": "dwconv_large", "norm": "special", "softmax": "special", "act_special": "special", "fft": "special",
     **dict.fromkeys(("batchnorm", "act", "elementwise", "pool", "reduce", "concat", "movement", "resize", "routing",
                      "other"), "vector"),
 }
 LAUNCH_GROUP_OF: dict[str, str] = {
-    **dict.fromkeys(("conv", "pwconv", "dwconv", "gconv"), "conv"),
+    **dict.fromkeys(("conv", "pwconv", "dwconv", "dwconv_large", "gconv"), "conv"),
     **dict.fromkeys(("matmul", "bmm"), "matmul"),
     "concat": "movement",
     "movement": "movement",
@@ -93,7 +111,13 @@ LAUNCH_GROUP_OF: dict[str, str] = {
     **dict.fromkeys(("batchnorm", "norm", "softmax", "act", "act_special", "elementwise", "pool", "reduce",
                      "resize", "other", "fft"), "vector"),
 }
-COMPUTE_GROUPS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "vector", "special")
+COMPUTE_GROUPS = ("conv", "pwconv", "dwconv", "gconv", "matmul", "bmm", "vector", "special", "dwconv_large")
+OPTIONAL_GROUPS: dict[str, str] = {"dwconv_large": "dwconv"}
+"""Compute groups a target file may leave out -> the group whose kernels run them where it does."""
+RULE_KIND_OF: dict[str, str] = {"dwconv_large": "dwconv"}
+"""Kinds that settings' fusion, placement and unsupported lists name by another kind."""
+LARGE_DEPTHWISE_KERNEL = 7
+"""The smallest depthwise kernel (on its larger side) that makes a ``dwconv_large``."""
 LAUNCH_GROUPS = ("conv", "matmul", "vector", "movement")
 
 _FREE_CLASSES = frozenset({"view", "alloc", "creation"})
@@ -117,7 +141,10 @@ def _conv_kind(op: Op) -> str:
     groups = in_channels // per_group if per_group else 1
     if groups <= 1:
         return "pwconv" if all(size == 1 for size in op.in_shapes[1][2:]) else "conv"
-    return "dwconv" if per_group == 1 else "gconv"
+    if per_group != 1:
+        return "gconv"
+    large = op.dilation > 1 or max(op.in_shapes[1][2:], default=1) >= LARGE_DEPTHWISE_KERNEL
+    return "dwconv_large" if large else "dwconv"
 
 
 def kind_of(op: Op) -> str | None:

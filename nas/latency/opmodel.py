@@ -8,7 +8,10 @@ For an op of kind ``k`` (compute group ``g``, launch group ``l``) on processor `
     issue   = launched * launch_us_u[l]
 
 A setting's ``shared_kernels`` prices a group with another group's efficiencies
-(linear layers as 1x1 convolutions where the runtime runs both as one GEMM).
+(linear layers as 1x1 convolutions where the runtime runs both as one GEMM), as
+does an optional group the setting's priors leave out
+(:attr:`~nas.latency.coefficients.UnitCoefficients.leaders`: ``dwconv_large`` runs
+on ``dwconv``'s).
 ``peak_u`` is the device's MAC peak for the convolution and matmul groups and
 its vector peak for the rest, at the setting's precision (the fallback
 processor's own precision for fallback ops), or at the peak format an op's own
@@ -56,7 +59,7 @@ from nas.latency.targets import BYTES_PER_ELEMENT, PEAK_FORMATS, Setting
 __all__ = ["NC", "NL", "TRANSFER_INDEX", "Features", "Params", "features", "concat", "compress", "params_of",
            "op_parts", "row_parts", "combine", "transfer_seconds", "evaluate", "breakdown_ms"]
 
-_MAC_GROUPS = frozenset({"conv", "pwconv", "dwconv", "gconv", "matmul", "bmm"})
+_MAC_GROUPS = frozenset({"conv", "pwconv", "dwconv", "dwconv_large", "gconv", "matmul", "bmm"})
 _COMPUTE_INDEX = np.array([COMPUTE_GROUPS.index(COMPUTE_GROUP_OF[kind]) for kind in KINDS])
 _LAUNCH_INDEX = np.array([LAUNCH_GROUPS.index(LAUNCH_GROUP_OF[kind]) for kind in KINDS])
 _IS_VECTOR = np.array([COMPUTE_GROUP_OF[kind] not in _MAC_GROUPS for kind in KINDS])
@@ -179,7 +182,7 @@ def features(table: OpTable, setting: Setting, *, input_bytes: float = 0.0, per_
         compute_s[chosen] = table.flops[chosen] / rate
         memory_s[chosen] = table.bytes[chosen] * (BYTES_PER_ELEMENT[peak] / 4.0) / bandwidth[0]
     group = _COMPUTE_INDEX[table.kind]
-    for follower, leader in setting.shared_kernels.items():
+    for follower, leader in {**setting.priors.main.leaders, **setting.shared_kernels}.items():
         group = np.where(group == COMPUTE_GROUPS.index(follower), COMPUTE_GROUPS.index(leader), group)
     return Features(compute_s, memory_s, table.parallelism, group + unit * NC, unit,
                     _LAUNCH_INDEX[table.kind] + unit * NL, table.launch, table.kind, table.label, np.ones(len(table)),

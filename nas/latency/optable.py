@@ -62,7 +62,7 @@ import numpy as np
 
 from nas.cost import Op
 from nas.errors import NasError
-from nas.latency.kinds import KINDS, kind_of, numel
+from nas.latency.kinds import KINDS, RULE_KIND_OF, kind_of, numel
 from nas.latency.targets import FALLBACK, PEAK_FORMATS, PEAK_OF_FORMAT, UNSUPPORTED, Setting
 from nas.op_precision import FLOAT32
 
@@ -237,7 +237,8 @@ class _Builder:
         switches = 0
         transfer = 0.0
         for position, op in enumerate(ops, start=first):
-            kind = kind_of(op)
+            real_kind = kind_of(op)
+            kind = RULE_KIND_OF.get(real_kind, real_kind)  # rules and shapes see the kind it refines
             copied = kind == "concat" and not concats.isdisjoint(op.sources)
             if kind == "concat":
                 concats.add(position)
@@ -264,7 +265,7 @@ class _Builder:
                 head_kind = kind if kind in self.setting.fusion and not plugin else None
                 head_host = host
             out_elements = numel(op.out_shapes[0]) if op.out_shapes else 0
-            self.kind.append(_KIND_INDEX[kind])
+            self.kind.append(_KIND_INDEX[real_kind])
             self.flops.append(op.flops * _tile_factor(op, kind, self.tiles[host]))
             split = max(1.0, _reduction(op, kind) / SPLIT_REDUCTION)
             self.parallelism.append(float(max(out_elements, 1)) * split)
