@@ -33,7 +33,7 @@ from nas.blocks.contract import Chunks
 from nas.blocks.downsample import Downsample
 from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
-from nas.blocks.template import BlockContext, FusedBlock, Residual, create_ffn, create_norm
+from nas.blocks.template import BlockContext, FusedBlock, create_norm, ffn_residual
 from nas.errors import ConfigError
 
 __all__ = ["ClassTokenCfg", "ClassAttentionCfg", "ClassToken", "ClassAttention", "ClassAttentionBlock"]
@@ -123,11 +123,7 @@ class ClassAttentionBlock(FusedBlock):
         self.attn = ClassAttention(cfg, dim, **dd)
         self.scale = create_layer_scale(dim, block.layer_scale, "nlc", **dd)
         self.drop_path = DropPath(context.drop_path) if context.drop_path > 0 else nn.Identity()
-        self.ffn: nn.Module = nn.Identity()
-        if block.ffn.kind != "none":
-            self.ffn = Residual(create_norm(block.norm, dim, "nlc", **dd),
-                                create_ffn(block.ffn, dim, "nlc", size=context.size, **dd),
-                                create_layer_scale(dim, block.layer_scale, "nlc", **dd), context.drop_path)
+        self.ffn = ffn_residual(block, context, "nlc", **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         token = x[:, :1] + self.drop_path(self.scale(self.attn(self.norm(x))))

@@ -47,7 +47,7 @@ from nas.blocks.common import create_layer_scale, factory_kwargs
 from nas.blocks.contract import Chunks
 from nas.blocks.quantizable import QuantizableAttention, create_gate, create_softmax
 from nas.blocks.registry import register
-from nas.blocks.template import BlockContext, FusedBlock, Residual, create_ffn, create_norm
+from nas.blocks.template import BlockContext, FusedBlock, Residual, create_norm, ffn_residual
 from nas.errors import ConfigError
 
 __all__ = ["GpsaCfg", "GatedPositionalAttention", "GpsaBlock", "relative_offsets", "locality_centres"]
@@ -159,11 +159,7 @@ class GpsaBlock(FusedBlock):
         self.attn = Residual(create_norm(block.norm, dim, "nlc", **dd),
                              GatedPositionalAttention(dim, cfg, context.size, **dd),
                              create_layer_scale(dim, block.layer_scale, "nlc", **dd), context.drop_path)
-        self.ffn: nn.Module = nn.Identity()
-        if block.ffn.kind != "none":
-            self.ffn = Residual(create_norm(block.norm, dim, "nlc", **dd),
-                                create_ffn(block.ffn, dim, "nlc", size=context.size, **dd),
-                                create_layer_scale(dim, block.layer_scale, "nlc", **dd), context.drop_path)
+        self.ffn = ffn_residual(block, context, "nlc", **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         prefix, tokens = x[:, :self.prefix_tokens], x[:, self.prefix_tokens:]

@@ -53,7 +53,7 @@ from nas.blocks.swin import (
     window_partition,
     window_reverse,
 )
-from nas.blocks.template import BlockContext, FusedBlock, Residual, create_ffn, create_norm
+from nas.blocks.template import BlockContext, FusedBlock, create_norm, ffn_residual
 from nas.errors import ConfigError
 
 __all__ = [
@@ -242,11 +242,7 @@ class _ContextLayer(nn.Module):
         self.attn = attn
         self.scale = create_layer_scale(dim, block.layer_scale, "nlc", **dd)
         self.drop_path = DropPath(context.drop_path) if context.drop_path > 0 else nn.Identity()
-        self.ffn: nn.Module = nn.Identity()
-        if block.ffn.kind != "none":
-            self.ffn = Residual(create_norm(block.norm, dim, "nlc", **dd),
-                                create_ffn(block.ffn, dim, "nlc", size=context.size, **dd),
-                                create_layer_scale(dim, block.layer_scale, "nlc", **dd), context.drop_path)
+        self.ffn = ffn_residual(block, context, "nlc", **dd)
 
     def forward(self, x: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.scale(self.attn(self.norm(x), query)))

@@ -26,7 +26,8 @@ from nas.arch import Block, Component, parse_component
 from nas.blocks.common import DropPath, Layout, create_layer_scale, factory_kwargs
 from nas.blocks.registry import module_class
 
-__all__ = ["BlockContext", "TokenMixer", "FusedBlock", "Residual", "create_norm", "create_ffn", "create_block"]
+__all__ = ["BlockContext", "TokenMixer", "FusedBlock", "Residual", "create_norm", "create_ffn", "ffn_residual",
+           "create_block"]
 
 
 class BlockContext:
@@ -59,10 +60,7 @@ class TokenMixer(nn.Module):
                          create_layer_scale(dim, block.layer_scale, layout, **dd), context.drop_path)
         if block.ffn.kind == "none":
             return first
-        ffn = create_ffn(block.ffn, dim, layout, size=context.size, **dd)
-        second = Residual(create_norm(block.norm, dim, layout, **dd), ffn,
-                          create_layer_scale(dim, block.layer_scale, layout, **dd), context.drop_path)
-        return nn.Sequential(first, second)
+        return nn.Sequential(first, ffn_residual(block, context, layout, **dd))
 
 
 class FusedBlock(nn.Module):
@@ -99,6 +97,22 @@ def create_ffn(cfg: Component, dim: int, layout: Layout, *, size: tuple[int, int
                dtype: Any = None) -> nn.Module:
     """The FFN of kind ``cfg.kind``, working in ``layout``."""
     return module_class("ffn", cfg)(cfg, dim=dim, layout=layout, size=size, device=device, dtype=dtype)
+
+
+def ffn_residual(block: Block, context: BlockContext, layout: Layout, *, device: Any = None,
+                 dtype: Any = None) -> nn.Module:
+    """The FFN half of a block, ``x + ls(ffn(norm(x)))``; an identity when the block has no FFN.
+
+    The template's second residual, and the one the fused blocks that keep their FFN apart
+    (class attention, GPSA, GC ViT) build the same way.
+    """
+    if block.ffn.kind == "none":
+        return nn.Identity()
+    dim = context.dim
+    return Residual(create_norm(block.norm, dim, layout, device=device, dtype=dtype),
+                    create_ffn(block.ffn, dim, layout, size=context.size, device=device, dtype=dtype),
+                    create_layer_scale(dim, block.layer_scale, layout, device=device, dtype=dtype),
+                    context.drop_path)
 
 
 def create_block(block: Block, context: BlockContext, *, device: Any = None, dtype: Any = None) -> nn.Module:
