@@ -15,7 +15,7 @@ import pytest
 
 from nas.arch import Arch
 from nas.cli import main
-from nas.runs import JOURNAL_FILE, RUN_FILE, Run
+from nas.runs import RUN_FILE, Run
 from nas.search import get_strategy, list_strategies
 from nas.summary import design_summary
 from tests.test_search import write_tiny_space
@@ -108,17 +108,27 @@ def test_corrupt_run_directory_exits_2(space_file: str, tmp_path: Path, capsys) 
     assert snapshot(tmp_path) == before
 
 
-def wait_for_trials(folder: Path, count: int, process: subprocess.Popen, timeout: float = 120.0) -> int:
-    """Poll the run's journal until it holds ``count`` created trials (or the process ends)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        journals = list(folder.glob(f"*/{JOURNAL_FILE}"))
-        if journals:
-            created = journals[0].read_bytes().count(b'"datetime_start"')
-            if created >= count:
-                return created
-        time.sleep(0.01)
-    return -1
+# Runs `nas` and sends itself SIGKILL as the search asks for scores of batch number argv[1], so a kill lands
+# mid-run however loaded the machine is (a poll from outside can miss a run that is fast).
+KILLED_AT_BATCH = """
+import os, signal, sys
+import nas.cli
+from nas.search.scorer import Scorer
+evaluate, kill_at, batches = Scorer.evaluate, int(sys.argv[1]), []
+def evaluate_until_killed(self, archs):
+    batches.append(len(archs))
+    if len(batches) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return evaluate(self, archs)
+Scorer.evaluate = evaluate_until_killed
+sys.exit(nas.cli.main(sys.argv[2:]))
+"""
+
+
+def run_killed_at_batch(args: list[str], batch: int) -> subprocess.CompletedProcess:
+    """Run ``nas ARGS`` in a process that is killed as it starts scoring its ``batch``-th batch."""
+    return subprocess.run([sys.executable, "-c", KILLED_AT_BATCH, str(batch), *args], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
 
 
 def one_strategy_per_resume_path() -> list[str]:
@@ -139,16 +149,11 @@ def test_resume_after_kill_gives_the_uninterrupted_history(space_file: str, tmp_
     whole = Run.open(the_run(tmp_path / "whole")).history()
 
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nas.cli", *search_args(space_file, "--out", str(killed_dir), budget=budget,
-                                                        strategy=strategy)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    created = wait_for_trials(killed_dir, budget // 3, process)
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL and created > 0, "the search was killed mid-run"
+    process = run_killed_at_batch(search_args(space_file, "--out", str(killed_dir), budget=budget,
+                                              strategy=strategy), 2)
+    assert process.returncode == -signal.SIGKILL, "the search was killed mid-run"
     run_dir = the_run(killed_dir)
-    assert Run.open(run_dir).count() < budget
+    assert 0 < Run.open(run_dir).count() < budget
 
     assert main(["search", "--resume", str(run_dir), "--no-plot"]) == 0
     resumed = Run.open(run_dir).history()

@@ -3,13 +3,10 @@ twice, and outputs that cover every trial, with two processes released at the sa
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from nas.runs import PARETO_FILE, PLOT_FILE, TOP_DIR, Run, open_storage
 from nas.runs.workers import DUPLICATE_ATTR, OVER_BUDGET_ATTR
 from nas.search.records import Proposal
 from tests.test_runs import fake_record, settings
-from tests.test_search_cli import ROOT, search_args, the_run, write_tiny_space
+from tests.test_search_cli import ROOT, run_killed_at_batch, search_args, the_run, write_tiny_space
 
 BUDGET = 24
 STUDY = "shared-study"
@@ -182,19 +179,11 @@ def test_waiting_for_other_workers_gives_up_on_a_candidate_that_makes_no_progres
 def test_a_killed_worker_resumes_into_its_own_places(space_file: str, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     budget = BUDGET
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nas.cli", *search_args(space_file, "--out", str(tmp_path / "a"), "--storage", storage,
-                                                        "--study", STUDY, budget=budget)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    done = 0
-    while done < budget // 4 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        with contextlib.suppress(Exception):  # the database may not exist yet
-            study = optuna.load_study(study_name=STUDY, storage=open_storage(storage))
-            done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate()
+    args = search_args(space_file, "--out", str(tmp_path / "a"), "--storage", storage, "--study", STUDY,
+                       budget=budget)
+    process = run_killed_at_batch(args, 2)
+    study = optuna.load_study(study_name=STUDY, storage=open_storage(storage))
+    done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
     assert process.returncode == -signal.SIGKILL and 0 < done < budget, "killed mid-run"
 
     assert main(["search", "--resume", str(the_run(tmp_path / "a")), "--no-plot"]) == 0
