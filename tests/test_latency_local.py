@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,3 +153,18 @@ def test_predictors_bench_validates_only_calibrated_targets_once_local_exists(ho
         bench.main(["--targets", "local", "--skip-validation"])
     assert raised.value.code == 2
     assert "--local profiles this machine" in capsys.readouterr().err
+
+
+def test_the_profile_draws_float_models_from_a_space_with_precision_choices() -> None:
+    """metaformer offers fp16 and int8 blocks; eager torch would time their fake quantisation and the local target
+    cannot price them, so the draw is float32 (the onnxruntime profile makes its mixed models from these)."""
+    from nas.latency.local import sample_archs
+    from nas.space import load_space
+
+    space = load_space("metaformer")
+    rng = np.random.default_rng(0)
+    assert any(not block.precision.formats("block")[0].is_float32 for _ in range(20)
+               for stage in space.sample(rng).stages for block in stage.blocks), "the space offers other precisions"
+    drawn = sample_archs("metaformer", 12, 128, seed=0)
+    assert len({arch.id for arch in drawn}) == 12
+    assert all(block.precision == nas.Precision() for arch in drawn for stage in arch.stages for block in stage.blocks)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import Arch
+from nas.arch import Arch, Precision
 from nas.atomic import write_atomic
 from nas.cost import profile
 from nas.errors import ConfigError, NasError
@@ -205,15 +205,19 @@ def _at_modest_resolution(arch: Arch, resolution: int) -> Arch:
 
 def sample_archs(space: str, count: int, resolution: int, seed: int, *,
                  skip_op_classes: frozenset[str] = frozenset()) -> list[Arch]:
-    """``count`` distinct random Archs of ``space``, each at the valid resolution nearest ``resolution``, leaving out
-    those with an op of ``skip_op_classes`` (ones the runtime cannot run)."""
+    """``count`` distinct random float32 Archs of ``space``, each at the valid resolution nearest ``resolution``,
+    leaving out those with an op of ``skip_op_classes`` (ones the runtime cannot run).
+
+    A space with precision choices draws them too; they are set to float32 here, since the profile times the
+    float kernels (eager torch would time fake quantisation, not low-precision execution) and makes its
+    mixed-precision models from float ones (:func:`nas.latency.local_int8.mixed_archs`)."""
     from nas.space import load_space
 
     loaded = load_space(space)
     rng = np.random.default_rng(seed)
     out: dict[str, Arch] = {}
     for _ in range(count * 20):
-        arch = _at_modest_resolution(loaded.sample(rng), resolution)
+        arch = _at_modest_resolution(loaded.sample(rng), resolution).with_precision(Precision())
         if skip_op_classes and any(op.op_class in skip_op_classes for op in profile(arch, batch=1).ops):
             continue
         out.setdefault(arch.id, arch)
