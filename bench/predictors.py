@@ -163,6 +163,9 @@ def _local(smoke: bool, runtime: str) -> None:
           f"({result.measured} timed now), 1-min load {result.load['min']}-{result.load['max']}; {result.path}")
     print(f"    fit: MAPE {fit.mape_pct:.1f}%  held out: rho {held.spearman_rho:.3f} MAPE {held.mape_pct:.1f}% "
           f"within10 {held.within_10_pct:.1f}% within20 {held.within_20_pct:.1f}% (acceptance within10 >= 90%)")
+    if result.passes_agree_pct is not None:
+        print(f"    the measurement itself: {result.passes_agree_pct:.1f}% of the models timed within 10% in every "
+              f"pass (the ceiling this machine's noise puts on within10)")
     for name, row in result.xeon.items():
         print(f"    xeon/{name} vs live: rho {row['spearman_rho']}, MAPE {row['mape_pct']}%, scale x{row['scale']} -> "
               f"MAPE {row['scaled_mape_pct']}%, within10 {row['scaled_within_10_pct']}%")

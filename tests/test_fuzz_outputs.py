@@ -243,6 +243,7 @@ COUNT_ARGUMENTS = [
     (["profile", "--target", "local"], "--threads", 1, max_threads()),
     (["profile", "--target", "local"], "--fit-archs", 1, MAX_CANDIDATES),
     (["profile", "--target", "local"], "--repeats", 1, MAX_STEPS),
+    (["profile", "--target", "local"], "--passes", 1, MAX_STEPS),
     (["profile", "--target", "local"], "--warmup", 0, MAX_STEPS),
     (["profile", "--target", "local"], "--seed", 0, MAX_SEED),
     (["space", "sample", "swin"], "-n", 1, MAX_PRINTED_POINTS),  # each point decoded and held until printed

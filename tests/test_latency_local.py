@@ -115,8 +115,34 @@ def test_a_killed_profile_resumes_from_its_cached_timings(home: Path, archs) -> 
 
     result = profile_local(options, archs=archs, measurer=counting, peaks=PEAKS)
     fit, held = archs
-    assert result.measured == len(timed) == len(fit) + len(held) - 2
-    assert fit[0].id not in timed and fit[1].id not in timed
+    everything = [*fit, *held]
+    assert options.protocol.passes == 2 and len(timed) == 2 * len(everything) - 2, "the first chunk's pass was kept"
+    assert [timed.count(arch.id) for arch in everything] == [1, 1] + [2] * (len(everything) - 2)
+    assert result.measured == len(everything), "every model was timed now, the first two in their second pass"
+
+
+def test_passes_time_every_model_before_timing_any_again_and_say_how_far_they_agree(home: Path, archs) -> None:
+    order: list[str] = []
+    slow = {archs[1][0].id}  # one model's second pass runs 30% slower than its first
+
+    def measurer(chunk: Sequence[nas.Arch], protocol: Protocol) -> list[Timing]:
+        out = []
+        for arch in chunk:
+            timing = _fake_timing(arch)
+            if arch.id in slow and arch.id in order:
+                timing = Timing(tuple(ms * 1.3 for ms in timing.samples_ms), timing.wall_ms, 0.5, 0.5)
+            order.append(arch.id)
+            out.append(timing)
+        return out
+
+    everything = [*archs[0], *archs[1]]
+    result = profile_local(ProfileOptions(protocol=Protocol(chunk=3, passes=2)), archs=archs, measurer=measurer,
+                           peaks=PEAKS)
+    assert order == [arch.id for arch in everything] * 2
+    assert result.passes_agree_pct == pytest.approx(100.0 * (len(everything) - 1) / len(everything))
+    single = profile_local(ProfileOptions(protocol=Protocol(passes=1), resume=False), archs=archs,
+                           measurer=_fake, peaks=PEAKS)
+    assert single.passes_agree_pct is None
 
 
 def test_profile_rejects_overlapping_sets_and_bad_options(home: Path, archs) -> None:

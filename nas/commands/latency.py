@@ -178,7 +178,7 @@ def _profile_options(args: argparse.Namespace) -> Any:
     from nas.latency.measure import Protocol
 
     protocol = Protocol(runtime=args.runtime, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-                        chunk=args.chunk, statistic=args.statistic)
+                        chunk=args.chunk, statistic=args.statistic, passes=args.passes)
     return ProfileOptions(protocol=protocol, fit_archs=args.fit_archs, held_out_archs=args.held_out,
                           resolution=args.resolution, seed=args.seed, resume=not args.fresh,
                           mixed_fit_archs=args.mixed_fit, mixed_held_out_archs=args.mixed_held_out)
@@ -205,6 +205,10 @@ class ProfileCommand(Command):
         parser.add_argument("--resolution", type=resolution, default=128,
                             help="input resolution (the nearest valid one per model; default 128)")
         parser.add_argument("--repeats", type=count(MAX_STEPS), default=7, help="timed runs per model (default 7)")
+        parser.add_argument("--passes", type=count(MAX_STEPS), default=2,
+                            help="sweeps over all the models, one after the other, so that a slowdown of a few "
+                                 "minutes does not hit every run of a model; two or more also say how far the "
+                                 "measurement repeats (default 2)")
         parser.add_argument("--statistic", choices=("min", "median"), default="min",
                             help="a model's latency from its timed runs (default min: load only slows runs down)")
         parser.add_argument("--warmup", type=count(MAX_STEPS, minimum=0), default=2,
@@ -228,6 +232,9 @@ class ProfileCommand(Command):
         print(f"  fit on {fit.rows} models: MAPE {fit.mape_pct:.1f}%")
         print(f"  held out {held.rows} models: Spearman rho {held.spearman_rho:.3f}, MAPE {held.mape_pct:.1f}%, "
               f"within 10% {held.within_10_pct:.1f}%, within 20% {held.within_20_pct:.1f}%")
+        if result.passes_agree_pct is not None:
+            print(f"  the measurement itself: {result.passes_agree_pct:.1f}% of the models timed within 10% in every "
+                  f"pass (no predictor can do better than the machine's noise allows)")
         if result.mixed is not None:
             mixed = result.mixed["held_out"]
             print(f"  int8 processor fitted on {result.mixed['fit_rows']} mixed-precision models: in-sample MAPE "

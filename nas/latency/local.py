@@ -11,10 +11,10 @@ The job, in order:
    nearest ``resolution`` (a modest one, so the profile takes minutes); the
    first ``fit_archs`` are fitted, the rest are held out and never seen by the fit.
 3. **Measure** every model end to end (:mod:`nas.latency.measure`: batch 1,
-   fixed threads, warm-up, median of interleaved repeats). Timings are cached
-   (``$NAS_HOME/profile/<setting>.json``, rewritten atomically after each
-   chunk), so a killed profile resumes where it stopped; a cache from another
-   machine or protocol is ignored.
+   fixed threads, warm-up, minimum of interleaved repeats), in passes over the
+   whole list, cached so that a killed profile resumes where it stopped
+   (:mod:`nas.latency.profile_timings`); how often the passes agree is reported
+   as the ceiling that measurement noise puts on step 5's figures.
 4. **Fit** the same per-op model as the packaged targets
    (:func:`nas.latency.calibration.solver.fit_features`) to the fit models' measurements, with
    this runtime's fusion rules and priors relative to the measured peaks.
@@ -37,7 +37,7 @@ import datetime
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,17 +51,23 @@ from nas.errors import ConfigError, NasError
 from nas.latency.calibration.solver import fit_features
 from nas.latency.calibration.validate import Figures, figures
 from nas.latency.local_int8 import ACCEPTANCE_BAND, fit_int8, int8_processor, mixed_archs, predict_ms, within_pct
-from nas.latency.measure import Protocol, Timing, prepare, time_chunk
+from nas.latency.measure import Protocol
 from nas.latency.opmodel import Features, compress, concat, evaluate, features, params_of
 from nas.latency.optable import build_table
+from nas.latency.profile_timings import (
+    Measurer,
+    cache_header,
+    default_measurer,
+    joined,
+    load_summary,
+    measure_passes,
+    noise,
+)
 from nas.latency.targets import LOCAL, Setting, get_target, local_target_path, parse_target, user_dir
-from nas.yamlio import dump_json, dump_yaml, load_yaml
+from nas.yamlio import dump_yaml, load_yaml
 
 __all__ = ["ProfileOptions", "ProfileResult", "Measurer", "setting_name", "sample_archs", "profile_local",
            "fit_local", "compare_xeon", "cache_path"]
-
-Measurer = Callable[[Sequence[Arch], Protocol], list[Timing]]
-"""Times a chunk of Archs (the default prepares and times them, :func:`nas.latency.measure.time_chunk`)."""
 
 _RESOLUTIONS = tuple(range(64, 513, 8))
 MIXED_FIT_DEFAULT = 40
@@ -69,7 +75,6 @@ MIXED_FIT_DEFAULT = 40
 half as many models overfitted them in bench/local_int8.py)."""
 MIXED_HELD_OUT_DEFAULT = 20
 """Further mixed-precision models it validates on (the acceptance counts at least 20)."""
-_CACHE_SCHEMA = 1
 
 # Fusion a runtime applies when it builds the model: none in eager PyTorch (every aten op runs on its own);
 # onnxruntime folds batch norm into convolutions and fuses activations and residual adds into the producer
@@ -162,6 +167,8 @@ class ProfileResult:
         mixed: for the mixed-precision models (onnxruntime), the figures of the int8 processor's fit
             (``fit_rows``, ``in_sample``) and of the held-out models (``held_out``, ``within_15_pct``); ``None``
             when none were timed.
+        passes_agree_pct: the share of models (%) whose timing passes agree within +-10%: the most the held-out
+            figure can show on this machine's noise; ``None`` with one pass.
     """
 
     path: Path
@@ -173,11 +180,13 @@ class ProfileResult:
     measured: int
     load: dict[str, float]
     mixed: dict[str, Any] | None = None
+    passes_agree_pct: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "setting": self.setting, "fit": self.fit.to_dict(),
                 "held_out": self.held_out.to_dict(), "xeon": self.xeon, "wall_s": round(self.wall_s, 1),
-                "measured": self.measured, "load": self.load, "mixed": self.mixed}
+                "measured": self.measured, "load": self.load, "mixed": self.mixed,
+                "passes_agree_pct": self.passes_agree_pct}
 
 
 def setting_name(protocol: Protocol) -> str:
@@ -227,62 +236,6 @@ def sample_archs(space: str, count: int, resolution: int, seed: int, *,
 
 
 # -- measuring -------------------------------------------------------------------------------
-
-
-def _default_measurer(archs: Sequence[Arch], protocol: Protocol) -> list[Timing]:
-    return time_chunk([prepare(arch, protocol) for arch in archs], protocol)
-
-
-def _cache_header(protocol: Protocol, cpu_model: str) -> dict[str, Any]:
-    """What cached timings must match to be reused (the statistic is applied later, so it may differ)."""
-    timing = {key: value for key, value in protocol.to_dict().items() if key != "statistic"}
-    return {"schema": _CACHE_SCHEMA, "cpu_model": cpu_model, "protocol": timing}
-
-
-def _load_cache(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or any(data.get(key) != value for key, value in header.items()):
-        return {}
-    timings = data.get("timings")
-    return timings if isinstance(timings, dict) else {}
-
-
-def _measure(archs: Sequence[Arch], protocol: Protocol, *, cache: Path, resume: bool, header: dict[str, Any],
-             measurer: Measurer, progress: bool) -> tuple[dict[str, Timing], int]:
-    """Timing per Arch id (cached ones reused if ``resume``); also how many were timed now. The cache is
-    rewritten after every chunk either way."""
-    stored = _load_cache(cache, header) if resume else {}
-    try:
-        timings = {key: Timing(tuple(value["samples_ms"]), tuple(value["wall_ms"]), float(value["load_before"]),
-                               float(value["load_after"])) for key, value in stored.items()}
-    except (KeyError, TypeError, ValueError):
-        timings = {}  # a damaged cache is only lost time, never wrong figures
-    todo = [arch for arch in archs if arch.id not in timings]
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="model", desc=f"timing ({len(archs) - len(todo)} cached)")
-    try:
-        for start in range(0, len(todo), protocol.chunk):
-            chunk = todo[start:start + protocol.chunk]
-            for arch, timing in zip(chunk, measurer(chunk, protocol), strict=True):
-                timings[arch.id] = timing
-            payload = {**header, "timings": {key: {"samples_ms": list(value.samples_ms), "wall_ms": list(value.wall_ms),
-                                                   "load_before": value.load_before, "load_after": value.load_after}
-                                             for key, value in timings.items()}}
-            write_atomic(cache, dump_json(payload))
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    return timings, len(todo)
 
 
 # -- fitting ---------------------------------------------------------------------------------
@@ -465,23 +418,6 @@ def _mixed_validation(setting: Setting, coefficients: Any, fitted: tuple[Sequenc
 # -- the job ---------------------------------------------------------------------------------
 
 
-def _load_summary(timings: Sequence[Timing]) -> dict[str, float]:
-    loads = [value for timing in timings for value in (timing.load_before, timing.load_after)]
-    return {"min": round(min(loads), 2), "median": round(float(np.median(loads)), 2), "max": round(max(loads), 2)}
-
-
-def _noise(timings: Sequence[Timing]) -> dict[str, float]:
-    """Spread of the repeats (median over models of (max - min) / median) by the protocol's clock and by the
-    wall clock, and the median ratio of wall time to the clock's time (1 on an idle machine)."""
-    def spread(samples: Sequence[float]) -> float:
-        return (max(samples) - min(samples)) / float(np.median(samples))
-
-    ratio = [np.median(t.wall_ms) / np.median(t.samples_ms) for t in timings]
-    return {"range_over_median": round(float(np.median([spread(t.samples_ms) for t in timings])), 4),
-            "wall_range_over_median": round(float(np.median([spread(t.wall_ms) for t in timings])), 4),
-            "wall_over_clock": round(float(np.median(ratio)), 4)}
-
-
 def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequence[Arch], Sequence[Arch]] | None = None,
                   mixed: tuple[Sequence[Arch], Sequence[Arch]] | None = None, measurer: Measurer | None = None,
                   peaks: dict[str, float] | None = None, progress: bool = False,
@@ -528,10 +464,11 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     if overlap:
         raise NasError(f"held-out Archs must not be fitted; in both: {', '.join(sorted(overlap))}")
     peaks = peaks or measure_peaks(protocol.threads, clock=protocol.clock)
-    header = _cache_header(protocol, machine.cpu_model)
+    header = cache_header(protocol, machine.cpu_model)
     everything = [*fit_archs, *held_archs, *mixed_fit, *mixed_held]
-    timings, measured = _measure(everything, protocol, cache=cache_path(protocol), resume=options.resume,
-                                 header=header, measurer=measurer or _default_measurer, progress=progress)
+    passes, measured = measure_passes(everything, protocol, cache=cache_path(protocol), resume=options.resume,
+                                      header=header, measurer=measurer or default_measurer, progress=progress)
+    timings = {key: joined(value) for key, value in passes.items()}
     fit_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in fit_archs]
     held_ms = [timings[arch.id].latency_ms(protocol.statistic) for arch in held_archs]
 
@@ -553,7 +490,8 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
         coefficients = fit_int8(setting, coefficients, mixed_fit, mixed_fit_ms)
         mixed_report = _mixed_validation(setting, coefficients, (mixed_fit, mixed_fit_ms), (mixed_held, mixed_held_ms))
     used = [timings[arch.id] for arch in everything]
-    load = _load_summary(used)
+    load = load_summary(used)
+    spread = noise([passes[arch.id] for arch in everything])
     wall = time.perf_counter() - started
     entry["coefficients"] = coefficients.to_dict()
     entry["validation"] = {
@@ -580,7 +518,7 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
                      "timer": ("injected" if measurer is not None else
                                f"{'time.thread_time' if protocol.clock == 'cpu' else 'time.perf_counter'} around "
                                f"one run")},
-        "load_1min": {**load, "cpus": os.cpu_count() or 1}, "noise": _noise(used),
+        "load_1min": {**load, "cpus": os.cpu_count() or 1}, "noise": spread,
         "timed_now": measured, "from_cache": len(used) - measured, "wall_s": round(wall, 1),
         "fit_archs": [[arch.id, arch.input.resolution, float(f"{ms:.6g}")] for arch, ms in zip(fit_archs, fit_ms,
                                                                                                strict=True)],
@@ -591,4 +529,5 @@ def profile_local(options: ProfileOptions | None = None, *, archs: tuple[Sequenc
     write_atomic(path, header_lines + dump_yaml(document))
     return ProfileResult(path, name, in_sample, held_out, xeon, wall, measured, load,
                          None if mixed_report is None else {key: mixed_report[key] for key in
-                                                            ("fit_rows", "in_sample", "held_out", "within_15_pct")})
+                                                            ("fit_rows", "in_sample", "held_out", "within_15_pct")},
+                         spread["passes_agree_within_10_pct"])

@@ -83,6 +83,8 @@ class Protocol:
         clock: ``cpu`` (the calling thread's CPU time; one thread only) or ``wall``; ``None`` picks ``cpu`` for
             one thread and ``wall`` for more.
         statistic: what the timed runs of a model become: their ``min`` or their ``median``.
+        passes: sweeps over all the models, each timing every model ``repeats`` times; the statistic is over the
+            runs of all passes (:mod:`nas.latency.profile_timings` says why).
     """
 
     runtime: str = "torch"
@@ -93,11 +95,12 @@ class Protocol:
     batch: int = 1
     clock: str | None = None
     statistic: str = "min"
+    passes: int = 2
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise NasError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        for name in ("threads", "repeats", "chunk", "batch"):
+        for name in ("threads", "repeats", "chunk", "batch", "passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise NasError(f"{name} must be an int >= 1, got {value!r}")
