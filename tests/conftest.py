@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,17 +19,12 @@ settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
+# No test reads or writes the user's ``~/.cache/nas``: a profiled ``local`` target there would change what
+# ``nas targets`` lists. Set on import, before collection, since some tests are parametrised by the targets.
+os.environ["NAS_HOME"] = tempfile.mkdtemp(prefix="nas-home-")
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DIR = ROOT / "tests" / "tiny"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_nas_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test reads or writes the user's ``~/.cache/nas``: a profiled ``local`` target there would change
-    what ``nas targets`` lists."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NAS_HOME", str(tmp_path_factory.mktemp("nas_home")))
-        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
