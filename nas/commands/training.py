@@ -215,6 +215,10 @@ class TrainCommand(Command):
         parser.add_argument("--cga", type=_annealed_share, default=0.0, metavar="SHARE",
                             help="OFQ's confidence-guided annealing over the last SHARE of training (e.g. 0.1): "
                                  "integer weights away from a rounding boundary freeze (default 0: off)")
+        parser.add_argument("--qkr", action="store_true",
+                            help="OFQ's query-key reparameterisation: every attention block's logits from its heads' "
+                                 "merged query-key matrices, quantised as one weight (needs integer weights, e.g. "
+                                 "--precision int8); recorded in the arch, which stays merged when exported")
         parser.add_argument("--cga-boundary", type=_boundary_width, default=0.005, metavar="WIDTH",
                             help="under --cga, weights within WIDTH grid steps of a rounding boundary keep training "
                                  "(default 0.005)")
@@ -227,6 +231,10 @@ class TrainCommand(Command):
         arch = resolve_arch(args.arch)
         if args.precision is not None:
             arch = arch.with_precision(args.precision)
+        if args.qkr:
+            from nas.blocks.qkr import merge_query_key
+
+            arch = merge_query_key(arch)
         dataset, shared, out = _train_run(args, "train", arch.name or arch.id)
         settings = replace(shared, statsq=args.statsq, cga=args.cga, cga_boundary=args.cga_boundary)
         result = train_model(arch, dataset, settings, width=1.0 if args.full_scale else args.proxy_width,
