@@ -118,9 +118,8 @@ class MergedQkv(MergeableQkv, QuantizedLayer):
         dim = self.in_features
         if self.weight.is_meta:
             return self.weight.new_empty(((self.heads + 1) * dim, dim))
-        query, key, value = self.weight.chunk(3)
-        merged = key.unflatten(0, (self.heads, -1)).transpose(1, 2) @ query.unflatten(0, (self.heads, -1))
-        return torch.cat([merged.flatten(0, 1), value])
+        merged = self._per_head(dim).transpose(1, 2) @ self._per_head(0)
+        return torch.cat([merged.reshape(self.heads * dim, dim), self.weight[2 * dim:]])
 
     def deployed_bias(self) -> torch.Tensor | None:
         """``[b_1; ...; b_heads; b_v]`` with ``b_h = W_k,h^T b_q,h`` (the key bias drops out); None without bias."""
@@ -129,10 +128,17 @@ class MergedQkv(MergeableQkv, QuantizedLayer):
         dim = self.in_features
         if self.bias.is_meta:
             return self.bias.new_empty(((self.heads + 1) * dim,))
-        query_bias, _, value_bias = self.bias.chunk(3)
-        key = self.weight[dim:2 * dim].unflatten(0, (self.heads, -1))
-        merged = (key.transpose(1, 2) @ query_bias.unflatten(0, (self.heads, -1)).unsqueeze(-1)).flatten()
-        return torch.cat([merged, value_bias])
+        query_bias = self.bias[:dim].reshape(self.heads, dim // self.heads, 1)
+        merged = self._per_head(dim).transpose(1, 2) @ query_bias
+        return torch.cat([merged.reshape(self.heads * dim), self.bias[2 * dim:]])
+
+    def _per_head(self, start: int) -> torch.Tensor:
+        """Rows ``start ... start + dim - 1`` of the weight (the ``q`` or ``k`` rows) as ``(heads, head_dim, dim)``.
+
+        Static slices and shapes, so that an exporter folds the merged weight into a constant.
+        """
+        dim = self.in_features
+        return self.weight[start:start + dim].reshape(self.heads, dim // self.heads, dim)
 
     def _project(self, quantized_x: torch.Tensor) -> torch.Tensor:
         return F.linear(quantized_x, self.weight_quantizer(self.deployed_weight()), self.deployed_bias())
