@@ -33,7 +33,7 @@ from torch import nn
 from nas.arch import Component, Site
 from nas.blocks.common import factory_kwargs, merge_heads, split_heads
 from nas.blocks.contract import Chunks
-from nas.blocks.qkr import MergeableQkv, QueryKeyMergeable
+from nas.blocks.qkr import QueryKeyMergeable, create_qkv, qkv_heads
 from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
@@ -85,15 +85,10 @@ class Attention(TokenMixer):
         dd = factory_kwargs(device, dtype)
         self.heads = cfg.heads
         self.head_dim = dim // cfg.heads
-        self.qk_merged = cfg.qk_merged
-        self.qkv = (MergeableQkv(dim, cfg.heads, bias=cfg.qkv_bias, **dd) if cfg.qk_merged
-                    else nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd))
+        self.qkv = create_qkv(dim, cfg.heads, bias=cfg.qkv_bias, merged=cfg.qk_merged, **dd)
         self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.qk_merged:
-            query, key, value, scale = self.qkv.heads_of(x)
-            return self.proj(self.attend(x, query, key, value, scale=scale))
-        query, key, value = (split_heads(part, self.heads) for part in self.qkv(x).chunk(3, dim=-1))
-        return self.proj(self.attend(x, query, key, value))
+        query, key, value, scale = qkv_heads(self.qkv, x, self.heads)
+        return self.proj(self.attend(x, query, key, value, scale=scale))

@@ -21,13 +21,20 @@ and each head's logits have an inner dimension ``C`` instead of ``head_dim``. ``
 so a model trained this way cannot be exported as plain ``q``/``k`` rows: it stays a QKR model (the
 ``qk_merged`` field of its Arch), whose state is that of the plain kind.
 
-How a kind opts in: one more base on its config, :class:`QueryKeyMergeable`, and its fused projection built
-as ``MergeableQkv`` when ``qk_merged`` (it keeps the ``qkv`` parameters, so float checkpoints and the supernet's
-shared weights load), whose :meth:`MergeableQkv.heads_of` gives the product's query, key, value and scale.
-With float weights (or other non-integer formats, which have no uniform grid to oscillate on) the layer
-computes exactly the plain kind's ops; with integer weights :func:`~nas.blocks.fakequant.apply_precision`
-makes it a :class:`MergedQkv`. :func:`merge_query_key` sets the field on every block of an Arch that has it
-(``nas train --qkr``).
+How a kind with a fused ``qkv`` linear opts in: one more base on its config, :class:`QueryKeyMergeable`, its
+projection made by :func:`create_qkv` and split by :func:`qkv_heads`::
+
+    self.qkv = create_qkv(dim, cfg.heads, bias=cfg.qkv_bias, merged=cfg.qk_merged, **dd)
+    query, key, value, scale = qkv_heads(self.qkv, x, self.heads)
+    out = self.attend(x, query, key, value, scale=scale)
+
+Merged, the projection is a :class:`MergeableQkv`, which keeps the ``qkv`` parameters (float checkpoints and the
+supernet's shared weights load); otherwise it is the plain ``nn.Linear``, and nothing changes. A
+:class:`MergeableQkv` with float weights (or another non-integer format, with no uniform grid to oscillate on)
+computes the plain kind's ops; integer weights make it a :class:`MergedQkv`
+(:func:`~nas.blocks.fakequant.apply_precision`), and its block is priced as such
+(:attr:`QueryKeyMergeable.ops_follow_precision`). :func:`merge_query_key` sets the field on every block of an
+Arch that has it (``nas train --qkr``).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from nas.blocks.common import factory_kwargs, split_heads
 from nas.blocks.fakequant import QuantizedLayer, QuantizedLinear, Quantizer, QuantizesItself
 from nas.errors import NasError
 
-__all__ = ["QueryKeyMergeable", "MergeableQkv", "MergedQkv", "merge_query_key"]
+__all__ = ["QueryKeyMergeable", "MergeableQkv", "MergedQkv", "create_qkv", "qkv_heads", "merge_query_key"]
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]
 """``(query, key, value, scale)`` for :class:`~nas.blocks.quantizable.SoftmaxAttention`; scale None: its default."""
@@ -157,6 +164,22 @@ class MergedQkv(MergeableQkv, QuantizedLayer):
         return query, key, split_heads(value, self.heads), (self.in_features // self.heads) ** -0.5
 
 
+def create_qkv(dim: int, heads: int, *, bias: bool, merged: bool, device: Any = None,
+               dtype: Any = None) -> nn.Linear:
+    """The fused ``dim -> 3 * dim`` projection: a :class:`MergeableQkv` if ``merged``, else a plain ``nn.Linear``."""
+    if merged:
+        return MergeableQkv(dim, heads, bias=bias, device=device, dtype=dtype)
+    return nn.Linear(dim, 3 * dim, bias=bias, **factory_kwargs(device, dtype))
+
+
+def qkv_heads(qkv: nn.Linear, x: torch.Tensor, heads: int) -> QKV:
+    """Split-head ``query``, ``key``, ``value`` and the scale from ``x`` by a projection of :func:`create_qkv`."""
+    if isinstance(qkv, MergeableQkv):
+        return qkv.heads_of(x)
+    query, key, value = (split_heads(part, heads) for part in qkv(x).chunk(3, dim=-1))
+    return query, key, value, None
+
+
 def merge_query_key(arch: Arch) -> Arch:
     """``arch`` with ``qk_merged`` set on every block whose mixer has it (``nas train --qkr``).
 
@@ -169,7 +192,7 @@ def merge_query_key(arch: Arch) -> Arch:
                  if isinstance(block.mixer, QueryKeyMergeable)]
     if not mergeable:
         raise NasError(f"--qkr merges attention's query and key weights, but {label} has no block whose mixer "
-                       "takes it (global attention)")
+                       "takes it (global or windowed attention)")
     if not any(block.precision.formats("block")[0].family == "int" for block in mergeable):
         raise NasError(f"--qkr acts on integer weight formats, but no attention block of {label} quantises its "
                        "weights to one; add --precision, e.g. int8")
