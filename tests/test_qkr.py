@@ -22,6 +22,9 @@ from nas.blocks.swin import WindowAttention, WindowAttentionCfg
 from nas.build import build
 from nas.cli import main
 from nas.errors import NasError
+from nas.quantization.analyze import layer_statistics
+from nas.quantization.calibrate import CalibrationSettings, quantize_model
+from nas.supernet import ProxyScale, Supernet, proxy
 from tests.conftest import TINY_DIR
 
 INT8 = Precision.from_spec("int8:channel")
@@ -154,6 +157,38 @@ def test_finishing_qat_of_a_merged_model_keeps_its_outputs_and_a_build_of_its_ar
         fresh.load_state_dict(model.state_dict())
         assert torch.equal(fresh(images), trained)
     assert all(type(layer.weight_quantizer) is Quantizer for _, layer in quantized_layers(model))
+
+
+@pytest.mark.parametrize("name", ["mixer_attention.yaml", "mixer_window_attention.yaml"])
+def test_the_supernet_shares_the_plain_weights_with_a_merged_subnet(tmp_path: Path, name: str) -> None:
+    arch = merge_query_key(nas.Arch.load(TINY_DIR / name).with_precision(INT8))
+    (tmp_path / name).write_text(arch.to_yaml())
+    scale = ProxyScale(width=0.5, resolution=32)
+    supernet = Supernet.create(str(tmp_path / name), scale=scale, scan=1).eval()
+    small = proxy(arch, width=scale.width, resolution=scale.resolution)
+    built = build(small).eval()
+    built.load_state_dict(supernet.extract(arch).state_dict())
+    assert any(isinstance(layer, MergedQkv) for _, layer in quantized_layers(built))
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(supernet(images, arch), built(images), rtol=0, atol=1e-5)
+
+
+def test_ptq_calibrates_the_merged_weight_and_analysis_lists_the_merged_layer() -> None:
+    arch = merge_query_key(nas.Arch.load(TINY_DIR / "mixer_attention.yaml").with_precision(INT8))
+    float_arch = arch.with_precision(Precision())
+    torch.manual_seed(0)
+    model = build(float_arch).eval()
+    images = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)) for seed in range(2)]
+    settings = CalibrationSettings(batches=2, weights="mse", noisy_bias=True)
+    quantized = quantize_model(model, float_arch, INT8, images, settings).module
+    qkv = quantized.stages[0][0][0].fn.qkv
+    assert isinstance(qkv, MergedQkv) and qkv.weight_quantizer.is_calibrated and qkv.input_quantizer.is_calibrated
+    with torch.no_grad():
+        reference = model(images[0])
+        assert (quantized(images[0]) - reference).abs().max() < 0.1 * reference.abs().max()
+    table = layer_statistics(quantized, images, batches=1)
+    assert list(table["type"]).count("MergedQkv") == arch.num_blocks
 
 
 # ---------------------------------------------------------------------------

@@ -147,20 +147,20 @@ class MergedQkv(MergeableQkv, QuantizedLayer):
         dim = self.in_features
         return self.weight[start:start + dim].reshape(self.heads, dim // self.heads, dim)
 
-    def _project(self, quantized_x: torch.Tensor) -> torch.Tensor:
-        return F.linear(quantized_x, self.weight_quantizer(self.deployed_weight()), self.deployed_bias())
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The merged projection alone, ``(..., dim) -> (..., (heads + 1) * dim)`` (for PTQ and analysis)."""
-        return self._project(self.input_quantizer(x))
+        """The merged projection ``(..., dim) -> (..., (heads + 1) * dim)``: ``[t_1; ...; t_heads; v]``."""
+        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.deployed_weight()), self.deployed_bias())
 
     def heads_of(self, x: torch.Tensor) -> QKV:
         """``query`` ``t`` and ``key`` ``Q(x)`` with ``dim`` channels per head, ``value`` with ``head_dim``, and
-        the plain kind's scale ``head_dim ** -0.5``."""
-        quantized = self.input_quantizer(x)
-        merged, value = self._project(quantized).split([self.heads * self.in_features, self.in_features], dim=-1)
+        the plain kind's scale ``head_dim ** -0.5``.
+
+        The key is ``x`` as the projection's own input quantiser rounds it (the same values, one range); the
+        projection runs as the layer's forward, so hooks on the layer (PTQ analysis) see it.
+        """
+        merged, value = self(x).split([self.heads * self.in_features, self.in_features], dim=-1)
         query = split_heads(merged, self.heads)
-        key = quantized.unsqueeze(-3).expand(query.shape)
+        key = self.input_quantizer(x).unsqueeze(-3).expand(query.shape)
         return query, key, split_heads(value, self.heads), (self.in_features // self.heads) ** -0.5
 
 
