@@ -22,6 +22,7 @@ from nas.blocks.swin import WindowAttention, WindowAttentionCfg
 from nas.build import build
 from nas.cli import main
 from nas.errors import NasError
+from nas.latency import predict, predict_many
 from nas.quantization.analyze import layer_statistics
 from nas.quantization.calibrate import CalibrationSettings, quantize_model
 from nas.supernet import ProxyScale, Supernet, proxy
@@ -221,6 +222,15 @@ def test_the_merged_path_is_priced_only_when_the_weights_are_integer() -> None:
     ops = [op for op in merged_int8.ops if op.unit == "stages[0].blocks[0]" and op.op_class == "matmul"]
     assert ops[0].in_shapes[2] == (dim, (HEADS + 1) * dim) and ops[1].in_shapes[1][-2:] == (dim, tokens)
     assert {op.precision for op in ops} == {"int8"}
+
+
+def test_latency_targets_price_the_merged_path_alike_one_by_one_and_in_batches() -> None:
+    plain = nas.zoo.get("deit_tiny").with_precision(INT8)
+    merged = merge_query_key(plain)
+    one = predict(merged, target="xeon").latency_ms
+    assert one != predict(plain, target="xeon").latency_ms
+    np.testing.assert_allclose(predict_many([merged, plain], target="xeon"),
+                               [one, predict(plain, target="xeon").latency_ms], rtol=1e-12, atol=0)
 
 
 # ---------------------------------------------------------------------------
