@@ -1,10 +1,10 @@
 """Query-key reparameterisation (QKR): a head's logits from one merged, quantised query-key matrix.
 
 "Oscillation-free Quantization for Low-bit Vision Transformers", Liu, Liu and Cheng, ICML 2023,
-https://arxiv.org/abs/2302.02210, Sec. 4.3 (the other two remedies are in :mod:`nas.blocks.ofq`). Quantising
-``W_q`` and ``W_k`` apart lets their rounding errors multiply in ``q . k``, and the paper traces much of
-low-bit ViTs' weight oscillation to that interplay; QKR quantises their product instead, per head ``h``
-(``C`` channels, ``head_dim`` rows of each of ``W_q,h`` and ``W_k,h``)::
+https://arxiv.org/abs/2302.02210 (the other two remedies are in :mod:`nas.blocks.ofq`). The paper traces part of
+low-bit ViTs' weight oscillation to the interplay of the separately quantised query and key weights, whose
+rounding errors meet in ``q . k``; QKR quantises their product instead, per head ``h`` (``C`` channels,
+``head_dim`` rows of each of ``W_q,h`` and ``W_k,h``)::
 
     logits_h[i, j] = q_i . k_j  ~  t_i . x_j   with   t_i = Q(M_h) x_i + b_h,   M_h = W_k,h^T W_q,h  (C x C)
 
