@@ -149,6 +149,10 @@ def test_finishing_qat_of_a_merged_model_keeps_its_outputs_and_a_build_of_its_ar
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     set_training_progress(model, 0.9)
     model(images).sum().backward()
+    for _, layer in quantized_layers(model):  # the latent q and k rows train through the merged product
+        if isinstance(layer, MergedQkv):
+            dim = layer.in_features
+            assert all(layer.weight.grad[rows].abs().sum() > 0 for rows in (slice(0, dim), slice(dim, 2 * dim)))
     model.eval()
     with torch.no_grad():
         trained = model(images)
