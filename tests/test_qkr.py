@@ -286,10 +286,11 @@ def test_qkr_is_refused_without_integer_weights_or_attention_and_writes_nothing(
         merge_query_key(nas.Arch.load(TINY_DIR / "mixer_attention.yaml"))
 
 
-def test_an_int8_merged_model_exports_to_onnx_and_matches_within_int8_tolerance(tmp_path: Path) -> None:
+def test_an_int8_merged_model_exports_to_onnx_and_torch_within_their_tolerances(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from nas.export import export
 
     arch = merge_query_key(nas.Arch.load(TINY_DIR / "mixer_attention.yaml").with_precision(INT8))
-    result = export(arch, tmp_path, format="onnx")  # checked against the torch model within int8 tolerance
-    assert result.files[0].exists() and result.max_abs_diff is not None
+    for fmt in ("onnx", "torch"):  # each checked against the eager model (int8 tolerance for QDQ), or refused
+        result = export(arch, tmp_path / fmt, format=fmt)
+        assert result.files[0].exists() and result.max_abs_diff is not None
