@@ -52,7 +52,8 @@ from nas.blocks.common import factory_kwargs, split_heads
 from nas.blocks.fakequant import QuantizedLayer, QuantizedLinear, Quantizer, QuantizesItself
 from nas.errors import NasError
 
-__all__ = ["QueryKeyMergeable", "MergeableQkv", "MergedQkv", "create_qkv", "qkv_heads", "merge_query_key"]
+__all__ = ["QueryKeyMergeable", "MergeableQkv", "QuantizedMergeableQkv", "MergedQkv", "create_qkv", "qkv_heads",
+           "merge_query_key"]
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]
 """``(query, key, value, scale)`` for :class:`~nas.blocks.quantizable.SoftmaxAttention`; scale None: its default."""

@@ -215,13 +215,14 @@ class TrainCommand(Command):
         parser.add_argument("--cga", type=_annealed_share, default=0.0, metavar="SHARE",
                             help="OFQ's confidence-guided annealing over the last SHARE of training (e.g. 0.1): "
                                  "integer weights away from a rounding boundary freeze (default 0: off)")
-        parser.add_argument("--qkr", action="store_true",
-                            help="OFQ's query-key reparameterisation: every attention block's logits from its heads' "
-                                 "merged query-key matrices, quantised as one weight (needs integer weights, e.g. "
-                                 "--precision int8); recorded in the arch, which stays merged when exported")
         parser.add_argument("--cga-boundary", type=_boundary_width, default=0.005, metavar="WIDTH",
                             help="under --cga, weights within WIDTH grid steps of a rounding boundary keep training "
                                  "(default 0.005)")
+        parser.add_argument("--qkr", action="store_true",
+                            help="OFQ's query-key reparameterisation: each attention head's logits from its merged "
+                                 "query-key matrix, quantised in place of the query and key rows (needs integer "
+                                 "weights, e.g. --precision int8); recorded in the arch, so the exported model stays "
+                                 "merged")
 
     def run(self, args: argparse.Namespace) -> int:
         from dataclasses import replace
