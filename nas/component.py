@@ -86,7 +86,10 @@ class Component:
     ``changes_width = True``; the walk refuses any other mixer where the width
     coming in differs from its stage's. A stem that hands the image on unchanged, for a body that embeds the
     image itself, sets ``keeps_channels = True``: its ``dim`` is the input's channels, and the proxy scale
-    keeps it so rather than scaling it like a width.
+    keeps it so rather than scaling it like a width. A mixer whose module computes with other ops at some
+    precisions (QKR's merged query-key product under integer weights, :mod:`nas.blocks.qkr`) makes
+    ``ops_follow_precision`` true (a property where a field decides): the cost model then traces its block at
+    the block's precision instead of as the float module.
 
     Attributes:
         layout: the tensor layout the component works in (a mixer, a downsampler) or puts out (a stem); a
@@ -100,6 +103,7 @@ class Component:
     reads_block: ClassVar[bool] = False
     changes_width: ClassVar[bool] = False
     keeps_channels: ClassVar[bool] = False
+    ops_follow_precision: ClassVar[bool] = False
     layout: ClassVar[Layout] = "nchw"
     prefix_tokens: ClassVar[int] = 0
     # What the proxy scale, the supernet and the cost model need to know, as data (nas.blocks.contract).

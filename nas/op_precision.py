@@ -26,11 +26,12 @@ without their qualifiers (``int8``, not ``int8:channel``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from nas.arch import Arch, NumberFormat, Precision
+from nas.arch import Arch, Block, NumberFormat, Precision
 from nas.build import Unit, plan
 from nas.op_classes import MAC_CLASSES
 
@@ -77,11 +78,24 @@ def float_units(arch: Arch) -> list[Unit]:
 
     Blocks are traced as their float module, so fake quantisation never shows up in an op list and a
     block's trace is shared by all its precisions (the unit keys are those of the float32 Arch); the
-    formats are put back on the ops from ``arch`` (:func:`unit_formats`).
+    formats are put back on the ops from ``arch`` (:func:`unit_formats`). A block whose mixer's ops follow
+    its precision (:attr:`nas.arch.Component.ops_follow_precision`) keeps it: on ``meta`` its quantisers
+    pass tensors through, so its trace holds the ops it runs at that precision and no fake quantisation.
     """
     if all(block.precision.is_default for stage in arch.stages for block in stage.blocks):
         return plan(arch).units
-    return plan(arch.with_precision(Precision())).units
+    return plan(_float_blocks(arch)).units
+
+
+def _float_blocks(arch: Arch) -> Arch:
+    """``arch`` with its blocks' precisions stripped but where the mixer's ops follow them."""
+    float32 = Precision()
+
+    def stripped(block: Block) -> Block:
+        return block if block.mixer.ops_follow_precision else dataclasses.replace(block, precision=float32)
+
+    return arch.replace(stages=tuple(dataclasses.replace(stage, blocks=tuple(stripped(block) for block in stage.blocks))
+                                     for stage in arch.stages))
 
 
 def unit_formats(unit: Unit, records: Sequence[tuple[Any, ...]], ffn: tuple[str, ...],

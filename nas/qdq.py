@@ -139,7 +139,7 @@ def freeze_ranges(model: nn.Module, example: torch.Tensor) -> int:
     for _, layer in quantized_layers(model):
         weights = layer.weight_quantizer
         if not weights.fmt.is_float32 and not weights.is_calibrated:
-            weights.set_range(*weights.observed_range(layer.weight))  # type: ignore[arg-type]
+            weights.set_range(*weights.observed_range(layer.deployed_weight()))
     return len(activations)
 
 

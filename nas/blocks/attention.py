@@ -11,6 +11,9 @@ Published figures used by the zoo: DeiT-Ti/S/B 5.72M / 22.05M / 86.57M parameter
 DeiT paper, Table 1, and the official README round them to 5M / 22M / 86M). These
 MACs count the two attention matmuls, as ``nas.cost`` does.
 
+With ``qk_merged`` (OFQ's query-key reparameterisation, :mod:`nas.blocks.qkr`) and integer weights, each
+head's logits come from its merged, quantised query-key matrix instead of quantised ``q`` and ``k`` rows.
+
 The attention core (:func:`split_heads`, :func:`merge_heads`, and
 :class:`~nas.blocks.quantizable.SoftmaxAttention` with the clipped-softmax and
 gate options) is shared with the windowed (Swin) and spatial-reduction (PVT)
@@ -30,6 +33,7 @@ from torch import nn
 from nas.arch import Component, Site
 from nas.blocks.common import factory_kwargs, merge_heads, split_heads
 from nas.blocks.contract import Chunks
+from nas.blocks.qkr import QueryKeyMergeable, create_qkv, qkv_heads
 from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
@@ -47,13 +51,14 @@ def check_heads(heads: int, dim: int) -> None:
 
 
 @dataclass(frozen=True)
-class AttentionCfg(QuantizableAttention, Component):
+class AttentionCfg(QueryKeyMergeable, QuantizableAttention, Component):
     """Global multi-head self-attention; ``head_dim = dim // heads``.
 
     Attributes:
         heads: number of heads; must divide the stage width.
         qkv_bias: bias on the fused query/key/value projection (ViT and DeiT use one).
         clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
+        qk_merged: QKR under integer weights (:class:`~nas.blocks.qkr.QueryKeyMergeable`).
     """
 
     layout = "nlc"
@@ -80,10 +85,10 @@ class Attention(TokenMixer):
         dd = factory_kwargs(device, dtype)
         self.heads = cfg.heads
         self.head_dim = dim // cfg.heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.qkv = create_qkv(dim, cfg.heads, bias=cfg.qkv_bias, merged=cfg.qk_merged, **dd)
         self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query, key, value = (split_heads(part, self.heads) for part in self.qkv(x).chunk(3, dim=-1))
-        return self.proj(self.attend(x, query, key, value))
+        query, key, value, scale = qkv_heads(self.qkv, x, self.heads)
+        return self.proj(self.attend(x, query, key, value, scale=scale))

@@ -27,6 +27,10 @@ defaults on ``Component`` declare nothing:
 * ``ops``: aten ops the kind emits that the cost model's generic table does
   not class, with their op class (``{"aten.my_op": "elementwise"}``); an op
   declared ``"other"`` is knowingly priced as other.
+* ``ops_follow_precision``: true (a property, where a field decides) when the
+  kind's module runs other ops at some precisions than in float (QKR's merged
+  query-key product under integer weights, :mod:`nas.blocks.qkr`); the cost
+  model then traces its block at the block's precision, not as the float module.
 
 The registry-wide tests (tests/test_contract.py) fail when a kind needs a
 declaration it lacks. This module imports nothing of ``nas``, so configs,

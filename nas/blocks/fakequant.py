@@ -62,6 +62,7 @@ __all__ = [
     "fake_quantize",
     "Quantizer",
     "QuantizedLayer",
+    "QuantizesItself",
     "QuantizedLinear",
     "QuantizedConv1d",
     "QuantizedConv2d",
@@ -269,6 +270,24 @@ class QuantizedLayer(nn.Module):
 
     input_quantizer: Quantizer
     weight_quantizer: Quantizer
+    weight_is_latent: bool = True
+    """Whether :meth:`deployed_weight` is the trained parameter itself (OFQ's annealing freezes such weights)."""
+
+    def deployed_weight(self) -> torch.Tensor:
+        """The float weight the deployed layer multiplies by, which ``weight_quantizer`` rounds: ``weight``, but for
+        a layer that derives it from its parameters (QKR's merged query-key product, :mod:`nas.blocks.qkr`)."""
+        return self.weight  # type: ignore[return-value]
+
+
+class QuantizesItself(nn.Module):
+    """A float layer whose quantised form is its own rather than one of the three classes' twins.
+
+    :func:`apply_precision` calls :meth:`quantize_to` on it instead of :func:`quantize_layer`; afterwards it must
+    be a :class:`QuantizedLayer`.
+    """
+
+    def quantize_to(self, weights: NumberFormat, activations: NumberFormat) -> None:
+        raise NotImplementedError
 
 
 class QuantizedLinear(nn.Linear, QuantizedLayer):
@@ -335,10 +354,14 @@ def apply_precision(block: nn.Module, precision: Precision) -> nn.Module:
     formats = {"block": precision.formats("block"), "ffn": precision.formats("ffn")}
     ffn = [name for name, _ in ffn_parts(block)]
     for name, layer in list(block.named_modules()):
-        if type(layer) not in _QUANTIZED:
+        if type(layer) not in _QUANTIZED and not isinstance(layer, QuantizesItself):
             continue
         part = "ffn" if any(name == outer or name.startswith(outer + ".") for outer in ffn) else "block"
         weights, activations = formats[part]
-        if not (weights.is_float32 and activations.is_float32):
+        if weights.is_float32 and activations.is_float32:
+            continue
+        if isinstance(layer, QuantizesItself):
+            layer.quantize_to(weights, activations)
+        else:
             quantize_layer(layer, weights, activations)
     return block

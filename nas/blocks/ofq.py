@@ -16,8 +16,10 @@ uniform grid to oscillate on):
   grid point - is frozen at that point: its quantised value no longer changes and it gets no gradient. The
   weights that still sit on a boundary keep training, and freeze as soon as they leave it.
 
-Query-key reparameterisation is not implemented: it rewrites the attention mixers' projections, which the
-fake-quantised layers here do not own.
+The third, query-key reparameterisation (QKR), is a field of the attention config rather than a QAT option
+(it changes what is deployed): :mod:`nas.blocks.qkr`. Its merged query-key matrix is quantised by the merged
+layer's weight quantiser, which StatsQ covers like any other; annealing does not, since the merged values are
+products of ``q`` and ``k`` rows, not trained weights that could freeze (or be written back for export).
 
 :func:`configure_qat` applies the options to a built model (before training, and again on resume, so the
 checkpoint's state loads); :func:`finish_qat` makes the result plain for export: every weight range fixed as
@@ -154,13 +156,15 @@ def configure_qat(model: nn.Module, options: QatOptions) -> int:
         current = layer.weight_quantizer
         if current.fmt.family != "int":
             continue
-        if options.cga > 0:
+        if options.cga > 0 and layer.weight_is_latent:
             layer.weight_quantizer = AnnealedQuantizer(
                 current.fmt, channels=current.channels, axis=current.axis, weight_shape=layer.weight.shape,
                 statistical=options.statsq, start=1.0 - options.cga, boundary=options.cga_boundary,
                 device=current.scale.device)
-        else:
+        elif options.statsq:
             layer.weight_quantizer = _rebuilt(current, StatisticalQuantizer)
+        else:
+            continue  # a merged QKR product under annealing alone keeps its min-max range
         changed += 1
     return changed
 
@@ -176,7 +180,7 @@ def finish_qat(model: nn.Module) -> None:
     for _, layer in quantized_layers(model):
         quantizer = layer.weight_quantizer
         if not quantizer.is_calibrated:
-            quantizer.set_range(*quantizer.observed_range(layer.weight))
+            quantizer.set_range(*quantizer.observed_range(layer.deployed_weight()))
         if isinstance(quantizer, AnnealedQuantizer):
             layer.weight.copy_(torch.where(quantizer.frozen, quantizer.frozen_value.to(layer.weight.dtype),
                                            layer.weight))

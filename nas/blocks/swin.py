@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from nas.arch import Component, Site
-from nas.blocks.attention import check_heads, split_heads
+from nas.blocks.attention import check_heads
 from nas.blocks.common import factory_kwargs
 from nas.blocks.contract import Chunks, FitsMap, RelativeTable
 from nas.blocks.downsample import Downsample
+from nas.blocks.qkr import QueryKeyMergeable, create_qkv, qkv_heads
 from nas.blocks.quantizable import QuantizableAttention, SoftmaxAttention
 from nas.blocks.registry import register
 from nas.blocks.template import TokenMixer
@@ -51,7 +52,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class WindowAttentionCfg(QuantizableAttention, Component):
+class WindowAttentionCfg(QueryKeyMergeable, QuantizableAttention, Component):
     """Multi-head attention inside ``window x window`` windows, optionally cyclically shifted by ``shift``.
 
     Attributes:
@@ -61,6 +62,8 @@ class WindowAttentionCfg(QuantizableAttention, Component):
             (any value in ``[0, window)`` is accepted).
         qkv_bias: bias on the fused query/key/value projection.
         clip_zeta, clip_gamma, gated: the attention options (:class:`~nas.blocks.quantizable.QuantizableAttention`).
+        qk_merged: QKR under integer weights (:class:`~nas.blocks.qkr.QueryKeyMergeable`); the bias and shift
+            mask add to the merged logits as they do to the plain ones.
     """
 
     layout = "nlc"
@@ -179,7 +182,7 @@ class WindowAttention(TokenMixer):
         self.size = size
         self.window, self.shift = cfg.effective(*size)
         self.heads = cfg.heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=cfg.qkv_bias, **dd)
+        self.qkv = create_qkv(dim, cfg.heads, bias=cfg.qkv_bias, merged=cfg.qk_merged, **dd)
         self.attend = SoftmaxAttention(cfg, dim=dim, heads=cfg.heads, **dd)
         self.proj = nn.Linear(dim, dim, **dd)
         self.relative_position_bias = nn.Parameter(torch.zeros((2 * self.window - 1) ** 2, cfg.heads, **dd))
@@ -201,8 +204,8 @@ class WindowAttention(TokenMixer):
         x = x.reshape(batch, *self.size, channels)
         x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
         windows = window_partition(x, self.window)
-        query, key, value = (split_heads(part, self.heads) for part in self.qkv(windows).chunk(3, dim=-1))
-        out = self.attend(windows, query, key, value, attn_mask=self.attention_bias().to(query.dtype))
+        query, key, value, scale = qkv_heads(self.qkv, windows, self.heads)
+        out = self.attend(windows, query, key, value, attn_mask=self.attention_bias().to(query.dtype), scale=scale)
         x = window_reverse(self.proj(out), self.window, self.size)
         x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
         return x.reshape(batch, -1, channels)

@@ -218,6 +218,11 @@ class TrainCommand(Command):
         parser.add_argument("--cga-boundary", type=_boundary_width, default=0.005, metavar="WIDTH",
                             help="under --cga, weights within WIDTH grid steps of a rounding boundary keep training "
                                  "(default 0.005)")
+        parser.add_argument("--qkr", action="store_true",
+                            help="OFQ's query-key reparameterisation: each attention head's logits from its merged "
+                                 "query-key matrix, quantised in place of the query and key rows (needs integer "
+                                 "weights, e.g. --precision int8); recorded in the arch, so the exported model stays "
+                                 "merged")
 
     def run(self, args: argparse.Namespace) -> int:
         from dataclasses import replace
@@ -227,6 +232,10 @@ class TrainCommand(Command):
         arch = resolve_arch(args.arch)
         if args.precision is not None:
             arch = arch.with_precision(args.precision)
+        if args.qkr:
+            from nas.blocks.qkr import merge_query_key
+
+            arch = merge_query_key(arch)
         dataset, shared, out = _train_run(args, "train", arch.name or arch.id)
         settings = replace(shared, statsq=args.statsq, cga=args.cga, cga_boundary=args.cga_boundary)
         result = train_model(arch, dataset, settings, width=1.0 if args.full_scale else args.proxy_width,

@@ -239,7 +239,8 @@ def _calibrate_weights(module: nn.Module, method: str) -> None:
     for _, layer in quantized_layers(module):
         quantizer = layer.weight_quantizer
         if has_range(quantizer.fmt):
-            quantizer.set_range(*fit_range(layer.weight.detach(), quantizer.fmt, quantizer.channel_axis, method))
+            quantizer.set_range(*fit_range(layer.deployed_weight().detach(), quantizer.fmt, quantizer.channel_axis,
+                                           method))
 
 
 @torch.no_grad()

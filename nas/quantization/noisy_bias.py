@@ -70,7 +70,7 @@ def supports_noisy_bias(layer: nn.Module) -> bool:
 
 def _layer_response(layer: nn.Module, noise: Tensor) -> Tensor:
     """``W N`` for the layer's quantised weight: one value per output channel."""
-    weight = layer.weight_quantizer(layer.weight)
+    weight = layer.weight_quantizer(layer.deployed_weight())
     if isinstance(layer, nn.Linear):
         return F.linear(noise, weight)
     spatial = weight.dim() - 2
