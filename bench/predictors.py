@@ -165,7 +165,7 @@ def _local(smoke: bool, runtime: str) -> None:
           f"within10 {held.within_10_pct:.1f}% within20 {held.within_20_pct:.1f}% (acceptance within10 >= 90%)")
     if result.passes_agree_pct is not None:
         print(f"    the measurement itself: {result.passes_agree_pct:.1f}% of the models timed within 10% in every "
-              f"pass (the ceiling this machine's noise puts on within10)")
+              f"pass (near 100% on a quiet machine)")
     for name, row in result.xeon.items():
         print(f"    xeon/{name} vs live: rho {row['spearman_rho']}, MAPE {row['mape_pct']}%, scale x{row['scale']} -> "
               f"MAPE {row['scaled_mape_pct']}%, within10 {row['scaled_within_10_pct']}%")

@@ -234,7 +234,8 @@ class ProfileCommand(Command):
               f"within 10% {held.within_10_pct:.1f}%, within 20% {held.within_20_pct:.1f}%")
         if result.passes_agree_pct is not None:
             print(f"  the measurement itself: {result.passes_agree_pct:.1f}% of the models timed within 10% in every "
-                  f"pass (no predictor can do better than the machine's noise allows)")
+                  f"pass (near 100% on a quiet machine; lower, this machine's noise alone moves models out of the "
+                  f"10% band)")
         if result.mixed is not None:
             mixed = result.mixed["held_out"]
             print(f"  int8 processor fitted on {result.mixed['fit_rows']} mixed-precision models: in-sample MAPE "

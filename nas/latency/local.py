@@ -14,7 +14,7 @@ The job, in order:
    fixed threads, warm-up, minimum of interleaved repeats), in passes over the
    whole list, cached so that a killed profile resumes where it stopped
    (:mod:`nas.latency.profile_timings`); how often the passes agree is reported
-   as the ceiling that measurement noise puts on step 5's figures.
+   beside step 5's figures, as the measurement's own repeatability.
 4. **Fit** the same per-op model as the packaged targets
    (:func:`nas.latency.calibration.solver.fit_features`) to the fit models' measurements, with
    this runtime's fusion rules and priors relative to the measured peaks.
@@ -167,8 +167,8 @@ class ProfileResult:
         mixed: for the mixed-precision models (onnxruntime), the figures of the int8 processor's fit
             (``fit_rows``, ``in_sample``) and of the held-out models (``held_out``, ``within_15_pct``); ``None``
             when none were timed.
-        passes_agree_pct: the share of models (%) whose timing passes agree within +-10%: the most the held-out
-            figure can show on this machine's noise; ``None`` with one pass.
+        passes_agree_pct: the share of models (%) whose timing passes agree within +-10% (near 100
+            on a quiet machine; well below, noise alone moves models out of the +-10% band); ``None`` with one pass.
     """
 
     path: Path

@@ -4,9 +4,9 @@ Why passes: on a shared machine the slowdown other processes cause changes over 
 one model (run back to back, a few seconds apart) all see the same slowdown, so a minimum over them does not
 remove it. The profile therefore times every model in ``passes`` sweeps over the whole list, one after the
 other, and a model's latency is the statistic over the runs of all its passes. Two passes also measure the
-measurement: the share of models whose passes agree within +-10% (:func:`noise`) is a ceiling for how many
-held-out models any predictor can put within +-10% of what was measured, so a profile can tell a machine
-too noisy to check the predictor from a predictor that is wrong.
+measurement: the share of models whose passes agree within +-10% (:func:`noise`) is close to 100% on a quiet
+machine. Well below it, the machine's noise alone moves models by more than the predictor's +-10% band, and a
+held-out figure short of its goal says as much about the machine as about the predictor.
 
 Cache: ``$NAS_HOME/profile/<setting>.json`` holds every finished pass of every model, rewritten atomically
 after each chunk; a killed profile resumes at the chunk it was in. A cache from another machine or protocol
