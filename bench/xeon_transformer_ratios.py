@@ -13,7 +13,7 @@ the probes of the group relative to their reference probes as this machine ran t
     k = geomean over the group's probes i of (model_i / measured_i) / geomean_j(model_j / measured_j)
 
 where ``j`` runs over probe ``i``'s references: every linear probe for an attention product (GEMMs are
-bound by compute alike), the add of the same tensor shape for a softmax, layer norm or GELU (an add of
+bound by compute alike), the add of as many elements for a softmax, layer norm or GELU (an add of
 a tensor that stays in cache and one that does not run at rates several times apart, so each special
 op is compared with an add in its own cache regime); ``model`` is the probe's execution time priced by
 the setting with the reference group's efficiencies (launch costs left out) and ``measured`` the
@@ -21,7 +21,9 @@ probe's time here less the time of a tiny op of the same launch group (eager PyT
 which the settings' ``launch_us`` carry).
 Scaling compute and memory efficiency by the same ``k`` keeps the setting's roofline: a probe bound by
 memory on a 4-core Platinum instance stays so. The factors are printed per probe, so the spread
-within a group (softmax against layer norm against GELU) shows.
+within a group (softmax against layer norm against GELU) shows. Layout copies (Swin's window
+partition and shift) are checked the same way against adds but set nothing: the settings price them
+with the fitted ``vector`` efficiencies, and their factor says how far off that is.
 
 Timing protocol (``nas.latency.measure.time_chunk``): one thread, each run timed by the thread's CPU
 time, probes interleaved round-robin, the minimum of the repeats; each run repeats the probe enough
@@ -60,6 +62,9 @@ from nas.latency.targets import Setting, get_target
 REFERENCE_GROUP = {"bmm": "matmul", "special": "vector"}
 """Group set here -> the group it is measured against: linear layers (which every Xeon setting prices with the
 fitted ``pwconv`` efficiencies, ``shared_kernels``) and element-wise ops."""
+CHECKED_GROUP = {"movement": "vector"}
+"""Kinds only checked, not set: layout copies (window partitions, rolls) run on the fitted ``vector`` efficiencies;
+their factor says how far the copies' measured rate is from an add's (1: priced right)."""
 RUN_SECONDS = 1e-3
 
 
@@ -84,6 +89,31 @@ class _Add(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.other
+
+
+class _WindowPartition(nn.Module):
+    """Swin's window partition of a (H, W, C) map into windows of ``size`` x ``size``: a permuted copy."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, channels = x.shape
+        s = self.size
+        windows = x.view(batch, height // s, s, width // s, s, channels).permute(0, 1, 3, 2, 4, 5)
+        return windows.contiguous()
+
+
+class _Roll(nn.Module):
+    """Swin's cyclic shift of a (H, W, C) map by ``shift`` pixels."""
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(x, (-self.shift, -self.shift), (1, 2))
 
 
 @dataclass(frozen=True)
@@ -122,6 +152,8 @@ def probes() -> list[Probe]:
         Probe("add Swin-T 3136x384", _Add(swin_hidden), swin_hidden),
         Probe("add 6x197x197", _Add((6, 197, 197)), (6, 197, 197)),
         Probe("add 192x49x49", _Add((192, 49, 49)), (192, 49, 49)),
+        Probe("movement Swin-T window partition 56x56x96", _WindowPartition(7), (56, 56, 96)),
+        Probe("movement Swin-T shift (roll) 56x56x96", _Roll(3), (56, 56, 96)),
     ]
 
 
@@ -131,10 +163,10 @@ TINY = {"matmul": Probe("tiny linear 1x16>16", nn.Linear(16, 16), (1, 16)),
 
 
 def _group(probe: Probe) -> str:
-    """The compute group of the probe's one priced op."""
+    """The compute group of the probe's one priced op (``movement`` for a copy, which the vector group prices)."""
     kinds = [kind for op in profile_module(probe.module, probe.shape).ops if (kind := kind_of(op)) is not None]
     assert len(kinds) == 1, f"{probe.name}: expected one priced op, got {kinds}"
-    return COMPUTE_GROUP_OF[kinds[0]]
+    return kinds[0] if kinds[0] in CHECKED_GROUP else COMPUTE_GROUP_OF[kinds[0]]
 
 
 def _runner(probe: Probe, calls: int) -> Callable[[], object]:
@@ -186,15 +218,15 @@ def as_reference(setting: Setting, coefficients: Coefficients, group: str) -> Co
 def factors(setting: Setting, group: str, every: Sequence[Probe], groups: Sequence[str],
             net_us: Sequence[float]) -> list[float]:
     """Per probe of ``group``: (model / measured) over the geomean of (model / measured) of its references."""
-    reference = REFERENCE_GROUP[group]
-    own = as_reference(setting, setting.coefficients, group)
+    reference = {**REFERENCE_GROUP, **CHECKED_GROUP}[group]
+    own = as_reference(setting, setting.coefficients, group) if group in REFERENCE_GROUP else setting.coefficients
     out = []
     for probe, g, us in zip(every, groups, net_us, strict=True):
         if g != group:
             continue
         scale = _geomean([model_us(other, setting, setting.coefficients) / other_us
                           for other, h, other_us in zip(every, groups, net_us, strict=True)
-                          if h == reference and (group == "bmm" or other.shape == probe.shape)])
+                          if h == reference and (group == "bmm" or math.prod(other.shape) == math.prod(probe.shape))])
         out.append(model_us(probe, setting, own) / us / scale)
     return out
 
@@ -241,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {group:8s} k {k:.3f} (probes {', '.join(f'{value:.2f}' for value in per_probe)}) -> "
                   f"compute_efficiency.{group} {values['compute_efficiency']}, "
                   f"memory_efficiency.{group} {values['memory_efficiency']}")
+        for group in CHECKED_GROUP:
+            per_probe = factors(setting, group, every, groups, net)
+            print(f"    {group:8s} k {_geomean(per_probe):.3f} (probes {', '.join(f'{v:.2f}' for v in per_probe)}): "
+                  "a check only, priced by the vector group")
     return 0
 
 
