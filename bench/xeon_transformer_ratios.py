@@ -1,29 +1,27 @@
-"""Set the Xeon settings' attention and softmax/norm/GELU coefficients from kernels timed on this machine.
+"""Set the Xeon settings' attention and softmax/norm/GELU compute efficiencies from kernels timed on this machine.
 
 No Xeon calibration row has a transformer (issue 26), so the ``bmm`` group (activation x activation
 products: attention) and the ``special`` group (softmax, layer norm, GELU and other transcendental
 activations) of every Xeon setting are not fitted. This script times, with eager PyTorch on one thread,
-small modules at the shapes vision transformers run at 224 px (attention of ViT-S, Swin-T windows,
-PVTv2's reduced keys, EfficientFormer-L1; their layer norms, softmaxes and GELUs) against the kernels
-the settings *did* fit on CNN rows: linear layers (priced by the ``pwconv`` group, ``shared_kernels``)
-and element-wise adds (the ``vector`` group). Per Xeon setting, the group's efficiencies are then set to
-its reference group's fitted efficiencies times one factor ``k``, chosen so that the setting prices
-the probes of the group relative to their reference probes as this machine ran them:
+small modules at the shapes vision transformers run at 224 px (attention products of ViT-S, Swin-T
+windows, PVTv2's reduced keys, EfficientFormer-L1; softmaxes, layer norms and GELUs of ViT-S and
+Swin-T) against the kernels the settings *did* fit on CNN rows: linear layers of the same models, which
+every Xeon setting prices with its fitted ``pwconv`` efficiencies (``shared_kernels``). Here every one of
+them is bound by compute (the tensors stay in cache), so what carries over is a compute rate: per Xeon
+setting, the group's compute efficiency is set to the one pricing linear layers times a factor ``k``,
 
-    k = geomean over the group's probes i of (model_i / measured_i) / geomean_j(model_j / measured_j)
+    k = geomean over the group's probes i of (model_i / measured_i) / geomean over the linear probes j of
+        (model_j / measured_j)
 
-where ``j`` runs over probe ``i``'s references: every linear probe for an attention product (GEMMs are
-bound by compute alike), the add of as many elements for a softmax, layer norm or GELU (an add of
-a tensor that stays in cache and one that does not run at rates several times apart, so each special
-op is compared with an add in its own cache regime); ``model`` is the probe's execution time priced by
-the setting with the reference group's efficiencies (launch costs left out) and ``measured`` the
-probe's time here less the time of a tiny op of the same launch group (eager PyTorch's per-call cost,
-which the settings' ``launch_us`` carry).
-Scaling compute and memory efficiency by the same ``k`` keeps the setting's roofline: a probe bound by
-memory on a 4-core Platinum instance stays so. The factors are printed per probe, so the spread
-within a group (softmax against layer norm against GELU) shows. Layout copies (Swin's window
-partition and shift) are checked the same way against adds but set nothing: the settings price them
-with the fitted ``vector`` efficiencies, and their factor says how far off that is.
+where ``model`` is the probe's compute time as the setting prices it (the group at the linear layers'
+compute efficiency, memory terms left out) and ``measured`` the probe's time here less the time of a tiny
+op of the same launch group (eager PyTorch's per-call cost, which the settings' ``launch_us`` carry).
+Memory efficiencies are not set: this machine's caches hold every probe, while the settings price
+memory traffic at a 4-core instance's DRAM bandwidth, so no memory rate measured here transfers. The
+factors are printed per probe, so the spread within a group (softmax against layer norm against GELU)
+shows. Layout copies (Swin's window partition and shift) are only checked, against adds of as many
+elements and with the memory terms in (copies and adds are both bound by memory): the settings price
+them with the fitted ``vector`` efficiencies, and their factor says how far off that is.
 
 Timing protocol (``nas.latency.measure.time_chunk``): one thread, each run timed by the thread's CPU
 time, probes interleaved round-robin, the minimum of the repeats; each run repeats the probe enough
@@ -52,16 +50,16 @@ import torch.nn as nn
 
 from nas.cost import profile_module
 from nas.latency.coefficients import Coefficients
-from nas.latency.kinds import COMPUTE_GROUP_OF, kind_of
+from nas.latency.kinds import COMPUTE_GROUP_OF, COMPUTE_GROUPS, kind_of
 from nas.latency.machine import machine_facts, runtime_versions
 from nas.latency.measure import Protocol, time_chunk
 from nas.latency.opmodel import features, op_parts, params_of
 from nas.latency.optable import build_table
 from nas.latency.targets import Setting, get_target
 
-REFERENCE_GROUP = {"bmm": "matmul", "special": "vector"}
-"""Group set here -> the group it is measured against: linear layers (which every Xeon setting prices with the
-fitted ``pwconv`` efficiencies, ``shared_kernels``) and element-wise ops."""
+REFERENCE_GROUP = {"bmm": "matmul", "special": "matmul"}
+"""Group whose compute efficiency is set here -> the group it is measured against: linear layers, which every Xeon
+setting prices with the fitted ``pwconv`` efficiencies (``shared_kernels``)."""
 CHECKED_GROUP = {"movement": "vector"}
 """Kinds only checked, not set: layout copies (window partitions, rolls) run on the fitted ``vector`` efficiencies;
 their factor says how far the copies' measured rate is from an add's (1: priced right)."""
@@ -209,25 +207,41 @@ def pricing_group(setting: Setting, group: str) -> str:
 
 
 def as_reference(setting: Setting, coefficients: Coefficients, group: str) -> Coefficients:
-    """``coefficients`` with ``group``'s efficiencies replaced by those that price its reference group."""
+    """``coefficients`` with ``group``'s compute efficiency replaced by the one that prices its reference group."""
     reference = pricing_group(setting, REFERENCE_GROUP[group])
-    return coefficients.replace_values({f"{head}.{group}": coefficients.get(f"{head}.{reference}")
-                                        for head in ("compute_efficiency", "memory_efficiency")})
+    return coefficients.replace_values(
+        {f"compute_efficiency.{group}": coefficients.get(f"compute_efficiency.{reference}")})
+
+
+def compute_only(coefficients: Coefficients) -> Coefficients:
+    """``coefficients`` with memory so fast that every op is priced by its compute time alone."""
+    return coefficients.replace_values({f"memory_efficiency.{group}": 1e9 for group in COMPUTE_GROUPS})
+
+
+def priced_us(probe: Probe, group: str, setting: Setting) -> float:
+    """The probe's time as :func:`factors` compares it: compute alone at the reference group's compute efficiency
+    for a group set here and for its reference probes, the whole execution for a checked kind and its adds."""
+    coefficients = setting.coefficients
+    if group in REFERENCE_GROUP:
+        coefficients = as_reference(setting, coefficients, group)
+    if group in (*REFERENCE_GROUP, *REFERENCE_GROUP.values()):
+        coefficients = compute_only(coefficients)
+    return model_us(probe, setting, coefficients)
 
 
 def factors(setting: Setting, group: str, every: Sequence[Probe], groups: Sequence[str],
             net_us: Sequence[float]) -> list[float]:
     """Per probe of ``group``: (model / measured) over the geomean of (model / measured) of its references."""
     reference = {**REFERENCE_GROUP, **CHECKED_GROUP}[group]
-    own = as_reference(setting, setting.coefficients, group) if group in REFERENCE_GROUP else setting.coefficients
     out = []
     for probe, g, us in zip(every, groups, net_us, strict=True):
         if g != group:
             continue
-        scale = _geomean([model_us(other, setting, setting.coefficients) / other_us
+        scale = _geomean([priced_us(other, h, setting) / other_us
                           for other, h, other_us in zip(every, groups, net_us, strict=True)
-                          if h == reference and (group == "bmm" or math.prod(other.shape) == math.prod(probe.shape))])
-        out.append(model_us(probe, setting, own) / us / scale)
+                          if h == reference and (group in REFERENCE_GROUP
+                                                 or math.prod(other.shape) == math.prod(probe.shape))])
+        out.append(priced_us(probe, group, setting) / us / scale)
     return out
 
 
@@ -253,26 +267,20 @@ def main(argv: Sequence[str] | None = None) -> int:
            for us, group in zip(measured, groups, strict=True)]
     default = get_target("xeon").setting()
     print(f"\n{'probe':36s} {'group':8s} {'measured us':>11s} {'net us':>8s} {'spread':>7s} {'model us':>9s}"
-          f"  (model: {default.label} with the reference group's efficiencies)")
+          f"  (model: as {default.label} prices it for the comparison)")
     for probe, group, us, net_us, rel in zip(every, groups, measured, net, spread, strict=True):
-        priced = default.coefficients
-        if group in REFERENCE_GROUP:
-            priced = as_reference(default, priced, group)
         print(f"{probe.name:36s} {group:8s} {us:11.1f} {net_us:8.1f} {100 * rel:6.1f}% "
-              f"{model_us(probe, default, priced):9.1f}")
-    print("\nper Xeon setting: k per group (per-probe factors), and the efficiencies it sets")
+              f"{priced_us(probe, group, default):9.1f}")
+    print("\nper Xeon setting: k per group (per-probe factors), and the compute efficiency it sets")
     for setting in get_target("xeon").settings.values():
         print(f"  {setting.name}")
         coefficients = setting.coefficients
         for group, reference in REFERENCE_GROUP.items():
             per_probe = factors(setting, group, every, groups, net)
             k = _geomean(per_probe)
-            source = pricing_group(setting, reference)
-            values = {head: float(f"{coefficients.get(f'{head}.{source}') * k:.3g}")
-                      for head in ("compute_efficiency", "memory_efficiency")}
-            print(f"    {group:8s} k {k:.3f} (probes {', '.join(f'{value:.2f}' for value in per_probe)}) -> "
-                  f"compute_efficiency.{group} {values['compute_efficiency']}, "
-                  f"memory_efficiency.{group} {values['memory_efficiency']}")
+            value = coefficients.get(f"compute_efficiency.{pricing_group(setting, reference)}") * k
+            print(f"    {group:8s} k {k:.4f} (probes {', '.join(f'{v:.3g}' for v in per_probe)}) -> "
+                  f"compute_efficiency.{group} {value:.3g}")
         for group in CHECKED_GROUP:
             per_probe = factors(setting, group, every, groups, net)
             print(f"    {group:8s} k {_geomean(per_probe):.3f} (probes {', '.join(f'{v:.2f}' for v in per_probe)}): "
