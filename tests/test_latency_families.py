@@ -84,7 +84,7 @@ def test_coefficients_are_fitted_priors_or_unused_exactly_once(target: str, sett
     chosen = get_target(target).setting(setting)
     sources = coefficient_sources(chosen)
     names = chosen.priors.names()
-    assert sorted([*sources.fitted, *sources.priors, *sources.unused]) == sorted(names)
+    assert sorted([*sources.fitted, *sources.priors, *sources.unused, *sources.measured]) == sorted(names)
     assert set(sources.fitted) == set(chosen.free) - set(sources.unused)
 
 

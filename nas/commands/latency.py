@@ -121,7 +121,7 @@ class TargetsCommand(Command):
         print("* default setting. LOFO: leave-one-family-out over the calibration rows (predictors/*.yaml), all "
               "families, then the CNN and the transformer families apart (rho / MAPE %); local: held-out models "
               "measured here (nas profile --target local). coefficients: fitted to measurements / left at their "
-              "priors (not matched by the setting's fit.free).")
+              "priors (not matched by the setting's fit.free); those set from a local measurement are named below.")
         for line in _prior_lines(rows):
             print(line)
         return 0
@@ -151,15 +151,14 @@ def _targets_line(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prior_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per setting with coefficients left at their priors; fallback processors first and in words."""
+    """Per setting, the coefficients left at their priors (fallback processors first and in words), then those set
+    from a local measurement."""
     from nas.latency.provenance import coefficient_sources, compact_names
 
     lines = []
     for row in rows:
         setting = row["_setting"]
         sources = coefficient_sources(setting)
-        if not sources.priors:
-            continue
         every = tuple(setting.priors.names())
         label = f"  {row['target']}/{row['setting']}"
         if sources.fallback_priors:
@@ -170,6 +169,10 @@ def _prior_lines(rows: list[dict[str, Any]]) -> list[str]:
         others = tuple(name for name in sources.priors if name not in sources.fallback_priors)
         if others:
             lines.append(f"{label}: priors, not fitted: {', '.join(compact_names(others, every))}")
+        if sources.measured:
+            how = setting.measurement or {}
+            lines.append(f"{label}: set from local measurement ({how.get('date', '?')}, {how.get('command', '?')}): "
+                         f"{', '.join(compact_names(sources.measured, every))}")
     return lines
 
 
