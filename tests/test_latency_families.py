@@ -138,7 +138,7 @@ def test_cli_targets_json_carries_the_split_and_the_coefficient_sources(capsys: 
     assert "host.compute_efficiency.special" in zcu104["coefficients"]["fallback"]["priors"]
     # The V100's fallback is Paddle's own kernels, fitted on the transformer rows: nothing there rests on priors.
     assert rows["v100", "paddle_trt_fp32"]["coefficients"]["fallback"] == {
-        "device": "v100", "kinds": ["bmm", "softmax", "norm"], "priors": []}
+        "device": "v100", "kinds": ["bmm", "softmax", "norm", "matmul"], "priors": []}
     assert set(rows["v100", "paddle_trt_fp32"]["validation"]["lofo_by_architecture"]) == set(ARCHITECTURES)
     assert np.isfinite(rows["iphone12", "coreml_predict"]["validation"]["lofo_by_architecture"]["cnn"]["mape_pct"])
 
