@@ -12,16 +12,16 @@ import numpy as np
 import nas
 from nas.latency import get_target, predict
 from nas.latency.kinds import KINDS
-from nas.latency.optable import build_table
+from nas.latency.optable import OpTable, build_table
 
 FALLBACK_KINDS = ("bmm", "softmax", "norm", "matmul")
 
 
-def _table(name: str, setting: str = "paddle_trt_fp32"):
+def _table(name: str, setting: str = "paddle_trt_fp32") -> OpTable:
     return build_table(nas.profile(nas.zoo.get(name)).ops, get_target("v100").setting(setting), by_unit=True)
 
 
-def _kinds(table, host: bool) -> set[str]:
+def _kinds(table: OpTable, host: bool) -> set[str]:
     return {KINDS[index] for index in table.kind[table.host == host]}
 
 
