@@ -5,11 +5,13 @@ The trace sees an ``F.scaled_dot_product_attention`` call as its math path (:mod
 own. Eager PyTorch on a CPU runs the call as one kernel, ``_scaled_dot_product_flash_attention_for_cpu``,
 which walks key/value blocks with an online softmax and never writes the scores. Which kernel runs is
 chosen per call by ``sdp::select_sdp_backend_cpp`` (``aten/src/ATen/native/transformers/sdp_utils_cpp.cpp``):
-flash attention first, the math path when one of ``use_flash_attention_cpp``'s checks fails; the checks a
-traced call can fail are ``check_tensor_shapes`` (query, key and value must be 4-D) and
-``check_head_dim_size_cpp`` (their last dimensions must be equal). A mask does not stop it
-(``check_attn_mask_shape``; the kernel reads it block by block). So a 5-D call (a window attention that
-keeps the windows as a dimension of their own) runs unfused, op by op, as traced.
+flash attention first, the math path when one of ``use_flash_attention_cpp``'s checks fails. The rule
+applies two of them, the ones the blocks here differ in: ``check_tensor_shapes`` (query, key and value must
+be 4-D) and ``check_head_dim_size_cpp`` (their last dimensions must be equal); the others (no dropout, no
+nested tensors, matching batch and head counts, a unit stride in the last dimension) are assumed to hold. A
+mask does not stop it (``check_attn_mask_shape``; the kernel reads it block by block). So a 5-D call (a
+window attention that keeps the windows as a dimension of their own) or one whose values are wider than its
+keys (EfficientFormer's) runs op by op, as traced. Checked with ``torch.profiler`` on torch 2.13, fp32.
 
 A setting with ``fused_attention: true`` prices each call that passes those checks as one op of kind
 ``bmm`` (op class ``attention``): one launch, the two products' FLOPs at the ``bmm`` efficiency, and the
