@@ -13,8 +13,8 @@ from torch import nn
 import nas
 from nas.cost import profile_module
 from nas.latency import get_target, list_targets
-from nas.latency.fused_attention import FUSED_ATTENTION_NAME
-from nas.latency.kinds import KINDS
+from nas.latency.fused_attention import FUSED_ATTENTION_NAME, fused_attention_calls
+from nas.latency.kinds import KINDS, kind_of
 from nas.latency.local import _setting_entry
 from nas.latency.measure import Protocol
 from nas.latency.optable import build_table
@@ -77,7 +77,7 @@ def test_a_fusing_setting_prices_each_4d_call_as_one_launch_without_the_scores()
     assert KINDS.index("softmax") in plain.kind and KINDS.index("softmax") not in fused.kind
     bmm = fused.kind == KINDS.index("bmm")
     assert bmm.sum() == 2 and np.all(fused.launch[bmm] == 1.0)
-    assert len(plain) - len(fused) == sum(1 for op in kernels if nas.latency.kinds.kind_of(op)) - 2
+    assert len(plain) - len(fused) == sum(1 for op in kernels if kind_of(op)) - 2
     tensor = 4 * HEADS * TOKENS * HEAD_DIM  # q, k, v and the output each have this many bytes
     assert np.all(fused.bytes[bmm] == 4 * tensor) and np.all(fused.bytes[bmm] < scores_bytes + 4 * tensor)
     products = plain.flops[plain.kind == KINDS.index("bmm")]  # padded to the channel tile as the kernel is
@@ -107,8 +107,6 @@ def test_a_value_dim_unlike_the_querys_fails_the_head_dim_check() -> None:
 
 
 def test_the_kernel_carries_the_cpu_kernels_name() -> None:
-    from nas.latency.fused_attention import fused_attention_calls
-
     ops = _ops(_TwoCalls())
     kernels = [op for op in fused_attention_calls(ops).values() if op is not None]
     assert sum(op.flops for op in kernels) == sum(op.flops for op in ops if op.name == "aten.bmm")
