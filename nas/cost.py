@@ -23,7 +23,7 @@ completed by the ops the kinds declare):
   decomposition are decomposed first, as ``FlopCounterMode`` does, so
   ``macs == FlopCounterMode total / 2`` on the same forward pass. On ``meta``,
   scaled-dot-product attention runs its math path and shows up as two ``bmm``
-  and a softmax.
+  and a softmax; each op of it names the call (:attr:`Op.attention_call`, :mod:`nas.op_attention`).
 * Element-wise ops, activations, norms and softmax count one FLOP per output
   element; reductions and adaptive pools one per input element; windowed
   pools one per output element and window position; views, data movement and
@@ -64,6 +64,7 @@ from nas.component import join_path
 from nas.errors import ConfigError, NasError
 from nas.limits import current as current_limits
 from nas.lru import CacheInfo, LruCache
+from nas.op_attention import AttentionCalls
 from nas.op_classes import MAC_CLASSES, OP_CLASSES, SKIPPED, dilation_of, op_class, op_info
 from nas.op_memo import MEMO, Capture, Replay, key_of, rebuild
 from nas.op_precision import BLOCK_ROLES, FLOAT32, float_units, unit_formats
@@ -71,22 +72,8 @@ from nas.op_precision import BLOCK_ROLES, FLOAT32, float_units, unit_formats
 if TYPE_CHECKING:
     import pandas
 
-__all__ = [
-    "CACHE",
-    "comparable_macs",
-    "MAC_CLASSES",
-    "OP_CLASSES",
-    "CacheInfo",
-    "CostReport",
-    "Op",
-    "check_limits",
-    "float_units",
-    "op_class",
-    "profile",
-    "profile_module",
-    "unit_counts",
-    "unit_ops",
-]
+__all__ = ["CACHE", "comparable_macs", "MAC_CLASSES", "OP_CLASSES", "CacheInfo", "CostReport", "Op", "check_limits",
+           "float_units", "op_class", "profile", "profile_module", "unit_counts", "unit_ops"]
 
 Metric = Literal["flops", "bytes", "bytes_read", "bytes_written"]
 Shape = tuple[int, ...]
@@ -111,6 +98,8 @@ class Op:
         precision: the number format it runs at (:mod:`nas.op_precision`; ``fp32`` in a float32 model);
             ``dtype`` stays the traced dtype, since blocks are traced as their float module.
         dilation: a convolution's largest dilation, 1 for other ops (it sets the kind, :mod:`nas.latency.kinds`).
+        attention_call: the ``scaled_dot_product_attention`` call it runs inside, numbered from 1 within its unit
+            (its module for :func:`profile_module`), 0 outside any: a runtime may fuse the call into one kernel.
     """
 
     unit: str
@@ -125,6 +114,7 @@ class Op:
     sources: tuple[int, ...] = ()
     precision: str = FLOAT32
     dilation: int = 1
+    attention_call: int = 0
 
 
 _OP_COLUMNS = ("unit", "name", "op_class", "in_shapes", "out_shapes", "dtype", "flops", "bytes_read",
@@ -206,7 +196,7 @@ def _tensors(values: Any) -> list[torch.Tensor]:
     return out
 
 
-_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int, tuple[int, ...], int]
+_Record = tuple[str, str, str, tuple[Shape, ...], tuple[Shape, ...], str, int, int, int, tuple[int, ...], int, int]
 _INPUT = -1  # stands for the traced module's input in a record's sources
 
 
@@ -230,6 +220,7 @@ class _Recorder(TorchDispatchMode):
         self.units: list[str] = []
         self.producer: dict[int, int] = {}
         self.alive: list[torch.Tensor] = []
+        self.calls = AttentionCalls()  # the attention call running, which each record names
 
     def mark_input(self, tensor: torch.Tensor) -> None:
         self.producer[id(tensor)] = _INPUT
@@ -270,7 +261,8 @@ class _Recorder(TorchDispatchMode):
             return start + code if code >= 0 else producers[-1 - code]  # type: ignore[return-value]
 
         for record in replay.records:
-            self.records.append((unit, *record[:8], tuple(sorted({source(code) for code in record[8]})), record[9]))
+            sources = tuple(sorted({source(code) for code in record[8]}))
+            self.records.append((unit, *record[:8], sources, record[9], self.calls.current))
         made: list[torch.Tensor] = []
         out = rebuild(replay.outputs, tensors, made)
         for tensor, code in zip(made, replay.producers, strict=True):
@@ -311,7 +303,7 @@ class _Recorder(TorchDispatchMode):
         self.records.append((
             self.units[-1] if self.units else "", info.name, info.op_class, tuple(tuple(t.shape) for t in inputs),
             tuple(tuple(t.shape) for t in outputs), str(outputs[0].dtype).removeprefix("torch."), flops, read,
-            written, sources, dilation_of(info, args, kwargs)))
+            written, sources, dilation_of(info, args, kwargs), self.calls.current))
         return out
 
 
@@ -369,12 +361,12 @@ def _run(module: nn.Module, shape: Shape, dtype: torch.dtype, device: str, param
     recorder.mark_input(x)
     with torch.no_grad(), _eval_mode(module), (_tracking(module, recorder) if track else nullcontext()):
         if device == "meta" and _on(module, device, param_dtype):
-            with recorder:
+            with recorder.calls, recorder:
                 out = module(x)
         else:
             # Swap in stand-in weights on ``device``: the caller's module is not moved or changed.
             state = _state(module, device, param_dtype)
-            with recorder:
+            with recorder.calls, recorder:
                 out = torch.func.functional_call(module, state, (x,))
     return recorder.records, recorder.output_of(out)
 
@@ -494,7 +486,7 @@ def _assemble(units: Sequence[Unit], costs: Sequence[_UnitCost], arch: Arch | No
             sources = tuple(previous_output if source == _INPUT else offset + source for source in record[9])
             sources = tuple(source for source in sources if source != _INPUT)
             precision = FLOAT32 if formats is None else formats[number]
-            ops.append(Op(unit.path, *record[1:9], sources, precision, record[10]))
+            ops.append(Op(unit.path, *record[1:9], sources, precision, *record[10:]))
         if unit_cost.output != _INPUT:
             previous_output = offset + unit_cost.output
     return tuple(ops)
@@ -595,6 +587,7 @@ def profile_module(module: nn.Module, input_shape: Sequence[int], *, batch: int 
         dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
     records, output = _trace(module, (batch, *shape), dtype, param_dtype, track=True)
     cost = _summarise(records, output, sum(p.numel() for p in module.parameters()))
-    ops = tuple(Op(*record[:9], tuple(s for s in record[9] if s != _INPUT), dilation=record[10]) for record in records)
+    ops = tuple(Op(*record[:9], tuple(s for s in record[9] if s != _INPUT), dilation=record[10],
+                   attention_call=record[11]) for record in records)
     return CostReport(ops, cost.params, cost.macs, cost.flops,
                       cost.bytes_read, cost.bytes_written, batch)

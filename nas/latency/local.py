@@ -84,6 +84,10 @@ _ORT_FUSION = {**{kind: ["batchnorm", "act", "act_special", "elementwise"] for k
                "matmul": ["act", "act_special", "elementwise"], "batchnorm": ["act", "elementwise"],
                "elementwise": ["act"]}
 _FUSION = {"torch": {}, "onnxruntime": _ORT_FUSION}
+# Whether the runtime runs F.scaled_dot_product_attention as one kernel (nas.latency.fused_attention): eager PyTorch
+# does on a CPU (its flash kernel for 4-D inputs). onnxruntime is left off: the export writes the math path's
+# MatMul, Softmax, MatMul, and nothing here shows its graph optimisations fuse that pattern into one kernel.
+_FUSED_ATTENTION = {"torch": True, "onnxruntime": False}
 # Per-op issue cost (us) before fitting: eager PyTorch dispatches every op through Python and the aten
 # dispatcher; onnxruntime runs a prebuilt graph.
 _LAUNCH_US = {"torch": {"conv": 10.0, "matmul": 6.0, "vector": 4.0, "movement": 4.0},
@@ -352,7 +356,7 @@ def _setting_entry(protocol: Protocol, device_key: str, cpu_model: str, versions
         "calibration": {"device": cpu_model, "runtime": runtime, "precision": "fp32", "threads": protocol.threads},
         "notes": ("Fitted and validated on random architectures measured end to end on this machine "
                   "(see measurement and validation)."),
-        "fusion": _FUSION[runtime], "unsupported": [],
+        "fusion": _FUSION[runtime], "fused_attention": _FUSED_ATTENTION[runtime], "unsupported": [],
         "fit": {"free": list(_FREE), "prior_weight": _PRIOR_WEIGHT},
         "priors": _priors(runtime, protocol.threads),
     }

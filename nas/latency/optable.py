@@ -3,7 +3,9 @@
 :func:`build_table` walks the ops of a :class:`nas.cost.CostReport` once and
 
 1. drops free ops (views, allocations, constants; see :mod:`nas.latency.kinds`)
-   and the kinds the setting lists as ``eliminated`` by its runtime;
+   and the kinds the setting lists as ``eliminated`` by its runtime; under a setting with
+   ``fused_attention``, replaces the ops of each attention call its runtime fuses by one op, the fused
+   kernel (:mod:`nas.latency.fused_attention`);
 2. places each op on the main processor or, for kinds the setting sends to its
    fallback processor (the ZCU104's ARM cores), on the fallback; a kind listed
    as ``unsupported`` raises :class:`UnsupportedOpError`, so no op is ever priced
@@ -62,6 +64,7 @@ import numpy as np
 
 from nas.cost import Op
 from nas.errors import NasError
+from nas.latency.fused_attention import fused_attention_calls
 from nas.latency.kinds import KINDS, RULE_KIND_OF, kind_of, numel
 from nas.latency.targets import FALLBACK, PEAK_FORMATS, PEAK_OF_FORMAT, UNSUPPORTED, Setting
 from nas.op_precision import FLOAT32
@@ -236,7 +239,13 @@ class _Builder:
         on_host = False
         switches = 0
         transfer = 0.0
+        fused = fused_attention_calls(ops, first) if self.setting.fused_attention else {}
         for position, op in enumerate(ops, start=first):
+            if position - first in fused:  # an op of an attention call run as one kernel: that kernel, or nothing
+                kernel = fused[position - first]
+                if kernel is None:
+                    continue
+                op = kernel
             real_kind = kind_of(op)
             kind = RULE_KIND_OF.get(real_kind, real_kind)  # rules and shapes see the kind it refines
             copied = kind == "concat" and not concats.isdisjoint(op.sources)

@@ -50,28 +50,9 @@ from nas.latency.coefficients import Coefficients
 from nas.latency.kinds import COMPUTE_GROUPS, KINDS
 from nas.yamlio import line_of, load_yaml, plain
 
-__all__ = [
-    "PRECISIONS",
-    "PEAK_FORMATS",
-    "PEAK_OF_FORMAT",
-    "BYTES_PER_ELEMENT",
-    "FALLBACK",
-    "UNSUPPORTED",
-    "KEEP_FLOAT",
-    "Device",
-    "Fallback",
-    "Setting",
-    "Target",
-    "LOCAL",
-    "HOME_ENV",
-    "predictors_dir",
-    "user_dir",
-    "local_target_path",
-    "list_targets",
-    "get_target",
-    "load_target",
-    "parse_target",
-]
+__all__ = ["PRECISIONS", "PEAK_FORMATS", "PEAK_OF_FORMAT", "BYTES_PER_ELEMENT", "FALLBACK", "UNSUPPORTED", "KEEP_FLOAT",
+           "Device", "Fallback", "Setting", "Target", "LOCAL", "HOME_ENV", "predictors_dir", "user_dir",
+           "local_target_path", "list_targets", "get_target", "load_target", "parse_target"]
 
 Precision = Literal["fp32", "fp16", "amp", "int8"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -209,6 +190,8 @@ class Setting:
             GEMM of a 1x1 convolution under TensorRT and oneDNN: ``{matmul: pwconv}``). Without it, a group
             that only one calibration family exercises (linear layers: the ViTs) is fitted on that family
             alone and guessed when it is held out.
+        fused_attention: the runtime runs a ``scaled_dot_product_attention`` call as one fused kernel where its
+            kernel selection allows, priced as :mod:`nas.latency.fused_attention` says (eager PyTorch on a CPU).
         free: names of the coefficients the fit adjusts (the file may use globs such as
             ``memory_efficiency.*``); the rest stay at their priors.
         prior_weight: pull of the priors in the fit (log-space, per parameter).
@@ -248,6 +231,7 @@ class Setting:
     notes: str = ""
     measurement: dict[str, Any] | None = None
     keep_float: bool = False
+    fused_attention: bool = False
 
     @property
     def label(self) -> str:
@@ -404,7 +388,7 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
                     required=("title", "device", "runtime", "precision", "batch_sizes", "calibration", "fusion",
                               "priors", "fit"),
                     optional=("fallback", "unsupported", "eliminated", "plugins", "coefficients", "validation",
-                              "notes", "overlap", "measurement", "shared_kernels"))
+                              "notes", "overlap", "measurement", "shared_kernels", "fused_attention"))
 
     def device(key: Any, where: str) -> Device:
         if key not in devices:
@@ -475,7 +459,8 @@ def _setting(target: str, name: str, data: Any, devices: dict[str, Device], path
         free=tuple(free),
         prior_weight=_number(fit["prior_weight"], f"{path}.fit.prior_weight"),  # type: ignore[arg-type]
         priors=priors, coefficients=coefficients, validation=plain(validation),
-        notes=_text(data, "notes", path, ""), measurement=plain(measurement))
+        notes=_text(data, "notes", path, ""), measurement=plain(measurement),
+        fused_attention=coerce_field(data.get("fused_attention", False), bool, f"{path}.fused_attention"))
 
 
 def _shared_kernels(value: Any, path: str) -> dict[str, str]:
