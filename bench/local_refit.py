@@ -28,7 +28,13 @@ from nas.yamlio import load_yaml
 
 
 def _fastest_ms(path: Path, ids: list[str]) -> np.ndarray:
-    timings = json.loads(path.read_text())["timings"]
+    if not path.is_file() or not local_target_path().is_file():
+        raise SystemExit(f"no profile to refit ({path} or {local_target_path()} is missing): run "
+                         f"`nas profile --target local` first")
+    data = json.loads(path.read_text())
+    if data.get("schema") != 2:
+        raise SystemExit(f"{path} was written by an older `nas profile` (one pass per model): run it again")
+    timings = data["timings"]
     missing = [arch_id for arch_id in ids if arch_id not in timings]
     if missing:
         raise SystemExit(f"{path} has no timings for {len(missing)} of the models; run nas profile first")
