@@ -23,6 +23,7 @@ import numpy as np
 
 from nas.latency.local import cache_path, fit_local, sample_archs
 from nas.latency.measure import Protocol
+from nas.latency.profile_timings import CACHE_SCHEMA
 from nas.latency.targets import local_target_path, parse_target
 from nas.yamlio import load_yaml
 
@@ -32,7 +33,7 @@ def _fastest_ms(path: Path, ids: list[str]) -> np.ndarray:
         raise SystemExit(f"no profile to refit ({path} or {local_target_path()} is missing): run "
                          f"`nas profile --target local` first")
     data = json.loads(path.read_text())
-    if data.get("schema") != 2:
+    if data.get("schema") != CACHE_SCHEMA:
         raise SystemExit(f"{path} was written by an older `nas profile` (one pass per model): run it again")
     timings = data["timings"]
     missing = [arch_id for arch_id in ids if arch_id not in timings]

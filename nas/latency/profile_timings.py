@@ -28,15 +28,16 @@ from nas.atomic import write_atomic
 from nas.latency.measure import Protocol, Timing, prepare, time_chunk
 from nas.yamlio import dump_json
 
-__all__ = ["Measurer", "AGREEMENT_BAND", "default_measurer", "cache_header", "measure_passes", "joined", "load_summary",
-           "noise"]
+__all__ = ["Measurer", "AGREEMENT_BAND", "CACHE_SCHEMA", "default_measurer", "cache_header", "measure_passes",
+           "joined", "load_summary", "noise"]
 
 Measurer = Callable[[Sequence[Arch], Protocol], list[Timing]]
 """Times a chunk of Archs once (the default prepares and times them, :func:`nas.latency.measure.time_chunk`)."""
 
 AGREEMENT_BAND = 10.0
 """Passes of a model agree when their minima are within this many percent of each other (the predictor's band)."""
-_SCHEMA = 2  # 2: a list of passes per model
+CACHE_SCHEMA = 2
+"""Version of the timing cache's format (2: a list of passes per model); a cache of another is ignored."""
 
 
 def default_measurer(archs: Sequence[Arch], protocol: Protocol) -> list[Timing]:
@@ -46,7 +47,7 @@ def default_measurer(archs: Sequence[Arch], protocol: Protocol) -> list[Timing]:
 def cache_header(protocol: Protocol, cpu_model: str) -> dict[str, Any]:
     """What cached timings must match to be reused."""
     timing = {key: value for key, value in protocol.to_dict().items() if key not in ("statistic", "passes")}
-    return {"schema": _SCHEMA, "cpu_model": cpu_model, "protocol": timing}
+    return {"schema": CACHE_SCHEMA, "cpu_model": cpu_model, "protocol": timing}
 
 
 def _timing(value: dict[str, Any]) -> Timing:
