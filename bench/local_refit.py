@@ -17,29 +17,27 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
 from nas.latency.local import cache_path, fit_local, sample_archs
+from nas.latency.machine import machine_facts
 from nas.latency.measure import Protocol
-from nas.latency.profile_timings import CACHE_SCHEMA
+from nas.latency.profile_timings import cache_header, joined, load_cached
 from nas.latency.targets import local_target_path, parse_target
 from nas.yamlio import load_yaml
 
 
-def _fastest_ms(path: Path, ids: list[str]) -> np.ndarray:
-    if not path.is_file() or not local_target_path().is_file():
-        raise SystemExit(f"no profile to refit ({path} or {local_target_path()} is missing): run "
-                         f"`nas profile --target local` first")
-    data = json.loads(path.read_text())
-    if data.get("schema") != CACHE_SCHEMA:
-        raise SystemExit(f"{path} was written by an older `nas profile` (one pass per model): run it again")
-    timings = data["timings"]
-    missing = [arch_id for arch_id in ids if arch_id not in timings]
-    if missing:
-        raise SystemExit(f"{path} has no timings for {len(missing)} of the models; run nas profile first")
-    return np.array([min(min(run["samples_ms"]) for run in timings[arch_id]) for arch_id in ids])
+def _fastest_ms(ids: list[str]) -> np.ndarray:
+    """Each model's fastest run over all the passes ``nas profile`` cached on this machine."""
+    protocol = Protocol()
+    path = cache_path(protocol)
+    cached = load_cached(path, cache_header(protocol, machine_facts().cpu_model))
+    missing = [arch_id for arch_id in ids if arch_id not in cached]
+    if missing or not local_target_path().is_file():
+        raise SystemExit(f"{path} has no timings of this machine for {len(missing)} of the models, or "
+                         f"{local_target_path()} is missing: run `nas profile --target local` first")
+    return np.array([joined(cached[arch_id]).latency_ms("min") for arch_id in ids])
 
 
 def main() -> None:
@@ -53,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.fit + args.held
     archs = sample_archs(args.space, count, args.resolution, args.seed)
-    measured = _fastest_ms(cache_path(Protocol()), [arch.id for arch in archs])
+    measured = _fastest_ms([arch.id for arch in archs])
     document = json.loads(json.dumps(load_yaml(local_target_path())))
     name = document["default_setting"]
     for fused in (False, True):

@@ -28,7 +28,7 @@ from nas.atomic import write_atomic
 from nas.latency.measure import Protocol, Timing, prepare, time_chunk
 from nas.yamlio import dump_json
 
-__all__ = ["Measurer", "AGREEMENT_BAND", "CACHE_SCHEMA", "default_measurer", "cache_header", "measure_passes",
+__all__ = ["Measurer", "AGREEMENT_BAND", "default_measurer", "cache_header", "load_cached", "measure_passes",
            "joined", "load_summary", "noise"]
 
 Measurer = Callable[[Sequence[Arch], Protocol], list[Timing]]
@@ -36,8 +36,7 @@ Measurer = Callable[[Sequence[Arch], Protocol], list[Timing]]
 
 AGREEMENT_BAND = 10.0
 """Passes of a model agree when their minima are within this many percent of each other (the predictor's band)."""
-CACHE_SCHEMA = 2
-"""Version of the timing cache's format (2: a list of passes per model); a cache of another is ignored."""
+_SCHEMA = 2  # 2: a list of passes per model
 
 
 def default_measurer(archs: Sequence[Arch], protocol: Protocol) -> list[Timing]:
@@ -47,7 +46,7 @@ def default_measurer(archs: Sequence[Arch], protocol: Protocol) -> list[Timing]:
 def cache_header(protocol: Protocol, cpu_model: str) -> dict[str, Any]:
     """What cached timings must match to be reused."""
     timing = {key: value for key, value in protocol.to_dict().items() if key not in ("statistic", "passes")}
-    return {"schema": CACHE_SCHEMA, "cpu_model": cpu_model, "protocol": timing}
+    return {"schema": _SCHEMA, "cpu_model": cpu_model, "protocol": timing}
 
 
 def _timing(value: dict[str, Any]) -> Timing:
@@ -55,7 +54,8 @@ def _timing(value: dict[str, Any]) -> Timing:
                   float(value["load_before"]), float(value["load_after"]))
 
 
-def _load(path: Path, header: dict[str, Any]) -> dict[str, list[Timing]]:
+def load_cached(path: Path, header: dict[str, Any]) -> dict[str, list[Timing]]:
+    """The passes cached at ``path`` per Arch id, if its header is ``header`` (else, or if damaged, none)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or any(data.get(key) != value for key, value in header.items()):
@@ -77,7 +77,7 @@ def measure_passes(archs: Sequence[Arch], protocol: Protocol, *, cache: Path, re
     """Up to ``protocol.passes`` timings per Arch id, a pass over every Arch finished before the next begins
     (cached passes reused if ``resume``); also how many Archs were timed now. The cache is rewritten after
     every chunk either way."""
-    timings = _load(cache, header) if resume else {}
+    timings = load_cached(cache, header) if resume else {}
     timings = {arch.id: timings.get(arch.id, [])[:protocol.passes] for arch in archs}
     todo = sum(protocol.passes - len(timings[arch.id]) for arch in archs)
     timed_now: set[str] = set()
