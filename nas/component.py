@@ -112,6 +112,7 @@ class Component:
     sharing: ClassVar[dict[str, Any]] = {}
     key_fields: ClassVar[tuple[str, ...]] = ()
     ffns_by_path: ClassVar[bool] = False
+    holds_layers: ClassVar[bool] = False
     ops: ClassVar[dict[str, str]] = {}
 
     def check(self, site: Site) -> None:

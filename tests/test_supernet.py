@@ -107,6 +107,25 @@ head: {kind: linear, pool: avg, norm: layernorm, num_classes: 10}
 """
 
 
+# A stage body (GC ViT's global context, three layers in one block) or a stack of up to three ConvNeXt blocks.
+BODY_OR_STACK = """
+schema: 1
+name: body_or_stack
+input: {resolution: 32, channels: 3}
+stem: {kind: patch, patch: 4, norm: layernorm}
+stages:
+  - dim: 16
+    downsample: null
+    blocks:
+      choice:
+        - repeat: 1
+          block: {mixer: {kind: global_context, depth: 3, heads: 2, window: 4}, ffn: {kind: mlp, ratio: 2},
+                  norm: layernorm}
+        - repeat: {range: [1, 3]}
+          block: {mixer: {kind: convnext, kernel: 3}, ffn: {kind: mlp, ratio: 2}, norm: layernorm}
+head: {kind: linear, pool: avg, norm: layernorm, num_classes: 10}
+"""
+
 
 def _write(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> str:
     path = tmp_path_factory.mktemp("spaces") / f"{name}.yaml"
@@ -256,6 +275,29 @@ def test_a_point_beyond_the_allocated_tensors_is_a_clear_error(kitchen: Supernet
         kitchen.set_active(wider)
     with pytest.raises(nas.NasError, match="no active subnet"):
         Supernet(kitchen.spec, space=kitchen.space)(torch.randn(1, 3, 32, 32))
+
+
+def test_a_stage_body_is_allocated_only_where_it_was_met(tmp_path_factory: pytest.TempPathFactory) -> None:
+    net = Supernet.create(_write(tmp_path_factory, "body_or_stack", BODY_OR_STACK),
+                          scale=ProxyScale(width=1.0, resolution=32), scan=16)
+    positions: dict[str, set[str]] = {}
+    for record in net.spec.storage:
+        position, group = record.key.split("|")[:2]
+        positions.setdefault(position, set()).add(group)
+    assert any(group.startswith("mixer=global_context") for group in positions["stages:0:blocks:0"])
+    assert {"ffn0", "ffn1", "ffn2"} <= positions["stages:0:blocks:0"]
+    for deeper in ("stages:0:blocks:1", "stages:0:blocks:2"):
+        assert any(group.startswith("mixer=convnext") for group in positions[deeper])
+        assert positions[deeper].isdisjoint({"ffn1", "ffn2"})  # no copy of the body's second and third layers
+        assert not any(group.startswith("mixer=global_context") for group in positions[deeper])
+    body = next(arch for arch in (net.sample(np.random.default_rng(seed)) for seed in range(32))
+                if arch.stages[0].blocks[0].mixer.kind == "global_context")
+    net.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, body), net.extract(body).eval()(x))
+    two_bodies = body.replace(stages=(dataclasses.replace(body.stages[0], blocks=body.stages[0].blocks * 2),))
+    assert "allocated" in net.check(two_bodies)
 
 
 # ---------------------------------------------------------------------------- sandwich

@@ -24,6 +24,11 @@ defaults on ``Component`` declare nothing:
   branches): the supernet keys each FFN by its path inside the mixer rather
   than by its number in module order, so a position keeps its FFN's weights
   whatever the depths before it.
+* ``holds_layers``: for a mixer whose module is several layers of a stage
+  (GC ViT's global context, CrossViT's encoders): the supernet allocates its
+  tensors only at the block positions where its scan met the kind, not at
+  every position of the stage, which would copy all its layers once per
+  position.
 * ``ops``: aten ops the kind emits that the cost model's generic table does
   not class, with their op class (``{"aten.my_op": "elementwise"}``); an op
   declared ``"other"`` is knowingly priced as other.

@@ -97,6 +97,7 @@ class CrossVitCfg(QuantizableAttention, Component):
                **{f"{path}.{name}": rule for path in _BRANCH_ATTENTION for name, rule in AttentionCfg.sharing.items()}}
     resolution_fields = {"resize": FitsMap()}
     ffns_by_path = True  # the layers before a position vary with the depths and the encoders
+    holds_layers = True  # the whole body: its tensors are allocated only where the supernet's scan met it
 
     patches: tuple[int, ...] = (12, 16)
     split: tuple[int, ...] = (1, 2)

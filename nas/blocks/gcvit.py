@@ -110,6 +110,7 @@ class GlobalContextCfg(QuantizableAttention, Component):
     sharing = {"layers.*.attn.qkv": Chunks(3), "layers.*.attn.kv": Chunks(2),
                "layers.*.attn.relative_position_bias": RelativeTable()}
     resolution_fields = {"window": FitsMap()}
+    holds_layers = True  # a stage body: its tensors are allocated only where the supernet's scan met it
 
     depth: int = 2
     heads: int = 2

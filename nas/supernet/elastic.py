@@ -17,7 +17,10 @@ of one shared, max-size tensor, but for the fake quantisers' (see Precision belo
   FFN). Stems, downsamplers and heads use ``<role>=<kind>``. Kinds whose
   options change the meaning of rows (EfficientFormer's per-head ``key_dim``)
   declare them in their config's ``key_fields``; those options join the group
-  name, so each value gets weights of its own.
+  name, so each value gets weights of its own. A block's tensors exist at
+  every position of its stage, except those of a kind that holds several
+  layers of the stage (``holds_layers``), which exist where the scan met it
+  (:class:`Capacity`).
 * **Views.** A needed tensor is a slice of the stored one
   (:class:`~nas.supernet.slicing.Rule`): prefixes ``[:d0, :d1, ...]`` by
   default; convolution kernels are cut from the centre (a 3x3 is the middle of
@@ -170,6 +173,7 @@ class UnitLayout:
     parameters: int
     role: str  # the unit's role (nas.build.Unit.role)
     index: int | None  # a block's number within its stage
+    holds_layers: bool = False  # a block whose mixer holds several layers of its stage (Component.holds_layers)
 
 
 def _storage_key(position: str, entry: str) -> str:
@@ -341,7 +345,8 @@ class Layouts:
         scope, position = _place(unit)
         slots = [dataclasses.replace(slot, scope=scope, key=_storage_key(position, slot.entry)) for slot in raw]
         count = sum(slot_numel(slot) for slot in slots if slot.parameter)
-        return UnitLayout(unit.path, unit.stage, module, slots, count, unit.role, unit.index)
+        holds_layers = unit.role == "block" and unit.component.mixer.holds_layers
+        return UnitLayout(unit.path, unit.stage, module, slots, count, unit.role, unit.index, holds_layers)
 
     def _skeleton(self, unit: Unit) -> tuple[nn.Module, list[Slot]]:
         with torch.random.fork_rng(devices=[]):  # the init values only give statistics; keep them fixed
@@ -375,10 +380,17 @@ class _Entry:
 
 @dataclass
 class Capacity:
-    """Max shapes per ``(scope, group|name)`` and the deepest block position per stage, from seen subnets."""
+    """Max shapes per ``(scope, group|name)`` and the deepest block position per stage, from seen subnets.
+
+    A block entry is allocated at every position of its stage up to the deepest seen, so that a kind met
+    at one position in the scan runs at any. Entries that only blocks holding several layers use
+    (``Component.holds_layers``) are allocated where such a block was seen instead: copies of a stage
+    body's layers at every position would multiply the supernet by the stage's depth.
+    """
 
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     depths: dict[str, int] = field(default_factory=dict)
+    positions: dict[tuple[str, str], set[int] | None] = field(default_factory=dict)  # None: every position
 
     def add(self, layouts: Iterable[UnitLayout]) -> None:
         """Grow to cover one subnet (its layouts, as :meth:`Layouts.of` gives them)."""
@@ -387,6 +399,7 @@ class Capacity:
                 scope = f"stages.{layout.stage}.blocks"
                 self.depths[scope] = max(self.depths.get(scope, 0), layout.index + 1)
             for slot in layout.slots:
+                self._place(slot, layout)
                 shape = canonical(slot.shape)
                 numel = slot_numel(slot)
                 rule = slot.rule.id
@@ -408,12 +421,22 @@ class Capacity:
                 if numel > entry.numel:
                     entry.numel, entry.init = numel, slot.init
 
+    def _place(self, slot: Slot, layout: UnitLayout) -> None:
+        key = (slot.scope, slot.entry)
+        pinned = layout.holds_layers and layout.index is not None
+        if not pinned:
+            self.positions[key] = None
+        elif (seen := self.positions.setdefault(key, set())) is not None:
+            seen.add(layout.index)
+
     def storage(self) -> list[Storage]:
-        """One storage record per position: block scopes are expanded to every position up to the depth."""
+        """One storage record per position: block entries at every position up to the depth, or where seen."""
         out = []
         for (scope, entry_name), entry in sorted(self.entries.items()):
             if scope.endswith(".blocks"):
-                positions = [f"{scope}.{index}" for index in range(self.depths[scope])]
+                seen = self.positions.get((scope, entry_name))
+                indices = range(self.depths[scope]) if seen is None else sorted(seen)
+                positions = [f"{scope}.{index}" for index in indices]
             else:
                 positions = [scope]
             for position in positions:
