@@ -76,6 +76,27 @@ def test_train_commands_refuse_an_absent_device_before_writing(files: dict[str, 
         assert not out.exists()
 
 
+def test_a_supernet_too_large_for_free_memory_is_refused_before_it_is_made(
+        files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    made: list[object] = []
+    monkeypatch.setattr("nas.supernet.trainer.Supernet.__init__", lambda *args, **kwargs: made.append(args))
+    monkeypatch.setattr("nas.supernet.device.available_host_memory", lambda: 1024)  # 1 KiB free
+    out = tmp_path / "too-wide"
+    assert main(["supernet", "train", "--space", files["space"], "--data", files["data"], "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "AdamW state alone" in error and "0.0 GiB is free" in error
+    assert "--proxy-width" in error and not made and not out.exists()
+
+
+def test_training_memory_counts_every_local_process_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nas.supernet.device.available_host_memory", lambda: 100 * 2**20)
+    CPU.check_training_fits(6 * 2**20 // 16, "six MiB of training state", "")  # fits in 100 MiB
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")  # 32 processes x 6 MiB do not
+    with pytest.raises(DeviceError, match="six MiB of training state has 0M parameters"):
+        CPU.check_training_fits(6 * 2**20 // 16, "six MiB of training state", "")
+
+
 def test_bf16_autocast_trains_records_its_precision_and_refuses_another_on_resume(files: dict[str, str],
                                                                                  dataset: Dataset,
                                                                                  tmp_path: Path) -> None:

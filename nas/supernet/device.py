@@ -15,11 +15,16 @@ for a GPU, nor dies later inside CUDA.
 * On CUDA, convolutional models run in ``channels_last`` memory format (the
   layout cuDNN's tensor-core kernels want); the numbers are those of the
   default layout.
+* A model whose weights, gradients and AdamW state alone exceed the memory the
+  device has free is refused before its tensors are made
+  (:meth:`Placement.check_training_fits`): otherwise a too-wide supernet makes
+  the machine swap for an hour, or dies in the allocator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,10 +34,24 @@ from torch import nn
 
 from nas.errors import NasError
 
-__all__ = ["AMP_MODES", "DeviceError", "Placement", "resolve_device"]
+__all__ = ["AMP_MODES", "DeviceError", "Placement", "available_host_memory", "resolve_device"]
 
 AMP_MODES = ("off", "bf16", "fp16")
 _CUDA = re.compile(r"cuda(?::(\d+))?")
+_TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, its gradient, and AdamW's two moments
+_WEIGHT_BYTES_PER_PARAMETER = 4  # every model is made in float32 on the host before it moves
+
+
+def available_host_memory() -> int | None:
+    """Bytes the host can still give without swapping (``MemAvailable``), or None where it cannot tell."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class DeviceError(NasError):
@@ -138,6 +157,30 @@ class Placement:
     def scaler(self) -> torch.amp.GradScaler | None:
         """The gradient scaler fp16 needs (None for ``off`` and ``bf16``, whose range is float32's)."""
         return torch.amp.GradScaler(self.device.type) if self.amp == "fp16" else None
+
+    def check_training_fits(self, parameters: int, what: str, remedy: str) -> None:
+        """Refuse to train ``parameters`` float32 parameters where their training state cannot fit.
+
+        Counts the weights, gradients and AdamW moments only, not activations, so it never refuses a run
+        that would fit. Processes that torchrun starts on one host each make their own copy there.
+
+        Raises:
+            DeviceError: naming ``what`` (e.g. "the supernet of 'metaformer' at width 1.0"), the memory it needs
+                and has, and ``remedy`` (what to change).
+        """
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        host_bytes = (_WEIGHT_BYTES_PER_PARAMETER if self.device.type != "cpu" else
+                      _TRAINING_BYTES_PER_PARAMETER) * parameters * processes
+        needs = [(host_bytes, "this machine's memory", available_host_memory())]
+        if self.on_cuda:
+            needs.append((_TRAINING_BYTES_PER_PARAMETER * parameters, str(self.device),
+                          torch.cuda.mem_get_info(self.device)[0]))
+        for needed, where, free in needs:
+            if free is not None and needed > free:
+                raise DeviceError(
+                    f"{what} has {parameters / 1e6:,.0f}M parameters: training them needs {needed / 2**30:.1f} "
+                    f"GiB of {where} for weights, gradients and AdamW state alone, and {free / 2**30:.1f} GiB "
+                    f"is free; {remedy}")
 
     def describe(self) -> dict[str, str]:
         return {"device": str(self.device), "amp": self.amp}

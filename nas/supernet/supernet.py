@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -73,6 +74,11 @@ class SupernetSpec:
                    storage=tuple(Storage.from_dict(item) for item in data["storage"]), scan=int(data["scan"]),
                    sigma_reparam=bool(data.get("sigma_reparam", False)),
                    sharing=int(data.get("sharing", _UNRECORDED_SHARING)))
+
+    @property
+    def parameters(self) -> int:
+        """Trained numbers in the shared tensors (what training memory grows with)."""
+        return sum(math.prod(record.shape) for record in self.storage if record.parameter)
 
     def settings(self) -> dict[str, Any]:
         """What a resumed run must agree on: the user-chosen part, and what the stored tensors mean."""
@@ -138,6 +144,19 @@ class Supernet(nn.Module):
                sigma_reparam: bool = False, progress: Callable[[str], None] | None = None) -> Supernet:
         """A freshly initialised supernet over ``space`` (a shipped space name or a space file).
 
+        :meth:`plan`'s spec, with its tensors made; the arguments are :meth:`plan`'s.
+        """
+        return cls(cls.plan(space, scale=scale, seed=seed, scan=scan, sigma_reparam=sigma_reparam,
+                            progress=progress))
+
+    @classmethod
+    def plan(cls, space: str, *, scale: ProxyScale, seed: int = 0, scan: int = 1000, sigma_reparam: bool = False,
+             progress: Callable[[str], None] | None = None) -> SupernetSpec:
+        """The spec of a supernet over ``space``, found by scanning it, before any tensor is made.
+
+        Its :attr:`~SupernetSpec.parameters` say what the supernet will weigh, so a caller can refuse one
+        that cannot fit before allocating it.
+
         Args:
             space: the space, as :func:`nas.space.load_space` takes it.
             scale: the proxy scale every subnet runs at.
@@ -170,10 +189,9 @@ class Supernet(nn.Module):
                      "proxy scale")
         largest = _local_search(loaded, scale, layouts, capacity, max(pool, key=lambda item: item[0]), rng, 1)
         smallest = _local_search(loaded, scale, layouts, capacity, min(pool, key=lambda item: item[0]), rng, -1)
-        spec = SupernetSpec(space=space, scale=scale, seed=seed, largest=largest.to_dict(),
+        return SupernetSpec(space=space, scale=scale, seed=seed, largest=largest.to_dict(),
                             smallest=smallest.to_dict(), storage=tuple(capacity.storage()), scan=scan,
                             sigma_reparam=sigma_reparam)
-        return cls(spec, space=loaded)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Supernet:

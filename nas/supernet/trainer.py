@@ -509,10 +509,13 @@ def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, wid
         wanted = {"space": space, "scale": scale.to_dict(), "seed": settings.seed, "scan": scan,
                   "sigma_reparam": settings.sigma_reparam, "sharing": SHARING_VERSION}
         check_matches(path, spec.settings(), wanted, "supernet settings")
-        supernet = Supernet(spec)
     else:
-        supernet = Supernet.create(space, scale=scale, seed=settings.seed, scan=scan,
-                                   sigma_reparam=settings.sigma_reparam, progress=options.log)
+        spec = Supernet.plan(space, scale=scale, seed=settings.seed, scan=scan,
+                             sigma_reparam=settings.sigma_reparam, progress=options.log)
+    options.placement.check_training_fits(
+        spec.parameters, f"the supernet of {space!r} at width {width}",
+        "lower --proxy-width (memory grows with its square), or train a space with fewer kinds")
+    supernet = Supernet(spec)
     job = SupernetJob(supernet, num_random=settings.num_random, seed=settings.seed, ends=settings.ends)
     return Trainer(job, dataset, settings, data_spec=data_spec, out=out_path, checkpoint=checkpoint,
                    options=options).run()
