@@ -1,22 +1,28 @@
 """Training throughput on whatever device is present: a supernet's sandwich step against its largest subnet alone.
 
 For each scale (``--scales``: ``224`` is full width at 224 px, ImageNet's 1000 classes; ``proxy`` is the search's
-proxy scale, width x0.125 at 32 px, 10 classes) it builds the supernet of ``--space`` and, on one synthetic batch
-kept on the device (so no data wait), times:
+proxy scale, width x0.125 at 32 px, 10 classes) it plans the supernet of ``--space``, prints its parameters and
+refuses (one line, then the next scale) one whose training state cannot fit the device. Otherwise, on one
+synthetic batch kept on the device (so no data wait), it times:
 
 * a sandwich step (largest, smallest and two random subnets, forward and backward each, one AdamW step), the
   supernet's training step;
-* a step of the largest subnet trained alone (extracted, as ``nas train`` would build it).
+* a step of the largest subnet trained alone (extracted, as ``nas train`` would build it);
+* with ``--alone-sum``, a step of each of the sandwich's subnets trained alone, summed: what the same four
+  passes cost without weight sharing.
 
 It prints images/s of each (images of the batch per second of step; the sandwich trains four subnets on the same
-images), their ratio (sandwich step time over the largest subnet's), and peak device memory on CUDA (peak
-resident memory of the process on the CPU). With ``--data FOLDER`` (an image folder, streamed) it also trains the
-largest subnet on it at the proxy scale and prints the share of step time spent waiting for data.
+images), their ratios (sandwich step time over the largest subnet's, and over the sum), and peak device memory on
+CUDA (peak resident memory of the process on the CPU). With ``--data FOLDER`` (an image folder, streamed) it also
+trains the largest subnet on it at the proxy scale and prints the share of step time spent waiting for data.
+
+The default space is ``convnext``: at full width, ``metaformer``'s supernet (every mixer kind at every
+position) needs more memory for its AdamW state than one 80 GB GPU has, and the bench says so if asked.
 
 Usage::
 
-    python bench/train_throughput.py                          # metaformer, both scales, auto device
-    python bench/train_throughput.py --device cuda --amp bf16 --batch 128
+    python bench/train_throughput.py                          # convnext, both scales, auto device
+    python bench/train_throughput.py --device cuda --amp bf16 --batch 128 --alone-sum
     python bench/train_throughput.py --scales proxy --data /data/imagenet --steps 50
 """
 
@@ -33,7 +39,7 @@ import torch.nn.functional as F
 
 from nas.data import load_dataset, loaders
 from nas.supernet import ProxyScale, Supernet
-from nas.supernet.device import Placement
+from nas.supernet.device import DeviceError, Placement
 from nas.supernet.jobs import SupernetJob
 
 SCALES = {"224": ProxyScale(width=1.0, resolution=224, num_classes=1000),
@@ -78,7 +84,15 @@ def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, placem
 def measure_scale(name: str, args: argparse.Namespace, placement: Placement) -> None:
     scale = SCALES[name]
     batch = args.batch or (64 if placement.on_cuda else 8) * (4 if name == "proxy" else 1)
-    supernet = placement.place(Supernet.create(args.space, scale=scale, scan=args.scan, seed=0))
+    spec = Supernet.plan(args.space, scale=scale, scan=args.scan, seed=0)
+    print(f"{name:>5}: supernet of {args.space!r}, {spec.parameters / 1e6:,.1f}M parameters")
+    try:
+        placement.check_training_fits(spec.parameters, f"the supernet of {args.space!r} at the {name} scale",
+                                      "pass another --space")
+    except DeviceError as exc:
+        print(f"       skipped: {exc}")
+        return
+    supernet = placement.place(Supernet(spec))
     job = SupernetJob(supernet, num_random=2, seed=0)
     images = torch.randn(batch, job.channels, job.resolution, job.resolution, device=placement.device)
     labels = torch.randint(0, scale.num_classes, (batch,), device=placement.device)
@@ -88,15 +102,26 @@ def measure_scale(name: str, args: argparse.Namespace, placement: Placement) -> 
     sandwich = _timed_steps(lambda: _train_step(supernet, optimizer, placement, images, labels, forwards),
                             placement, args.steps)
     largest = placement.place(supernet.extract(supernet.largest))
-    alone_optimizer = torch.optim.AdamW(largest.parameters(), lr=1e-4)
-    alone = _timed_steps(lambda: _train_step(largest, alone_optimizer, placement, images, labels, [largest]),
-                         placement, args.steps)
-    print(f"{name:>5}: batch {batch} at {job.resolution} px, {len(subnets)} subnets per sandwich step")
+    print(f"       batch {batch} at {job.resolution} px, {len(subnets)} subnets per sandwich step; largest subnet "
+          f"{sum(p.numel() for p in largest.parameters()) / 1e6:,.1f}M parameters")
+    alone = _alone_step(largest, placement, images, labels, args.steps)
     print(f"       sandwich step {sandwich * 1e3:8.1f} ms, {batch / sandwich:8.1f} images/s")
     print(f"       largest alone {alone * 1e3:8.1f} ms, {batch / alone:8.1f} images/s")
     kind = "CUDA allocated" if placement.on_cuda else "process resident"
     print(f"       ratio (sandwich / largest alone) {sandwich / alone:.2f}; peak memory "
           f"{_peak_memory_mib(placement):.0f} MiB ({kind})")
+    if args.alone_sum:
+        summed = sum(_alone_step(placement.place(supernet.extract(arch)), placement, images, labels, args.steps)
+                     for arch in subnets)
+        print(f"       its {len(subnets)} subnets alone, summed {summed * 1e3:8.1f} ms; ratio (sandwich / sum) "
+              f"{sandwich / summed:.2f}")
+
+
+def _alone_step(model: torch.nn.Module, placement: Placement, images: torch.Tensor, labels: torch.Tensor,
+                steps: int) -> float:
+    """Median seconds of a training step of ``model`` on its own (its own AdamW)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return _timed_steps(lambda: _train_step(model, optimizer, placement, images, labels, [model]), placement, steps)
 
 
 def measure_data_wait(args: argparse.Namespace, placement: Placement) -> None:
@@ -123,7 +148,7 @@ def measure_data_wait(args: argparse.Namespace, placement: Placement) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--space", default="metaformer")
+    parser.add_argument("--space", default="convnext", help="a space name or file (default convnext)")
     parser.add_argument("--scales", nargs="+", choices=sorted(SCALES), default=["proxy", "224"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off")
@@ -131,6 +156,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median; default 5)")
     parser.add_argument("--scan", type=int, default=200, help="points that size the supernet (default 200)")
     parser.add_argument("--data", help="an image folder to stream for the data-wait figure")
+    parser.add_argument("--alone-sum", action="store_true",
+                        help="also time each of the sandwich's subnets alone, and print the sandwich over their sum")
     args = parser.parse_args()
     placement = Placement.parse(args.device, args.amp)
     name = (torch.cuda.get_device_name(placement.device) if placement.on_cuda else
