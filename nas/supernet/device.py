@@ -112,10 +112,10 @@ class Placement:
         """The placement the CLI's ``--device`` and ``--amp`` ask for."""
         return cls(resolve_device(device), amp)
 
-    def for_local_rank(self, local_rank: int) -> Placement:
+    def for_this_process(self) -> Placement:
         """Under torchrun, plain ``cuda`` means this process's GPU, ``cuda:LOCAL_RANK``."""
         if self.on_cuda and self.device.index is None:
-            return Placement(torch.device("cuda", local_rank), self.amp)
+            return Placement(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), self.amp)
         return self
 
     @property

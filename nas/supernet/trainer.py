@@ -198,7 +198,7 @@ class Trainer:
         self.options = options
         if checkpoint is None and self.out is not None and (self.out / CHECKPOINT).exists():
             raise NasError(f"{self.out}: already holds a run ({CHECKPOINT}); resume it or choose another --out")
-        self.placement = options.placement.for_local_rank(int(os.environ.get("LOCAL_RANK", "0")))
+        self.placement = options.placement.for_this_process()
         if settings.sam and self.placement.amp == "fp16":
             raise DeviceError("--sam with --amp fp16 is not supported (the second pass would need its own loss "
                               "scaling); use --amp bf16")
@@ -512,7 +512,7 @@ def train_supernet(space: str, dataset: Dataset, settings: TrainSettings, *, wid
     else:
         spec = Supernet.plan(space, scale=scale, seed=settings.seed, scan=scan,
                              sigma_reparam=settings.sigma_reparam, progress=options.log)
-    options.placement.check_training_fits(
+    options.placement.for_this_process().check_training_fits(
         spec.parameters, f"the supernet of {space!r} at width {width}",
         "lower --proxy-width (memory grows with its square), or train a space with fewer kinds")
     supernet = Supernet(spec)
