@@ -5,19 +5,20 @@ proxy scale, width x0.125 at 32 px, 10 classes) it plans the supernet of ``--spa
 refuses (one line, then the next scale) one whose training state cannot fit the device. Otherwise, on one
 synthetic batch kept on the device (so no data wait), it times:
 
-* a sandwich step (largest, smallest and two random subnets, forward and backward each, one AdamW step), the
-  supernet's training step;
+* a sandwich step (largest, smallest and ``--num-random`` random subnets, default two, forward and backward
+  each, one AdamW step), the supernet's training step;
 * a step of the largest subnet trained alone (extracted, as ``nas train`` would build it);
-* with ``--alone-sum``, a step of each of the sandwich's subnets trained alone, summed: what the same four
+* with ``--alone-sum``, a step of each of the sandwich's subnets trained alone, summed: what the same
   passes cost without weight sharing.
 
-It prints images/s of each (images of the batch per second of step; the sandwich trains four subnets on the same
-images), their ratios (sandwich step time over the largest subnet's, and over the sum), and peak device memory on
+It prints images/s of each (images of the batch per second of step; the sandwich trains all its subnets on the
+same images), their ratios (sandwich step time over the largest subnet's, and over the sum), and peak device memory on
 CUDA (peak resident memory of the process on the CPU). With ``--data FOLDER`` (an image folder, streamed) it also
 trains the largest subnet on it at the proxy scale and prints the share of step time spent waiting for data.
 
 The default space is ``convnext``: at full width, ``metaformer``'s supernet (every mixer kind at every
-position) needs more memory for its AdamW state than one 80 GB GPU has, and the bench says so if asked.
+position) has billions of parameters, takes minutes to plan, and its weights, gradients and AdamW state alone
+fill most of an 80 GB GPU before any activation (bench/README.md has the figures).
 
 Usage::
 
@@ -93,7 +94,7 @@ def measure_scale(name: str, args: argparse.Namespace, placement: Placement) -> 
         print(f"       skipped: {exc}")
         return
     supernet = placement.place(Supernet(spec))
-    job = SupernetJob(supernet, num_random=2, seed=0)
+    job = SupernetJob(supernet, num_random=args.num_random, seed=0)
     images = torch.randn(batch, job.channels, job.resolution, job.resolution, device=placement.device)
     labels = torch.randint(0, scale.num_classes, (batch,), device=placement.device)
     subnets = job.subnets(0, 0)
@@ -156,6 +157,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median; default 5)")
     parser.add_argument("--scan", type=int, default=200, help="points that size the supernet (default 200)")
     parser.add_argument("--data", help="an image folder to stream for the data-wait figure")
+    parser.add_argument("--num-random", type=int, default=2,
+                        help="random subnets per sandwich step besides the ends (default 2, as nas supernet train)")
     parser.add_argument("--alone-sum", action="store_true",
                         help="also time each of the sandwich's subnets alone, and print the sandwich over their sum")
     args = parser.parse_args()
