@@ -23,6 +23,7 @@ from nas.supernet import (
     proxy,
     recalibrate_batchnorm,
 )
+from nas.supernet.elastic import Layouts
 
 # Every registered mixer, stem and downsample kind, at tiny widths; heads, kernels, windows, ratios,
 # depths and the mixer itself vary. Full width (the proxy keeps it), so the slicing itself is under test.
@@ -298,6 +299,19 @@ def test_a_stage_body_is_allocated_only_where_it_was_met(tmp_path_factory: pytes
         torch.testing.assert_close(net(x, body), net.extract(body).eval()(x))
     two_bodies = body.replace(stages=(dataclasses.replace(body.stages[0], blocks=body.stages[0].blocks * 2),))
     assert "allocated" in net.check(two_bodies)
+
+
+def test_a_large_skeleton_gives_its_freed_memory_back(tmp_path_factory: pytest.TempPathFactory,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr("nas.supernet.elastic._return_freed_memory", lambda: trims.append(1))
+    space = nas.space.load_space(_write(tmp_path_factory, "ordinal", ORDINAL))
+    small = space.decode(space.sample_vectors(np.random.default_rng(0), 1)[0])
+    Layouts().of(small)
+    assert not trims  # proxy-sized skeletons are cheap: no trim per build
+    wide = small.replace(stages=(small.stages[0], dataclasses.replace(small.stages[1], dim=2048)))
+    Layouts().of(wide)  # a 2048-wide attention block's qkv alone is 50 MB of float32, its MLP 67 MB or more
+    assert trims
 
 
 # ---------------------------------------------------------------------------- sandwich

@@ -56,7 +56,10 @@ of one shared, max-size tensor, but for the fake quantisers' (see Precision belo
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -353,10 +356,35 @@ class Layouts:
             torch.manual_seed(0)
             module = unit.make()
         raw = _raw_slots(unit, module)
+        built = sum(slot_numel(slot) * slot.dtype.itemsize for slot in raw)
         _to_meta(module)
+        if built >= _LARGE_SKELETON_BYTES:
+            _return_freed_memory()
         if self.device.type != "cpu":
             _move_derived(module, self.device)
         return module, raw
+
+
+_LARGE_SKELETON_BYTES = 64 << 20
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    library = ctypes.CDLL(name) if name else None
+    return getattr(library, "malloc_trim", None)
+
+
+def _return_freed_memory() -> None:
+    """Give the heap's free pages back to the system (glibc; a no-op elsewhere).
+
+    A full-width scan builds and frees thousands of skeletons of hundreds of MB. glibc raises its mmap
+    threshold after such frees, so later tensors come from the heap, and the freed pages stay in the
+    process: planning ``metaformer`` at full width grew past 24 GB and was killed for memory.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def slot_numel(slot: Slot) -> int:
