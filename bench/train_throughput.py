@@ -104,7 +104,7 @@ def measure_scale(name: str, args: argparse.Namespace, placement: Placement) -> 
                             placement, args.steps)
     largest = placement.place(supernet.extract(supernet.largest))
     print(f"       batch {batch} at {job.resolution} px, {len(subnets)} subnets per sandwich step; largest subnet "
-          f"{sum(p.numel() for p in largest.parameters()) / 1e6:,.1f}M parameters")
+          f"{supernet.num_parameters(supernet.largest) / 1e6:,.1f}M parameters")
     alone = _alone_step(largest, placement, images, labels, args.steps)
     print(f"       sandwich step {sandwich * 1e3:8.1f} ms, {batch / sandwich:8.1f} images/s")
     print(f"       largest alone {alone * 1e3:8.1f} ms, {batch / alone:8.1f} images/s")
